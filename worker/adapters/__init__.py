@@ -1,0 +1,1 @@
+"""The only modules that do I/O: Kafka, MongoDB and SMTP."""

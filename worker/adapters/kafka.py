@@ -1,0 +1,210 @@
+"""Kafka through aiokafka: clients, topics, dead letters and the batch-consume loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from worker import metrics
+from worker.config import Settings
+
+log = structlog.get_logger(__name__)
+
+Record = ConsumerRecord[bytes, bytes]
+BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
+
+
+def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer[bytes, bytes]:
+    # Idempotence (implies acks=all) so a retried send after a broker hiccup is written once.
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        request_timeout_ms=15_000,
+    )
+
+
+def make_consumer(settings: Settings, topic: str, group: str) -> AIOKafkaConsumer[bytes, bytes]:
+    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group,
+        client_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.batch_max_records,
+        # A batch may wait on SMTP retries; stay in the group meanwhile.
+        max_poll_interval_ms=600_000,
+        session_timeout_ms=30_000,
+        heartbeat_interval_ms=3_000,
+    )
+    return consumer
+
+
+def topic_specs(settings: Settings, partitions: int, replication: int) -> list[NewTopic]:
+    return [
+        NewTopic(settings.topic_order_status, partitions, replication),
+        NewTopic(settings.topic_timeline, partitions, replication),
+        # Dead letters are few and read by people: one partition keeps them in arrival order.
+        NewTopic(settings.topic_dlq, 1, replication),
+    ]
+
+
+async def ensure_topics(settings: Settings, partitions: int, replication: int) -> list[str]:
+    """Create the project's topics; existing ones are left alone. Returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="ct-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topic_specs(settings, partitions, replication) if t.name not in existing]
+        created = []
+        for topic in wanted:
+            try:
+                await admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between list and create
+        return created
+    finally:
+        await admin.close()
+
+
+class DeadLetters:
+    """Publishes refused records to the DLQ: original key, value and headers, plus where from and why."""
+
+    def __init__(self, producer: AIOKafkaProducer[bytes, bytes], topic: str, component: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._component = component
+
+    async def publish(self, record: Record, reason: str) -> None:
+        headers = [
+            *[(k, v) for k, v in (record.headers or ()) if not k.startswith("ct.dlq.")],
+            ("ct.dlq.topic", record.topic.encode()),
+            ("ct.dlq.partition", str(record.partition).encode()),
+            ("ct.dlq.offset", str(record.offset).encode()),
+            ("ct.dlq.component", self._component.encode()),
+            ("ct.dlq.reason", reason.encode()[:1000]),
+            ("ct.dlq.at", datetime.now(UTC).isoformat().encode()),
+        ]
+        await self._producer.send_and_wait(
+            self._topic, value=record.value, key=record.key, headers=headers
+        )
+        metrics.DLQ_RECORDS.labels(component=self._component).inc()
+        log.warning(
+            "dead_lettered",
+            component=self._component,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+        )
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: BatchConsumer) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Waits for the batch in flight (the lock is never held around getmany), then commits it,
+        # so the next owner of these partitions starts after the work that is already done.
+        async with self._loop.lock:
+            await self._loop.commit_pending()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+
+class BatchConsumer:
+    """getmany -> handler (makes its effects durable) -> commit, with a bounded drain on stop."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer[bytes, bytes],
+        topic: str,
+        handler: BatchHandler,
+        *,
+        name: str,
+        max_records: int,
+        grace_s: float,
+    ) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self._handler = handler
+        self._name = name
+        self._max_records = max_records
+        self._grace_s = grace_s
+        # Offsets whose work is durable but not committed yet.
+        self._pending: dict[TopicPartition, int] = {}
+        self.lock = asyncio.Lock()
+        self.ready = False
+
+    async def commit_pending(self) -> None:
+        if not self._pending:
+            return
+        offsets, self._pending = self._pending, {}
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # Not fatal: the records are redelivered and every handler is idempotent.
+            log.warning("commit_failed", consumer=self._name, error=repr(exc))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([self._topic], listener=_CommitOnRevoke(self))
+        self.ready = True
+        try:
+            while not stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                if not batches:
+                    continue
+                async with self.lock:
+                    records = [r for part in batches.values() for r in part]
+                    if not await self._handle(records, stopping):
+                        break  # grace ran out mid-batch: leave it uncommitted for redelivery
+                    for tp, part in batches.items():
+                        self._pending[tp] = part[-1].offset + 1
+                    await self.commit_pending()
+                self._observe_lag(batches)
+        finally:
+            self.ready = False
+            async with self.lock:
+                await self.commit_pending()
+            await self._consumer.stop()
+
+    async def _handle(self, records: Sequence[Record], stopping: asyncio.Event) -> bool:
+        """Run the handler; once stop is asked, give it at most the grace period to finish."""
+        started = time.perf_counter()
+        work = asyncio.ensure_future(self._handler(records))
+        stop_wait = asyncio.ensure_future(stopping.wait())
+        try:
+            done, _ = await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if work not in done:
+                await asyncio.wait({work}, timeout=self._grace_s)
+            if not work.done():
+                work.cancel()
+                log.warning("batch_abandoned_at_shutdown", consumer=self._name, records=len(records))
+                return False
+            work.result()
+            metrics.BATCH_SECONDS.labels(consumer=self._name).observe(time.perf_counter() - started)
+            return True
+        finally:
+            stop_wait.cancel()
+
+    def _observe_lag(self, batches: dict[TopicPartition, list[Record]]) -> None:
+        for tp in batches:
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                position = batches[tp][-1].offset + 1
+                metrics.CONSUMER_LAG.labels(consumer=self._name, partition=str(tp.partition)).set(
+                    max(highwater - position, 0)
+                )

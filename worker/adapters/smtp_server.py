@@ -1,0 +1,41 @@
+"""Serving SMTP with aiosmtpd on the worker's own event loop (not aiosmtpd's threaded Controller)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+
+async def start_smtp_server(
+    handler: Any,
+    host: str,
+    port: int,
+    *,
+    hostname: str,
+    data_size_limit: int,
+    tls_context: ssl.SSLContext | None = None,
+    timeout: float = 300,
+) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> SMTP:
+        return SMTP(
+            handler,
+            hostname=hostname,
+            ident="Conversation Tracker ESMTP",
+            data_size_limit=data_size_limit,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=tls_context,
+            timeout=timeout,
+            loop=loop,
+        )
+
+    return await loop.create_server(protocol, host, port)
+
+
+def bound_port(server: asyncio.Server) -> int:
+    return int(server.sockets[0].getsockname()[1])

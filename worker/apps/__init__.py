@@ -1,0 +1,1 @@
+"""Composition roots: each wires domain and adapters into one worker."""

@@ -1,0 +1,53 @@
+"""`ct check kafka|mongo|smtp`: wait until a server answers, for scripts and the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import aiosmtplib
+from aiokafka.admin import AIOKafkaAdminClient
+
+from worker.adapters import mongo
+from worker.config import Settings
+
+
+async def kafka_answers(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="ct-check", request_timeout_ms=5000
+    )
+    try:
+        await admin.start()
+        await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def mongo_answers(settings: Settings) -> None:
+    client = mongo.connect(settings, app_name="ct-check", timeout_ms=2000)
+    try:
+        await client.admin.command("ping")
+    finally:
+        await client.close()
+
+
+async def smtp_answers(host: str, port: int) -> None:
+    smtp = aiosmtplib.SMTP(hostname=host, port=port, timeout=5, start_tls=False)
+    await smtp.connect()
+    await smtp.noop()
+    await smtp.quit()
+
+
+async def wait_until(probe: Callable[[], Awaitable[None]], timeout: float) -> None:
+    """Retry `probe` until it succeeds; raise TimeoutError carrying the last failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await asyncio.wait_for(probe(), timeout=max(1.0, deadline - time.monotonic()))
+        except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure means "not yet"
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no answer after {timeout:.0f}s: {type(exc).__name__}: {exc}") from None
+            await asyncio.sleep(0.5)
+        else:
+            return

@@ -1,0 +1,71 @@
+"""Running workers: signals, a bounded graceful shutdown, and the health/metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import structlog
+
+from worker.config import Settings
+from worker.http import serve_http
+
+log = structlog.get_logger(__name__)
+
+
+class Service(ABC):
+    name: str
+
+    @abstractmethod
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Work until `stopping` is set, then finish in-flight work and close clients."""
+
+    @abstractmethod
+    def is_ready(self) -> bool:
+        """True while the service is connected and doing its work."""
+
+
+async def run_services(settings: Settings, services: Sequence[Service]) -> int:
+    """Run services side by side until SIGTERM/SIGINT or until one of them fails.
+
+    Returns the process exit code: 0 after a clean shutdown, 1 when a service failed.
+    """
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    http = await serve_http(settings, services) if settings.http_port else None
+    tasks = {asyncio.create_task(s.run(stopping), name=s.name): s for s in services}
+    log.info("started", services=[s.name for s in services])
+    failed = False
+    try:
+        pending: set[asyncio.Task[None]] = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    failed = True
+                    log.error("service_failed", service=task.get_name(), exc_info=task.exception())
+                elif not stopping.is_set():
+                    log.warning("service_exited", service=task.get_name())
+            stopping.set()  # one service down takes the process down: the orchestrator restarts it
+            if pending:
+                # Each service bounds its own drain by the grace period; this is the backstop.
+                done, pending = await asyncio.wait(pending, timeout=settings.shutdown_grace_s + 10)
+                for task in pending:
+                    task.cancel()
+                    failed = True
+                    log.error("service_did_not_stop", service=task.get_name())
+                pending = set()
+    finally:
+        if http is not None:
+            http.close()
+            with contextlib.suppress(Exception):
+                await http.wait_closed()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped", clean=not failed)
+    return 1 if failed else 0

@@ -1,0 +1,98 @@
+"""`ct sink`: an SMTP capture server. Accepts every message and files it for tests and people.
+
+Each message becomes `<dir>/<n>.eml` plus one JSON line in `<dir>/index.jsonl` (envelope, headers,
+size). While a file `<dir>/FAULT` exists, its first line (e.g. `451 4.3.0 Try again later`) is the
+answer to every message instead: how fault tests make the upstream refuse for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from worker.adapters.smtp_server import bound_port, start_smtp_server
+
+log = structlog.get_logger(__name__)
+ACCEPTED = "250 2.0.0 Message captured"
+INDEXED_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Message-ID", "In-Reply-To", "Date")
+
+
+class CaptureHandler:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._fault_file = directory / "FAULT"
+        self._index_lock = threading.Lock()
+        self._index = (directory / "index.jsonl").open("a", encoding="utf-8")
+        self._prefix = f"{int(time.time() * 1000)}"
+        self._counter = itertools.count(1)
+        self.accepted = 0
+
+    def close(self) -> None:
+        self._index.close()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        fault = self._fault()
+        if fault:
+            return fault
+        name = f"{self._prefix}-{next(self._counter):07d}.eml"
+        await asyncio.to_thread(self._store, name, envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+        self.accepted += 1
+        return ACCEPTED
+
+    def _fault(self) -> str | None:
+        try:
+            line = self._fault_file.read_text(encoding="utf-8").strip().splitlines()[0]
+        except (FileNotFoundError, IndexError):
+            return None
+        return line if line[:1] in {"4", "5"} else "451 4.3.0 Capture server paused"
+
+    def _store(self, name: str, mail_from: str, rcpt_tos: list[str], content: bytes) -> None:
+        (self.directory / name).write_bytes(content)
+        headers = BytesHeaderParser(policy=SMTP_POLICY).parsebytes(content)
+        entry = {
+            "file": name,
+            "receivedAt": datetime.now(UTC).isoformat(),
+            "mailFrom": mail_from,
+            "rcptTos": rcpt_tos,
+            "size": len(content),
+            "headers": {h: str(headers[h]) for h in INDEXED_HEADERS if headers[h] is not None},
+        }
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        with self._index_lock:
+            self._index.write(line)
+            self._index.flush()
+
+
+def read_index(directory: Path) -> list[dict[str, Any]]:
+    """Every captured message's index entry, oldest first."""
+    path = directory / "index.jsonl"
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+async def serve_sink(host: str, port: int, directory: Path, stopping: asyncio.Event) -> None:
+    handler = CaptureHandler(directory)
+    server = await start_smtp_server(
+        handler, host, port, hostname="ct-sink", data_size_limit=100 * 1024 * 1024
+    )
+    log.info("sink_listening", host=host, port=bound_port(server), directory=str(directory))
+    try:
+        await stopping.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        handler.close()
+        log.info("sink_stopped", accepted=handler.accepted)

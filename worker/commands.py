@@ -1,0 +1,86 @@
+"""The `ct` subcommands. Each takes the parsed arguments and the settings, returns an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from worker.config import Settings
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.apps.services import build_services
+    from worker.apps.runtime import run_services
+
+    return await run_services(settings, build_services(args.worker, settings))
+
+
+async def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.apps.sink import serve_sink
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await serve_sink(args.host, args.port, args.dir, stopping)
+    return 0
+
+
+async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.apps import checks
+
+    probes = {
+        "kafka": lambda: checks.kafka_answers(settings),
+        "mongo": lambda: checks.mongo_answers(settings),
+        "smtp": lambda: checks.smtp_answers(args.host, args.port),
+    }
+    try:
+        await checks.wait_until(probes[args.server], args.timeout)
+    except TimeoutError as exc:
+        print(f"ct check {args.server}: {exc}", file=sys.stderr)
+        return 1
+    _out(f"{args.server}: ok")
+    return 0
+
+
+async def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters.kafka import ensure_topics
+
+    partitions = args.partitions or settings.topic_partitions
+    replication = args.replication or settings.topic_replication
+    if partitions < 1 or replication < 1:
+        print("ct topics create: --partitions and --replication must be at least 1", file=sys.stderr)
+        return 2
+    created = await ensure_topics(settings, partitions, replication)
+    for name in (settings.topic_order_status, settings.topic_timeline, settings.topic_dlq):
+        _out(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters import mongo
+    from worker.timeline import format_table, get_timeline, timeline_json
+
+    client = mongo.connect(settings, app_name="ct-cli")
+    try:
+        entries = await get_timeline(client[settings.mongo_db], args.order_id)
+    finally:
+        await client.close()
+    if entries is None:
+        print(f"ct timeline: no order {args.order_id!r} in {settings.mongo_db}.orders", file=sys.stderr)
+        return 1
+    _out(timeline_json(entries) if args.json else format_table(args.order_id, entries))
+    return 0
+
+
+async def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.crypto import generate_key
+
+    _out(generate_key())
+    return 0

@@ -1,0 +1,67 @@
+"""Timeline merging: the pure heart of the projector. Entries are the events' camelCase records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from worker.events import TimelineEvent, TimelineKind
+
+Entry = dict[str, Any]
+
+
+def entry_of(event: TimelineEvent) -> Entry:
+    return event.to_record()
+
+
+def _order(entry: Entry) -> tuple[datetime, str]:
+    return entry["occurredAt"], entry["eventId"]
+
+
+@dataclass(frozen=True)
+class OrderProjection:
+    """The fields of an order document that the projector owns, in the order it writes them."""
+
+    store_id: str
+    timeline: list[Entry]
+    status: str | None
+    status_at: datetime | None
+    updated_at: datetime
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "storeId": self.store_id,
+            "timeline": self.timeline,
+            "entryCount": len(self.timeline),
+            "status": self.status,
+            "statusAt": self.status_at,
+            "updatedAt": self.updated_at,
+        }
+
+
+def merge(existing: Sequence[Entry], incoming: Iterable[TimelineEvent]) -> OrderProjection | None:
+    """Add the events not yet on the timeline; None when nothing is new (a replay or duplicate).
+
+    Everything returned is a function of the set of entries, never of arrival order or of the
+    clock, so replaying a topic rebuilds byte-for-byte the same document.
+    """
+    seen = {e["eventId"] for e in existing}
+    added: list[Entry] = []
+    for event in incoming:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            added.append(entry_of(event))
+    if not added:
+        return None
+    timeline = sorted([*existing, *added], key=_order)
+    status_changes = [e for e in timeline if e["kind"] == TimelineKind.STATUS_CHANGED and e["status"]]
+    latest = max(status_changes, key=_order) if status_changes else None
+    return OrderProjection(
+        store_id=added[0]["storeId"],
+        timeline=timeline,
+        status=latest["status"] if latest else None,
+        status_at=latest["occurredAt"] if latest else None,
+        updated_at=timeline[-1]["occurredAt"],
+    )

@@ -1,0 +1,84 @@
+"""structlog set-up: JSON lines in production, key=value on a TTY, and no email address ever."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+# An alias is safe to log; a real address is not. Aliases live under our own domain, so anything
+# that looks like an address under another domain is masked, whatever field it hides in.
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?")
+
+
+class AddressRedactor:
+    """structlog processor: replaces every email address outside the alias domain with a mask."""
+
+    def __init__(self, alias_domain: str) -> None:
+        self._suffix = "." + alias_domain.lower()
+        self._domain = alias_domain.lower()
+
+    def _mask(self, match: re.Match[str]) -> str:
+        domain = match.group(0).rsplit("@", 1)[1].lower()
+        if domain == self._domain:
+            return match.group(0)
+        # A soft alias's domain embeds the real address ("john@x.com-<token>.ct.example.com"),
+        # so it is masked like a real one.
+        return "<redacted-address>"
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return _ADDRESS.sub(self._mask, value) if "@" in value else value
+        if isinstance(value, Mapping):
+            return {k: self._clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set):
+            return [self._clean(v) for v in value]
+        if isinstance(value, BaseException):
+            return self._clean(str(value))
+        return value
+
+    def __call__(
+        self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in event_dict.items():
+            event_dict[key] = self._clean(value)
+        return event_dict
+
+
+def configure_logging(level: str, fmt: str, alias_domain: str) -> None:
+    """Route structlog and the standard library's logging through one redacting pipeline."""
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        AddressRedactor(alias_domain),
+    ]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if use_console
+        else structlog.processors.JSONRenderer()
+    )
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Library chatter (aiokafka's reconnects, aiosmtpd's per-session lines) only at WARNING.
+    root.setLevel(max(numeric_level, logging.WARNING))

@@ -1,0 +1,58 @@
+"""Reading an order's conversation: the Python API for other programs and `ct timeline`.
+
+    from worker.timeline import get_timeline
+    entries = await get_timeline(client["conversation_tracker"], "order-1001")
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from worker.events import TimelineEvent
+
+COLUMNS = ("time (UTC)", "kind", "direction", "from", "to", "subject / status", "first words")
+WIDTHS = (19, 17, 11, 24, 24, 28, 40)
+
+
+async def get_timeline(db: AsyncDatabase[dict[str, Any]], order_id: str) -> list[TimelineEvent] | None:
+    """The order's timeline entries, oldest first; None when the order has no document."""
+    doc = await db["orders"].find_one({"_id": order_id}, {"timeline": 1})
+    if doc is None:
+        return None
+    return [TimelineEvent.model_validate(entry) for entry in doc.get("timeline") or []]
+
+
+def _cut(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _row(entry: TimelineEvent) -> tuple[str, ...]:
+    message = entry.message
+    who = (lambda p: f"{p.name or ''} <{p.alias}>".strip() if p.alias else (p.name or "")) if message else None
+    return (
+        entry.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+        entry.kind.value,
+        message.direction.value.removeprefix("TO_").lower() if message else "",
+        who(message.from_) if who and message else "",
+        who(message.to) if who and message else "",
+        message.subject if message else (entry.status.value if entry.status else ""),
+        (message.reason or message.first_words) if message else "",
+    )
+
+
+def format_table(order_id: str, entries: list[TimelineEvent]) -> str:
+    lines = [f"Order {order_id}: {len(entries)} timeline entries", ""]
+    lines.append("  ".join(c.ljust(w) for c, w in zip(COLUMNS, WIDTHS, strict=True)))
+    lines.append("  ".join("-" * w for w in WIDTHS))
+    for entry in entries:
+        cells = _row(entry)
+        lines.append("  ".join(_cut(c, w).ljust(w) for c, w in zip(cells, WIDTHS, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def timeline_json(entries: list[TimelineEvent]) -> str:
+    return json.dumps([e.model_dump(by_alias=True, mode="json") for e in entries], indent=2, ensure_ascii=False)
