@@ -26,7 +26,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="ct",
-        description="Conversation Tracker: masked order conversations, notifier, relay and timeline.",
+        description="Conversation Tracker: masked order conversations, notifier, relay, timeline.",
         epilog="Settings come from CT_* environment variables; see README.md.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -34,7 +34,9 @@ def build_parser() -> OneLineParser:
     run = sub.add_parser("run", help="run a worker until SIGTERM/SIGINT")
     run.add_argument("worker", choices=["notifier", "relay", "projector", "all"])
 
-    sink = sub.add_parser("sink", help="SMTP capture server: files every message as .eml + index.jsonl")
+    sink = sub.add_parser(
+        "sink", help="SMTP capture server: files every message as .eml + index.jsonl"
+    )
     sink.add_argument("--host", default="127.0.0.1")
     sink.add_argument("--port", type=int, default=1025)
     sink.add_argument("--dir", type=Path, required=True, help="where captured messages are written")
@@ -55,6 +57,14 @@ def build_parser() -> OneLineParser:
     timeline.add_argument("order_id")
     timeline.add_argument("--json", action="store_true", help="the timeline as JSON")
 
+    _add_event_commands(sub)
+    _add_operator_commands(sub)
+    demo = sub.add_parser("demo", help="the scripted end-to-end story on the local stack")
+    demo.add_argument("--orders", type=int, default=2, help="orders per store")
+    return parser
+
+
+def _add_event_commands(sub: Any) -> None:
     emit = sub.add_parser("emit", help="produce one order-status event to Kafka")
     emit.add_argument("--order", required=True)
     emit.add_argument("--store", required=True, help="store id")
@@ -73,13 +83,20 @@ def build_parser() -> OneLineParser:
     emit.add_argument("--carrier")
     emit.add_argument("--tracking-code")
     emit.add_argument("--tracking-url")
-    emit.add_argument("--item", action="append", default=[], metavar="QTYxNAME", help="e.g. 2xSocks")
+    emit.add_argument(
+        "--item", action="append", default=[], metavar="QTYxNAME", help="e.g. 2xSocks"
+    )
 
-    preview = sub.add_parser("preview", help="render a notification email to a file and print its path")
+    preview = sub.add_parser(
+        "preview", help="render a notification email to a file and print its path"
+    )
     preview.add_argument("status", choices=STATUSES)
     preview.add_argument("--locale", default="en")
     preview.add_argument("--store", default="demo-store", help="store id (for template overrides)")
     preview.add_argument("--out", type=Path, help="output file (default: a temporary .eml)")
+
+
+def _add_operator_commands(sub: Any) -> None:
 
     store = sub.add_parser("store", help="store settings")
     store_sub = store.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
@@ -91,7 +108,9 @@ def build_parser() -> OneLineParser:
 
     alias = sub.add_parser("alias", help="aliases")
     alias_sub = alias.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    resolve = alias_sub.add_parser("resolve", help="which order and role an alias belongs to (audited)")
+    resolve = alias_sub.add_parser(
+        "resolve", help="which order and role an alias belongs to (audited)"
+    )
     resolve.add_argument("alias")
     resolve.add_argument("--reason", required=True, help="why you look: written to the audit log")
     resolve.add_argument("--reveal", action="store_true", help="also print the real address")
@@ -104,16 +123,14 @@ def build_parser() -> OneLineParser:
     replay = dlq_sub.add_parser("replay", help="re-publish dead letters to their original topics")
     replay.add_argument("--since", help="only records dead-lettered at or after this ISO time")
     replay.add_argument("--dry-run", action="store_true", help="list what would be replayed")
-    replay.add_argument("--group", default="ct-dlq-replay", help="consumer group that tracks replay progress")
+    replay.add_argument(
+        "--group", default="ct-dlq-replay", help="consumer group that tracks replay progress"
+    )
 
     keys = sub.add_parser("keys", help="encryption keys")
     keys_sub = keys.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     keys_sub.add_parser("reencrypt", help="re-encrypt stored addresses under the current key")
     sub.add_parser("keygen", help="print a new CT_ENCRYPTION_KEY")
-
-    demo = sub.add_parser("demo", help="the scripted end-to-end story on the local stack")
-    demo.add_argument("--orders", type=int, default=3, help="orders per store")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,15 +55,19 @@ def schemas_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "schemas"
 
 
+def crc64_avro(canonical_form: str) -> bytes:
+    """The schema fingerprint in the byte order single-object encoding writes (little-endian)."""
+    return bytes.fromhex(fingerprint(canonical_form, "CRC-64-AVRO"))
+
+
 def load_schema(path: Path) -> KnownSchema:
     raw = json.loads(path.read_text(encoding="utf-8"))
     parsed = parse_schema(raw, _write_hint=False)
-    canonical = to_parsing_canonical_form(parsed)
     return KnownSchema(
-        name=parsed["name"],
+        name=str(raw["namespace"] + "." + raw["name"]) if "namespace" in raw else str(raw["name"]),
         path=path,
         parsed=parsed,
-        fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+        fingerprint=crc64_avro(to_parsing_canonical_form(parsed)),
     )
 
 
@@ -122,7 +126,9 @@ class SingleObjectCodec:
         except (EOFError, StopIteration, IndexError, ValueError, TypeError, KeyError) as exc:
             raise DecodeError(f"body does not match its schema: {type(exc).__name__}") from None
         if body.tell() != len(data) - HEADER_SIZE:
-            raise DecodeError(f"{len(data) - HEADER_SIZE - body.tell()} trailing bytes after record")
+            raise DecodeError(
+                f"{len(data) - HEADER_SIZE - body.tell()} trailing bytes after record"
+            )
         try:
             return model_type.model_validate(record)
         except ValidationError as exc:

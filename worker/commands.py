@@ -1,4 +1,4 @@
-"""The `ct` subcommands. Each takes the parsed arguments and the settings, returns an exit status."""
+"""The `ct` subcommands: each takes the parsed arguments and the settings, returns an exit code."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def _out(text: str = "") -> None:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.apps.services import build_services
     from worker.apps.runtime import run_services
+    from worker.apps.services import build_services
 
     return await run_services(settings, build_services(args.worker, settings))
 
@@ -55,7 +55,9 @@ async def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int
     partitions = args.partitions or settings.topic_partitions
     replication = args.replication or settings.topic_replication
     if partitions < 1 or replication < 1:
-        print("ct topics create: --partitions and --replication must be at least 1", file=sys.stderr)
+        print(
+            "ct topics create: --partitions and --replication must be at least 1", file=sys.stderr
+        )
         return 2
     created = await ensure_topics(settings, partitions, replication)
     for name in (settings.topic_order_status, settings.topic_timeline, settings.topic_dlq):
@@ -73,7 +75,10 @@ async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await client.close()
     if entries is None:
-        print(f"ct timeline: no order {args.order_id!r} in {settings.mongo_db}.orders", file=sys.stderr)
+        print(
+            f"ct timeline: no order {args.order_id!r} in {settings.mongo_db}.orders",
+            file=sys.stderr,
+        )
         return 1
     _out(timeline_json(entries) if args.json else format_table(args.order_id, entries))
     return 0

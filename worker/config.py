@@ -22,7 +22,9 @@ class ConfigError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CT_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CT_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", min_length=3)
     mongo_uri: str = Field(default="mongodb://127.0.0.1:27017", pattern=r"^mongodb(\+srv)?://")

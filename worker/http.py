@@ -32,7 +32,9 @@ def route(path: str, services: Sequence[Service]) -> bytes:
     if path == "/readyz":
         states = {s.name: s.is_ready() for s in services}
         body = "".join(f"{name} {'ready' if ok else 'not ready'}\n" for name, ok in states.items())
-        return _response("200 OK" if all(states.values()) else "503 Service Unavailable", body.encode())
+        return _response(
+            "200 OK" if all(states.values()) else "503 Service Unavailable", body.encode()
+        )
     return _response("404 Not Found", b"not found\n")
 
 

@@ -12,7 +12,9 @@ import structlog
 
 # An alias is safe to log; a real address is not. Aliases live under our own domain, so anything
 # that looks like an address under another domain is masked, whatever field it hides in.
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?")
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?"
+)
 
 
 class AddressRedactor:

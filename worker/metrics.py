@@ -5,22 +5,30 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter(
-    "ct_events_consumed_total", "Kafka records consumed, by consumer and outcome", ["consumer", "outcome"]
+    "ct_events_consumed_total",
+    "Kafka records consumed, by consumer and outcome",
+    ["consumer", "outcome"],
 )
 EMAILS_SENT = Counter("ct_emails_sent_total", "Notification emails accepted by the SMTP upstream")
 EMAILS_FAILED = Counter(
-    "ct_emails_failed_total", "Notification emails that failed, by kind (permanent/transient)", ["kind"]
+    "ct_emails_failed_total",
+    "Notification emails that failed, by kind (permanent/transient)",
+    ["kind"],
 )
 SMTP_SECONDS = Histogram(
     "ct_smtp_send_seconds",
     "Time to hand one message to the SMTP upstream",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-MESSAGES_RELAYED = Counter("ct_messages_relayed_total", "Messages forwarded by the relay", ["direction"])
+MESSAGES_RELAYED = Counter(
+    "ct_messages_relayed_total", "Messages forwarded by the relay", ["direction"]
+)
 MESSAGES_REJECTED = Counter(
     "ct_messages_rejected_total", "Relay recipients or messages refused, by reason", ["reason"]
 )
-DLQ_RECORDS = Counter("ct_dlq_records_total", "Records sent to the dead-letter topic", ["component"])
+DLQ_RECORDS = Counter(
+    "ct_dlq_records_total", "Records sent to the dead-letter topic", ["component"]
+)
 CONSUMER_LAG = Gauge(
     "ct_consumer_lag", "Records behind the partition's high watermark", ["consumer", "partition"]
 )

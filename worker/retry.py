@@ -42,7 +42,13 @@ async def retry_transient(
                 raise
             delay = backoff_delay(attempt, cap=max_delay)
             metrics.RETRIES.labels(operation=name).inc()
-            log.warning("retrying", operation=name, attempt=attempt + 1, delay_s=round(delay, 3),
-                        error=type(exc).__name__, detail=str(exc)[:200])
+            log.warning(
+                "retrying",
+                operation=name,
+                attempt=attempt + 1,
+                delay_s=round(delay, 3),
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
             await asyncio.sleep(delay)
             attempt += 1

@@ -1,7 +1,7 @@
 """Reading an order's conversation: the Python API for other programs and `ct timeline`.
 
-    from worker.timeline import get_timeline
-    entries = await get_timeline(client["conversation_tracker"], "order-1001")
+from worker.timeline import get_timeline
+entries = await get_timeline(client["conversation_tracker"], "order-1001")
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ COLUMNS = ("time (UTC)", "kind", "direction", "from", "to", "subject / status", 
 WIDTHS = (19, 17, 11, 24, 24, 28, 40)
 
 
-async def get_timeline(db: AsyncDatabase[dict[str, Any]], order_id: str) -> list[TimelineEvent] | None:
+async def get_timeline(
+    db: AsyncDatabase[dict[str, Any]], order_id: str
+) -> list[TimelineEvent] | None:
     """The order's timeline entries, oldest first; None when the order has no document."""
     doc = await db["orders"].find_one({"_id": order_id}, {"timeline": 1})
     if doc is None:
@@ -32,7 +34,11 @@ def _cut(text: str, width: int) -> str:
 
 def _row(entry: TimelineEvent) -> tuple[str, ...]:
     message = entry.message
-    who = (lambda p: f"{p.name or ''} <{p.alias}>".strip() if p.alias else (p.name or "")) if message else None
+    who = (
+        (lambda p: f"{p.name or ''} <{p.alias}>".strip() if p.alias else (p.name or ""))
+        if message
+        else None
+    )
     return (
         entry.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
         entry.kind.value,
@@ -50,9 +56,13 @@ def format_table(order_id: str, entries: list[TimelineEvent]) -> str:
     lines.append("  ".join("-" * w for w in WIDTHS))
     for entry in entries:
         cells = _row(entry)
-        lines.append("  ".join(_cut(c, w).ljust(w) for c, w in zip(cells, WIDTHS, strict=True)).rstrip())
+        lines.append(
+            "  ".join(_cut(c, w).ljust(w) for c, w in zip(cells, WIDTHS, strict=True)).rstrip()
+        )
     return "\n".join(lines)
 
 
 def timeline_json(entries: list[TimelineEvent]) -> str:
-    return json.dumps([e.model_dump(by_alias=True, mode="json") for e in entries], indent=2, ensure_ascii=False)
+    return json.dumps(
+        [e.model_dump(by_alias=True, mode="json") for e in entries], indent=2, ensure_ascii=False
+    )

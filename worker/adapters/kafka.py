@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -18,7 +19,7 @@ from worker.config import Settings
 
 log = structlog.get_logger(__name__)
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 
 
@@ -65,7 +66,9 @@ async def ensure_topics(settings: Settings, partitions: int, replication: int) -
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [t for t in topic_specs(settings, partitions, replication) if t.name not in existing]
+        wanted = [
+            t for t in topic_specs(settings, partitions, replication) if t.name not in existing
+        ]
         created = []
         for topic in wanted:
             try:
@@ -79,9 +82,11 @@ async def ensure_topics(settings: Settings, partitions: int, replication: int) -
 
 
 class DeadLetters:
-    """Publishes refused records to the DLQ: original key, value and headers, plus where from and why."""
+    """Publishes refused records to the DLQ: original key, value, headers, plus whence and why."""
 
-    def __init__(self, producer: AIOKafkaProducer[bytes, bytes], topic: str, component: str) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer[bytes, bytes], topic: str, component: str
+    ) -> None:
         self._producer = producer
         self._topic = topic
         self._component = component
@@ -121,7 +126,10 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._loop.commit_pending()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        log.info(
+            "partitions_assigned",
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+        )
 
 
 class BatchConsumer:
@@ -164,7 +172,9 @@ class BatchConsumer:
         self.ready = True
         try:
             while not stopping.is_set():
-                batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                batches = await self._consumer.getmany(
+                    timeout_ms=500, max_records=self._max_records
+                )
                 if not batches:
                     continue
                 async with self.lock:
@@ -192,7 +202,9 @@ class BatchConsumer:
                 await asyncio.wait({work}, timeout=self._grace_s)
             if not work.done():
                 work.cancel()
-                log.warning("batch_abandoned_at_shutdown", consumer=self._name, records=len(records))
+                log.warning(
+                    "batch_abandoned_at_shutdown", consumer=self._name, records=len(records)
+                )
                 return False
             work.result()
             metrics.BATCH_SECONDS.labels(consumer=self._name).observe(time.perf_counter() - started)

@@ -1,4 +1,4 @@
-"""MongoDB through PyMongo's native asyncio API (AsyncMongoClient), against MongoDB 7/8 or FerretDB."""
+"""MongoDB through PyMongo's native asyncio API (AsyncMongoClient): MongoDB 7/8 or FerretDB."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-def connect(settings: Settings, *, app_name: str, timeout_ms: int = 5_000) -> AsyncMongoClient[Document]:
+def connect(
+    settings: Settings, *, app_name: str, timeout_ms: int = 5_000
+) -> AsyncMongoClient[Document]:
     return AsyncMongoClient(
         settings.mongo_uri,
         appname=app_name,
@@ -47,14 +49,22 @@ def connect(settings: Settings, *, app_name: str, timeout_ms: int = 5_000) -> As
 
 
 async def ensure_indexes(db: Database) -> None:
+    # One index per command: FerretDB v1.24 panics on a createIndexes naming several indexes
+    # that all exist already (a second start-up), while one at a time is idempotent on both servers.
     for collection, indexes in INDEXES.items():
-        await db[collection].create_indexes(indexes)
+        for index in indexes:
+            await db[collection].create_indexes([index])
 
 
 def is_transient(exc: BaseException) -> bool:
     """Errors that a retry can cure: the server is down, restarting or unreachable."""
     return isinstance(
         exc,
-        AutoReconnect | ConnectionFailure | ServerSelectionTimeoutError | NetworkTimeout
-        | ExecutionTimeout | WriteConcernError | OSError,
+        AutoReconnect
+        | ConnectionFailure
+        | ServerSelectionTimeoutError
+        | NetworkTimeout
+        | ExecutionTimeout
+        | WriteConcernError
+        | OSError,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from worker.adapters.mongo import Database, Document
@@ -19,60 +19,71 @@ MAX_CONFLICT_ROUNDS = 20
 class OrdersRepository:
     """Writes only the projector's own fields of an order document; an OMS may own the rest.
 
-    Every write is conditional on the `entryCount` the merge was computed from. FerretDB v1 (and
-    MongoDB under a rebalance, when two projectors briefly own one partition) could otherwise
-    interleave two read-merge-writes of one order and lose an entry; a stale write instead matches
-    nothing, its upsert collides on `_id`, and that order is merged again.
+    One writer per order is the design: timeline events are keyed by order id, so one consumer
+    owns an order's partition, a batch writes each order once, and a revoked partition is
+    committed only after its batch is written. On top of that, every update is conditional on
+    the `entryCount` its merge was computed from and a new document is an insert, so on MongoDB a
+    stale writer (a consumer that lost its partition mid-batch) matches nothing or collides on
+    `_id`, and the next round reads and merges that order again. FerretDB v1 evaluates such a
+    conditional update as a non-atomic read-modify-write, so there the guard narrows the window
+    but the single-writer rule is what holds.
     """
 
     def __init__(self, db: Database) -> None:
         self._orders = db["orders"]
 
     async def project(self, events_by_order: Mapping[str, Sequence[TimelineEvent]]) -> int:
-        """Merge each order's events into its document, one bulk_write per round. Returns entries added."""
+        """Merge each order's events into its document; returns the number of entries added."""
         pending = dict(events_by_order)
-        added = 0
+        added: int | None = None  # counted against the first read; later rounds only retry
         for _ in range(MAX_CONFLICT_ROUNDS):
-            if not pending:
-                return added
             current = {
                 doc["_id"]: doc
                 async for doc in self._orders.find(
                     {"_id": {"$in": list(pending)}}, {"timeline": 1, "entryCount": 1}
                 )
             }
-            operations: list[UpdateOne] = []
-            counts: list[tuple[str, int]] = []
+            writes: list[InsertOne[Document] | UpdateOne] = []
+            order_ids: list[str] = []
+            new_entries = 0
             for order_id, events in pending.items():
-                doc = current.get(order_id, {})
-                timeline = doc.get("timeline") or []
+                doc = current.get(order_id)
+                timeline = doc.get("timeline") or [] if doc else []
                 projection = merge(timeline, events)
                 if projection is None:
                     continue
-                guard: dict[str, Any] = (
-                    {"entryCount": doc["entryCount"]} if "entryCount" in doc else {"entryCount": {"$exists": False}}
-                )
-                operations.append(
-                    UpdateOne({"_id": order_id, **guard}, {"$set": projection.fields()}, upsert=True)
-                )
-                counts.append((order_id, len(projection.timeline) - len(timeline)))
-            if not operations:
+                order_ids.append(order_id)
+                new_entries += len(projection.timeline) - len(timeline)
+                writes.append(_write_for(order_id, doc, projection.fields()))
+            added = new_entries if added is None else added
+            if not writes or not await self._bulk_write(writes):
                 return added
-            conflicted = await self._write(operations)
-            added += sum(n for i, (_, n) in enumerate(counts) if i not in conflicted)
-            pending = {counts[i][0]: pending[counts[i][0]] for i in conflicted}
+            pending = {order_id: pending[order_id] for order_id in order_ids}
         raise RuntimeError(f"orders kept changing under the projector: {sorted(pending)[:5]}")
 
-    async def _write(self, operations: list[UpdateOne]) -> set[int]:
-        """bulk_write; returns the indexes of the operations that lost a race (to be merged again)."""
+    async def _bulk_write(self, writes: list[InsertOne[Document] | UpdateOne]) -> bool:
+        """One bulk_write; True when some write lost a race and its orders must be merged again."""
+        updates = sum(isinstance(w, UpdateOne) for w in writes)
         try:
-            await self._orders.bulk_write(operations, ordered=False)
+            result = await self._orders.bulk_write(writes, ordered=False)
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
-            return {e["index"] for e in errors}
-        return set()
+            return True
+        return result.matched_count < updates
 
     async def find(self, order_id: str) -> Document | None:
         return await self._orders.find_one({"_id": order_id})
+
+
+def _write_for(
+    order_id: str, doc: Document | None, fields: dict[str, Any]
+) -> InsertOne[Document] | UpdateOne:
+    if doc is None:
+        return InsertOne({"_id": order_id, **fields})
+    guard: dict[str, Any] = (
+        {"entryCount": doc["entryCount"]}
+        if "entryCount" in doc
+        else {"entryCount": {"$exists": False}}
+    )
+    return UpdateOne({"_id": order_id, **guard}, {"$set": fields})

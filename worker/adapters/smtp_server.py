@@ -1,4 +1,4 @@
-"""Serving SMTP with aiosmtpd on the worker's own event loop (not aiosmtpd's threaded Controller)."""
+"""Serving SMTP with aiosmtpd on the worker's own event loop, not in its threaded Controller."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ async def start_smtp_server(
     hostname: str,
     data_size_limit: int,
     tls_context: ssl.SSLContext | None = None,
-    timeout: float = 300,
+    idle_timeout: float = 300,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
 
@@ -30,7 +30,7 @@ async def start_smtp_server(
             enable_SMTPUTF8=True,
             decode_data=False,
             tls_context=tls_context,
-            timeout=timeout,
+            timeout=idle_timeout,
             loop=loop,
         )
 

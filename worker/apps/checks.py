@@ -39,15 +39,17 @@ async def smtp_answers(host: str, port: int) -> None:
     await smtp.quit()
 
 
-async def wait_until(probe: Callable[[], Awaitable[None]], timeout: float) -> None:
+async def wait_until(probe: Callable[[], Awaitable[None]], within: float) -> None:
     """Retry `probe` until it succeeds; raise TimeoutError carrying the last failure."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         try:
             await asyncio.wait_for(probe(), timeout=max(1.0, deadline - time.monotonic()))
         except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure means "not yet"
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"no answer after {timeout:.0f}s: {type(exc).__name__}: {exc}") from None
+                raise TimeoutError(
+                    f"no answer after {within:.0f}s: {type(exc).__name__}: {exc}"
+                ) from None
             await asyncio.sleep(0.5)
         else:
             return

@@ -27,7 +27,11 @@ class Projector:
     """Decodes a batch, dead-letters what cannot be read, and merges the rest in one bulk_write."""
 
     def __init__(
-        self, codec: ValueCodec, orders: OrdersRepository, dead_letters: DeadLetters, max_delay: float
+        self,
+        codec: ValueCodec,
+        orders: OrdersRepository,
+        dead_letters: DeadLetters,
+        max_delay: float,
     ) -> None:
         self._codec = codec
         self._orders = orders
@@ -53,7 +57,9 @@ class Projector:
             max_delay=self._max_delay,
         )
         metrics.TIMELINE_WRITES.inc(added)
-        metrics.EVENTS_CONSUMED.labels(consumer=COMPONENT, outcome="projected").inc(len(records) - rejected)
+        metrics.EVENTS_CONSUMED.labels(consumer=COMPONENT, outcome="projected").inc(
+            len(records) - rejected
+        )
         metrics.EVENTS_CONSUMED.labels(consumer=COMPONENT, outcome="dead_lettered").inc(rejected)
         log.info(
             "batch_projected",
@@ -92,7 +98,9 @@ class ProjectorService(Service):
         try:
             db = client[settings.mongo_db]
             await retry_transient(
-                lambda: mongo.ensure_indexes(db), name="mongo.indexes", is_transient=mongo.is_transient
+                lambda: mongo.ensure_indexes(db),
+                name="mongo.indexes",
+                is_transient=mongo.is_transient,
             )
             await producer.start()
             projector = Projector(

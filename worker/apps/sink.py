@@ -46,7 +46,9 @@ class CaptureHandler:
         if fault:
             return fault
         name = f"{self._prefix}-{next(self._counter):07d}.eml"
-        await asyncio.to_thread(self._store, name, envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+        await asyncio.to_thread(
+            self._store, name, envelope.mail_from, list(envelope.rcpt_tos), envelope.content
+        )
         self.accepted += 1
         return ACCEPTED
 

@@ -56,7 +56,9 @@ def merge(existing: Sequence[Entry], incoming: Iterable[TimelineEvent]) -> Order
     if not added:
         return None
     timeline = sorted([*existing, *added], key=_order)
-    status_changes = [e for e in timeline if e["kind"] == TimelineKind.STATUS_CHANGED and e["status"]]
+    status_changes = [
+        e for e in timeline if e["kind"] == TimelineKind.STATUS_CHANGED and e["status"]
+    ]
     latest = max(status_changes, key=_order) if status_changes else None
     return OrderProjection(
         store_id=added[0]["storeId"],

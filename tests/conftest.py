@@ -1,0 +1,167 @@
+"""Shared fixtures: the real local stack, and per-test topics, database and SMTP capture server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from worker.adapters import mongo
+from worker.adapters.kafka import ensure_topics
+from worker.adapters.smtp_server import bound_port, start_smtp_server
+from worker.apps import checks
+from worker.apps.sink import CaptureHandler, read_index
+from worker.config import Settings, load_settings
+from worker.crypto import generate_key
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = REPO / "deploy" / "local" / "stack"
+
+
+def _stack_answers() -> bool:
+    async def probe() -> None:
+        base = load_settings()
+        await asyncio.wait_for(checks.kafka_answers(base), 5)
+        await asyncio.wait_for(checks.mongo_answers(base), 5)
+        await asyncio.wait_for(checks.smtp_answers("127.0.0.1", 1025), 5)
+
+    try:
+        asyncio.run(probe())
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def stack() -> None:
+    """Kafka, FerretDB and the sink on loopback: started here when they are not running."""
+    if _stack_answers():
+        return
+    result = subprocess.run([str(STACK), "up"], capture_output=True, text=True, timeout=900)
+    if result.returncode != 0 or not _stack_answers():
+        pytest.fail(
+            "the local stack could not be started; `deploy/local/stack up` said:\n"
+            + result.stderr[-3000:],
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def encryption_key() -> str:
+    return generate_key()
+
+
+@pytest.fixture
+def settings(stack: None, encryption_key: str) -> Settings:
+    """Settings whose topics, consumer groups and database belong to this test alone."""
+    run = uuid.uuid4().hex[:10]
+    return load_settings(
+        topic_order_status=f"t-{run}-orders",
+        topic_timeline=f"t-{run}-timeline",
+        topic_dlq=f"t-{run}-dlq",
+        group_notifier=f"g-{run}-notifier",
+        group_projector=f"g-{run}-projector",
+        mongo_db=f"ct_test_{run}",
+        encryption_key=encryption_key,
+        topic_partitions=3,
+        shutdown_grace_s=5,
+        retry_max_delay_s=1,
+    )
+
+
+@pytest.fixture
+async def topics(settings: Settings) -> Settings:
+    await ensure_topics(settings, settings.topic_partitions, 1)
+    return settings
+
+
+@pytest.fixture
+async def mongo_client(settings: Settings) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client = mongo.connect(settings, app_name="ct-tests")
+    try:
+        yield client
+    finally:
+        await client.drop_database(settings.mongo_db)
+        await client.close()
+
+
+@pytest.fixture
+def db(settings: Settings, mongo_client: AsyncMongoClient[dict[str, Any]]) -> mongo.Database:
+    return mongo_client[settings.mongo_db]
+
+
+@dataclass
+class Capture:
+    """An SMTP capture server of this test: real sockets, its own directory and port."""
+
+    handler: CaptureHandler
+    port: int
+
+    @property
+    def directory(self) -> Path:
+        return self.handler.directory
+
+    def messages(self) -> list[dict[str, Any]]:
+        return read_index(self.directory)
+
+    def raw(self, entry: dict[str, Any]) -> bytes:
+        return (self.directory / str(entry["file"])).read_bytes()
+
+    def refuse(self, reply: str) -> None:
+        (self.directory / "FAULT").write_text(reply + "\n", encoding="utf-8")
+
+    def accept(self) -> None:
+        (self.directory / "FAULT").unlink(missing_ok=True)
+
+
+@pytest.fixture
+async def capture(tmp_path: Path) -> AsyncIterator[Capture]:
+    handler = CaptureHandler(tmp_path / "mail")
+    server = await start_smtp_server(
+        handler, "127.0.0.1", 0, hostname="test-sink", data_size_limit=64 * 1024 * 1024
+    )
+    try:
+        yield Capture(handler, bound_port(server))
+    finally:
+        server.close()
+        await server.wait_closed()
+        handler.close()
+
+
+@pytest.fixture
+def with_capture(settings: Settings, capture: Capture) -> Settings:
+    """The test's settings, sending mail to the test's own capture server."""
+    return settings.model_copy(update={"smtp_port": capture.port})
+
+
+async def eventually(
+    condition: Callable[[], Any],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> Any:
+    """Poll an (async or plain) condition until it is truthy; fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def unique() -> Iterator[Callable[[str], str]]:
+    run = uuid.uuid4().hex[:8]
+    yield lambda name: f"{name}-{run}"
