@@ -1,0 +1,123 @@
+"""Encryption at rest for the real addresses behind aliases, and keyed hashes to look them up.
+
+A stored blob is `version (1) | key id (4) | nonce (12) | AES-256-GCM ciphertext+tag`. The key id
+lets a reader pick the right key while old and new keys coexist during a rotation.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+VERSION: Final = 1
+KEY_BYTES: Final = 32
+KEY_ID_BYTES: Final = 4
+NONCE_BYTES: Final = 12
+TAG_BYTES: Final = 16
+_HEADER_BYTES: Final = 1 + KEY_ID_BYTES
+_HASH_INFO: Final = b"ct-address-hash-v1"
+
+
+class DecryptError(Exception):
+    """A stored address cannot be read back; the message says why (never the address)."""
+
+
+def key_id(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()[:KEY_ID_BYTES]
+
+
+def generate_key() -> str:
+    """A fresh data key in the form `CT_ENCRYPTION_KEY` takes (urlsafe base64 of 32 bytes)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
+
+
+class AddressCipher:
+    """Encrypts under the first key; decrypts under any of them, so retired keys still read."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise ValueError("AddressCipher needs at least the current key")
+        self._ciphers: dict[bytes, AESGCM] = {}
+        for key in keys:
+            if len(key) != KEY_BYTES:
+                raise ValueError(f"a data key is {KEY_BYTES} bytes, got {len(key)}")
+            kid = key_id(key)
+            if kid in self._ciphers:
+                raise ValueError(f"two data keys share the id {kid.hex()}: is a key listed twice?")
+            self._ciphers[kid] = AESGCM(key)
+        self._current_id = key_id(keys[0])
+        # Rotating the key changes every hash, so lookups by hash (is this sender the customer?
+        # which reverse alias does this carrier already have?) miss for data hashed under the old
+        # key: reverse aliases are then created anew instead of reused. That is acceptable because
+        # they are per order and expire; the order's own two aliases are found by order key.
+        self._hash_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=_HASH_INFO
+        ).derive(keys[0])
+
+    @property
+    def current_key_id(self) -> str:
+        return self._current_id.hex()
+
+    def encrypt(self, plaintext: str, associated: str) -> bytes:
+        """Encrypt `plaintext` bound to `associated` (the alias it belongs to)."""
+        header = bytes([VERSION]) + self._current_id
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._ciphers[self._current_id].encrypt(
+            nonce, plaintext.encode("utf-8"), _aad(header, associated)
+        )
+        return header + nonce + sealed
+
+    def decrypt(self, blob: bytes, associated: str) -> str:
+        kid = self._key_id_of(blob)
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
+            raise DecryptError(
+                f"no configured key has id {kid.hex()}: add the retired key to "
+                "CT_ENCRYPTION_OLD_KEYS"
+            )
+        start = _HEADER_BYTES + NONCE_BYTES
+        try:
+            plaintext = cipher.decrypt(
+                blob[_HEADER_BYTES:start], blob[start:], _aad(blob[:_HEADER_BYTES], associated)
+            )
+        except InvalidTag:
+            raise DecryptError(
+                "authentication failed: the blob was altered or belongs to another alias"
+            ) from None
+        return plaintext.decode("utf-8")
+
+    def needs_reencrypt(self, blob: bytes) -> bool:
+        """True when `blob` is under a retired key and should be rewritten under the current one."""
+        return self._key_id_of(blob) != self._current_id
+
+    def address_hash(self, address: str) -> str:
+        """A stable keyed fingerprint of an address, to match senders without storing plaintext.
+
+        Only trimmed and lowercased, not syntax-checked: senders on the wire can be anything, and
+        the hash of an odd address must still be computable and equal to itself.
+        """
+        canonical = address.strip().lower().encode("utf-8")
+        return hmac.new(self._hash_key, canonical, hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def _key_id_of(blob: bytes) -> bytes:
+        if len(blob) < _HEADER_BYTES + NONCE_BYTES + TAG_BYTES:
+            raise DecryptError(f"the blob is {len(blob)} bytes, too short to be an address")
+        if blob[0] != VERSION:
+            raise DecryptError(f"unknown blob version {blob[0]}, this build reads {VERSION}")
+        return bytes(blob[1:_HEADER_BYTES])
+
+
+def _aad(header: bytes, associated: str) -> bytes:
+    # The header is authenticated too, so a blob cannot be relabelled with another version or id.
+    # Aliases are case-insensitive addresses, so their case must not decide whether a blob opens.
+    return header + associated.strip().lower().encode("utf-8")
