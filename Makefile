@@ -1,0 +1,81 @@
+# Conversation Tracker — developer and CI entry points. `make` alone lists the targets.
+#
+# The virtualenv lives in .venv; pip uses its default user cache (~/.cache/pip), outside the
+# checkout. The local stack (Kafka, FerretDB, SMTP sink) is deploy/local/stack; its downloads and
+# data live under ~/.cache and ~/.local/state, never in the checkout.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules
+
+VENV := .venv
+STAMP := $(VENV)/.installed
+# python3.11 when it is on PATH, else python3; the version is checked before the venv is made.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
+PYTEST_ARGS ?=
+STACK := deploy/local/stack
+# apt-get needs root; a developer who is not root gets sudo.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install tools stack stack-down topics demo test lint bench clean
+
+help: ## list the targets
+	@printf 'Conversation Tracker: make TARGET\n\n'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
+		awk -F'\t' '{ printf "  %-11s %s\n", $$1, $$2 }'
+	@printf '\nVariables: PYTHON=%s  PYTEST_ARGS (extra pytest arguments)\n' '$(PYTHON)'
+
+install: $(STAMP) ## create .venv and install the project with its dev extra (fast when nothing changed)
+
+$(VENV)/bin/python:
+	@'$(PYTHON)' -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "error: Python >= 3.11 is needed; '$(PYTHON)' is $$('$(PYTHON)' -V 2>&1 || echo missing)." >&2; \
+		echo "       Install python3.11 or run: make install PYTHON=/path/to/python3.11" >&2; exit 1; }
+	'$(PYTHON)' -m venv $(VENV)
+
+# Reinstalls only when pyproject.toml changes; the editable install picks up code changes itself.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -e '.[dev]'
+	@touch $@
+
+tools: ## install the system tools the tests need (docker-compose, for the compose file test)
+	@if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; then \
+		exit 0; fi; \
+	command -v apt-get >/dev/null || { \
+		echo "error: neither 'docker compose' nor 'docker-compose' found; install one of them" >&2; exit 1; }; \
+	echo "tools: installing docker-compose with apt-get (needed by tests/integration/test_compose.py)"; \
+	if ! apt-cache policy docker-compose 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+		$(SUDO) apt-get update -q; fi; \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
+
+stack: install ## start the local stack (Kafka, FerretDB, SMTP sink) on 127.0.0.1
+	$(STACK) up
+
+stack-down: ## stop the local stack (its data stays; `deploy/local/stack reset` deletes it)
+	$(STACK) down
+
+topics: install ## create the Kafka topics on the running stack
+	$(VENV)/bin/ct topics create
+
+demo: install stack ## run the end-to-end demo against the local stack
+	$(VENV)/bin/ct demo
+
+# pytest exits 5 when it collected no tests: a suite that tests nothing must not look green.
+test: install tools stack ## run the whole test suite against the local stack (PYTEST_ARGS=...)
+	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit 5); that is a failure" >&2; fi; \
+	exit $$rc
+
+lint: install ## ruff check, ruff format --check, mypy --strict
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+
+bench: install stack ## run the benchmarks against the local stack
+	$(VENV)/bin/python -m bench
+
+clean: ## remove .venv and the caches in the checkout (the stack's data stays)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
