@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from worker.config import ConfigError, Settings, load_settings
+from worker.emit import EmitError
 
 STATUSES = ["PAYMENT_APPROVED", "HANDLING", "INVOICED", "SHIPPED", "DELIVERED", "CANCELED"]
 
@@ -152,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ct: {exc}", file=sys.stderr)
         return 2
-    except UsageError as exc:
-        print(exc, file=sys.stderr)
+    except (UsageError, EmitError) as exc:
+        print(f"ct {args.command}: {exc}" if isinstance(exc, EmitError) else exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

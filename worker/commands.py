@@ -89,3 +89,85 @@ async def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
 
     _out(generate_key())
     return 0
+
+
+async def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters.kafka import make_producer
+    from worker.codec import SingleObjectCodec
+    from worker.emit import event_from_args
+
+    event = event_from_args(args)
+    producer = make_producer(settings, "ct-emit")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic_order_status,
+            key=event.order_id.encode(),
+            value=SingleObjectCodec().encode(event),
+        )
+    finally:
+        await producer.stop()
+    _out(f"emitted {event.status.value} for order {event.order_id} (event {event.event_id})")
+    return 0
+
+
+async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+    from email.policy import SMTP
+    from pathlib import Path
+
+    from worker.domain.compose import compose_notification
+    from worker.domain.templates import TemplateRenderer
+    from worker.emit import sample_event
+
+    event = sample_event(args.status, args.locale, args.store)
+    rendered = TemplateRenderer(settings.templates_dir).render(event)
+    message = compose_notification(
+        rendered,
+        event=event,
+        store_alias=f"{'0' * 32}@{settings.domain}",
+        customer_alias=f"{'1' * 32}@{settings.domain}",
+        domain=settings.domain,
+    )
+    out: Path = args.out or Path(
+        tempfile.mkstemp(prefix=f"ct-{args.status.lower()}-{rendered.locale}-", suffix=".eml")[1]
+    )
+    await asyncio.to_thread(out.write_bytes, message.as_bytes(policy=SMTP))
+    _out(str(out))
+    return 0
+
+
+async def cmd_store_set_mask(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters import mongo
+    from worker.adapters.stores import StoreSettings
+    from worker.domain.aliases import MaskType
+
+    client = mongo.connect(settings, app_name="ct-cli")
+    try:
+        setting = await StoreSettings(client[settings.mongo_db]).set_mask(
+            args.store_id, MaskType(args.mask)
+        )
+    finally:
+        await client.close()
+    _out(f"store {setting.store_id}: mask {setting.mask.value} for orders whose aliases are new")
+    if setting.mask is MaskType.SOFT:
+        print(
+            "warning: soft aliases are reversible by design: the real address can be read off "
+            "them (john@example.com-<token>.<domain>). Use hard aliases where that matters.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def cmd_store_show(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters import mongo
+    from worker.adapters.stores import StoreSettings
+
+    client = mongo.connect(settings, app_name="ct-cli")
+    try:
+        setting = await StoreSettings(client[settings.mongo_db]).get(args.store_id)
+    finally:
+        await client.close()
+    changed = setting.updated_at.isoformat() if setting.updated_at else "never (default)"
+    _out(f"store {setting.store_id}\n  mask: {setting.mask.value}\n  changed: {changed}")
+    return 0

@@ -23,6 +23,11 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Broker unavailable, leader moving, request timed out: worth another try."""
+    return isinstance(exc, KafkaError | OSError | TimeoutError)
+
+
 def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer[bytes, bytes]:
     # Idempotence (implies acks=all) so a retried send after a broker hiccup is written once.
     return AIOKafkaProducer(

@@ -11,7 +11,14 @@ import structlog
 
 from worker import metrics
 from worker.adapters import mongo
-from worker.adapters.kafka import BatchConsumer, DeadLetters, Record, make_consumer, make_producer
+from worker.adapters.kafka import (
+    BatchConsumer,
+    DeadLetters,
+    Record,
+    make_consumer,
+    make_producer,
+)
+from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.orders import OrdersRepository
 from worker.apps.runtime import Service
 from worker.codec import DecodeError, ValueCodec
@@ -75,7 +82,7 @@ class Projector:
         await retry_transient(
             lambda: self._dead_letters.publish(record, reason),
             name="kafka.dlq",
-            is_transient=lambda e: True,
+            is_transient=kafka_transient,
             max_delay=self._max_delay,
         )
 

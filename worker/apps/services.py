@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from worker.apps.runtime import Service
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
+from worker.crypto import AddressCipher
 
 
 def build_services(worker: str, settings: Settings) -> list[Service]:
+    """Raises ConfigError (one line naming the variable) before anything starts."""
+    from worker.apps.notifier import NotifierService
     from worker.apps.projector import ProjectorService
 
     codec = SingleObjectCodec()
-    factories = {
+    needs_key = worker in {"notifier", "relay", "all"}
+    cipher = AddressCipher(settings.data_keys()) if needs_key else None
+    factories: dict[str, Callable[[], Service]] = {
+        "notifier": lambda: NotifierService(settings, codec, _required(cipher)),
         "projector": lambda: ProjectorService(settings, codec),
     }
     names = list(factories) if worker == "all" else [worker]
     return [factories[name]() for name in names]
+
+
+def _required(cipher: AddressCipher | None) -> AddressCipher:
+    if cipher is None:
+        raise AssertionError("a worker that needs the encryption key was built without it")
+    return cipher

@@ -31,7 +31,7 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _TOKEN = re.compile(rf"[0-9a-f]{{{SOFT_TOKEN_CHARS}}}")
 
 
-class InvalidAddress(ValueError):  # noqa: N818 -- the agreed public name
+class InvalidAddress(ValueError):
     """An email address we cannot use; the message says which rule it breaks."""
 
 

@@ -18,7 +18,7 @@ ELLIPSIS: Final = "…"
 _BREAKING_CATEGORIES: Final = frozenset({"Cc", "Zl", "Zp"})
 
 
-class UnsafeHeader(ValueError):  # noqa: N818 -- the agreed public name
+class UnsafeHeader(ValueError):
     """An address that would change the message's header structure if used."""
 
 

@@ -119,7 +119,7 @@ class Refusal:
         return cls(int(reply[:3]), reply)
 
 
-class MessageRejected(Exception):  # noqa: N818 - named for the outcome the relay reports
+class MessageRejected(Exception):
     """The message itself cannot be relayed; `text` is the full SMTP reply."""
 
     def __init__(self, reply: str) -> None:

@@ -38,11 +38,11 @@ _LOCALE_TIMEZONES: Final = {"pt-BR": "America/Sao_Paulo"}
 _BABEL_LOCALES: Final = {code: Locale.parse(code, sep="-") for code in SUPPORTED_LOCALES}
 
 
-class TemplateDataMissing(ValueError):  # noqa: N818 -- the agreed public name
+class TemplateDataMissing(ValueError):
     """The event lacks a field its status's email cannot do without."""
 
 
-class UnsupportedStatus(ValueError):  # noqa: N818 -- the agreed public name
+class UnsupportedStatus(ValueError):
     """There is no email for this status (UNKNOWN: a status newer than this consumer)."""
 
 

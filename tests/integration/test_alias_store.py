@@ -1,0 +1,139 @@
+"""Aliases in the real database: formats, store mask choice, races, expiry, encryption at rest."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+from datetime import timedelta
+
+import bson
+import pytest
+
+from tests.conftest import REPO
+from worker.adapters import mongo
+from worker.adapters.alias_store import AliasStore, Party
+from worker.config import Settings
+from worker.crypto import AddressCipher
+from worker.domain.aliases import MaskType, MovableClock
+from worker.events import ParticipantRole
+
+pytestmark = pytest.mark.stack
+HARD = re.compile(r"^[0-9a-f]{32}@ct\.example\.com$")
+CUSTOMER = Party("johndoe@example.com", "John Doe")
+STORE = Party("sales@shop.example.net", "Shop")
+
+
+def _store(db: mongo.Database, settings: Settings, clock: MovableClock | None = None) -> AliasStore:
+    return AliasStore(
+        db,
+        AddressCipher(settings.data_keys()),
+        domain=settings.domain,
+        ttl_days=settings.alias_ttl_days,
+        clock=clock or MovableClock(),
+    )
+
+
+async def test_a_store_is_hard_masked_until_it_says_otherwise(
+    settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    customer, store = await _store(db, settings).order_pair("o-1", "store-h", CUSTOMER, STORE)
+    assert HARD.match(customer.address)
+    assert HARD.match(store.address)
+    assert customer.mask == store.mask == MaskType.HARD
+    assert (customer.role, store.role) == (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
+    assert customer.real_address == "johndoe@example.com"
+
+
+async def test_soft_after_ct_store_set_mask_and_existing_orders_keep_their_aliases(
+    settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    aliases = _store(db, settings)
+    before, _ = await aliases.order_pair("o-old", "store-s", CUSTOMER, STORE)
+
+    env = {**os.environ, "CT_MONGO_DB": settings.mongo_db}
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/ct"), "store", "set-mask", "store-s", "soft"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    assert "reversible" in result.stderr
+    shown = subprocess.run(
+        [str(REPO / ".venv/bin/ct"), "store", "show", "store-s"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    assert "mask: soft" in shown.stdout
+
+    customer, store = await aliases.order_pair("o-new", "store-s", CUSTOMER, STORE)
+    match = re.fullmatch(r"johndoe@example\.com-([0-9a-f]{13})\.ct\.example\.com", customer.address)
+    assert match, customer.address
+    assert store.address == f"sales@shop.example.net-{match.group(1)}.ct.example.com"
+    again, _ = await aliases.order_pair("o-old", "store-s", CUSTOMER, STORE)
+    assert again.address == before.address and HARD.match(again.address)
+
+
+async def test_fifty_concurrent_events_of_one_order_on_two_workers_make_one_alias_pair(
+    settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    workers = [_store(db, settings), _store(db, settings)]
+    pairs = await asyncio.gather(
+        *[workers[i % 2].order_pair("o-race", "store-r", CUSTOMER, STORE) for i in range(50)]
+    )
+    assert len({(c.address, s.address) for c, s in pairs}) == 1
+    assert await db["aliases"].count_documents({"orderId": "o-race"}) == 2
+
+
+async def test_an_alias_stops_working_after_its_validity(
+    settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    clock = MovableClock()
+    customer, _ = await _store(db, settings, clock).order_pair("o-exp", "store-e", CUSTOMER, STORE)
+    found = await _store(db, settings, clock).lookup(customer.address)
+    assert found is not None and not found.expired(clock.now())
+    clock.advance(timedelta(days=settings.alias_ttl_days) - timedelta(seconds=1))
+    assert not found.expired(clock.now())
+    clock.advance(timedelta(seconds=1))
+    assert found.expired(clock.now())
+
+
+async def test_a_raw_dump_of_the_aliases_collection_holds_no_real_address(
+    settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    aliases = _store(db, settings)
+    await aliases.order_pair("o-dump", "store-d", CUSTOMER, STORE)
+    await aliases.reverse_alias("o-dump", Party("tracking@carrier.example", "Carrier"))
+    raw = b"".join([bson.encode(d) async for d in db["aliases"].find({})])
+    for address in (CUSTOMER.address, STORE.address, "tracking@carrier.example"):
+        assert address.encode() not in raw
+        assert address.split("@")[0].encode() not in raw
+    assert await db["aliases"].count_documents({}) == 3
+
+
+async def test_a_reverse_alias_is_created_once_per_order_and_sender(
+    settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    aliases = _store(db, settings)
+    await aliases.order_pair("o-rev", "store-v", CUSTOMER, STORE)
+    carrier = Party("tracking@carrier.example", "Carrier")
+    first, second = await asyncio.gather(
+        aliases.reverse_alias("o-rev", carrier), aliases.reverse_alias("o-rev", carrier)
+    )
+    assert first.address == second.address
+    assert first.role == ParticipantRole.EXTERNAL
+    assert first.real_address == "tracking@carrier.example"
+    other = await aliases.reverse_alias("o-rev", Party("ops@marketplace.example", None))
+    assert other.address != first.address

@@ -1,0 +1,203 @@
+"""The notifier against real Kafka, FerretDB and an SMTP capture server over sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from typing import Any, cast
+
+import pytest
+
+from tests.conftest import REPO, Capture, eventually
+from tests.helpers import CODEC, order_event, produce, read_topic, running
+from worker.adapters import mongo
+from worker.apps.notifier import NotifierService
+from worker.apps.projector import ProjectorService
+from worker.config import Settings
+from worker.crypto import AddressCipher
+from worker.events import OrderStatus, OrderStatusChanged
+from worker.timeline import get_timeline
+
+pytestmark = pytest.mark.stack
+HARD = r"[0-9a-f]{32}@ct\.example\.com"
+STATUSES = [s for s in OrderStatus if s != OrderStatus.UNKNOWN]
+EXPECTED_SUBJECT = {
+    ("en", OrderStatus.PAYMENT_APPROVED): "payment",
+    ("en", OrderStatus.SHIPPED): "on its way",
+    ("pt-BR", OrderStatus.SHIPPED): "a caminho",
+    ("pt-BR", OrderStatus.CANCELED): "cancelado",
+}
+
+
+def _notifier(settings: Settings) -> NotifierService:
+    return NotifierService(settings, CODEC, AddressCipher(settings.data_keys()))
+
+
+async def _emit(settings: Settings, *events: OrderStatusChanged) -> None:
+    await produce(
+        settings, settings.topic_order_status, [(e.order_id, CODEC.encode(e)) for e in events]
+    )
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    return cast(EmailMessage, message_from_bytes(raw, policy=default_policy))
+
+
+async def test_every_status_in_both_locales_is_emailed_through_the_aliases(
+    topics: Settings, with_capture: Settings, capture: Capture
+) -> None:
+    events = [
+        order_event(
+            f"o-{locale}-{status.value}", status, locale=locale, customer_email=f"c.{i}@example.org"
+        )
+        for i, (locale, status) in enumerate((lo, st) for lo in ("en", "pt-BR") for st in STATUSES)
+    ]
+    await _emit(with_capture, *events)
+    async with running(_notifier(with_capture)):
+        await eventually(lambda: len(capture.messages()) == len(events), what="12 emails")
+    by_rcpt = {m["rcptTos"][0]: m for m in capture.messages()}
+    for i, event in enumerate(events):
+        entry = by_rcpt[f"c.{i}@example.org"]
+        message = _parse(capture.raw(entry))
+        assert re.fullmatch(rf"Shop Example <{HARD}>", str(message["From"]))
+        assert re.fullmatch(rf"Jane Roe <{HARD}>", str(message["To"]))
+        assert message["Reply-To"].addresses[0].addr_spec == message["From"].addresses[0].addr_spec
+        assert entry["mailFrom"] == message["From"].addresses[0].addr_spec  # bounces to the alias
+        assert event.order_id in str(message["Subject"])
+        want = EXPECTED_SUBJECT.get((event.customer.locale or "en", event.status))
+        if want:
+            assert want in str(message["Subject"]).lower()
+        assert message.get_content_type() == "multipart/alternative"
+        text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        assert event.order_id in text and event.order_id in html
+        if event.status == OrderStatus.SHIPPED:
+            assert "BR123456789XX" in text
+        if event.status == OrderStatus.INVOICED:
+            assert "NF-000123" in text
+        money = "R$ 1.234,56" if event.customer.locale == "pt-BR" else "$1,234.56"
+        if event.status == OrderStatus.PAYMENT_APPROVED:
+            assert money in text.replace("\xa0", " ")
+        assert "c." not in str(message["To"])  # the real address is only in the envelope
+
+
+async def test_a_redelivered_event_sends_one_email(
+    topics: Settings, with_capture: Settings, capture: Capture, db: mongo.Database
+) -> None:
+    event = order_event("o-redeliver")
+    await _emit(with_capture, event, event)
+    async with running(_notifier(with_capture)):
+        await eventually(lambda: len(capture.messages()) >= 1, what="the email")
+        timeline = await read_topic(with_capture, with_capture.topic_timeline, want=4)
+    # a new consumer group re-reads everything: a restart that lost its offsets
+    again = with_capture.model_copy(
+        update={"group_notifier": with_capture.group_notifier + "-again"}
+    )
+    async with running(_notifier(again)):
+        await read_topic(with_capture, with_capture.topic_timeline, want=6)
+    assert len(capture.messages()) == 1
+    ids = [r.value for r in await read_topic(with_capture, with_capture.topic_timeline, want=6)]
+    assert len(set(ids)) == 2  # the same two timeline events, republished byte for byte
+    assert len(timeline) == 4
+
+
+async def test_451_then_250_gives_exactly_one_email(
+    topics: Settings, with_capture: Settings, capture: Capture
+) -> None:
+    capture.refuse("451 4.3.0 Try again later")
+    await _emit(with_capture, order_event("o-451"))
+    async with running(_notifier(with_capture)):
+        await asyncio.sleep(2)
+        assert capture.messages() == []
+        capture.accept()
+        await eventually(lambda: len(capture.messages()) == 1, what="the email after 451")
+        await asyncio.sleep(1)
+    assert len(capture.messages()) == 1
+
+
+async def test_a_550_is_recorded_as_delivery_failed_on_the_timeline(
+    topics: Settings, with_capture: Settings, capture: Capture, db: mongo.Database
+) -> None:
+    capture.refuse("550 5.1.1 Mailbox does not exist")
+    await _emit(with_capture, order_event("o-550"))
+    async with running(_notifier(with_capture), ProjectorService(with_capture, CODEC)):
+        entries = await eventually(lambda: _timeline(db, "o-550", 2), what="two entries")
+    kinds = [e.kind.value for e in entries]
+    assert kinds == ["STATUS_CHANGED", "DELIVERY_FAILED"]
+    assert entries[1].message is not None
+    assert entries[1].message.reason == "550 5.1.1 Mailbox does not exist"
+    assert capture.messages() == []
+
+
+async def _timeline(db: mongo.Database, order_id: str, want: int) -> Any:
+    entries = await get_timeline(db, order_id)
+    return entries if entries and len(entries) >= want else None
+
+
+async def test_a_name_with_cr_lf_cannot_add_a_header(
+    topics: Settings, with_capture: Settings, capture: Capture
+) -> None:
+    await _emit(with_capture, order_event("o-inject", first_name="Eve\r\nBcc: attacker@evil.test"))
+    async with running(_notifier(with_capture)):
+        await eventually(lambda: len(capture.messages()) == 1, what="the email")
+    [entry] = capture.messages()
+    raw = capture.raw(entry)
+    header_block = raw.split(b"\r\n\r\n", 1)[0]
+    assert not re.search(rb"^Bcc:", header_block, re.MULTILINE | re.IGNORECASE)
+    assert entry["rcptTos"] == ["jane.roe@example.org"]
+
+
+async def test_unknown_status_and_missing_tracking_go_to_the_dlq_and_others_flow(
+    topics: Settings, with_capture: Settings, capture: Capture
+) -> None:
+    shipped = order_event("o-bad-ship", OrderStatus.SHIPPED)
+    no_tracking = shipped.model_copy(update={"tracking_code": None})
+    unknown = order_event("o-unknown", OrderStatus.UNKNOWN)
+    good = order_event("o-good")
+    await _emit(with_capture, no_tracking, unknown, good)
+    async with running(_notifier(with_capture)):
+        dead = await read_topic(with_capture, with_capture.topic_dlq, want=2)
+        await eventually(lambda: len(capture.messages()) == 1, what="the good email")
+    reasons = sorted(dict(r.headers)["ct.dlq.reason"].decode() for r in dead)
+    assert "tracking" in reasons[0].lower() and "UNKNOWN" in reasons[1]
+    for record in dead:
+        assert b"jane.roe" not in b"".join(v for _, v in record.headers)
+
+
+async def test_end_to_end_events_in_emails_out_and_the_order_document_shows_the_timeline(
+    topics: Settings, with_capture: Settings, capture: Capture, db: mongo.Database
+) -> None:
+    journey = [
+        order_event("o-e2e", status, at=order_event("x").occurred_at.replace(hour=10 + i))
+        for i, status in enumerate(STATUSES[:5])
+    ]
+    await _emit(with_capture, *journey)
+    async with running(_notifier(with_capture), ProjectorService(with_capture, CODEC)):
+        entries = await eventually(lambda: _timeline(db, "o-e2e", 10), what="ten entries")
+    assert len(capture.messages()) == 5
+    statuses = [e.status.value for e in entries if e.kind.value == "STATUS_CHANGED" and e.status]
+    assert statuses == [s.value for s in STATUSES[:5]]
+    doc = await db["orders"].find_one({"_id": "o-e2e"})
+    assert doc is not None and doc["status"] == "DELIVERED"
+    sent = [e for e in entries if e.kind.value == "NOTIFICATION_SENT"]
+    assert all(e.message and re.fullmatch(HARD, e.message.to.alias) for e in sent)
+    assert "jane.roe@example.org" not in str(doc)
+
+
+def test_the_notifier_refuses_to_start_without_an_encryption_key() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/ct"), "run", "notifier"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "CT_ENCRYPTION_KEY" in result.stderr and "ct keygen" in result.stderr

@@ -1,0 +1,222 @@
+"""The `aliases` collection: one document per alias, the real address encrypted at rest.
+
+Get-or-create is race-free without transactions (FerretDB has none): each alias document carries
+an `orderKey` (order + role, or order + external sender) under a unique index, so when two
+workers create the same order's alias at once exactly one insert wins and the other reads the
+winner. The customer alias is created first and fixes the order's mask type and soft token; the
+store alias is derived from it, so an order never mixes mask types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from bson import Binary
+from pymongo.errors import DuplicateKeyError
+
+from worker.adapters.mongo import Database, Document
+from worker.adapters.stores import StoreSettings
+from worker.crypto import AddressCipher
+from worker.domain import aliases as rules
+from worker.domain.aliases import Clock, MaskType
+from worker.events import ParticipantRole
+
+log = structlog.get_logger(__name__)
+MAX_COLLISIONS = 8
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    address: str
+    order_id: str
+    store_id: str
+    role: ParticipantRole
+    mask: MaskType
+    token: str | None
+    real_address: str
+    real_hash: str
+    name: str | None
+    created_at: datetime
+    expires_at: datetime
+
+    def expired(self, now: datetime) -> bool:
+        return rules.is_expired(self.expires_at, now)
+
+
+@dataclass(frozen=True)
+class Party:
+    """Who an alias stands for: the real address (normalised) and the display name."""
+
+    address: str
+    name: str | None
+
+
+class AliasStore:
+    def __init__(
+        self, db: Database, cipher: AddressCipher, *, domain: str, ttl_days: int, clock: Clock
+    ) -> None:
+        self._aliases = db["aliases"]
+        self._stores = StoreSettings(db)
+        self._cipher = cipher
+        self._domain = domain
+        self._ttl_days = ttl_days
+        self._clock = clock
+
+    async def lookup(self, alias: str) -> AliasRecord | None:
+        """One indexed read by `_id`; expired aliases are returned too, the caller decides."""
+        doc = await self._aliases.find_one({"_id": alias.strip().lower()})
+        return self._record(doc) if doc else None
+
+    async def of_order(self, order_id: str) -> list[AliasRecord]:
+        return [self._record(d) async for d in self._aliases.find({"orderId": order_id})]
+
+    async def order_pair(
+        self, order_id: str, store_id: str, customer: Party, store: Party
+    ) -> tuple[AliasRecord, AliasRecord]:
+        """The order's customer and store aliases, created on first use."""
+        keys = {
+            role: rules.order_key(order_id, role)
+            for role in (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
+        }
+        found = {
+            d["role"]: self._record(d)
+            async for d in self._aliases.find({"orderKey": {"$in": list(keys.values())}})
+        }
+        anchor = found.get(ParticipantRole.CUSTOMER) or await self._create_anchor(
+            order_id, store_id, customer, store, keys[ParticipantRole.CUSTOMER]
+        )
+        store_alias = found.get(ParticipantRole.STORE) or await self._create_store_alias(
+            anchor, store, keys[ParticipantRole.STORE]
+        )
+        return anchor, store_alias
+
+    async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord:
+        """The alias an external party (carrier, marketplace) of this order writes through."""
+        anchor = await self._anchor(order_id)
+        key = rules.order_key(
+            order_id, ParticipantRole.EXTERNAL, self._cipher.address_hash(sender.address)
+        )
+        existing = await self._aliases.find_one({"orderKey": key})
+        if existing:
+            return self._record(existing)
+        return await self._insert(
+            lambda: rules.new_reverse_alias(
+                anchor.mask, sender.address, anchor.token, self._domain
+            ),
+            order_id=order_id,
+            store_id=anchor.store_id,
+            role=ParticipantRole.EXTERNAL,
+            mask=anchor.mask,
+            token=anchor.token,
+            party=sender,
+            key=key,
+        )
+
+    async def _anchor(self, order_id: str) -> AliasRecord:
+        doc = await self._aliases.find_one(
+            {"orderKey": rules.order_key(order_id, ParticipantRole.CUSTOMER)}
+        )
+        if doc is None:
+            raise LookupError(f"order {order_id} has no aliases")
+        return self._record(doc)
+
+    async def _create_anchor(
+        self, order_id: str, store_id: str, customer: Party, store: Party, key: str
+    ) -> AliasRecord:
+        mask = (await self._stores.get(store_id)).mask
+        plan = rules.choose_order_aliases(mask, customer.address, store.address, self._domain)
+        if plan.fell_back:
+            log.warning("soft_alias_fell_back_to_hard", order_id=order_id, store_id=store_id)
+        first = [plan.customer_alias]
+        return await self._insert(
+            lambda: first.pop() if first else rules.new_hard_alias(self._domain),
+            order_id=order_id,
+            store_id=store_id,
+            role=ParticipantRole.CUSTOMER,
+            mask=plan.mask,
+            token=plan.token,
+            party=customer,
+            key=key,
+        )
+
+    async def _create_store_alias(self, anchor: AliasRecord, store: Party, key: str) -> AliasRecord:
+        def candidate() -> str:
+            if anchor.mask == MaskType.SOFT and anchor.token:
+                soft = rules.soft_alias(store.address, anchor.token, self._domain)
+                if soft and soft != anchor.address:
+                    return soft
+            return rules.new_hard_alias(self._domain)
+
+        return await self._insert(
+            candidate,
+            order_id=anchor.order_id,
+            store_id=anchor.store_id,
+            role=ParticipantRole.STORE,
+            mask=anchor.mask,
+            token=anchor.token,
+            party=store,
+            key=key,
+        )
+
+    async def _insert(
+        self,
+        candidate: Any,
+        *,
+        order_id: str,
+        store_id: str,
+        role: ParticipantRole,
+        mask: MaskType,
+        token: str | None,
+        party: Party,
+        key: str,
+    ) -> AliasRecord:
+        """Insert a new alias; a lost race returns the winner, an address collision retries."""
+        created = self._clock.now()
+        tried: set[str] = set()
+        for _ in range(MAX_COLLISIONS):
+            address = candidate()
+            if address in tried:  # a deterministic soft alias collided: only hard can differ
+                address = rules.new_hard_alias(self._domain)
+            tried.add(address)
+            doc = {
+                "_id": address,
+                "orderKey": key,
+                "orderId": order_id,
+                "storeId": store_id,
+                "role": role.value,
+                "mask": mask.value,
+                "token": token,
+                "realEnc": Binary(self._cipher.encrypt(party.address, address)),
+                "realHash": self._cipher.address_hash(party.address),
+                "name": party.name,
+                "createdAt": created,
+                "expiresAt": rules.expires_at(created, self._ttl_days),
+            }
+            try:
+                await self._aliases.insert_one(doc)
+            except DuplicateKeyError:
+                winner = await self._aliases.find_one({"orderKey": key})
+                if winner is not None:
+                    return self._record(winner)
+                log.info("alias_collision_retried", order_id=order_id, role=role.value)
+                continue
+            return self._record(doc)
+        raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
+
+    def _record(self, doc: Document) -> AliasRecord:
+        return AliasRecord(
+            address=doc["_id"],
+            order_id=doc["orderId"],
+            store_id=doc["storeId"],
+            role=ParticipantRole(doc["role"]),
+            mask=MaskType(doc["mask"]),
+            token=doc.get("token"),
+            real_address=self._cipher.decrypt(bytes(doc["realEnc"]), doc["_id"]),
+            real_hash=doc["realHash"],
+            name=doc.get("name"),
+            created_at=doc["createdAt"],
+            expires_at=doc["expiresAt"],
+        )

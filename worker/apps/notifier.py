@@ -1,0 +1,278 @@
+"""`ct run notifier`: order-status events become emails sent through the order's masked aliases."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from email.policy import SMTP as SMTP_POLICY
+from typing import TypeVar
+
+import jinja2
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from worker import metrics
+from worker.adapters import mongo
+from worker.adapters.alias_store import AliasStore, Party
+from worker.adapters.deliveries import Delivery, DeliveryLedger
+from worker.adapters.kafka import BatchConsumer, DeadLetters, Record, make_consumer, make_producer
+from worker.adapters.kafka import is_transient as kafka_transient
+from worker.adapters.smtp import SmtpFailure, SmtpPool
+from worker.adapters.smtp import is_transient as smtp_transient
+from worker.apps.runtime import Service
+from worker.codec import DecodeError, ValueCodec
+from worker.config import Settings
+from worker.crypto import AddressCipher
+from worker.domain.aliases import InvalidAddress, SystemClock, normalize_address
+from worker.domain.compose import UnsafeHeader, compose_notification, first_words
+from worker.domain.notifications import notification_outcome, status_changed
+from worker.domain.templates import TemplateDataMissing, TemplateRenderer, UnsupportedStatus
+from worker.events import OrderStatus, OrderStatusChanged, TimelineEvent
+from worker.retry import retry_transient
+
+log = structlog.get_logger(__name__)
+COMPONENT = "notifier"
+T = TypeVar("T")
+
+
+class Refused(Exception):
+    """An event that can never be emailed as it is: it goes to the DLQ with this reason."""
+
+
+class Notifier:
+    """Per batch: orders run concurrently (bounded), each order's events strictly in order."""
+
+    def __init__(
+        self,
+        *,
+        codec: ValueCodec,
+        aliases: AliasStore,
+        ledger: DeliveryLedger,
+        renderer: TemplateRenderer,
+        smtp: SmtpPool,
+        producer: AIOKafkaProducer[bytes, bytes],
+        dead_letters: DeadLetters,
+        timeline_topic: str,
+        domain: str,
+        concurrency: int,
+        max_delay: float,
+    ) -> None:
+        self._codec = codec
+        self._aliases = aliases
+        self._ledger = ledger
+        self._renderer = renderer
+        self._smtp = smtp
+        self._producer = producer
+        self._dead_letters = dead_letters
+        self._timeline_topic = timeline_topic
+        self._domain = domain
+        self._slots = asyncio.Semaphore(concurrency)
+        self._max_delay = max_delay
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        by_order: dict[str, list[tuple[Record, OrderStatusChanged]]] = defaultdict(list)
+        for record in records:
+            try:
+                event = self._codec.decode(record.value, OrderStatusChanged)
+            except DecodeError as exc:
+                await self._dead_letter(record, exc.reason)
+                continue
+            by_order[event.order_id].append((record, event))
+        await asyncio.gather(*(self._run_order(items) for items in by_order.values()))
+
+    async def _run_order(self, items: list[tuple[Record, OrderStatusChanged]]) -> None:
+        for record, event in items:
+            async with self._slots:
+                await self._process(record, event)
+
+    async def _process(self, record: Record, event: OrderStatusChanged) -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(order_id=event.order_id, event_id=event.event_id)
+        started = time.perf_counter()
+        try:
+            delivery = await self._mongo(lambda: self._ledger.find(event.event_id), "ledger.find")
+            outcome = "redelivered" if delivery else "sent"
+            if delivery is None:
+                delivery = await self._deliver(event)
+                outcome = "sent" if delivery.sent else "failed"
+            await self._publish([TimelineEvent.model_validate(r) for r in delivery.timeline])
+        except Refused as exc:
+            outcome = "dead_lettered"
+            await self._dead_letter(record, str(exc))
+        except Exception as exc:
+            # A bug, not bad data: dead-letter the event (replayable once fixed) instead of
+            # crash-looping on it. The reason names the error type only: messages may hold data.
+            log.exception("event_failed")
+            outcome = "dead_lettered"
+            await self._dead_letter(record, f"internal error: {type(exc).__name__}")
+        metrics.EVENTS_CONSUMED.labels(consumer=COMPONENT, outcome=outcome).inc()
+        log.info(
+            "event_processed",
+            status=event.status.value,
+            outcome=outcome,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    async def _deliver(self, event: OrderStatusChanged) -> Delivery:
+        if event.status == OrderStatus.UNKNOWN:
+            raise Refused("status UNKNOWN has no notification (a status newer than this consumer?)")
+        try:
+            customer = Party(normalize_address(event.customer.email), _name(event))
+            store = Party(normalize_address(event.store.email), event.store.name)
+        except InvalidAddress as exc:
+            raise Refused(f"invalid address: {exc}") from None
+        try:
+            rendered = self._renderer.render(event)
+        except (TemplateDataMissing, UnsupportedStatus, jinja2.TemplateError) as exc:
+            raise Refused(f"cannot render the {event.status.value} email: {exc}") from None
+        customer_alias, store_alias = await self._mongo(
+            lambda: self._aliases.order_pair(event.order_id, event.store_id, customer, store),
+            "aliases.order_pair",
+        )
+        try:
+            message = compose_notification(
+                rendered,
+                event=event,
+                store_alias=store_alias.address,
+                customer_alias=customer_alias.address,
+                domain=self._domain,
+            )
+        except UnsafeHeader as exc:
+            raise Refused(f"unsafe header value: {exc}") from None
+        raw = message.as_bytes(policy=SMTP_POLICY)
+        failure = await self._send(raw, sender=store_alias.address, recipient=customer.address)
+        outcome = notification_outcome(
+            event,
+            message_id=str(message["Message-ID"]),
+            store_alias=store_alias.address,
+            customer_alias=customer_alias.address,
+            subject=rendered.subject,
+            first_words=first_words(rendered.text),
+            size_bytes=len(raw),
+            at=datetime.now(UTC),
+            failure=failure,
+        )
+        delivery = Delivery(
+            event_id=event.event_id,
+            order_id=event.order_id,
+            sent=failure is None,
+            at=outcome.occurred_at,
+            timeline=[status_changed(event).to_record(), outcome.to_record()],
+        )
+        return await self._mongo(lambda: self._ledger.record(delivery), "ledger.record")
+
+    async def _send(self, raw: bytes, *, sender: str, recipient: str) -> str | None:
+        """Send until accepted (None) or refused for good (the reply); transient errors wait."""
+        try:
+            await retry_transient(
+                lambda: self._smtp.send(raw, sender=sender, recipients=[recipient]),
+                name="smtp.send",
+                is_transient=smtp_transient,
+                max_delay=self._max_delay,
+            )
+        except SmtpFailure as exc:
+            metrics.EMAILS_FAILED.labels(kind="permanent").inc()
+            return exc.reply
+        metrics.EMAILS_SENT.inc()
+        return None
+
+    async def _publish(self, events: list[TimelineEvent]) -> None:
+        async def send_all() -> None:
+            futures = [
+                await self._producer.send(
+                    self._timeline_topic, key=e.order_id.encode(), value=self._codec.encode(e)
+                )
+                for e in events
+            ]
+            await asyncio.gather(*futures)
+
+        await retry_transient(
+            send_all, name="kafka.timeline", is_transient=kafka_transient, max_delay=self._max_delay
+        )
+
+    async def _mongo(self, operation: Callable[[], Awaitable[T]], name: str) -> T:
+        return await retry_transient(
+            operation,
+            name=f"mongo.{name}",
+            is_transient=mongo.is_transient,
+            max_delay=self._max_delay,
+        )
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        await retry_transient(
+            lambda: self._dead_letters.publish(record, reason),
+            name="kafka.dlq",
+            is_transient=kafka_transient,
+            max_delay=self._max_delay,
+        )
+
+
+def _name(event: OrderStatusChanged) -> str:
+    return f"{event.customer.first_name} {event.customer.last_name}".strip()
+
+
+class NotifierService(Service):
+    name = COMPONENT
+
+    def __init__(self, settings: Settings, codec: ValueCodec, cipher: AddressCipher) -> None:
+        self._settings = settings
+        self._codec = codec
+        self._cipher = cipher
+        self._consumer: BatchConsumer | None = None
+
+    def is_ready(self) -> bool:
+        return self._consumer is not None and self._consumer.ready
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        settings = self._settings
+        client = mongo.connect(settings, app_name="ct-notifier")
+        producer = make_producer(settings, "ct-notifier")
+        smtp = SmtpPool(
+            settings.smtp_host,
+            settings.smtp_port,
+            size=settings.smtp_pool_size,
+            timeout=settings.smtp_timeout_s,
+        )
+        try:
+            db = client[settings.mongo_db]
+            await retry_transient(
+                lambda: mongo.ensure_indexes(db),
+                name="mongo.indexes",
+                is_transient=mongo.is_transient,
+            )
+            await producer.start()
+            notifier = Notifier(
+                codec=self._codec,
+                aliases=AliasStore(
+                    db,
+                    self._cipher,
+                    domain=settings.domain,
+                    ttl_days=settings.alias_ttl_days,
+                    clock=SystemClock(),
+                ),
+                ledger=DeliveryLedger(db),
+                renderer=TemplateRenderer(settings.templates_dir),
+                smtp=smtp,
+                producer=producer,
+                dead_letters=DeadLetters(producer, settings.topic_dlq, COMPONENT),
+                timeline_topic=settings.topic_timeline,
+                domain=settings.domain,
+                concurrency=settings.notifier_concurrency,
+                max_delay=settings.retry_max_delay_s,
+            )
+            self._consumer = BatchConsumer(
+                make_consumer(settings, settings.topic_order_status, settings.group_notifier),
+                settings.topic_order_status,
+                notifier.handle,
+                name=COMPONENT,
+                max_records=settings.batch_max_records,
+                grace_s=settings.shutdown_grace_s,
+            )
+            await self._consumer.run(stopping)
+        finally:
+            await smtp.close()
+            await producer.stop()
+            await client.close()
