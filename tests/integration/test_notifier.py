@@ -9,7 +9,7 @@ import subprocess
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -45,7 +45,7 @@ async def _emit(settings: Settings, *events: OrderStatusChanged) -> None:
 
 
 def _parse(raw: bytes) -> EmailMessage:
-    return cast(EmailMessage, message_from_bytes(raw, policy=default_policy))
+    return message_from_bytes(raw, policy=default_policy)
 
 
 async def test_every_status_in_both_locales_is_emailed_through_the_aliases(
