@@ -18,11 +18,12 @@ async def start_smtp_server(
     data_size_limit: int,
     tls_context: ssl.SSLContext | None = None,
     idle_timeout: float = 300,
+    protocol: type[SMTP] = SMTP,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
 
-    def protocol() -> SMTP:
-        return SMTP(
+    def make_protocol() -> SMTP:
+        return protocol(
             handler,
             hostname=hostname,
             ident="Conversation Tracker ESMTP",
@@ -34,7 +35,7 @@ async def start_smtp_server(
             loop=loop,
         )
 
-    return await loop.create_server(protocol, host, port)
+    return await loop.create_server(make_protocol, host, port)
 
 
 def bound_port(server: asyncio.Server) -> int:

@@ -14,12 +14,14 @@ def build_services(worker: str, settings: Settings) -> list[Service]:
     """Raises ConfigError (one line naming the variable) before anything starts."""
     from worker.apps.notifier import NotifierService
     from worker.apps.projector import ProjectorService
+    from worker.apps.relay import RelayService
 
     codec = SingleObjectCodec()
     needs_key = worker in {"notifier", "relay", "all"}
     cipher = AddressCipher(settings.data_keys()) if needs_key else None
     factories: dict[str, Callable[[], Service]] = {
         "notifier": lambda: NotifierService(settings, codec, _required(cipher)),
+        "relay": lambda: RelayService(settings, codec, _required(cipher)),
         "projector": lambda: ProjectorService(settings, codec),
     }
     names = list(factories) if worker == "all" else [worker]

@@ -1,0 +1,325 @@
+"""The relay over real sockets (smtplib and aiosmtplib clients), with real Kafka and FerretDB."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import smtplib
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from tests.conftest import REPO, Capture, eventually
+from tests.helpers import CODEC, read_topic, running
+from worker.adapters import mongo
+from worker.adapters.alias_store import AliasStore, Party
+from worker.apps.projector import ProjectorService
+from worker.apps.relay import RelayService
+from worker.config import Settings
+from worker.crypto import AddressCipher
+from worker.domain.aliases import MovableClock, SystemClock
+from worker.events import TimelineEvent
+
+pytestmark = pytest.mark.stack
+CUSTOMER = "jane.roe@example.org"
+STORE = "orders@shop.example.com"
+CARRIER = "tracking@carrier.example.net"
+STRANGER = "someone@elsewhere.example"
+
+
+@dataclass
+class Order:
+    id: str
+    customer_alias: str
+    store_alias: str
+
+
+@dataclass
+class Relay:
+    port: int
+    settings: Settings
+    order: Order
+
+    async def send(self, message: EmailMessage, *, sender: str, to: str) -> tuple[int, str]:
+        """One SMTP session with aiosmtplib; returns the final reply (code, text)."""
+        try:
+            _, reply = await aiosmtplib.send(
+                message, hostname="127.0.0.1", port=self.port, sender=sender, recipients=[to],
+                start_tls=False,
+            )  # fmt: skip
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0]
+            return refused.code, refused.message
+        except aiosmtplib.SMTPResponseException as exc:
+            return exc.code, exc.message
+        return 250, reply
+
+
+def _mail(
+    sender: str, to: str, subject: str, body: str = "Hello there", **headers: str
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content(body)
+    return message
+
+
+@pytest.fixture
+async def relay(
+    topics: Settings, with_capture: Settings, db: mongo.Database, unique: Any
+) -> AsyncIterator[Relay]:
+    settings = with_capture.model_copy(update={"relay_port": 0})
+    await mongo.ensure_indexes(db)
+    aliases = AliasStore(
+        db,
+        AddressCipher(settings.data_keys()),
+        domain=settings.domain,
+        ttl_days=60,
+        clock=SystemClock(),
+    )
+    order_id = unique("o-relay")
+    customer, store = await aliases.order_pair(
+        order_id, "store-1", Party(CUSTOMER, "Jane Roe"), Party(STORE, "Shop Example")
+    )
+    service = RelayService(settings, CODEC, AddressCipher(settings.data_keys()))
+    async with running(service):
+        assert service.port is not None
+        yield Relay(service.port, settings, Order(order_id, customer.address, store.address))
+
+
+def _forwarded(capture: Capture, subject: str) -> tuple[dict[str, Any], EmailMessage]:
+    [entry] = [m for m in capture.messages() if m["headers"].get("Subject") == subject]
+    return entry, message_from_bytes(capture.raw(entry), policy=default_policy)  # type: ignore[return-value]
+
+
+async def test_store_to_customer_then_the_customer_replies_to_the_store(
+    relay: Relay, capture: Capture
+) -> None:
+    order = relay.order
+    code, _ = await relay.send(
+        _mail(STORE, order.customer_alias, "Your order"), sender=STORE, to=order.customer_alias
+    )
+    assert code == 250
+    entry, message = _forwarded(capture, "Your order")
+    assert entry["rcptTos"] == [CUSTOMER]
+    assert message["From"].addresses[0].addr_spec == order.store_alias
+    assert entry["mailFrom"] == order.store_alias
+
+    reply = _mail(
+        CUSTOMER, order.store_alias, "Re: Your order", In_Reply_To=str(message["Message-ID"])
+    )
+    code, _ = await relay.send(reply, sender=CUSTOMER, to=order.store_alias)
+    assert code == 250
+    entry, message = _forwarded(capture, "Re: Your order")
+    assert entry["rcptTos"] == [STORE]
+    assert message["From"].addresses[0].addr_spec == order.customer_alias
+    assert message["In-Reply-To"] == reply["In-Reply-To"]  # threading survives
+    header_block = capture.raw(entry).split(b"\r\n\r\n", 1)[0]
+    assert CUSTOMER.encode() not in header_block
+
+
+async def test_a_carrier_gets_a_reverse_alias_the_customer_can_answer_and_strangers_cannot(
+    relay: Relay, capture: Capture
+) -> None:
+    order = relay.order
+    notice = _mail(f"Carrier Tracking <{CARRIER}>", order.customer_alias, "Package update")
+    assert (await relay.send(notice, sender=CARRIER, to=order.customer_alias))[0] == 250
+    entry, message = _forwarded(capture, "Package update")
+    reverse = message["From"].addresses[0].addr_spec
+    assert entry["rcptTos"] == [CUSTOMER]
+    assert message["From"].addresses[0].display_name == "Carrier Tracking"
+    assert reverse.endswith("@ct.example.com") and reverse not in (
+        order.store_alias,
+        order.customer_alias,
+    )
+
+    again = _mail(f"Carrier Tracking <{CARRIER}>", order.customer_alias, "Package delivered")
+    assert (await relay.send(again, sender=CARRIER, to=order.customer_alias))[0] == 250
+    assert _forwarded(capture, "Package delivered")[1]["From"].addresses[0].addr_spec == reverse
+
+    answer = _mail(CUSTOMER, reverse, "Re: Package update")
+    assert (await relay.send(answer, sender=CUSTOMER, to=reverse))[0] == 250
+    entry, message = _forwarded(capture, "Re: Package update")
+    assert entry["rcptTos"] == [CARRIER]
+    assert message["From"].addresses[0].addr_spec == order.customer_alias
+
+    code, text = await relay.send(_mail(STRANGER, reverse, "Hi"), sender=STRANGER, to=reverse)
+    assert (code, text[:5]) == (550, "5.7.1")
+    spoofed = _mail(STRANGER, reverse, "Spoof")  # right envelope, wrong From
+    code, text = await relay.send(spoofed, sender=CUSTOMER, to=reverse)
+    assert (code, text[:5]) == (550, "5.7.1")
+
+
+async def test_unknown_expired_and_foreign_recipients_get_their_codes(
+    relay: Relay, db: mongo.Database
+) -> None:
+    unknown = "0" * 32 + "@ct.example.com"
+    assert (await relay.send(_mail(STORE, unknown, "x"), sender=STORE, to=unknown))[:2] == (
+        550, "5.1.1 No such address",
+    )  # fmt: skip
+    foreign = "someone@gmail.example"
+    code, text = await relay.send(_mail(STORE, foreign, "x"), sender=STORE, to=foreign)
+    assert (code, text) == (550, "5.7.1 Relaying denied")
+
+    await db["aliases"].update_one(
+        {"_id": relay.order.customer_alias},
+        {"$set": {"expiresAt": MovableClock().now() - timedelta(days=1)}},
+    )
+    code, text = await relay.send(
+        _mail(STORE, relay.order.customer_alias, "late"),
+        sender=STORE,
+        to=relay.order.customer_alias,
+    )
+    assert code == 550 and text.startswith("5.1.1") and "expired" in text
+    [record] = await read_topic(relay.settings, relay.settings.topic_timeline, want=1)
+    event = CODEC.decode(record.value, TimelineEvent)
+    assert event.kind.value == "MESSAGE_REJECTED" and event.order_id == relay.order.id
+    assert event.message is not None and event.message.from_.alias == relay.order.store_alias
+
+
+async def test_an_oversized_message_gets_552(relay: Relay) -> None:
+    big = _mail(STORE, relay.order.customer_alias, "big", body="x" * 1000)
+    small_limit = relay.settings.relay_max_bytes
+    big.add_attachment(
+        os.urandom(small_limit + 1024), maintype="application", subtype="octet-stream"
+    )
+    code, text = await relay.send(big, sender=STORE, to=relay.order.customer_alias)
+    assert (code, text[:5]) == (552, "5.3.4")
+
+
+async def test_an_attachment_survives_byte_for_byte(relay: Relay, capture: Capture) -> None:
+    payload = os.urandom(300_000)
+    message = _mail(STORE, relay.order.customer_alias, "Your invoice", body="Invoice attached")
+    message.add_attachment(
+        payload, maintype="application", subtype="pdf", filename="invoice-42.pdf"
+    )
+    assert (await relay.send(message, sender=STORE, to=relay.order.customer_alias))[0] == 250
+    _, forwarded = _forwarded(capture, "Your invoice")
+    [attachment] = list(forwarded.iter_attachments())
+    assert attachment.get_filename() == "invoice-42.pdf"
+    assert attachment.get_content() == payload
+    [record] = await read_topic(relay.settings, relay.settings.topic_timeline, want=1)
+    event = CODEC.decode(record.value, TimelineEvent)
+    assert event.message is not None and event.message.attachment_names == ["invoice-42.pdf"]
+    assert event.message.direction.value == "TO_CUSTOMER"
+    assert event.message.first_words == "Invoice attached"
+
+
+async def test_leaky_headers_are_dropped_and_known_addresses_masked(
+    relay: Relay, capture: Capture
+) -> None:
+    message = _mail(
+        STORE, f"{relay.order.customer_alias}, {CUSTOMER}", "Leaky",
+        Cc=STORE, Received=f"from mail.shop.example.com by mx for <{STORE}>", Return_Path=STORE,
+        X_Originating_IP="203.0.113.7", Sender=STORE,
+    )  # fmt: skip
+    assert (await relay.send(message, sender=STORE, to=relay.order.customer_alias))[0] == 250
+    entry, _ = _forwarded(capture, "Leaky")
+    header_block = capture.raw(entry).split(b"\r\n\r\n", 1)[0].lower()
+    assert STORE.encode() not in header_block
+    assert CUSTOMER.encode() not in header_block
+    assert b"203.0.113.7" not in header_block
+    assert b"\nreceived:" not in header_block
+
+
+async def test_upstream_down_gives_451_and_no_entry_then_the_retry_records_exactly_one(
+    relay: Relay, capture: Capture
+) -> None:
+    message = _mail(
+        STORE, relay.order.customer_alias, "Retry me", Message_ID="<retry-1@shop.example.com>"
+    )
+    capture.refuse("451 4.3.0 Greylisted")
+    code, _ = await relay.send(message, sender=STORE, to=relay.order.customer_alias)
+    assert code == 451
+    await asyncio.sleep(1)
+    assert await read_topic(relay.settings, relay.settings.topic_timeline, want=0) == []
+    capture.accept()
+    assert (await relay.send(message, sender=STORE, to=relay.order.customer_alias))[0] == 250
+    assert (await relay.send(message, sender=STORE, to=relay.order.customer_alias))[0] == 250
+    records = await read_topic(relay.settings, relay.settings.topic_timeline, want=2)
+    assert len({CODEC.decode(r.value, TimelineEvent).event_id for r in records}) == 1
+
+
+async def test_upstream_unreachable_gives_451(
+    topics: Settings, with_capture: Settings, db: mongo.Database, relay: Relay
+) -> None:
+    dead = relay.settings.model_copy(update={"smtp_port": 1, "relay_port": 0})
+    service = RelayService(dead, CODEC, AddressCipher(dead.data_keys()))
+    async with running(service):
+        assert service.port is not None
+        other = Relay(service.port, dead, relay.order)
+        code, text = await other.send(
+            _mail(STORE, relay.order.customer_alias, "x"),
+            sender=STORE,
+            to=relay.order.customer_alias,
+        )
+    assert code == 451 and text.startswith("4.")
+
+
+async def test_two_hundred_concurrent_sessions_are_all_delivered_and_recorded(
+    relay: Relay, capture: Capture
+) -> None:
+    async def one(i: int) -> int:
+        message = _mail(STORE, relay.order.customer_alias, f"Bulk {i}")
+        return (await relay.send(message, sender=STORE, to=relay.order.customer_alias))[0]
+
+    codes = await asyncio.gather(*(one(i) for i in range(200)))
+    assert codes == [250] * 200
+    assert len(capture.messages()) == 200
+    records = await read_topic(relay.settings, relay.settings.topic_timeline, want=200)
+    assert len({CODEC.decode(r.value, TimelineEvent).event_id for r in records}) == 200
+
+
+def _smtplib_send(port: int, message: EmailMessage, sender: str, to: str) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.send_message(message, from_addr=sender, to_addrs=[to])
+
+
+async def test_the_projector_shows_the_whole_conversation_both_ways_in_ct_timeline(
+    relay: Relay, capture: Capture, db: mongo.Database
+) -> None:
+    order = relay.order
+    await asyncio.to_thread(
+        _smtplib_send,
+        relay.port,
+        _mail(STORE, order.customer_alias, "Question about your order"),
+        STORE,
+        order.customer_alias,
+    )
+    await asyncio.to_thread(
+        _smtplib_send,
+        relay.port,
+        _mail(
+            CUSTOMER, order.store_alias, "Re: Question about your order", body="Yes, please ship it"
+        ),
+        CUSTOMER,
+        order.store_alias,
+    )
+    async with running(ProjectorService(relay.settings, CODEC)):
+        await eventually(lambda: _entries(db, order.id, 2), what="both messages on the timeline")
+    env = {**os.environ, "CT_MONGO_DB": relay.settings.mongo_db}
+    result = await asyncio.to_thread(
+        subprocess.run, [str(REPO / ".venv/bin/ct"), "timeline", order.id],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    )  # fmt: skip
+    assert "MESSAGE_FORWARDED  customer" in result.stdout
+    assert "MESSAGE_FORWARDED  store" in result.stdout
+    assert "Yes, please ship it" in result.stdout
+    assert CUSTOMER not in result.stdout and STORE not in result.stdout
+
+
+async def _entries(db: mongo.Database, order_id: str, want: int) -> bool:
+    doc = await db["orders"].find_one({"_id": order_id})
+    return bool(doc) and len(doc.get("timeline", [])) >= want  # type: ignore[union-attr]
