@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Any
 
+from worker.cli import UsageError
 from worker.config import Settings
 
 
@@ -170,4 +172,106 @@ async def cmd_store_show(args: argparse.Namespace, settings: Settings) -> int:
         await client.close()
     changed = setting.updated_at.isoformat() if setting.updated_at else "never (default)"
     _out(f"store {setting.store_id}\n  mask: {setting.mask.value}\n  changed: {changed}")
+    return 0
+
+
+def _data_client(settings: Settings) -> Any:
+    from worker.adapters import mongo
+
+    return mongo.connect(settings, app_name="ct-cli")
+
+
+async def cmd_alias_resolve(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from worker.adapters.alias_store import AliasStore
+    from worker.admin import resolve_alias
+    from worker.crypto import AddressCipher
+    from worker.domain.aliases import SystemClock
+
+    if not args.reason.strip():
+        raise UsageError("ct alias resolve: --reason must say why you look (it is audited)")
+    client = _data_client(settings)
+    try:
+        db = client[settings.mongo_db]
+        store = AliasStore(
+            db, AddressCipher(settings.data_keys()), domain=settings.domain,
+            ttl_days=settings.alias_ttl_days, clock=SystemClock(),
+        )  # fmt: skip
+        record = await resolve_alias(
+            db, store, args.alias, reason=args.reason, reveal=args.reveal,
+            operator=args.operator or getpass.getuser(),
+        )  # fmt: skip
+    finally:
+        await client.close()
+    if record is None:
+        print(
+            f"ct alias resolve: no alias {args.alias!r} (the lookup was audited)", file=sys.stderr
+        )
+        return 1
+    now = SystemClock().now()
+    state = "EXPIRED" if record.expired(now) else "active"
+    _out(f"alias:    {record.address}")
+    _out(f"order:    {record.order_id} (store {record.store_id})")
+    _out(f"role:     {record.role.value}  mask: {record.mask.value}  name: {record.name or '-'}")
+    _out(f"valid:    {record.created_at:%Y-%m-%d} .. {record.expires_at:%Y-%m-%d} ({state})")
+    if args.reveal:
+        operator = args.operator or getpass.getuser()
+        _out(f"address:  {record.real_address}   (revealed to {operator}; audited)")
+    return 0
+
+
+async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.admin import dead_letters
+
+    shown = 0
+    async for letter in dead_letters(settings, group=None):
+        if shown >= args.limit:
+            break
+        shown += 1
+        at = letter.at.strftime("%Y-%m-%d %H:%M:%S") if letter.at else "?"
+        origin = f"{letter.origin_topic}[{letter.origin_partition}]@{letter.origin_offset}"
+        _out(f"{letter.record.offset:>6}  {at}  {letter.component:<9}  {origin}  {letter.reason}")
+    if not shown:
+        _out(f"{settings.topic_dlq} is empty")
+    return 0
+
+
+async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
+    from worker.admin import replay_dead_letters
+
+    try:
+        since = datetime.fromisoformat(args.since) if args.since else None
+    except ValueError:
+        raise UsageError(
+            f"ct dlq replay: --since {args.since!r} is not an ISO time, e.g. 2026-11-22T18:00"
+        ) from None
+    if since is not None and since.tzinfo is None:
+        from datetime import UTC
+
+        since = since.replace(tzinfo=UTC)
+    letters = await replay_dead_letters(
+        settings, group=args.group, since=since, dry_run=args.dry_run
+    )
+    verb = "would replay" if args.dry_run else "replayed"
+    for letter in letters:
+        _out(f"{verb} dlq offset {letter.record.offset} -> {letter.origin_topic} ({letter.reason})")
+    _out(f"{verb} {len(letters)} record(s)")
+    return 0
+
+
+async def cmd_keys_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.admin import reencrypt_addresses
+    from worker.crypto import AddressCipher
+
+    client = _data_client(settings)
+    try:
+        seen, rewritten = await reencrypt_addresses(
+            client[settings.mongo_db], AddressCipher(settings.data_keys())
+        )
+    finally:
+        await client.close()
+    _out(f"{seen} aliases checked, {rewritten} re-encrypted under the current key")
     return 0

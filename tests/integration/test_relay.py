@@ -101,7 +101,7 @@ async def relay(
 
 def _forwarded(capture: Capture, subject: str) -> tuple[dict[str, Any], EmailMessage]:
     [entry] = [m for m in capture.messages() if m["headers"].get("Subject") == subject]
-    return entry, message_from_bytes(capture.raw(entry), policy=default_policy)  # type: ignore[return-value]
+    return entry, message_from_bytes(capture.raw(entry), policy=default_policy)
 
 
 async def test_store_to_customer_then_the_customer_replies_to_the_store(
