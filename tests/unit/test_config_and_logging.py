@@ -1,0 +1,109 @@
+"""Settings fail with one line naming the variable; logs never carry a real address."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import structlog
+
+from tests.conftest import REPO
+from worker.config import ConfigError, load_settings
+from worker.crypto import generate_key
+from worker.logging import AddressRedactor, configure_logging
+
+
+def test_defaults_are_the_local_stack() -> None:
+    settings = load_settings()
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.mongo_uri == "mongodb://127.0.0.1:27017"
+    assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 1025)
+    assert settings.domain == "ct.example.com"
+    assert settings.alias_ttl_days == 60
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "names"),
+    [
+        ("CT_SMTP_PORT", "70000", "CT_SMTP_PORT"),
+        ("CT_SMTP_PORT", "smtp", "CT_SMTP_PORT"),
+        ("CT_DOMAIN", "not a domain", "CT_DOMAIN"),
+        ("CT_MONGO_URI", "postgres://x", "CT_MONGO_URI"),
+        ("CT_ALIAS_TTL_DAYS", "0", "CT_ALIAS_TTL_DAYS"),
+        ("CT_ENCRYPTION_KEY", "too-short", "CT_ENCRYPTION_KEY"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, names: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(names) and "\n" not in message
+    if "KEY" in env:
+        assert value not in message and "ct keygen" in message
+
+
+def test_workers_need_a_key_and_say_how_to_make_one() -> None:
+    with pytest.raises(ConfigError, match="ct keygen"):
+        load_settings().data_keys()
+    key = generate_key()
+    assert load_settings(encryption_key=key).data_keys()[0] == __import__(
+        "base64"
+    ).urlsafe_b64decode(key + "==")
+
+
+def test_the_cli_reports_a_bad_setting_and_a_bad_argument_in_one_line() -> None:
+    ct = str(REPO / ".venv/bin/ct")
+    bad_env = subprocess.run(
+        [ct, "topics", "create"], capture_output=True, text=True, timeout=60,
+        env={"CT_SMTP_PORT": "nope", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert (
+        bad_env.returncode == 2
+        and bad_env.stderr.count("\n") == 1
+        and "CT_SMTP_PORT" in bad_env.stderr
+    )
+    bad_arg = subprocess.run([ct, "preview", "SENT"], capture_output=True, text=True, timeout=60)
+    assert (
+        bad_arg.returncode == 2
+        and bad_arg.stderr.count("\n") == 1
+        and "invalid choice" in bad_arg.stderr
+    )
+
+
+def test_the_redactor_masks_real_and_soft_addresses_but_keeps_hard_aliases() -> None:
+    redact = AddressRedactor("ct.example.com")
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "sent to john.doe@example.com",
+            "soft": "john.doe@example.com-207700027841b.ct.example.com",
+            "alias": "ff2e6348a53a4d449af92be2a1011328@ct.example.com",
+            "nested": {"list": ["a@b.org", 3], "exc": ValueError("bad x@y.io")},
+        },
+    )
+    assert event["event"] == "sent to <redacted-address>"
+    assert event["soft"] == "<redacted-address>"
+    assert event["alias"] == "ff2e6348a53a4d449af92be2a1011328@ct.example.com"
+    assert event["nested"] == {"list": ["<redacted-address>", 3], "exc": "bad <redacted-address>"}
+
+
+def test_json_logs_in_production_carry_no_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("info", "json", "ct.example.com")
+    try:
+        structlog.get_logger("t").info(
+            "event_processed", customer="jane@example.org", order_id="o-1"
+        )
+        line = json.loads(stream.getvalue().strip().splitlines()[-1])
+        assert line["customer"] == "<redacted-address>" and line["order_id"] == "o-1"
+        assert line["level"] == "info" and "timestamp" in line
+    finally:
+        structlog.reset_defaults()
