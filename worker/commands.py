@@ -275,3 +275,11 @@ async def cmd_keys_reencrypt(args: argparse.Namespace, settings: Settings) -> in
         await client.close()
     _out(f"{seen} aliases checked, {rewritten} re-encrypted under the current key")
     return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.apps.demo import run_demo
+
+    if not 1 <= args.orders <= 50:
+        raise UsageError("ct demo: --orders must be between 1 and 50")
+    return await run_demo(settings, args.orders)
