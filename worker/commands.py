@@ -282,4 +282,11 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     if not 1 <= args.orders <= 50:
         raise UsageError("ct demo: --orders must be between 1 and 50")
-    return await run_demo(settings, args.orders)
+    try:
+        return await run_demo(settings, args.orders)
+    except TimeoutError as exc:
+        print(
+            f"ct demo: {exc}; `deploy/local/stack status` and the logs it names say why",
+            file=sys.stderr,
+        )
+        return 1
