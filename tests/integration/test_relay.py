@@ -323,3 +323,133 @@ async def test_the_projector_shows_the_whole_conversation_both_ways_in_ct_timeli
 async def _entries(db: mongo.Database, order_id: str, want: int) -> bool:
     doc = await db["orders"].find_one({"_id": order_id})
     return bool(doc) and len(doc.get("timeline", [])) >= want  # type: ignore[union-attr]
+
+
+def _raw_send(port: int, sender: str, to: str, raw: bytes) -> tuple[int, str]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        try:
+            client.sendmail(sender, [to], raw)
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code, exc.smtp_error.decode()
+    return 250, ""
+
+
+async def test_malformed_mail_gets_a_clear_answer_and_never_hurts_another_session(
+    relay: Relay, capture: Capture
+) -> None:
+    alias = relay.order.customer_alias
+    no_from = b"To: " + alias.encode() + b"\r\nSubject: no from\r\n\r\nbody\r\n"
+    eight_bit = (
+        b"From: Jos\xe9 <" + STORE.encode() + b">\r\nTo: " + alias.encode()
+        + b"\r\nSubject: caf\xc3\xa9 \xff\r\n\r\nbody\r\n"
+    )  # fmt: skip
+    bad_mime = (
+        b"From: " + STORE.encode() + b"\r\nTo: " + alias.encode() + b"\r\nSubject: bad mime\r\n"
+        b'Content-Type: multipart/mixed; boundary="never-closed"\r\n\r\n--never-closed\r\n'
+        b"Content-Type: text/plain\r\n\r\nhello\r\n"
+    )  # fmt: skip
+    many_headers = (
+        b"".join(b"X-H%d: v\r\n" % i for i in range(2000))
+        + b"From: "
+        + STORE.encode()
+        + b"\r\n\r\nx\r\n"
+    )
+    results = await asyncio.gather(
+        *(
+            asyncio.to_thread(_raw_send, relay.port, STORE, alias, raw)
+            for raw in (no_from, eight_bit, bad_mime, many_headers)
+        ),
+        relay.send(_mail(STORE, alias, "A good one meanwhile"), sender=STORE, to=alias),
+    )
+    no_from_r, eight_bit_r, bad_mime_r, many_r, good_r = results
+    assert no_from_r[0] == 250  # best effort: a From is synthesised from the route
+    assert eight_bit_r[0] == 250
+    assert bad_mime_r[0] == 250
+    assert many_r[0] == 554 and "5.6.0" in many_r[1]
+    assert good_r[0] == 250
+    subjects = {m["headers"].get("Subject") for m in capture.messages()}
+    assert {"no from", "bad mime", "A good one meanwhile"} <= subjects
+    [no_from_mail] = [m for m in capture.messages() if m["headers"].get("Subject") == "no from"]
+    assert relay.order.store_alias in no_from_mail["headers"]["From"]
+
+
+async def test_starttls_is_offered_when_a_certificate_is_configured(
+    topics: Settings, with_capture: Settings, relay: Relay, tmp_path: Any
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    tls = relay.settings.model_copy(
+        update={"relay_port": 0, "relay_tls_cert": cert, "relay_tls_key": key}
+    )
+    service = RelayService(tls, CODEC, AddressCipher(tls.data_keys()))
+    async with running(service):
+        assert service.port is not None
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=service.port, start_tls=False, validate_certs=False
+        )
+        await client.connect()
+        await client.ehlo()
+        assert client.supports_extension("starttls")
+        await client.starttls()
+        message = _mail(STORE, relay.order.customer_alias, "Over TLS")
+        await client.send_message(message, sender=STORE, recipients=[relay.order.customer_alias])
+        await client.quit()
+
+
+def _self_signed(directory: Any) -> tuple[Any, Any]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ct.example.com")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = directory / "relay.crt", directory / "relay.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_the_relay_logs_one_line_per_message_and_never_a_real_address(
+    relay: Relay, capture: Capture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import structlog
+
+    from worker.logging import configure_logging
+
+    configure_logging("info", "json", relay.settings.domain)
+    try:
+        message = _mail(f"Carrier <{CARRIER}>", relay.order.customer_alias, "Logged")
+        assert (await relay.send(message, sender=CARRIER, to=relay.order.customer_alias))[0] == 250
+        code, _ = await relay.send(
+            _mail(STRANGER, "x@gmail.example", "no"), sender=STRANGER, to="x@gmail.example"
+        )
+        assert code == 550
+    finally:
+        structlog.reset_defaults()
+    err = capfd.readouterr().err
+    for address in (CUSTOMER, STORE, CARRIER, STRANGER, "x@gmail.example"):
+        assert address not in err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    relayed = [line for line in lines if line["event"] == "message_relayed"]
+    assert len(relayed) == 1
+    assert (
+        relayed[0]["order_id"] == relay.order.id
+        and "event_id" in relayed[0]
+        and "duration_ms" in relayed[0]
+    )
