@@ -330,7 +330,8 @@ def _raw_send(port: int, sender: str, to: str, raw: bytes) -> tuple[int, str]:
         try:
             client.sendmail(sender, [to], raw)
         except smtplib.SMTPDataError as exc:
-            return exc.smtp_code, exc.smtp_error.decode()
+            error = exc.smtp_error
+            return exc.smtp_code, error.decode() if isinstance(error, bytes) else error
     return 250, ""
 
 
