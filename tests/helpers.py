@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from worker.apps.runtime import Service
 from worker.codec import SingleObjectCodec
@@ -146,6 +146,19 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def topic_size(settings: Settings, topic: str) -> int:
+    """How many records the topic holds now, over all partitions."""
+    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, Capture, eventually
-from tests.helpers import CODEC, order_event, produce, read_topic, running
+from tests.helpers import CODEC, order_event, produce, read_topic, running, topic_size
 from worker.adapters import mongo
 from worker.apps.notifier import NotifierService
 from worker.apps.projector import ProjectorService
@@ -93,17 +93,20 @@ async def test_a_redelivered_event_sends_one_email(
     await _emit(with_capture, event, event)
     async with running(_notifier(with_capture)):
         await eventually(lambda: len(capture.messages()) >= 1, what="the email")
-        timeline = await read_topic(with_capture, with_capture.topic_timeline, want=4)
+        await read_topic(with_capture, with_capture.topic_timeline, want=2)
+    first = await topic_size(with_capture, with_capture.topic_timeline)
     # a new consumer group re-reads everything: a restart that lost its offsets
     again = with_capture.model_copy(
         update={"group_notifier": with_capture.group_notifier + "-again"}
     )
     async with running(_notifier(again)):
-        await read_topic(with_capture, with_capture.topic_timeline, want=6)
+        await read_topic(with_capture, with_capture.topic_timeline, want=first + 2)
     assert len(capture.messages()) == 1
-    ids = [r.value for r in await read_topic(with_capture, with_capture.topic_timeline, want=6)]
-    assert len(set(ids)) == 2  # the same two timeline events, republished byte for byte
-    assert len(timeline) == 4
+    total = await topic_size(with_capture, with_capture.topic_timeline)
+    values = [
+        r.value for r in await read_topic(with_capture, with_capture.topic_timeline, want=total)
+    ]
+    assert len(set(values)) == 2  # only ever the same two events, republished as they were
 
 
 async def test_451_then_250_gives_exactly_one_email(

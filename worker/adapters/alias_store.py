@@ -9,6 +9,7 @@ store alias is derived from it, so an order never mixes mask types.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,6 +73,22 @@ class AliasStore:
 
     async def of_order(self, order_id: str) -> list[AliasRecord]:
         return [self._record(d) async for d in self._aliases.find({"orderId": order_id})]
+
+    async def existing_pairs(
+        self, order_ids: Sequence[str]
+    ) -> dict[str, tuple[AliasRecord, AliasRecord]]:
+        """The alias pairs these orders already have: one query for a whole batch."""
+        roles = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
+        keys = [rules.order_key(o, role) for o in order_ids for role in roles]
+        found: dict[str, dict[ParticipantRole, AliasRecord]] = {}
+        async for doc in self._aliases.find({"orderKey": {"$in": keys}}):
+            record = self._record(doc)
+            found.setdefault(record.order_id, {})[record.role] = record
+        return {
+            order_id: (pair[ParticipantRole.CUSTOMER], pair[ParticipantRole.STORE])
+            for order_id, pair in found.items()
+            if len(pair) == 2
+        }
 
     async def order_pair(
         self, order_id: str, store_id: str, customer: Party, store: Party

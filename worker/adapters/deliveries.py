@@ -7,6 +7,7 @@ keeps the timeline events that outcome produced, so a redelivery republishes the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,10 +31,16 @@ class DeliveryLedger:
         self._deliveries = db["deliveries"]
 
     async def find(self, event_id: str) -> Delivery | None:
-        doc = await self._deliveries.find_one({"_id": event_id})
-        if doc is None:
-            return None
-        return Delivery(doc["_id"], doc["orderId"], doc["sent"], doc["at"], doc["timeline"])
+        return (await self.find_many([event_id])).get(event_id)
+
+    async def find_many(self, event_ids: Sequence[str]) -> dict[str, Delivery]:
+        """The recorded outcomes among these events: one query for a whole batch."""
+        return {
+            doc["_id"]: Delivery(
+                doc["_id"], doc["orderId"], doc["sent"], doc["at"], doc["timeline"]
+            )
+            async for doc in self._deliveries.find({"_id": {"$in": list(event_ids)}})
+        }
 
     async def record(self, delivery: Delivery) -> Delivery:
         """Store the outcome; if another worker stored one first, theirs stands and is returned."""

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker import metrics
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasStore, Party
+from worker.adapters.alias_store import AliasRecord, AliasStore, Party
 from worker.adapters.deliveries import Delivery, DeliveryLedger
 from worker.adapters.kafka import BatchConsumer, DeadLetters, Record, make_consumer, make_producer
 from worker.adapters.kafka import is_transient as kafka_transient
@@ -35,6 +35,7 @@ from worker.retry import retry_transient
 
 log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
+AliasPair = tuple[AliasRecord, AliasRecord]
 T = TypeVar("T")
 
 
@@ -74,29 +75,51 @@ class Notifier:
 
     async def handle(self, records: Sequence[Record]) -> None:
         by_order: dict[str, list[tuple[Record, OrderStatusChanged]]] = defaultdict(list)
+        seen: set[str] = set()
         for record in records:
             try:
                 event = self._codec.decode(record.value, OrderStatusChanged)
             except DecodeError as exc:
                 await self._dead_letter(record, exc.reason)
                 continue
-            by_order[event.order_id].append((record, event))
-        await asyncio.gather(*(self._run_order(items) for items in by_order.values()))
+            # The same event twice in one batch (a producer retry): the first one covers both.
+            if event.event_id not in seen:
+                seen.add(event.event_id)
+                by_order[event.order_id].append((record, event))
+        # One query each for the whole batch, instead of several round trips per event.
+        done = await self._mongo(lambda: self._ledger.find_many(list(seen)), "ledger.find_many")
+        pairs = await self._mongo(
+            lambda: self._aliases.existing_pairs(list(by_order)), "aliases.pairs"
+        )
+        await asyncio.gather(
+            *(self._run_order(items, done, pairs.get(order)) for order, items in by_order.items())
+        )
 
-    async def _run_order(self, items: list[tuple[Record, OrderStatusChanged]]) -> None:
+    async def _run_order(
+        self,
+        items: list[tuple[Record, OrderStatusChanged]],
+        done: dict[str, Delivery],
+        pair: AliasPair | None,
+    ) -> None:
         for record, event in items:
             async with self._slots:
-                await self._process(record, event)
+                pair = await self._process(record, event, done.get(event.event_id), pair)
 
-    async def _process(self, record: Record, event: OrderStatusChanged) -> None:
+    async def _process(
+        self,
+        record: Record,
+        event: OrderStatusChanged,
+        delivery: Delivery | None,
+        pair: AliasPair | None,
+    ) -> AliasPair | None:
+        """Email one event (unless the ledger has its outcome) and publish its timeline events."""
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(order_id=event.order_id, event_id=event.event_id)
         started = time.perf_counter()
         try:
-            delivery = await self._mongo(lambda: self._ledger.find(event.event_id), "ledger.find")
             outcome = "redelivered" if delivery else "sent"
             if delivery is None:
-                delivery = await self._deliver(event)
+                delivery, pair = await self._deliver(event, pair)
                 outcome = "sent" if delivery.sent else "failed"
             await self._publish([TimelineEvent.model_validate(r) for r in delivery.timeline])
         except Refused as exc:
@@ -115,8 +138,11 @@ class Notifier:
             outcome=outcome,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+        return pair
 
-    async def _deliver(self, event: OrderStatusChanged) -> Delivery:
+    async def _deliver(
+        self, event: OrderStatusChanged, pair: AliasPair | None
+    ) -> tuple[Delivery, AliasPair]:
         if event.status == OrderStatus.UNKNOWN:
             raise Refused("status UNKNOWN has no notification (a status newer than this consumer?)")
         try:
@@ -128,10 +154,12 @@ class Notifier:
             rendered = self._renderer.render(event)
         except (TemplateDataMissing, UnsupportedStatus, jinja2.TemplateError) as exc:
             raise Refused(f"cannot render the {event.status.value} email: {exc}") from None
-        customer_alias, store_alias = await self._mongo(
-            lambda: self._aliases.order_pair(event.order_id, event.store_id, customer, store),
-            "aliases.order_pair",
-        )
+        if pair is None:
+            pair = await self._mongo(
+                lambda: self._aliases.order_pair(event.order_id, event.store_id, customer, store),
+                "aliases.order_pair",
+            )
+        customer_alias, store_alias = pair
         try:
             message = compose_notification(
                 rendered,
@@ -162,7 +190,7 @@ class Notifier:
             at=outcome.occurred_at,
             timeline=[status_changed(event).to_record(), outcome.to_record()],
         )
-        return await self._mongo(lambda: self._ledger.record(delivery), "ledger.record")
+        return await self._mongo(lambda: self._ledger.record(delivery), "ledger.record"), pair
 
     async def _send(self, raw: bytes, *, sender: str, recipient: str) -> str | None:
         """Send until accepted (None) or refused for good (the reply); transient errors wait."""
