@@ -30,7 +30,7 @@ def _stack_answers() -> bool:
         base = load_settings()
         await asyncio.wait_for(checks.kafka_answers(base), 5)
         await asyncio.wait_for(checks.mongo_answers(base), 5)
-        await asyncio.wait_for(checks.smtp_answers("127.0.0.1", 1025), 5)
+        await asyncio.wait_for(checks.smtp_answers(base.smtp_host, base.smtp_port), 5)
 
     try:
         asyncio.run(probe())

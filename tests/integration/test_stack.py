@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from tests.conftest import REPO, Capture
 from worker.adapters import mongo
 from worker.apps.sink import read_index
-from worker.config import Settings
+from worker.config import Settings, load_settings
 
 pytestmark = pytest.mark.stack
 STACK_SINK_DIR = "sink"
@@ -111,7 +111,7 @@ async def test_multipart_message_is_captured_as_eml(capture: Capture) -> None:
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
 
 
-async def test_stack_sink_on_port_1025_files_what_it_accepts(stack: None) -> None:
+async def test_the_stacks_own_sink_files_what_it_accepts(stack: None) -> None:
     """The `ct sink` process the stack runs, not an in-process one."""
     proc = await asyncio.create_subprocess_exec(
         str(REPO / "deploy/local/stack"), "paths", stdout=asyncio.subprocess.PIPE
@@ -119,7 +119,7 @@ async def test_stack_sink_on_port_1025_files_what_it_accepts(stack: None) -> Non
     out, _ = await proc.communicate()
     sink_dir = dict(line.split("=", 1) for line in out.decode().split())[STACK_SINK_DIR]
     subject = f"stack sink {asyncio.get_running_loop().time()}"
-    await _send_multipart(1025, subject)
+    await _send_multipart(load_settings().smtp_port, subject)
     entries = [e for e in read_index(Path(sink_dir)) if e["headers"].get("Subject") == subject]
     assert len(entries) == 1
     raw = (Path(sink_dir) / entries[0]["file"]).read_bytes()
