@@ -47,9 +47,8 @@ async def wait_until(probe: Callable[[], Awaitable[None]], within: float) -> Non
             await asyncio.wait_for(probe(), timeout=max(1.0, deadline - time.monotonic()))
         except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure means "not yet"
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"no answer after {within:.0f}s: {type(exc).__name__}: {exc}"
-                ) from None
+                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                raise TimeoutError(f"no answer after {within:.0f}s ({detail})") from None
             await asyncio.sleep(0.5)
         else:
             return
