@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,9 @@ from worker.crypto import generate_key
 from worker.logging import AddressRedactor, configure_logging
 
 
-def test_defaults_are_the_local_stack() -> None:
+def test_defaults_are_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("CT_")]:
+        monkeypatch.delenv(name)
     settings = load_settings()
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.mongo_uri == "mongodb://127.0.0.1:27017"
