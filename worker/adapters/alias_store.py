@@ -18,7 +18,7 @@ import structlog
 from bson import Binary
 from pymongo.errors import DuplicateKeyError
 
-from worker.adapters.mongo import Database, Document
+from worker.adapters.mongo import Database, Document, find_each
 from worker.adapters.stores import StoreSettings
 from worker.crypto import AddressCipher
 from worker.domain import aliases as rules
@@ -77,11 +77,11 @@ class AliasStore:
     async def existing_pairs(
         self, order_ids: Sequence[str]
     ) -> dict[str, tuple[AliasRecord, AliasRecord]]:
-        """The alias pairs these orders already have: one query for a whole batch."""
+        """The alias pairs these orders already have, read for a whole batch at once."""
         roles = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
         keys = [rules.order_key(o, role) for o in order_ids for role in roles]
         found: dict[str, dict[ParticipantRole, AliasRecord]] = {}
-        async for doc in self._aliases.find({"orderKey": {"$in": keys}}):
+        for doc in await find_each(self._aliases, "orderKey", keys):
             record = self._record(doc)
             found.setdefault(record.order_id, {})[record.role] = record
         return {
@@ -100,7 +100,7 @@ class AliasStore:
         }
         found = {
             d["role"]: self._record(d)
-            async for d in self._aliases.find({"orderKey": {"$in": list(keys.values())}})
+            for d in await find_each(self._aliases, "orderKey", keys.values())
         }
         anchor = found.get(ParticipantRole.CUSTOMER) or await self._create_anchor(
             order_id, store_id, customer, store, keys[ParticipantRole.CUSTOMER]

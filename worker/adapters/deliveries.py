@@ -14,7 +14,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from worker.adapters.mongo import Database
+from worker.adapters.mongo import Database, find_each
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class DeliveryLedger:
             doc["_id"]: Delivery(
                 doc["_id"], doc["orderId"], doc["sent"], doc["at"], doc["timeline"]
             )
-            async for doc in self._deliveries.find({"_id": {"$in": list(event_ids)}})
+            for doc in await find_each(self._deliveries, "_id", event_ids)
         }
 
     async def record(self, delivery: Delivery) -> Delivery:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
@@ -19,6 +22,7 @@ from worker.config import Settings
 
 Document = dict[str, Any]
 Database = AsyncDatabase[Document]
+READ_CONCURRENCY = 32
 
 # Collections and the indexes their queries need. FerretDB v1 has no partial or TTL-less
 # surprises here: only plain and unique compound indexes are used, which both servers support.
@@ -54,6 +58,28 @@ async def ensure_indexes(db: Database) -> None:
     for collection, indexes in INDEXES.items():
         for index in indexes:
             await db[collection].create_indexes([index])
+
+
+async def find_each(
+    collection: AsyncCollection[Document],
+    field: str,
+    values: Iterable[Any],
+    projection: Mapping[str, Any] | None = None,
+) -> list[Document]:
+    """The documents whose `field` equals one of `values`, one equality read each, concurrently.
+
+    Not `{field: {"$in": values}}`: FerretDB v1 on SQLite pushes equality filters down to SQLite
+    (about 1 ms at 30,000 documents) but evaluates `$in` by scanning the whole collection (about
+    700 ms there, growing with it). Concurrent equality reads cost about the same on MongoDB.
+    """
+    slots = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def one(value: Any) -> list[Document]:
+        async with slots:
+            return await collection.find({field: value}, projection).to_list()
+
+    found = await asyncio.gather(*(one(v) for v in dict.fromkeys(values)))
+    return [doc for docs in found for doc in docs]
 
 
 def is_transient(exc: BaseException) -> bool:

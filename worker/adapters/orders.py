@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from worker.adapters.mongo import Database, Document
+from worker.adapters.mongo import Database, Document, find_each
 from worker.domain.timeline import merge
 from worker.events import TimelineEvent
 
@@ -39,8 +39,8 @@ class OrdersRepository:
         for _ in range(MAX_CONFLICT_ROUNDS):
             current = {
                 doc["_id"]: doc
-                async for doc in self._orders.find(
-                    {"_id": {"$in": list(pending)}}, {"timeline": 1, "entryCount": 1}
+                for doc in await find_each(
+                    self._orders, "_id", pending, {"timeline": 1, "entryCount": 1}
                 )
             }
             writes: list[InsertOne[Document] | UpdateOne] = []

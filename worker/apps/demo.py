@@ -324,7 +324,7 @@ async def _ready(port: int) -> bool:
 
 async def _entries(db: mongo.Database, order_ids: list[str], want: int) -> bool:
     total = 0
-    async for doc in db["orders"].find({"_id": {"$in": order_ids}}, {"entryCount": 1}):
+    for doc in await mongo.find_each(db["orders"], "_id", order_ids, {"entryCount": 1}):
         total += int(doc.get("entryCount", 0))
     return total >= want
 

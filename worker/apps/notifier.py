@@ -86,7 +86,7 @@ class Notifier:
             if event.event_id not in seen:
                 seen.add(event.event_id)
                 by_order[event.order_id].append((record, event))
-        # One query each for the whole batch, instead of several round trips per event.
+        # Read for the whole batch up front, instead of several round trips per event.
         done = await self._mongo(lambda: self._ledger.find_many(list(seen)), "ledger.find_many")
         pairs = await self._mongo(
             lambda: self._aliases.existing_pairs(list(by_order)), "aliases.pairs"
