@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker import metrics
 from worker.config import Settings
+from worker.retry import retry_transient
 
 log = structlog.get_logger(__name__)
 
@@ -90,13 +91,27 @@ class DeadLetters:
     """Publishes refused records to the DLQ: original key, value, headers, plus whence and why."""
 
     def __init__(
-        self, producer: AIOKafkaProducer[bytes, bytes], topic: str, component: str
+        self,
+        producer: AIOKafkaProducer[bytes, bytes],
+        topic: str,
+        component: str,
+        max_delay: float = 30.0,
     ) -> None:
         self._producer = producer
         self._topic = topic
         self._component = component
+        self._max_delay = max_delay
 
     async def publish(self, record: Record, reason: str) -> None:
+        """Publish, retrying while Kafka is unavailable: a refused record is never dropped."""
+        await retry_transient(
+            lambda: self._publish(record, reason),
+            name="kafka.dlq",
+            is_transient=is_transient,
+            max_delay=self._max_delay,
+        )
+
+    async def _publish(self, record: Record, reason: str) -> None:
         headers = [
             *[(k, v) for k, v in (record.headers or ()) if not k.startswith("ct.dlq.")],
             ("ct.dlq.topic", record.topic.encode()),
@@ -225,3 +240,17 @@ class BatchConsumer:
                 metrics.CONSUMER_LAG.labels(consumer=self._name, partition=str(tp.partition)).set(
                     max(highwater - position, 0)
                 )
+
+
+def consume(
+    settings: Settings, topic: str, group: str, handler: BatchHandler, *, name: str
+) -> BatchConsumer:
+    """A batch consumer of `topic` in consumer group `group`, set up from the settings."""
+    return BatchConsumer(
+        make_consumer(settings, topic, group),
+        topic,
+        handler,
+        name=name,
+        max_records=settings.batch_max_records,
+        grace_s=settings.shutdown_grace_s,
+    )

@@ -19,6 +19,7 @@ from pymongo.errors import (
 )
 
 from worker.config import Settings
+from worker.retry import retry_transient
 
 Document = dict[str, Any]
 Database = AsyncDatabase[Document]
@@ -80,6 +81,13 @@ async def find_each(
 
     found = await asyncio.gather(*(one(v) for v in dict.fromkeys(values)))
     return [doc for docs in found for doc in docs]
+
+
+async def prepare(db: Database) -> None:
+    """Create the indexes at start-up, waiting for the database if it is not up yet."""
+    await retry_transient(
+        lambda: ensure_indexes(db), name="mongo.indexes", is_transient=is_transient
+    )
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ from worker import metrics
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord, AliasStore, Party
 from worker.adapters.deliveries import Delivery, DeliveryLedger
-from worker.adapters.kafka import BatchConsumer, DeadLetters, Record, make_consumer, make_producer
+from worker.adapters.kafka import BatchConsumer, DeadLetters, Record, consume, make_producer
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.adapters.smtp import is_transient as smtp_transient
@@ -80,7 +80,7 @@ class Notifier:
             try:
                 event = self._codec.decode(record.value, OrderStatusChanged)
             except DecodeError as exc:
-                await self._dead_letter(record, exc.reason)
+                await self._dead_letters.publish(record, exc.reason)
                 continue
             # The same event twice in one batch (a producer retry): the first one covers both.
             if event.event_id not in seen:
@@ -124,13 +124,13 @@ class Notifier:
             await self._publish([TimelineEvent.model_validate(r) for r in delivery.timeline])
         except Refused as exc:
             outcome = "dead_lettered"
-            await self._dead_letter(record, str(exc))
+            await self._dead_letters.publish(record, str(exc))
         except Exception as exc:
             # A bug, not bad data: dead-letter the event (replayable once fixed) instead of
             # crash-looping on it. The reason names the error type only: messages may hold data.
             log.exception("event_failed")
             outcome = "dead_lettered"
-            await self._dead_letter(record, f"internal error: {type(exc).__name__}")
+            await self._dead_letters.publish(record, f"internal error: {type(exc).__name__}")
         metrics.EVENTS_CONSUMED.labels(consumer=COMPONENT, outcome=outcome).inc()
         log.info(
             "event_processed",
@@ -229,14 +229,6 @@ class Notifier:
             max_delay=self._max_delay,
         )
 
-    async def _dead_letter(self, record: Record, reason: str) -> None:
-        await retry_transient(
-            lambda: self._dead_letters.publish(record, reason),
-            name="kafka.dlq",
-            is_transient=kafka_transient,
-            max_delay=self._max_delay,
-        )
-
 
 def _name(event: OrderStatusChanged) -> str:
     return f"{event.customer.first_name} {event.customer.last_name}".strip()
@@ -266,11 +258,7 @@ class NotifierService(Service):
         )
         try:
             db = client[settings.mongo_db]
-            await retry_transient(
-                lambda: mongo.ensure_indexes(db),
-                name="mongo.indexes",
-                is_transient=mongo.is_transient,
-            )
+            await mongo.prepare(db)
             await producer.start()
             notifier = Notifier(
                 codec=self._codec,
@@ -285,19 +273,20 @@ class NotifierService(Service):
                 renderer=TemplateRenderer(settings.templates_dir),
                 smtp=smtp,
                 producer=producer,
-                dead_letters=DeadLetters(producer, settings.topic_dlq, COMPONENT),
+                dead_letters=DeadLetters(
+                    producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s
+                ),
                 timeline_topic=settings.topic_timeline,
                 domain=settings.domain,
                 concurrency=settings.notifier_concurrency,
                 max_delay=settings.retry_max_delay_s,
             )
-            self._consumer = BatchConsumer(
-                make_consumer(settings, settings.topic_order_status, settings.group_notifier),
+            self._consumer = consume(
+                settings,
                 settings.topic_order_status,
+                settings.group_notifier,
                 notifier.handle,
                 name=COMPONENT,
-                max_records=settings.batch_max_records,
-                grace_s=settings.shutdown_grace_s,
             )
             await self._consumer.run(stopping)
         finally:

@@ -15,10 +15,9 @@ from worker.adapters.kafka import (
     BatchConsumer,
     DeadLetters,
     Record,
-    make_consumer,
+    consume,
     make_producer,
 )
-from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.orders import OrdersRepository
 from worker.apps.runtime import Service
 from worker.codec import DecodeError, ValueCodec
@@ -54,7 +53,7 @@ class Projector:
                 event = self._codec.decode(record.value, TimelineEvent)
             except DecodeError as exc:
                 rejected += 1
-                await self._dead_letter(record, exc.reason)
+                await self._dead_letters.publish(record, exc.reason)
                 continue
             by_order[event.order_id].append(event)
         added = await retry_transient(
@@ -78,14 +77,6 @@ class Projector:
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
-    async def _dead_letter(self, record: Record, reason: str) -> None:
-        await retry_transient(
-            lambda: self._dead_letters.publish(record, reason),
-            name="kafka.dlq",
-            is_transient=kafka_transient,
-            max_delay=self._max_delay,
-        )
-
 
 class ProjectorService(Service):
     name = COMPONENT
@@ -104,25 +95,20 @@ class ProjectorService(Service):
         producer = make_producer(settings, "ct-projector-dlq")
         try:
             db = client[settings.mongo_db]
-            await retry_transient(
-                lambda: mongo.ensure_indexes(db),
-                name="mongo.indexes",
-                is_transient=mongo.is_transient,
-            )
+            await mongo.prepare(db)
             await producer.start()
             projector = Projector(
                 self._codec,
                 OrdersRepository(db),
-                DeadLetters(producer, settings.topic_dlq, COMPONENT),
+                DeadLetters(producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s),
                 settings.retry_max_delay_s,
             )
-            self._consumer = BatchConsumer(
-                make_consumer(settings, settings.topic_timeline, settings.group_projector),
+            self._consumer = consume(
+                settings,
                 settings.topic_timeline,
+                settings.group_projector,
                 projector.handle,
                 name=COMPONENT,
-                max_records=settings.batch_max_records,
-                grace_s=settings.shutdown_grace_s,
             )
             await self._consumer.run(stopping)
         finally:

@@ -39,7 +39,6 @@ from worker.events import (
     TimelineEvent,
     TimelineKind,
 )
-from worker.retry import retry_transient
 
 log = structlog.get_logger(__name__)
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
@@ -346,11 +345,7 @@ class RelayService(Service):
         server = None
         try:
             db = client[settings.mongo_db]
-            await retry_transient(
-                lambda: mongo.ensure_indexes(db),
-                name="mongo.indexes",
-                is_transient=mongo.is_transient,
-            )
+            await mongo.prepare(db)
             await producer.start()
             clock = SystemClock()
             handler = RelayHandler(
