@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from bson import Binary
+from pymongo.errors import DuplicateKeyError
 
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.kafka import Record, make_producer
@@ -146,12 +148,16 @@ async def reencrypt_addresses(db: Database, cipher: AddressCipher) -> tuple[int,
             "realHash": real_hash,
         }
         if doc["role"] == ParticipantRole.EXTERNAL.value:
-            update["orderKey"] = rules.order_key(
-                doc["orderId"], ParticipantRole.EXTERNAL, real_hash
-            )
-        await db["aliases"].update_one(
-            {"_id": doc["_id"], "realEnc": doc["realEnc"]}, {"$set": update}
-        )
+            # The claim moves to the key's new hash: insert the new one before deleting the old,
+            # so that a crash in between leaves the alias findable under one or the other.
+            new_key = rules.order_key(doc["orderId"], ParticipantRole.EXTERNAL, real_hash)
+            with contextlib.suppress(DuplicateKeyError):
+                await db["alias_keys"].insert_one(
+                    {"_id": new_key, "alias": doc["_id"], "orderId": doc["orderId"]}
+                )
+            await db["alias_keys"].delete_one({"_id": doc["orderKey"]})
+            update["orderKey"] = new_key
+        await db["aliases"].update_one({"_id": doc["_id"]}, {"$set": update})
         rewritten += 1
         if rewritten % 500 == 0:
             await asyncio.sleep(0)

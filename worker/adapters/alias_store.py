@@ -1,15 +1,17 @@
 """The `aliases` collection: one document per alias, the real address encrypted at rest.
 
-Get-or-create is race-free without transactions (FerretDB has none): each alias document carries
-an `orderKey` (order + role, or order + external sender) under a unique index, so when two
-workers create the same order's alias at once exactly one insert wins and the other reads the
-winner. The customer alias is created first and fixes the order's mask type and soft token; the
-store alias is derived from it, so an order never mixes mask types.
+Get-or-create is race-free without transactions (FerretDB has none): each alias has an order key
+(order + role, or order + external sender) claimed by inserting `{_id: orderKey, alias}` into
+`alias_keys`, so when two workers create the same order's alias at once exactly one claim wins;
+the other deletes its candidate and reads the winner. Every lookup is a read by `_id`: FerretDB v1
+on SQLite uses no other index for queries (a read by any other field scans the collection).
+The customer alias is created first and fixes the order's mask type and soft token; the store
+alias is derived from it, so an order never mixes mask types.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -60,6 +62,7 @@ class AliasStore:
         self, db: Database, cipher: AddressCipher, *, domain: str, ttl_days: int, clock: Clock
     ) -> None:
         self._aliases = db["aliases"]
+        self._keys = db["alias_keys"]
         self._stores = StoreSettings(db)
         self._cipher = cipher
         self._domain = domain
@@ -72,7 +75,14 @@ class AliasStore:
         return self._record(doc) if doc else None
 
     async def of_order(self, order_id: str) -> list[AliasRecord]:
-        return [self._record(d) async for d in self._aliases.find({"orderId": order_id})]
+        """The order's customer and store aliases (reverse aliases are found by their sender)."""
+        roles = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
+        return await self._by_keys([rules.order_key(order_id, role) for role in roles])
+
+    async def _by_keys(self, keys: Iterable[str]) -> list[AliasRecord]:
+        claims = await find_each(self._keys, "_id", keys)
+        docs = await find_each(self._aliases, "_id", [c["alias"] for c in claims])
+        return [self._record(d) for d in docs]
 
     async def existing_pairs(
         self, order_ids: Sequence[str]
@@ -81,8 +91,7 @@ class AliasStore:
         roles = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
         keys = [rules.order_key(o, role) for o in order_ids for role in roles]
         found: dict[str, dict[ParticipantRole, AliasRecord]] = {}
-        for doc in await find_each(self._aliases, "orderKey", keys):
-            record = self._record(doc)
+        for record in await self._by_keys(keys):
             found.setdefault(record.order_id, {})[record.role] = record
         return {
             order_id: (pair[ParticipantRole.CUSTOMER], pair[ParticipantRole.STORE])
@@ -98,10 +107,7 @@ class AliasStore:
             role: rules.order_key(order_id, role)
             for role in (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
         }
-        found = {
-            d["role"]: self._record(d)
-            for d in await find_each(self._aliases, "orderKey", keys.values())
-        }
+        found = {record.role: record for record in await self._by_keys(keys.values())}
         anchor = found.get(ParticipantRole.CUSTOMER) or await self._create_anchor(
             order_id, store_id, customer, store, keys[ParticipantRole.CUSTOMER]
         )
@@ -116,9 +122,9 @@ class AliasStore:
         key = rules.order_key(
             order_id, ParticipantRole.EXTERNAL, self._cipher.address_hash(sender.address)
         )
-        existing = await self._aliases.find_one({"orderKey": key})
+        existing = await self._by_keys([key])
         if existing:
-            return self._record(existing)
+            return existing[0]
         return await self._insert(
             lambda: rules.new_reverse_alias(
                 anchor.mask, sender.address, anchor.token, self._domain
@@ -133,12 +139,10 @@ class AliasStore:
         )
 
     async def _anchor(self, order_id: str) -> AliasRecord:
-        doc = await self._aliases.find_one(
-            {"orderKey": rules.order_key(order_id, ParticipantRole.CUSTOMER)}
-        )
-        if doc is None:
+        found = await self._by_keys([rules.order_key(order_id, ParticipantRole.CUSTOMER)])
+        if not found:
             raise LookupError(f"order {order_id} has no aliases")
-        return self._record(doc)
+        return found[0]
 
     async def _create_anchor(
         self, order_id: str, store_id: str, customer: Party, store: Party, key: str
@@ -215,11 +219,17 @@ class AliasStore:
             try:
                 await self._aliases.insert_one(doc)
             except DuplicateKeyError:
-                winner = await self._aliases.find_one({"orderKey": key})
-                if winner is not None:
-                    return self._record(winner)
                 log.info("alias_collision_retried", order_id=order_id, role=role.value)
                 continue
+            try:
+                await self._keys.insert_one({"_id": key, "alias": address, "orderId": order_id})
+            except DuplicateKeyError:
+                # Another worker claimed this order and role first: theirs is the alias.
+                await self._aliases.delete_one({"_id": address})
+                winner = await self._by_keys([key])
+                if winner:
+                    return winner[0]
+                raise
             return self._record(doc)
         raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
 
