@@ -110,3 +110,13 @@ def test_json_logs_in_production_carry_no_address(monkeypatch: pytest.MonkeyPatc
         assert line["level"] == "info" and "timestamp" in line
     finally:
         structlog.reset_defaults()
+
+
+def test_a_broken_idempotent_producer_is_not_retried_but_a_broker_outage_is() -> None:
+    from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber, RequestTimedOutError
+
+    from worker.adapters.kafka import is_transient
+
+    assert is_transient(KafkaConnectionError()) and is_transient(RequestTimedOutError())
+    assert not is_transient(OutOfOrderSequenceNumber())
+    assert not is_transient(ValueError("a bug"))

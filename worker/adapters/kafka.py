@@ -12,7 +12,14 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+)
 
 from worker import metrics
 from worker.config import Settings
@@ -24,8 +31,21 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 
 
+# After these an idempotent producer stays broken (seen after a broker restart: its sequence
+# numbers never line up again). Retrying with it cannot help; a new producer can, so the worker
+# exits and its orchestrator restarts it (the delivery ledger keeps that from re-sending email).
+PRODUCER_BROKEN = (
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Broker unavailable, leader moving, request timed out: worth another try."""
+    if isinstance(exc, PRODUCER_BROKEN):
+        return False
     return isinstance(exc, KafkaError | OSError | TimeoutError)
 
 

@@ -18,7 +18,14 @@ from worker import metrics
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord, AliasStore, Party
 from worker.adapters.deliveries import Delivery, DeliveryLedger
-from worker.adapters.kafka import BatchConsumer, DeadLetters, Record, consume, make_producer
+from worker.adapters.kafka import (
+    PRODUCER_BROKEN,
+    BatchConsumer,
+    DeadLetters,
+    Record,
+    consume,
+    make_producer,
+)
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.adapters.smtp import is_transient as smtp_transient
@@ -125,6 +132,8 @@ class Notifier:
         except Refused as exc:
             outcome = "dead_lettered"
             await self._dead_letters.publish(record, str(exc))
+        except PRODUCER_BROKEN:
+            raise  # not this event's fault: the process restarts with a new producer
         except Exception as exc:
             # A bug, not bad data: dead-letter the event (replayable once fixed) instead of
             # crash-looping on it. The reason names the error type only: messages may hold data.

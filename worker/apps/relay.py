@@ -21,8 +21,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from worker import metrics
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord, AliasStore, Party
+from worker.adapters.kafka import PRODUCER_BROKEN, make_producer
 from worker.adapters.kafka import is_transient as kafka_transient
-from worker.adapters.kafka import make_producer
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps.runtime import Service
@@ -78,6 +78,8 @@ class RelayHandler:
         self._in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        # Set when the Kafka producer can never send again: the service stops, the process exits.
+        self.broken = asyncio.Event()
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -267,7 +269,9 @@ class RelayHandler:
                     self._topic, key=event.order_id.encode(), value=self._codec.encode(event)
                 )
         except Exception as exc:
-            if kafka_transient(exc):
+            if isinstance(exc, PRODUCER_BROKEN):
+                self.broken.set()
+            if kafka_transient(exc) or isinstance(exc, PRODUCER_BROKEN):
                 raise Transient(rules.TEMPORARY_FAILURE) from exc
             raise
 
@@ -375,12 +379,14 @@ class RelayService(Service):
             self.port = bound_port(server)
             self._ready = True
             log.info("relay_listening", host=settings.relay_host, port=self.port)
-            await stopping.wait()
+            await _first(stopping, handler.broken)
             # Stop accepting, then let messages in flight finish their forward and record.
             self._ready = False
             server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(handler.idle.wait(), settings.shutdown_grace_s)
+            if handler.broken.is_set():
+                raise RuntimeError("the Kafka producer can no longer send; restart for a new one")
         finally:
             self._ready = False
             if server is not None:
@@ -388,3 +394,13 @@ class RelayService(Service):
             await smtp.close()
             await producer.stop()
             await client.close()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
