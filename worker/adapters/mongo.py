@@ -81,6 +81,12 @@ async def find_each(
     return [doc for docs in found for doc in docs]
 
 
+async def is_ferretdb(db: Database) -> bool:
+    """FerretDB names itself in buildInfo; MongoDB does not."""
+    info = await db.client.admin.command("buildInfo")
+    return "ferretdbVersion" in info
+
+
 async def prepare(db: Database) -> None:
     """Create the indexes at start-up, waiting for the database if it is not up yet."""
     await retry_transient(

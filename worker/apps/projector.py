@@ -99,7 +99,7 @@ class ProjectorService(Service):
             await producer.start()
             projector = Projector(
                 self._codec,
-                OrdersRepository(db),
+                OrdersRepository(db, guarded_updates=not await mongo.is_ferretdb(db)),
                 DeadLetters(producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s),
                 settings.retry_max_delay_s,
             )
