@@ -230,8 +230,8 @@ def count_mail(
 
 @dataclass(frozen=True)
 class Attribution:
-    per_kill: list[int]  # duplicates re-sent because of each SIGKILLed process, in order
-    unexplained: list[str]  # event ids whose extra copy no SIGKILL accounts for
+    per_abrupt_exit: list[int]  # duplicates re-sent because of each process that died, in order
+    unexplained: list[str]  # event ids whose extra copy no such death accounts for
 
 
 def attribute_duplicates(
@@ -239,9 +239,9 @@ def attribute_duplicates(
 ) -> Attribution:
     """Blame each extra copy of an email on the notifier process that sent it.
 
-    A copy is explained when the process that was running when the sink accepted it was then
-    SIGKILLed without logging the event as processed: it died between the upstream's 250 and
-    the ledger write, the one window the ledger cannot cover.
+    A copy is explained when the process that was running when the sink accepted it then died
+    (SIGKILL, or an exit with an error) without logging the event as processed: it died between
+    the upstream's 250 and the ledger write, the one window the ledger cannot cover.
     """
     logged = [{line["event_id"] for line in processed_lines(read_logs([run.log]))} for run in runs]
     per_run = [0] * len(runs)
@@ -253,11 +253,11 @@ def attribute_duplicates(
                 (i for i, run in enumerate(runs) if run.started <= at <= (run.ended or at) + 0.5),
                 None,
             )
-            if sender is None or not runs[sender].killed or event.event_id in logged[sender]:
+            if sender is None or not runs[sender].abrupt or event.event_id in logged[sender]:
                 unexplained.append(event.event_id)
             else:
                 per_run[sender] += 1
-    return Attribution([n for n, run in zip(per_run, runs, strict=True) if run.killed], unexplained)
+    return Attribution([n for n, run in zip(per_run, runs, strict=True) if run.abrupt], unexplained)
 
 
 def emailed(events: Sequence[OrderStatusChanged], sink: SinkTail, domain: str) -> int:
@@ -283,6 +283,22 @@ def read_logs(paths: Iterable[Path]) -> LogScan:
             except json.JSONDecodeError:
                 scan.unparsed.append(f"{path.name}: {raw[:200]}")
     return scan
+
+
+def symptoms(paths: Iterable[Path], tail: int = 300) -> str:
+    """The warnings and errors each log repeats at its end, most frequent first."""
+    out: list[str] = []
+    for path in paths:
+        recent = read_logs([path]).lines[-tail:]
+        seen = Counter(
+            f"{line.get('level')} {str(line.get('event'))[:100]} "
+            f"{line.get('operation', '')} {line.get('error', '')}".rstrip()
+            for line in recent
+            if line.get("level") in {"warning", "error", "critical"}
+        )
+        top = "; ".join(f"{n}x {what}" for what, n in seen.most_common(3)) or "no warnings"
+        out.append(f"  {path.name}: {top}")
+    return "\n".join(out)
 
 
 def address_leaks(paths: Iterable[Path], run: str, addresses: set[str]) -> list[str]:

@@ -54,7 +54,8 @@ class Run:
     log: Path
     started: float
     ended: float | None = None
-    killed: bool = False
+    # SIGKILLed, or exited on its own with an error: either way in-flight work was not drained.
+    abrupt: bool = False
 
 
 @dataclass
@@ -133,6 +134,7 @@ class Worker:
         if code is not None and self.runs and self.runs[-1].ended is None:
             self.exits.append(code)
             self.runs[-1].ended = time.time()
+            self.runs[-1].abrupt = code != 0
         return code
 
     def signal(self, sig: signal.Signals) -> None:
@@ -151,7 +153,7 @@ class Worker:
 
     async def kill(self) -> None:
         """SIGKILL the whole group: no drain, no commit, no flush — a crash."""
-        self.runs[-1].killed = True
+        self.runs[-1].abrupt = True
         self.signal(signal.SIGKILL)
         await self.wait_exit(10)
 
