@@ -1,0 +1,271 @@
+"""`python -m bench`: ceilings and worker stages side by side in one run, on one machine.
+
+python -m bench                      the shared stack (`make bench` starts it), 20k events
+python -m bench --private-stack      a Kafka + FerretDB of the bench's own, deleted after
+python -m bench --quick              small sizes, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench import ceilings, memory, relay, report, stages
+from bench.env import REPO, BenchEnv, BenchError, bench_env
+from bench.workers import cpu_seconds
+from bench.workload import rendered_messages
+
+SAFE_BATCH = 100
+# Relay messages: every one scans the aliases collection three times on FerretDB 1.24.
+RELAY_MAX = 2_000
+STAGES = ("notifier", "latency", "projector", "relay", "memory")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, help="events per stage (default 20000; quick 2000)")
+    parser.add_argument(
+        "--rss-events", type=int, help="events for the large RSS mark (default 200000)"
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--private-stack", action="store_true", help="start a stack of our own")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--skip", action="append", choices=STAGES, default=[])
+    parser.add_argument("--profile", action="store_true", help="py-spy the workers (20 s each)")
+    parser.add_argument("--stage-timeout", type=float, help="seconds per stage (default 900)")
+    parser.add_argument(
+        "--rss-timeout", type=float, help="seconds for the RSS stage (default 1200)"
+    )
+    args = parser.parse_args(argv)
+    args.events = args.events or (2_000 if args.quick else 20_000)
+    args.rss_small = 2_000 if args.quick else 10_000
+    args.rss_events = args.rss_events or (20_000 if args.quick else 200_000)
+    args.latency_s = 5.0 if args.quick else 30.0
+    args.stage_timeout = args.stage_timeout or (300.0 if args.quick else 900.0)
+    args.rss_timeout = args.rss_timeout or (300.0 if args.quick else 1200.0)
+    args.ceiling_budget = 30.0 if args.quick else 90.0
+    if args.events < 10 or args.rss_events <= args.rss_small:
+        parser.error("--events must be >= 10 and --rss-events above the small RSS mark")
+    return args
+
+
+def _git_rev() -> str:
+    result = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or "unknown"
+
+
+async def _step(
+    env: BenchEnv,
+    results: dict[str, Any],
+    section: str,
+    name: str,
+    work: Callable[[], Awaitable[Any]],
+) -> Any:
+    """Run one measurement; a failure is recorded in the results and the run goes on."""
+    print(f"bench: {section}/{name} ...", flush=True)
+    started, load = time.monotonic(), os.getloadavg()[0]
+    ferret = cpu_seconds(env.ferret_pid) if env.ferret_pid else None
+    try:
+        value = await work()
+    except Exception as exc:
+        traceback.print_exc()
+        value = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    results.setdefault(section, {})[name] = value
+    # The machine is shared: a load above its CPU count means the numbers of this step are low.
+    results.setdefault("resources", {})[name] = {
+        "seconds": round(time.monotonic() - started, 1),
+        "load1_start": round(load, 2),
+        "load1_end": round(os.getloadavg()[0], 2),
+        "ferretdb_cpu_s": None
+        if ferret is None or env.ferret_pid is None
+        else round(cpu_seconds(env.ferret_pid) - ferret, 1),
+    }
+    print(f"bench: {section}/{name} done in {time.monotonic() - started:.1f}s", flush=True)
+    return value
+
+
+async def run(args: argparse.Namespace, env: BenchEnv) -> dict[str, Any]:
+    settings, n, timeout = env.base, args.events, args.stage_timeout
+    pool = settings.smtp_pool_size
+    results: dict[str, Any] = {
+        "meta": {
+            "run_id": env.run_id,
+            "git": _git_rev(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "stack": "private" if args.private_stack else "shared",
+            "cpus": os.cpu_count(),
+            "load_avg_at_start": os.getloadavg(),
+            "events": n,
+            "smtp_pool_size": pool,
+            "batch_max_records": settings.batch_max_records,
+            "notifier_concurrency": settings.notifier_concurrency,
+            "smtp_target": "`ct sink` subprocess of the bench's own (same program as the stack's)",
+        }
+    }
+    results["cpu"] = await asyncio.to_thread(ceilings.cpu_paths, min(n, 5_000), settings.domain)
+    mails = rendered_messages(settings.domain)
+    await _step(
+        env,
+        results,
+        "ceilings",
+        "smtp_send",
+        lambda: ceilings.smtp_send(env.smtp_port, n, pool, mails),
+    )
+    bulk = await env.create(env.names("bulk"))
+    await _step(
+        env,
+        results,
+        "ceilings",
+        "bulk_write",
+        lambda: ceilings.bulk_upsert(bulk.settings, n, args.ceiling_budget),
+    )
+    skip = set(args.skip)
+    if "notifier" not in skip:
+        notifier = await _step(
+            env,
+            results,
+            "stages",
+            "notifier",
+            lambda: stages.notifier(env, n, limit_s=timeout, profile=args.profile),
+        )
+        names = env.names("notifier")
+        await _step(
+            env,
+            results,
+            "ceilings",
+            "kafka_consume",
+            lambda: ceilings.kafka_consume(
+                names.settings, names.order_topic, n, f"{names.prefix}-ceiling"
+            ),
+        )
+        await _step(
+            env,
+            results,
+            "diagnostics",
+            "alias_lookup",
+            lambda: ceilings.alias_lookups(names.settings),
+        )
+        if "latency" not in skip and notifier.get("rate"):
+            rate = float(notifier["rate"]) / 2
+            await _step(
+                env,
+                results,
+                "stages",
+                "latency",
+                lambda: stages.latency(env, rate=rate, seconds=args.latency_s),
+            )
+    if "projector" not in skip:
+        await projector_stages(results, args, env)
+    if "relay" not in skip:
+        m = max(10, min(n // 4, RELAY_MAX))
+        await _step(
+            env,
+            results,
+            "stages",
+            "relay",
+            lambda: relay.relay(env, m, pool=pool, limit_s=timeout, profile=args.profile),
+        )
+    if "memory" not in skip:
+        results["memory"] = (
+            await _step(
+                env,
+                results,
+                "stages",
+                "memory",
+                lambda: memory.memory(
+                    env, args.rss_small, args.rss_events, limit_s=args.rss_timeout
+                ),
+            )
+            or {}
+        )
+        results["stages"].pop("memory", None)
+    results["verdicts"] = report.verdicts(results)
+    return results
+
+
+async def projector_stages(
+    results: dict[str, Any], args: argparse.Namespace, env: BenchEnv
+) -> None:
+    """As deployed first, on a private stack only: 500-record batches can wedge FerretDB.
+
+    FerretDB 1.24 (SQLite) hangs a database for good on one update command with more than
+    100 matching updates, which a 500-record batch over many known orders sends. A wedged
+    shared database would stay wedged for everyone until FerretDB restarts, so on the shared
+    stack the projector runs only with batches of SAFE_BATCH (at most ~50 orders per command).
+    """
+    n, limit_s = args.events, args.stage_timeout
+    if args.private_stack:
+        probe_db = f"ct_bench_{env.run_id}_wedge"
+        env.databases.append(probe_db)
+        await _step(
+            env,
+            results,
+            "diagnostics",
+            "ferret_wedge",
+            lambda: ceilings.ferret_wedge(env.base, probe_db),
+        )
+        deployed = await _step(
+            env,
+            results,
+            "stages",
+            "projector_as_deployed",
+            lambda: stages.projector(
+                env, n, limit_s=limit_s, profile=False, batch=None, stage="projdeployed"
+            ),
+        )
+        if not deployed.get("stalled"):
+            results["stages"]["projector"] = results["stages"].pop("projector_as_deployed")
+            return
+    await _step(
+        env,
+        results,
+        "stages",
+        "projector",
+        lambda: stages.projector(
+            env, n, limit_s=limit_s, profile=args.profile, batch=SAFE_BATCH, stage="projector"
+        ),
+    )
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    async with bench_env(private=args.private_stack) as env:
+        results = await run(args, env)
+        if args.profile:  # the raw profiles outlive the run's scratch directory
+            kept = args.out.parent / "profiles"
+            kept.mkdir(parents=True, exist_ok=True)
+            for raw in env.workdir.glob("*.pyspy.txt"):
+                shutil.copy(raw, kept / raw.name)
+    report.write(results, args.out)
+    print()
+    print(report.table(results))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return asyncio.run(main_async(args))
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Worker stages end to end, each a `ct run` subprocess on the stage's own topics and database."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from datetime import datetime
+from typing import Any
+
+from bench.env import BenchEnv, BenchError, Names, poll_until
+from bench.kafka_io import TopicWatcher, committed, produce_all, producer, topic_size
+from bench.workers import WorkerProcess, inclusive_share, top_frames
+from bench.workload import (
+    CODEC,
+    LIFECYCLE,
+    encoded,
+    encoded_timeline,
+    lifecycle_events,
+    now_utc,
+    status_event,
+    timeline_lifecycle,
+)
+from worker.adapters import mongo
+
+STALL_S = 60.0
+# Where a notifier or projector spends its CPU, for the profile summary.
+HOTSPOTS = {
+    "mongo (pymongo client side)": "pymongo/",
+    "smtp (aiosmtplib)": "aiosmtplib/",
+    "kafka (aiokafka)": "aiokafka/",
+    "avro + models (codec)": "worker/codec.py",
+    "render (templates)": "worker/domain/templates.py",
+    "compose (email)": "worker/domain/compose.py",
+    "logging (structlog)": "structlog/",
+    "crypto (aliases)": "worker/crypto.py",
+    "timeline merge": "worker/domain/timeline.py",
+    "relay rules (parse, rewrite)": "worker/domain/relaying.py",
+    "email package (stdlib)": "email/",
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _profile(worker: WorkerProcess, env: BenchEnv, stage: str, seconds: int) -> Any:
+    out = env.workdir / f"{stage}.pyspy.txt"
+    return out if worker.start_profile(out, seconds) else None
+
+
+def _profile_summary(out: Any) -> dict[str, Any]:
+    if out is None:
+        return {}
+    return {"top_self": top_frames(out), "inclusive": inclusive_share(out, HOTSPOTS)}
+
+
+async def notifier(env: BenchEnv, n: int, *, limit_s: float, profile: bool) -> dict[str, Any]:
+    """Events/s from the first produce until the timeline holds 2n events (or `limit_s`)."""
+    names = await env.create(env.names("notifier"))
+    items = encoded(lifecycle_events(n, f"{env.run_id}n"))
+    worker = WorkerProcess("notifier", env.worker_env(names), env.workdir / "notifier.log")
+    watcher = TopicWatcher(names.settings, names.timeline_topic)
+    sink_before = env.sink_count()
+    try:
+        await worker.assigned()
+        await watcher.start()
+        cpu0, started = worker.cpu_seconds(), time.monotonic()
+        prof = _profile(worker, env, "notifier", 30) if profile else None
+        produce_s = await produce_all(names.settings, names.order_topic, items)
+        finished = await watcher.wait_for(2 * n, limit_s)
+        elapsed = time.monotonic() - started
+        done = watcher.count // 2
+        result: dict[str, Any] = {
+            "mode": "subprocess `ct run notifier`",
+            "events": n,
+            "completed": done,
+            "timed_out": not finished,
+            "seconds": round(elapsed, 2),
+            "rate": round(done / elapsed, 1),
+            "produce_seconds": round(produce_s, 2),
+            "worker_cpu_share": round((worker.cpu_seconds() - cpu0) / elapsed, 2),
+            "rss_kb": worker.memory_kb(),
+            "emails_at_sink": env.sink_count() - sink_before,
+            "dlq": await topic_size(names.settings, names.settings.topic_dlq),
+            "progress": [(round(t - started, 1), c // 2) for t, c in watcher.progress],
+        }
+    finally:
+        await watcher.stop()
+        await worker.stop()
+    durations = [float(e["duration_ms"]) for e in worker.lines("event_processed")]
+    if durations:
+        result["event_ms_p50"] = round(statistics.median(durations), 1)
+        result["event_ms_p99"] = round(percentile(durations, 0.99), 1)
+    result["profile"] = _profile_summary(prof)
+    return result
+
+
+async def latency(env: BenchEnv, *, rate: float, seconds: float) -> dict[str, Any]:
+    """Steady `rate` events/s for `seconds`; each one's occurredAt is its send time.
+
+    A fresh notifier on fresh topics, but on the notifier stage's database as that stage left
+    it: no backlog in front of the probe events, and FerretDB as full as after the stage.
+    Latency = arrival of its NOTIFICATION_SENT on the timeline topic (read by the bench with
+    fetch_max_wait 10 ms) minus the moment the bench handed it to its producer. The projector
+    is not in this path: it is measured on its own.
+    """
+    base = env.names("latency")
+    db = env.names("notifier").settings.mongo_db
+    names = await env.create(Names(base.prefix, base.settings.model_copy(update={"mongo_db": db})))
+    count = max(1, round(rate * seconds))
+    worker = WorkerProcess("notifier", env.worker_env(names), env.workdir / "latency.log")
+    watcher = TopicWatcher(names.settings, names.timeline_topic, from_end=True)
+    client = producer(names.settings)
+    waves = [(i, s) for s in LIFECYCLE for i in range(-(-count // len(LIFECYCLE)))][:count]
+    pending = []
+    try:
+        await worker.assigned()
+        await watcher.start()
+        await client.start()
+        started = time.monotonic()
+        for k, (i, status) in enumerate(waves):
+            delay = started + k / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event = status_event(f"{names.prefix}-lat", i, status, at=now_utc())
+            watcher.sent[event.event_id] = time.monotonic()
+            value = CODEC.encode(event)
+            pending.append(
+                await client.send(names.order_topic, key=event.order_id.encode(), value=value)
+            )
+        await asyncio.gather(*pending)
+        offered = count / (time.monotonic() - started)
+        await poll_until(lambda: len(watcher.latencies) >= count, 120)
+    finally:
+        await client.stop()
+        await watcher.stop()
+        await worker.stop()
+    values = watcher.latencies
+    if not values:
+        raise BenchError("latency run: no NOTIFICATION_SENT arrived within 120 s")
+    return {
+        "offered_rate": round(offered, 1),
+        "events": count,
+        "measured": len(values),
+        "measured_at": "timeline topic (NOTIFICATION_SENT arrival - send time)",
+        "p50_ms": round(percentile(values, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(values, 0.99) * 1000, 1),
+        "max_ms": round(max(values) * 1000, 1),
+    }
+
+
+async def projector(
+    env: BenchEnv, n: int, *, limit_s: float, profile: bool, batch: int | None, stage: str
+) -> dict[str, Any]:
+    """Pre-produce n timeline events; events/s from partition assignment until all are merged.
+
+    "Merged" is read from the projector's own `batch_projected` lines (logged after each
+    bulk_write returned) and checked against committed offsets and the documents afterwards.
+    `batch` overrides CT_BATCH_MAX_RECORDS. No new batch for STALL_S, or for three times the
+    slowest batch so far if that is longer, means the worker is stuck (FerretDB wedged): the
+    stage ends there and says so.
+    """
+    names = await env.create(env.names(stage))
+    items = encoded_timeline(timeline_lifecycle(n, f"{env.run_id}{stage}"))
+    await produce_all(names.settings, names.timeline_topic, items)
+    worker_env = env.worker_env(names)
+    if batch is not None:
+        worker_env["CT_BATCH_MAX_RECORDS"] = str(batch)
+    worker = WorkerProcess("projector", worker_env, env.workdir / f"{stage}.log")
+    progress: dict[str, Any] = {"merged": 0, "done_at": None, "moved": time.monotonic()}
+    progress["stall_s"] = STALL_S
+
+    def stall_s(lines: list[dict[str, Any]]) -> float:
+        return max([STALL_S, *(3 * float(e["duration_ms"]) / 1000 for e in lines)])
+
+    def merged_all() -> bool:
+        lines = list(worker.lines("batch_projected"))
+        merged = sum(int(e["records"]) for e in lines)
+        if merged > progress["merged"]:
+            progress["merged"], progress["moved"] = merged, time.monotonic()
+        if merged >= n:
+            progress["done_at"] = datetime.fromisoformat(lines[-1]["timestamp"]).timestamp()
+            return True
+        progress["stall_s"] = stall_s(lines)
+        return time.monotonic() - float(progress["moved"]) > float(progress["stall_s"])
+
+    try:
+        assigned = await worker.assigned()
+        cpu0 = worker.cpu_seconds()
+        prof = _profile(worker, env, stage, 20) if profile else None
+        progress["moved"] = time.monotonic()
+        await poll_until(merged_all, limit_s, 0.25)
+        merged, done_at = int(progress["merged"]), progress["done_at"]
+        now = time.time()
+        elapsed = (done_at or now) - assigned
+        cpu = worker.cpu_seconds() - cpu0
+        offsets = await committed(names.settings, names.settings.group_projector)
+    finally:
+        await worker.stop()
+    batches = list(worker.lines("batch_projected"))
+    batch_ms = [float(e["duration_ms"]) for e in batches]
+    stalled = done_at is None and time.monotonic() - progress["moved"] > progress["stall_s"]
+    return {
+        "mode": "subprocess `ct run projector`",
+        "batch_max_records": batch or env.base.batch_max_records,
+        "events": n,
+        "completed": merged,
+        "timed_out": done_at is None,
+        "stalled": stalled,
+        "seconds": round(elapsed, 2),
+        "rate": round(merged / elapsed, 1),
+        "worker_cpu_share": round(cpu / max(now - assigned, 1e-3), 2),
+        "committed_offsets": offsets,
+        "entries_in_orders": None if stalled else await _entries(names),
+        "batches": len(batches),
+        "batch_ms_p50": round(statistics.median(batch_ms), 1) if batch_ms else None,
+        "batch_ms_first_last": [batch_ms[0], batch_ms[-1]] if batch_ms else None,
+        "profile": _profile_summary(prof),
+    }
+
+
+async def _entries(names: Names) -> int:
+    """Timeline entries over all order documents: what "orders hold N entries" checks."""
+    client = mongo.connect(names.settings, app_name="ct-bench")
+    try:
+        orders = client[names.settings.mongo_db]["orders"]
+        async with asyncio.timeout(60):
+            return sum(
+                [int(d.get("entryCount", 0)) async for d in orders.find({}, {"entryCount": 1})]
+            )
+    finally:
+        await client.close()
