@@ -53,7 +53,7 @@ from worker.adapters import mongo
 from worker.events import OrderStatusChanged
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
-CRASH_ORDERS = int(os.environ.get("CT_FAULTS_ORDERS", "200"))
+CRASH_ORDERS = int(os.environ.get("CT_FAULTS_ORDERS", "2000"))
 # The crash test's whole time: a fault plan that has not settled by then is a failure.
 CRASH_BUDGET_S = float(os.environ.get("CT_FAULTS_BUDGET_S", "660"))
 EVENTS_PER_ORDER = 10
