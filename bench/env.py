@@ -33,11 +33,13 @@ STACK = REPO / "deploy" / "local" / "stack"
 CT = REPO / ".venv" / "bin" / "ct"
 PARTITIONS = 6
 # Ports of the private stack: away from the shared stack's and from the fault tests' defaults.
+# CT_BENCH_PORT_OFFSET moves all four, so that two private benches can run side by side.
+_OFFSET = int(os.environ.get("CT_BENCH_PORT_OFFSET", "0"))
 PRIVATE_PORTS = {
-    "CT_STACK_KAFKA_PORT": 39092,
-    "CT_STACK_CONTROLLER_PORT": 39093,
-    "CT_STACK_MONGO_PORT": 47017,
-    "CT_STACK_SMTP_PORT": 31025,
+    "CT_STACK_KAFKA_PORT": 39092 + _OFFSET,
+    "CT_STACK_CONTROLLER_PORT": 39093 + _OFFSET,
+    "CT_STACK_MONGO_PORT": 47017 + _OFFSET,
+    "CT_STACK_SMTP_PORT": 31025 + _OFFSET,
 }
 
 
@@ -224,7 +226,10 @@ async def bench_env(*, private: bool) -> AsyncIterator[BenchEnv]:
     if private:
         taken = [p for p in PRIVATE_PORTS.values() if port_in_use(p)]
         if taken:
-            raise BenchError(f"ports {taken} are taken: is another private bench stack running?")
+            raise BenchError(
+                f"ports {taken} are taken: is another private bench stack running? "
+                "CT_BENCH_PORT_OFFSET=100 (say) moves the private stack's ports"
+            )
         stack_env = _private_stack_env(workdir / "state")
         print(f"bench: starting a private stack in {workdir / 'state'} (Kafka, FerretDB)")
         await asyncio.to_thread(_stack, ["up", "kafka", "ferretdb"], stack_env)
