@@ -205,3 +205,14 @@ async def test_a_write_based_on_a_stale_read_is_detected_and_merged_again(
     await repo.project({"o-stale": [late]})  # ... and the retry merges on top of the fresh state
     entries = await _entries(db, "o-stale")
     assert [e["eventId"] for e in entries] == [first.event_id, second.event_id, late.event_id]
+
+
+async def test_a_batch_touching_150_existing_orders_is_written(db: mongo.Database) -> None:
+    """FerretDB v1 wedges on one update command with 100+ matched updates: writes are chunked."""
+    repo = OrdersRepository(db, guarded_updates=not await mongo.is_ferretdb(db))
+    orders = [f"o-many-{i}" for i in range(150)]
+    await repo.project({o: [timeline_event(o)] for o in orders})
+    async with asyncio.timeout(60):
+        added = await repo.project({o: [timeline_event(o, minutes=1)] for o in orders})
+    assert added == 150
+    assert await db["orders"].count_documents({"entryCount": 2}) == 150

@@ -14,6 +14,7 @@ from worker.events import TimelineEvent
 
 DUPLICATE_KEY = 11000
 MAX_CONFLICT_ROUNDS = 20
+WRITES_PER_COMMAND = 50
 
 
 class OrdersRepository:
@@ -66,15 +67,25 @@ class OrdersRepository:
         raise RuntimeError(f"orders kept changing under the projector: {sorted(pending)[:5]}")
 
     async def _bulk_write(self, writes: list[InsertOne[Document] | UpdateOne]) -> bool:
-        """One bulk_write; True when some write lost a race and its orders must be merged again."""
-        updates = sum(isinstance(w, UpdateOne) for w in writes)
-        try:
-            result = await self._orders.bulk_write(writes, ordered=False)
-        except BulkWriteError as exc:
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
-            return True
-        return result.matched_count < updates
+        """bulk_write in chunks; True when a write lost a race and its orders must be merged again.
+
+        Chunks of WRITES_PER_COMMAND: FerretDB v1 holds one SQLite connection per matched update
+        until the whole command ends, from a pool of 100, so a command with 100 or more updates of
+        existing documents never answers and wedges that database until FerretDB restarts.
+        """
+        lost = False
+        for start in range(0, len(writes), WRITES_PER_COMMAND):
+            chunk = writes[start : start + WRITES_PER_COMMAND]
+            updates = sum(isinstance(w, UpdateOne) for w in chunk)
+            try:
+                result = await self._orders.bulk_write(chunk, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                    raise
+                lost = True
+                continue
+            lost = lost or result.matched_count < updates
+        return lost
 
     async def find(self, order_id: str) -> Document | None:
         return await self._orders.find_one({"_id": order_id})
