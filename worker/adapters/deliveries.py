@@ -1,8 +1,10 @@
 """The `deliveries` ledger: one document per order-status event whose email has an outcome.
 
-Written right after the SMTP upstream answered for good (accepted, or refused permanently), so a
-redelivered event (restart, rebalance) finds its outcome here and is not emailed twice. It also
-keeps the timeline events that outcome produced, so a redelivery republishes the very same ones.
+Written as soon as the SMTP upstream answered for good (accepted, or refused permanently), so a
+redelivered event (restart, rebalance) finds its outcome here and is not emailed twice. Only a
+process killed between an upstream's 250 and this write re-sends, and the notifier's sends take
+turns through that window, so a kill re-sends at most one email. It also keeps the timeline
+events that outcome produced, so a redelivery republishes the very same ones.
 """
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
+from typing import TypeVar
 
 import aiosmtplib
 
 from worker import metrics
+
+T = TypeVar("T")
 
 
 class SmtpFailure(Exception):
@@ -51,6 +54,7 @@ class SmtpPool:
         self._port = port
         self._timeout = timeout
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+        self._turns = asyncio.Lock()
         for _ in range(size):
             self._idle.put_nowait(self._new_client())
 
@@ -63,34 +67,79 @@ class SmtpPool:
         self, message: EmailMessage | bytes, *, sender: str, recipients: Sequence[str]
     ) -> str:
         """Hand the message over; returns the upstream's reply or raises SmtpFailure."""
+
+        async def transaction(client: aiosmtplib.SMTP) -> str:
+            if isinstance(message, bytes):
+                _, reply = await client.sendmail(sender, list(recipients), message)
+            else:
+                _, reply = await client.send_message(
+                    message, sender=sender, recipients=list(recipients)
+                )
+            return reply
+
         client = await self._idle.get()
         started = time.perf_counter()
         try:
-            for attempt in (1, 2):
-                try:
-                    if not client.is_connected:
-                        await client.connect()
-                    if isinstance(message, bytes):
-                        _, reply = await client.sendmail(sender, list(recipients), message)
-                    else:
-                        _, reply = await client.send_message(
-                            message, sender=sender, recipients=list(recipients)
-                        )
-                except aiosmtplib.SMTPServerDisconnected as exc:
-                    # A pooled connection the server closed while idle: reopen once, at once.
-                    client.close()
-                    if attempt == 2:
-                        raise _classify(exc) from exc
-                    continue
-                except (aiosmtplib.SMTPException, OSError) as exc:
-                    failure = _classify(exc)
-                    await self._reset(client, failure)
-                    raise failure from exc
-                metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
-                return reply
-            raise AssertionError("unreachable")  # pragma: no cover
+            reply = await self._attempt(client, transaction, reconnect=True)
+            metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
+            return reply
         finally:
             self._idle.put_nowait(client)
+
+    async def send_then(
+        self, message: bytes, *, sender: str, recipient: str, then: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Send, then run `then` (record the acceptance) before this pool completes another send.
+
+        A process killed between the upstream's 250 and the end of `then` sends that message
+        again once restarted. Taking turns from DATA to the end of `then` keeps that to at most
+        one message per kill; the envelope (MAIL FROM, RCPT TO) of other sends still overlaps.
+        """
+
+        async def envelope(client: aiosmtplib.SMTP) -> None:
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            size = [f"SIZE={len(message)}"] if client.supports_extension("size") else []
+            await client.mail(sender, options=size)
+            await client.rcpt(recipient)
+
+        async def data(client: aiosmtplib.SMTP) -> None:
+            await client.data(message)
+
+        client = await self._idle.get()
+        started = time.perf_counter()
+        try:
+            await self._attempt(client, envelope, reconnect=True)
+            async with self._turns:
+                await self._attempt(client, data, reconnect=False)
+                metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
+                return await then()
+        finally:
+            self._idle.put_nowait(client)
+
+    async def _attempt(
+        self,
+        client: aiosmtplib.SMTP,
+        step: Callable[[aiosmtplib.SMTP], Awaitable[T]],
+        *,
+        reconnect: bool,
+    ) -> T:
+        """Run one step of a transaction; failures become SmtpFailure and leave `client` clean."""
+        for attempt in (1, 2):
+            try:
+                if not client.is_connected:
+                    await client.connect()
+                return await step(client)
+            except aiosmtplib.SMTPServerDisconnected as exc:
+                # A pooled connection the server closed while idle: reopen once, at once.
+                client.close()
+                if attempt == 2 or not reconnect:
+                    raise _classify(exc) from exc
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                failure = _classify(exc)
+                await self._reset(client, failure)
+                raise failure from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _reset(self, client: aiosmtplib.SMTP, failure: SmtpFailure) -> None:
         """After a refusal the connection is reusable (RSET); after anything else, reopen it."""

@@ -180,41 +180,48 @@ class Notifier:
         except UnsafeHeader as exc:
             raise Refused(f"unsafe header value: {exc}") from None
         raw = message.as_bytes(policy=SMTP_POLICY)
-        failure = await self._send(raw, sender=store_alias.address, recipient=customer.address)
-        outcome = notification_outcome(
-            event,
-            message_id=str(message["Message-ID"]),
-            store_alias=store_alias.address,
-            customer_alias=customer_alias.address,
-            subject=rendered.subject,
-            first_words=first_words(rendered.text),
-            size_bytes=len(raw),
-            at=datetime.now(UTC),
-            failure=failure,
-        )
-        delivery = Delivery(
-            event_id=event.event_id,
-            order_id=event.order_id,
-            sent=failure is None,
-            at=outcome.occurred_at,
-            timeline=[status_changed(event).to_record(), outcome.to_record()],
-        )
-        return await self._mongo(lambda: self._ledger.record(delivery), "ledger.record"), pair
 
-    async def _send(self, raw: bytes, *, sender: str, recipient: str) -> str | None:
-        """Send until accepted (None) or refused for good (the reply); transient errors wait."""
+        def delivery(failure: str | None) -> Delivery:
+            outcome = notification_outcome(
+                event,
+                message_id=str(message["Message-ID"]),
+                store_alias=store_alias.address,
+                customer_alias=customer_alias.address,
+                subject=rendered.subject,
+                first_words=first_words(rendered.text),
+                size_bytes=len(raw),
+                at=datetime.now(UTC),
+                failure=failure,
+            )
+            return Delivery(
+                event_id=event.event_id,
+                order_id=event.order_id,
+                sent=failure is None,
+                at=outcome.occurred_at,
+                timeline=[status_changed(event).to_record(), outcome.to_record()],
+            )
+
+        async def record(outcome: Delivery) -> Delivery:
+            return await self._mongo(lambda: self._ledger.record(outcome), "ledger.record")
+
         try:
-            await retry_transient(
-                lambda: self._smtp.send(raw, sender=sender, recipients=[recipient]),
+            # The ledger write happens inside the send: see SmtpPool.send_then.
+            recorded = await retry_transient(
+                lambda: self._smtp.send_then(
+                    raw,
+                    sender=store_alias.address,
+                    recipient=customer.address,
+                    then=lambda: record(delivery(None)),
+                ),
                 name="smtp.send",
                 is_transient=smtp_transient,
                 max_delay=self._max_delay,
             )
         except SmtpFailure as exc:
             metrics.EMAILS_FAILED.labels(kind="permanent").inc()
-            return exc.reply
+            return await record(delivery(exc.reply)), pair
         metrics.EMAILS_SENT.inc()
-        return None
+        return recorded, pair
 
     async def _publish(self, events: list[TimelineEvent]) -> None:
         async def send_all() -> None:
