@@ -39,6 +39,8 @@ class Settings(BaseSettings):
         pattern=r"^([a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
     )
     alias_ttl_days: int = Field(default=60, ge=1, le=3650)
+    # Orders whose aliases a worker keeps in memory (0: read MongoDB every time); see AliasStore.
+    alias_cache_size: int = Field(default=2048, ge=0, le=1_000_000)
     encryption_key: SecretStr | None = None
     encryption_old_keys: SecretStr | None = None
     templates_dir: Path | None = None

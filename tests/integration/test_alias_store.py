@@ -25,13 +25,20 @@ CUSTOMER = Party("johndoe@example.com", "John Doe")
 STORE = Party("sales@shop.example.net", "Shop")
 
 
-def _store(db: mongo.Database, settings: Settings, clock: MovableClock | None = None) -> AliasStore:
+def _store(
+    db: mongo.Database,
+    settings: Settings,
+    clock: MovableClock | None = None,
+    *,
+    cache_size: int = 0,
+) -> AliasStore:
     return AliasStore(
         db,
         AddressCipher(settings.data_keys()),
         domain=settings.domain,
         ttl_days=settings.alias_ttl_days,
         clock=clock or MovableClock(),
+        cache_size=cache_size,
     )
 
 
@@ -82,16 +89,34 @@ async def test_soft_after_ct_store_set_mask_and_existing_orders_keep_their_alias
     assert again.address == before.address and HARD.match(again.address)
 
 
+@pytest.mark.parametrize("cache_size", [0, 64])
 async def test_fifty_concurrent_events_of_one_order_on_two_workers_make_one_alias_pair(
-    settings: Settings, db: mongo.Database
+    settings: Settings, db: mongo.Database, cache_size: int
 ) -> None:
     await mongo.ensure_indexes(db)
-    workers = [_store(db, settings), _store(db, settings)]
+    workers = [_store(db, settings, cache_size=cache_size) for _ in range(2)]
     pairs = await asyncio.gather(
         *[workers[i % 2].order_pair("o-race", "store-r", CUSTOMER, STORE) for i in range(50)]
     )
     assert len({(c.address, s.address) for c, s in pairs}) == 1
     assert await db["aliases"].count_documents({"orderId": "o-race"}) == 2
+
+
+async def test_a_cached_absence_cannot_make_a_second_pair_for_an_order(
+    settings: Settings, db: mongo.Database
+) -> None:
+    """Worker A remembers that the order had no aliases; worker B then creates them. A must
+    still end up with B's pair, not a second one."""
+    await mongo.ensure_indexes(db)
+    late, early = _store(db, settings, cache_size=64), _store(db, settings, cache_size=64)
+    assert await late.existing_pairs(["o-cached"]) == {}
+    made = await early.order_pair("o-cached", "store-c", CUSTOMER, STORE)
+    found = await late.order_pair("o-cached", "store-c", CUSTOMER, STORE)
+    assert [a.address for a in found] == [a.address for a in made]
+    assert await db["aliases"].count_documents({"orderId": "o-cached"}) == 2
+    assert await late.existing_pairs(["o-cached"]) == {"o-cached": found}
+    assert [a.address for a in await late.of_order("o-cached")] == [a.address for a in made]
+    assert await late.lookup(made[0].address.upper()) == made[0]
 
 
 async def test_an_alias_stops_working_after_its_validity(

@@ -7,6 +7,12 @@ the other deletes its candidate and reads the winner. Every lookup is a read by 
 on SQLite uses no other index for queries (a read by any other field scans the collection).
 The customer alias is created first and fixes the order's mask type and soft token; the store
 alias is derived from it, so an order never mixes mask types.
+
+An order's alias pair, once created, never changes (re-encryption keeps the address it holds;
+expiry is decided from `expires_at` at each use), so a worker may keep the pairs it read or made
+in memory: a bounded LRU, entries dropped after CACHE_TTL_S all the same. A remembered absence
+is only a hint: creating an alias that another worker made meanwhile loses the claim race and
+reads the winner, exactly as without the cache.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import structlog
 from bson import Binary
+from cachetools import TTLCache
 from pymongo.errors import DuplicateKeyError
 
 from worker.adapters.mongo import Database, Document, find_each
@@ -29,9 +36,12 @@ from worker.events import ParticipantRole
 
 log = structlog.get_logger(__name__)
 MAX_COLLISIONS = 8
+CACHE_TTL_S = 300.0
+ROLES = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
+OrderAliases = dict[ParticipantRole, "AliasRecord"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AliasRecord:
     address: str
     order_id: str
@@ -59,7 +69,14 @@ class Party:
 
 class AliasStore:
     def __init__(
-        self, db: Database, cipher: AddressCipher, *, domain: str, ttl_days: int, clock: Clock
+        self,
+        db: Database,
+        cipher: AddressCipher,
+        *,
+        domain: str,
+        ttl_days: int,
+        clock: Clock,
+        cache_size: int = 0,
     ) -> None:
         self._aliases = db["aliases"]
         self._keys = db["alias_keys"]
@@ -68,53 +85,92 @@ class AliasStore:
         self._domain = domain
         self._ttl_days = ttl_days
         self._clock = clock
+        # Per order: its customer and store aliases as last seen (empty: it had none yet).
+        self._orders: TTLCache[str, OrderAliases] | None = None
+        self._by_address: TTLCache[str, AliasRecord] | None = None
+        if cache_size:
+            self._orders = TTLCache(cache_size, CACHE_TTL_S)
+            self._by_address = TTLCache(2 * cache_size, CACHE_TTL_S)
 
     async def lookup(self, alias: str) -> AliasRecord | None:
         """One indexed read by `_id`; expired aliases are returned too, the caller decides."""
-        doc = await self._aliases.find_one({"_id": alias.strip().lower()})
-        return self._record(doc) if doc else None
+        address = alias.strip().lower()
+        if self._by_address is not None and address in self._by_address:
+            return self._by_address[address]
+        doc = await self._aliases.find_one({"_id": address})
+        if doc is None:
+            return None
+        record = self._record(doc)
+        if self._by_address is not None and record.role is not ParticipantRole.EXTERNAL:
+            self._by_address[address] = record
+        return record
 
     async def of_order(self, order_id: str) -> list[AliasRecord]:
         """The order's customer and store aliases (reverse aliases are found by their sender)."""
-        roles = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
-        return await self._by_keys([rules.order_key(order_id, role) for role in roles])
-
-    async def _by_keys(self, keys: Iterable[str]) -> list[AliasRecord]:
-        claims = await find_each(self._keys, "_id", keys)
-        docs = await find_each(self._aliases, "_id", [c["alias"] for c in claims])
-        return [self._record(d) for d in docs]
+        known = self._cached(order_id)
+        if known is None or len(known) < len(ROLES):
+            known = (await self._read_orders([order_id]))[order_id]
+        return list(known.values())
 
     async def existing_pairs(
         self, order_ids: Sequence[str]
     ) -> dict[str, tuple[AliasRecord, AliasRecord]]:
         """The alias pairs these orders already have, read for a whole batch at once."""
-        roles = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
-        keys = [rules.order_key(o, role) for o in order_ids for role in roles]
-        found: dict[str, dict[ParticipantRole, AliasRecord]] = {}
-        for record in await self._by_keys(keys):
-            found.setdefault(record.order_id, {})[record.role] = record
+        known = {order_id: self._cached(order_id) for order_id in order_ids}
+        unknown = [order_id for order_id, aliases in known.items() if aliases is None]
+        found = {**known, **await self._read_orders(unknown)}
         return {
-            order_id: (pair[ParticipantRole.CUSTOMER], pair[ParticipantRole.STORE])
-            for order_id, pair in found.items()
-            if len(pair) == 2
+            order_id: (aliases[ParticipantRole.CUSTOMER], aliases[ParticipantRole.STORE])
+            for order_id, aliases in found.items()
+            if aliases is not None and len(aliases) == len(ROLES)
         }
 
     async def order_pair(
         self, order_id: str, store_id: str, customer: Party, store: Party
     ) -> tuple[AliasRecord, AliasRecord]:
         """The order's customer and store aliases, created on first use."""
-        keys = {
-            role: rules.order_key(order_id, role)
-            for role in (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
-        }
-        found = {record.role: record for record in await self._by_keys(keys.values())}
+        found = self._cached(order_id)
+        if found is None:
+            found = (await self._read_orders([order_id]))[order_id]
         anchor = found.get(ParticipantRole.CUSTOMER) or await self._create_anchor(
-            order_id, store_id, customer, store, keys[ParticipantRole.CUSTOMER]
+            order_id,
+            store_id,
+            customer,
+            store,
+            rules.order_key(order_id, ParticipantRole.CUSTOMER),
         )
         store_alias = found.get(ParticipantRole.STORE) or await self._create_store_alias(
-            anchor, store, keys[ParticipantRole.STORE]
+            anchor, store, rules.order_key(order_id, ParticipantRole.STORE)
+        )
+        self._remember(
+            order_id, {ParticipantRole.CUSTOMER: anchor, ParticipantRole.STORE: store_alias}
         )
         return anchor, store_alias
+
+    async def _read_orders(self, order_ids: Sequence[str]) -> dict[str, OrderAliases]:
+        """The customer and store aliases of each order, read by `_id`s and then remembered."""
+        keys = [rules.order_key(order_id, role) for order_id in order_ids for role in ROLES]
+        found: dict[str, OrderAliases] = {order_id: {} for order_id in order_ids}
+        for record in await self._by_keys(keys):
+            found[record.order_id][record.role] = record
+        for order_id, aliases in found.items():
+            self._remember(order_id, aliases)
+        return found
+
+    def _cached(self, order_id: str) -> OrderAliases | None:
+        return None if self._orders is None else self._orders.get(order_id)
+
+    def _remember(self, order_id: str, aliases: OrderAliases) -> None:
+        if self._orders is None or self._by_address is None:
+            return
+        self._orders[order_id] = aliases
+        for record in aliases.values():
+            self._by_address[record.address] = record
+
+    async def _by_keys(self, keys: Iterable[str]) -> list[AliasRecord]:
+        claims = await find_each(self._keys, "_id", keys)
+        docs = await find_each(self._aliases, "_id", [c["alias"] for c in claims])
+        return [self._record(d) for d in docs]
 
     async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord:
         """The alias an external party (carrier, marketplace) of this order writes through."""

@@ -284,6 +284,7 @@ class NotifierService(Service):
                     domain=settings.domain,
                     ttl_days=settings.alias_ttl_days,
                     clock=SystemClock(),
+                    cache_size=settings.alias_cache_size,
                 ),
                 ledger=DeliveryLedger(db),
                 renderer=TemplateRenderer(settings.templates_dir),

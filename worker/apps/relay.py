@@ -359,6 +359,7 @@ class RelayService(Service):
                     domain=settings.domain,
                     ttl_days=settings.alias_ttl_days,
                     clock=clock,
+                    cache_size=settings.alias_cache_size,
                 ),
                 smtp=smtp,
                 producer=producer,
