@@ -49,14 +49,21 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError | OSError | TimeoutError)
 
 
-def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer[bytes, bytes]:
-    # Idempotence (implies acks=all) so a retried send after a broker hiccup is written once.
+def make_producer(
+    settings: Settings, client_id: str, *, linger_ms: int = 5
+) -> AIOKafkaProducer[bytes, bytes]:
+    """Idempotent (implies acks=all), so a retried send after a broker hiccup is written once.
+
+    `linger_ms` trades latency for larger batches; a caller that waits on each send (the relay
+    holds an SMTP session open until Kafka acknowledges) wants 0: sends made while a request is
+    in flight are still batched together.
+    """
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
-        linger_ms=5,
+        linger_ms=linger_ms,
         request_timeout_ms=15_000,
     )
 

@@ -12,7 +12,8 @@ import contextlib
 import ssl
 import time
 import uuid
-from typing import Any, AnyStr
+from collections.abc import Callable
+from typing import Any, AnyStr, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -44,6 +45,8 @@ log = structlog.get_logger(__name__)
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
 FORWARDED = "250 2.0.0 Message forwarded"
 KAFKA_TIMEOUT_S = 20.0
+INLINE_PARSE_BYTES = 256 * 1024
+T = TypeVar("T")
 
 
 class Transient(Exception):
@@ -178,13 +181,12 @@ class RelayHandler:
         if not isinstance(decision, rules.Route):
             return rules.TEMPORARY_FAILURE
         try:
-            forwarded = await asyncio.to_thread(
-                rules.rewrite_for_forward, raw, decision, parties, domain=self._domain
+            forwarded, summary = await _off_loop_if_large(
+                len(raw), _rewrite_and_summarize, raw, decision, parties, self._domain
             )
         except rules.MessageRejected as exc:
             metrics.MESSAGES_REJECTED.labels(reason=f"rejected_{exc.code}").inc()
             return exc.text
-        summary = await asyncio.to_thread(rules.summarize, forwarded)
         event = self._forwarded_event(decision, summary, forwarded)
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
         try:
@@ -305,6 +307,21 @@ class RelayHandler:
             raise
 
 
+def _rewrite_and_summarize(
+    raw: bytes, route: rules.Route, parties: rules.OrderParties, domain: str
+) -> tuple[bytes, rules.MessageSummary]:
+    forwarded = rules.rewrite_for_forward(raw, route, parties, domain=domain)
+    return forwarded, rules.summarize(forwarded)
+
+
+async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
+    """Run `work` in a thread for a large message only: parsing megabytes would stall every
+    session on the loop, while for a typical message the thread hop costs more than the work."""
+    if size > INLINE_PARSE_BYTES:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's protocol with RFC 3463 enhanced codes on its own size refusals."""
 
@@ -339,7 +356,7 @@ class RelayService(Service):
     async def run(self, stopping: asyncio.Event) -> None:
         settings = self._settings
         client = mongo.connect(settings, app_name="ct-relay")
-        producer = make_producer(settings, "ct-relay")
+        producer = make_producer(settings, "ct-relay", linger_ms=0)
         smtp = SmtpPool(
             settings.smtp_host,
             settings.smtp_port,
