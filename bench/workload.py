@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from email.policy import SMTP as SMTP_POLICY
 from typing import Any
 
 from tests.helpers import order_event, timeline_event
 from worker.codec import SingleObjectCodec
-from worker.domain.compose import compose_notification
+from worker.domain.compose import compose_notification_bytes
 from worker.domain.notifications import derived_event_id
 from worker.domain.templates import TemplateRenderer
 from worker.domain.timeline import merge
@@ -91,14 +90,14 @@ def render_mail(
 ) -> tuple[str, str, bytes]:
     """(sender, recipient, bytes) of the notification for `event`, as the notifier sends it."""
     store_alias, customer_alias = f"{n:032d}@{domain}", f"{n + 1:032d}@{domain}"
-    message = compose_notification(
+    composed = compose_notification_bytes(
         renderer.render(event),
         event=event,
         store_alias=store_alias,
         customer_alias=customer_alias,
         domain=domain,
     )
-    return store_alias, event.customer.email, message.as_bytes(policy=SMTP_POLICY)
+    return store_alias, event.customer.email, composed.raw
 
 
 def rendered_messages(domain: str) -> list[tuple[str, str, bytes]]:

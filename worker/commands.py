@@ -115,16 +115,15 @@ async def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
-    from email.policy import SMTP
     from pathlib import Path
 
-    from worker.domain.compose import compose_notification
+    from worker.domain.compose import compose_notification_bytes
     from worker.domain.templates import TemplateRenderer
     from worker.emit import sample_event
 
     event = sample_event(args.status, args.locale, args.store)
     rendered = TemplateRenderer(settings.templates_dir).render(event)
-    message = compose_notification(
+    composed = compose_notification_bytes(
         rendered,
         event=event,
         store_alias=f"{'0' * 32}@{settings.domain}",
@@ -134,7 +133,7 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     out: Path = args.out or Path(
         tempfile.mkstemp(prefix=f"ct-{args.status.lower()}-{rendered.locale}-", suffix=".eml")[1]
     )
-    await asyncio.to_thread(out.write_bytes, message.as_bytes(policy=SMTP))
+    await asyncio.to_thread(out.write_bytes, composed.raw)
     _out(str(out))
     return 0
 
