@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.helpers import order_event, timeline_event
 from worker.codec import SingleObjectCodec
-from worker.domain.compose import compose_notification_bytes
+from worker.domain.compose import compose_notification
 from worker.domain.notifications import derived_event_id
 from worker.domain.templates import TemplateRenderer
 from worker.domain.timeline import merge
@@ -90,7 +90,7 @@ def render_mail(
 ) -> tuple[str, str, bytes]:
     """(sender, recipient, bytes) of the notification for `event`, as the notifier sends it."""
     store_alias, customer_alias = f"{n:032d}@{domain}", f"{n + 1:032d}@{domain}"
-    composed = compose_notification_bytes(
+    composed = compose_notification(
         renderer.render(event),
         event=event,
         store_alias=store_alias,

@@ -117,13 +117,13 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
     from pathlib import Path
 
-    from worker.domain.compose import compose_notification_bytes
+    from worker.domain.compose import compose_notification
     from worker.domain.templates import TemplateRenderer
     from worker.emit import sample_event
 
     event = sample_event(args.status, args.locale, args.store)
     rendered = TemplateRenderer(settings.templates_dir).render(event)
-    composed = compose_notification_bytes(
+    composed = compose_notification(
         rendered,
         event=event,
         store_alias=f"{'0' * 32}@{settings.domain}",

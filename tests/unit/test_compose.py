@@ -1,18 +1,17 @@
 """Building the outgoing notification: headers, structure, and no header injection.
 
-Two builders make the same message: `compose_notification` (an EmailMessage) and the faster
-`compose_notification_bytes` (compat32, serialised). Safety tests run against both.
+`compose_notification` builds the message with the standard library's compat32 API and
+serialises it for SMTP DATA; the tests parse it back with the modern parser.
 """
 
 from __future__ import annotations
 
 import email
 import hashlib
-from collections.abc import Callable
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.message import EmailMessage
-from email.policy import SMTP, compat32, default
+from email.policy import compat32, default
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from worker.domain.compose import (
     ComposedEmail,
     UnsafeHeader,
     compose_notification,
-    compose_notification_bytes,
     first_words,
     message_id_for,
     sanitize_header_text,
@@ -54,28 +52,13 @@ def make_event(first_name: str = "John", store_name: str = "Acme Shop") -> Order
     return OrderStatusChanged.model_validate(fields)
 
 
-def compose(
-    event: OrderStatusChanged | None = None,
-    rendered: RenderedEmail = RENDERED,
-    *,
-    customer_alias: str = CUSTOMER_ALIAS,
-) -> EmailMessage:
-    return compose_notification(
-        rendered,
-        event=event or make_event(),
-        store_alias=STORE_ALIAS,
-        customer_alias=customer_alias,
-        domain=DOMAIN,
-    )
-
-
 def compose_bytes(
     event: OrderStatusChanged | None = None,
     rendered: RenderedEmail = RENDERED,
     *,
     customer_alias: str = CUSTOMER_ALIAS,
 ) -> ComposedEmail:
-    return compose_notification_bytes(
+    return compose_notification(
         rendered,
         event=event or make_event(),
         store_alias=STORE_ALIAS,
@@ -90,23 +73,8 @@ def parse(raw: bytes) -> EmailMessage:
     return parsed
 
 
-def old_raw(event: OrderStatusChanged, rendered: RenderedEmail, customer_alias: str) -> bytes:
-    message = compose(event, rendered, customer_alias=customer_alias)
-    return message.as_bytes(policy=SMTP)  # as the notifier sends it
-
-
-def new_raw(event: OrderStatusChanged, rendered: RenderedEmail, customer_alias: str) -> bytes:
+def raw_of(event: OrderStatusChanged, rendered: RenderedEmail, customer_alias: str) -> bytes:
     return compose_bytes(event, rendered, customer_alias=customer_alias).raw
-
-
-RawComposer = Callable[[OrderStatusChanged, RenderedEmail, str], bytes]
-BOTH_BUILDERS = pytest.mark.parametrize(
-    "compose_raw", [old_raw, new_raw], ids=["email_message", "compat32"]
-)
-
-
-def reparse(message: EmailMessage) -> EmailMessage:
-    return parse(message.as_bytes())
 
 
 def header_lines(raw: bytes) -> list[bytes]:
@@ -114,7 +82,7 @@ def header_lines(raw: bytes) -> list[bytes]:
 
 
 def test_headers_are_exactly_the_masked_participants() -> None:
-    message = reparse(compose())
+    message = parse(compose_bytes().raw)
     assert message["From"] == f"Acme Shop <{STORE_ALIAS}>"
     assert message["To"] == f"John Doe <{CUSTOMER_ALIAS}>"
     assert message["Reply-To"] == f"Acme Shop <{STORE_ALIAS}>"
@@ -129,13 +97,13 @@ def test_headers_are_exactly_the_masked_participants() -> None:
 def test_message_id_is_derived_from_the_event_id() -> None:
     digest = hashlib.sha256(b"evt-1").hexdigest()[:32]
     assert message_id_for("evt-1", DOMAIN) == f"<ct-{digest}@ct.example.com>"
-    assert compose()["Message-ID"] == message_id_for("evt-1", DOMAIN)
-    assert compose()["Message-ID"] == compose()["Message-ID"]
+    assert compose_bytes().message_id == message_id_for("evt-1", DOMAIN)
+    assert compose_bytes().message_id == compose_bytes().message_id
     assert message_id_for("evt-2", DOMAIN) != message_id_for("evt-1", DOMAIN)
 
 
 def test_body_is_multipart_alternative_text_then_html() -> None:
-    message = reparse(compose())
+    message = parse(compose_bytes().raw)
     assert message.get_content_type() == "multipart/alternative"
     parts = list(message.iter_parts())
     assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
@@ -146,27 +114,22 @@ def test_body_is_multipart_alternative_text_then_html() -> None:
     assert parts[1].get_content().strip() == RENDERED.html
 
 
-@BOTH_BUILDERS
-def test_serialized_lines_end_in_crlf(compose_raw: RawComposer) -> None:
-    raw = compose_raw(make_event(), RENDERED, CUSTOMER_ALIAS)
+def test_serialized_lines_end_in_crlf() -> None:
+    raw = raw_of(make_event(), RENDERED, CUSTOMER_ALIAS)
     assert b"\r\n" in raw
     assert b"\n" not in raw.replace(b"\r\n", b"")
 
 
-@BOTH_BUILDERS
-def test_non_ascii_names_are_encoded_words(compose_raw: RawComposer) -> None:
-    raw = compose_raw(
-        make_event(first_name="João", store_name="Loja Ação"), RENDERED, CUSTOMER_ALIAS
-    )
+def test_non_ascii_names_are_encoded_words() -> None:
+    raw = raw_of(make_event(first_name="João", store_name="Loja Ação"), RENDERED, CUSTOMER_ALIAS)
     raw.decode("ascii")  # the headers and bodies are 7-bit clean for any relay
     assert parse(raw)["To"] == f"João Doe <{CUSTOMER_ALIAS}>"
     assert parse(raw)["From"] == f"Loja Ação <{STORE_ALIAS}>"
 
 
-@BOTH_BUILDERS
-def test_crlf_in_a_first_name_cannot_add_a_bcc(compose_raw: RawComposer) -> None:
+def test_crlf_in_a_first_name_cannot_add_a_bcc() -> None:
     event = make_event(first_name="Eve\r\nBcc: attacker@evil.test")
-    raw = compose_raw(event, RENDERED, CUSTOMER_ALIAS)
+    raw = raw_of(event, RENDERED, CUSTOMER_ALIAS)
     assert not any(line.lower().startswith(b"bcc:") for line in raw.split(b"\r\n"))
     parsed = parse(raw)
     assert parsed.get_all("Bcc") is None
@@ -174,14 +137,13 @@ def test_crlf_in_a_first_name_cannot_add_a_bcc(compose_raw: RawComposer) -> None
     assert len(parsed["To"].addresses) == 1
 
 
-@BOTH_BUILDERS
 @pytest.mark.parametrize("brk", ["\n", "\r", "\r\n", "\u2028", "\u2029", "\x85", "\x00"])
-def test_line_breaks_in_subject_and_names_become_spaces(compose_raw: RawComposer, brk: str) -> None:
+def test_line_breaks_in_subject_and_names_become_spaces(brk: str) -> None:
     rendered = RenderedEmail(
         subject=f"Order{brk}Bcc: attacker@evil.test", text="x", html="<p>x</p>", locale="en"
     )
     event = make_event(first_name=f"Eve{brk}Cc: a@evil.test", store_name=f"Acme{brk}X-Evil: 1")
-    raw = compose_raw(event, rendered, CUSTOMER_ALIAS)
+    raw = raw_of(event, rendered, CUSTOMER_ALIAS)
     names = [line.split(b":")[0].lower() for line in header_lines(raw) if line[:1] not in b" \t"]
     assert not {b"bcc", b"cc", b"x-evil"} & set(names)
     parsed = parse(raw)
@@ -191,15 +153,12 @@ def test_line_breaks_in_subject_and_names_become_spaces(compose_raw: RawComposer
     assert parsed["To"].addresses[0].display_name == "Eve Cc: a@evil.test Doe"
 
 
-@BOTH_BUILDERS
-def test_control_characters_in_subject_and_store_name_become_spaces(
-    compose_raw: RawComposer,
-) -> None:
+def test_control_characters_in_subject_and_store_name_become_spaces() -> None:
     rendered = RenderedEmail(
         subject="Order\nBcc: attacker@evil.test", text="x", html="<p>x</p>", locale="en"
     )
     event = make_event(store_name="Acme\x00\u2028Shop\rX-Evil: 1")
-    raw = compose_raw(event, rendered, CUSTOMER_ALIAS)
+    raw = raw_of(event, rendered, CUSTOMER_ALIAS)
     lines = raw.split(b"\r\n")
     assert not any(line.lower().startswith((b"bcc:", b"x-evil:")) for line in lines)
     parsed = parse(raw)
@@ -207,7 +166,6 @@ def test_control_characters_in_subject_and_store_name_become_spaces(
     assert parsed["From"].addresses[0].display_name == "Acme Shop X-Evil: 1"
 
 
-@BOTH_BUILDERS
 @pytest.mark.parametrize(
     "alias",
     [
@@ -221,11 +179,9 @@ def test_control_characters_in_subject_and_store_name_become_spaces(
         "a@b.test>",
     ],
 )
-def test_addresses_with_control_characters_or_bad_syntax_are_refused(
-    compose_raw: RawComposer, alias: str
-) -> None:
+def test_addresses_with_control_characters_or_bad_syntax_are_refused(alias: str) -> None:
     with pytest.raises(UnsafeHeader):
-        compose_raw(make_event(), RENDERED, alias)
+        raw_of(make_event(), RENDERED, alias)
 
 
 @pytest.mark.parametrize(
@@ -236,7 +192,7 @@ def test_compat32_refuses_any_alias_that_is_not_a_plain_ascii_dot_atom_address(a
     with pytest.raises(UnsafeHeader):
         compose_bytes(customer_alias=alias)
     with pytest.raises(UnsafeHeader):
-        compose_notification_bytes(
+        compose_notification(
             RENDERED,
             event=make_event(),
             store_alias=alias,
@@ -245,7 +201,7 @@ def test_compat32_refuses_any_alias_that_is_not_a_plain_ascii_dot_atom_address(a
         )
 
 
-# compose_notification_bytes: what only the compat32 builder needs to prove.
+# compose_notification: what only the compat32 builder needs to prove.
 
 LONG_NAMES = [
     "João Ñandú",
@@ -374,36 +330,6 @@ def test_compat32_long_names_become_several_encoded_words(name: str) -> None:
     decoded = str(make_header(decode_header(to.replace("\r\n", ""))))
     assert decoded == f"{sanitize_header_text(name)} Doe <{CUSTOMER_ALIAS}>"
     assert max(len(line) for line in header_lines(raw)) <= 78
-
-
-@pytest.mark.parametrize("status", [OrderStatus.SHIPPED, OrderStatus.CANCELED])
-@pytest.mark.parametrize("locale", ["en", "pt-BR"])
-@pytest.mark.parametrize(
-    ("first_name", "store_name"),
-    [("John", "Acme Shop"), ("João Ñandú", "Loja Ação"), ('Jo "JJ", Jr.', "Shop <Ltda>")],
-)
-def test_both_builders_agree_on_headers_and_bodies(
-    status: OrderStatus, locale: str, first_name: str, store_name: str
-) -> None:
-    event = order_event("ORD-1", status, locale=locale, first_name=first_name)
-    event = event.model_copy(update={"store": event.store.model_copy(update={"name": store_name})})
-    rendered = TemplateRenderer(None).render(event)
-    old = parse(old_raw(event, rendered, CUSTOMER_ALIAS))
-    new = parse(new_raw(event, rendered, CUSTOMER_ALIAS))
-    assert [name for name, _ in old.items()] == [name for name, _ in new.items()]
-    for name, value in old.items():
-        if name != "Content-Type":  # only the random boundary differs
-            assert str(new[name]) == str(value), name
-    assert new.get_content_type() == old.get_content_type()
-    for old_part, new_part in zip(old.iter_parts(), new.iter_parts(), strict=True):
-        assert isinstance(old_part, EmailMessage)
-        assert isinstance(new_part, EmailMessage)
-        assert new_part.get_content_type() == old_part.get_content_type()
-        assert new_part.get_content_charset() == old_part.get_content_charset()
-        # set_content ends every body with a newline; the compat32 bodies are exactly as rendered.
-        old_body = old_part.get_content().replace("\r\n", "\n")
-        new_body = new_part.get_content().replace("\r\n", "\n")
-        assert old_body == (new_body if new_body.endswith("\n") else f"{new_body}\n")
 
 
 def test_sanitize_header_text_collapses_whitespace() -> None:

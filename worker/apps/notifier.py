@@ -7,7 +7,6 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from email.policy import SMTP as SMTP_POLICY
 from typing import TypeVar
 
 import jinja2
@@ -170,7 +169,7 @@ class Notifier:
             )
         customer_alias, store_alias = pair
         try:
-            message = compose_notification(
+            composed = compose_notification(
                 rendered,
                 event=event,
                 store_alias=store_alias.address,
@@ -179,12 +178,12 @@ class Notifier:
             )
         except UnsafeHeader as exc:
             raise Refused(f"unsafe header value: {exc}") from None
-        raw = message.as_bytes(policy=SMTP_POLICY)
+        raw = composed.raw
 
         def delivery(failure: str | None) -> Delivery:
             outcome = notification_outcome(
                 event,
-                message_id=str(message["Message-ID"]),
+                message_id=composed.message_id,
                 store_alias=store_alias.address,
                 customer_alias=customer_alias.address,
                 subject=rendered.subject,
