@@ -404,6 +404,24 @@ def test_summary_of_an_html_only_mail_is_its_visible_text() -> None:
     assert summary.attachment_names == ()
 
 
+def test_summary_decodes_latin1_bodies_and_encoded_word_file_names() -> None:
+    raw = (
+        b"Subject: Nota\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain; name=notes.txt\r\n"
+        b"Content-Disposition: attachment\r\n\r\nnot the body\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nOl=E1, a nota est=E1 anexa.\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
+        b' filename="=?utf-8?q?nota_fiscal_n=C2=BA_7.pdf?="\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n"
+    )
+    summary = summarize(raw)
+
+    assert summary.first_words == "Olá, a nota está anexa."
+    assert summary.attachment_names == ("notes.txt", "nota fiscal nº 7.pdf")
+
+
 @pytest.mark.parametrize(
     "raw",
     [
