@@ -49,12 +49,14 @@ def _classify(exc: Exception) -> SmtpFailure:
 class SmtpPool:
     """At most `size` connections, each reused across messages and reopened when it drops."""
 
-    def __init__(self, host: str, port: int, *, size: int, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, *, size: int, timeout: float, max_unrecorded: int = 1
+    ) -> None:
         self._host = host
         self._port = port
         self._timeout = timeout
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
-        self._turns = asyncio.Lock()
+        self._turns = asyncio.Semaphore(max_unrecorded)
         for _ in range(size):
             self._idle.put_nowait(self._new_client())
 
@@ -89,11 +91,14 @@ class SmtpPool:
     async def send_then(
         self, message: bytes, *, sender: str, recipient: str, then: Callable[[], Awaitable[T]]
     ) -> T:
-        """Send, then run `then` (record the acceptance) before this pool completes another send.
+        """Send, then run `then` (record the acceptance), with at most `max_unrecorded` sends of
+        this pool between their DATA and the end of their `then` at any moment.
 
         A process killed between the upstream's 250 and the end of `then` sends that message
-        again once restarted. Taking turns from DATA to the end of `then` keeps that to at most
-        one message per kill; the envelope (MAIL FROM, RCPT TO) of other sends still overlaps.
+        again once restarted, so `max_unrecorded` bounds the duplicates per kill (default 1).
+        The envelope (MAIL FROM, RCPT TO) of other sends still overlaps; what the bound costs is
+        throughput: a process completes at most max_unrecorded / (DATA latency + `then` latency)
+        sends per second.
         """
 
         async def envelope(client: aiosmtplib.SMTP) -> None:

@@ -270,6 +270,7 @@ class NotifierService(Service):
             settings.smtp_port,
             size=settings.smtp_pool_size,
             timeout=settings.smtp_timeout_s,
+            max_unrecorded=settings.notifier_max_unrecorded,
         )
         try:
             db = client[settings.mongo_db]
