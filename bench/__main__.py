@@ -142,6 +142,20 @@ async def run(args: argparse.Namespace, env: BenchEnv) -> dict[str, Any]:
             "notifier",
             lambda: stages.notifier(env, n, limit_s=timeout, profile=args.profile),
         )
+        await _step(
+            env,
+            results,
+            "stages",
+            "notifier_unrecorded_pool",
+            lambda: stages.notifier(
+                env,
+                n,
+                limit_s=timeout,
+                profile=False,
+                stage="notifier_unrecorded_pool",
+                max_unrecorded=pool,
+            ),
+        )
         names = env.names("notifier")
         await _step(
             env,

@@ -41,6 +41,21 @@ def verdicts(results: Results) -> list[dict[str, Any]]:
                 "met": ratio is not None and ratio >= TARGETS[stage],
             }
         )
+    # Not a target: the notifier without its one-duplicate-per-kill bound, for comparison.
+    unbounded = _rate(stages.get("notifier_unrecorded_pool"))
+    smtp = _rate(ceilings.get("smtp_send"))
+    if unbounded is not None:
+        rows.append(
+            {
+                "stage": f"notifier, {results['meta']['smtp_pool_size']} unrecorded",
+                "rate": unbounded,
+                "ceiling": "smtp_send",
+                "ceiling_rate": smtp,
+                "ratio": round(unbounded / smtp, 3) if smtp else None,
+                "target": "-",
+                "met": None,
+            }
+        )
     growth = results.get("memory", {}).get("growth_pct")
     rows.append(
         {
@@ -88,7 +103,7 @@ def table(results: Results) -> str:
         unit = "" if row["ceiling"] is None else "/s"
         lines.append(
             f"  {row['stage']:<22} {_fmt(row['rate'], unit):>12} {ceiling:>22} "
-            f"{_fmt(row['ratio']):>7} {row['target']!s:>7}  {'yes' if row['met'] else 'NO'}"
+            f"{_fmt(row['ratio']):>7} {row['target']!s:>7}  {_verdict(row['met'])}"
         )
     lat = results.get("stages", {}).get("latency")
     if lat and "p50_ms" in lat:
@@ -122,6 +137,10 @@ def table(results: Results) -> str:
         if isinstance(section, dict) and section.get("error"):
             lines.append(f"  {stage}: ERROR {section['error']}")
     return "\n".join(lines)
+
+
+def _verdict(met: bool | None) -> str:
+    return "-" if met is None else "yes" if met else "NO"
 
 
 def _meta(results: Results) -> str:

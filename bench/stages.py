@@ -56,24 +56,38 @@ def _profile_summary(out: Any) -> dict[str, Any]:
     return {"top_self": top_frames(out), "inclusive": inclusive_share(out, HOTSPOTS)}
 
 
-async def notifier(env: BenchEnv, n: int, *, limit_s: float, profile: bool) -> dict[str, Any]:
-    """Events/s from the first produce until the timeline holds 2n events (or `limit_s`)."""
-    names = await env.create(env.names("notifier"))
-    items = encoded(lifecycle_events(n, f"{env.run_id}n"))
-    worker = WorkerProcess("notifier", env.worker_env(names), env.workdir / "notifier.log")
+async def notifier(
+    env: BenchEnv,
+    n: int,
+    *,
+    limit_s: float,
+    profile: bool,
+    stage: str = "notifier",
+    max_unrecorded: int = 1,
+) -> dict[str, Any]:
+    """Events/s from the first produce until the timeline holds 2n events (or `limit_s`).
+
+    `max_unrecorded` is the worker's CT_NOTIFIER_MAX_UNRECORDED: 1 as deployed by default (at
+    most one duplicate email per kill); more shows what that guarantee costs.
+    """
+    names = await env.create(env.names(stage))
+    items = encoded(lifecycle_events(n, f"{env.run_id}{stage}"))
+    worker_env = env.worker_env(names) | {"CT_NOTIFIER_MAX_UNRECORDED": str(max_unrecorded)}
+    worker = WorkerProcess("notifier", worker_env, env.workdir / f"{stage}.log")
     watcher = TopicWatcher(names.settings, names.timeline_topic)
     sink_before = env.sink_count()
     try:
         await worker.assigned()
         await watcher.start()
         cpu0, started = worker.cpu_seconds(), time.monotonic()
-        prof = _profile(worker, env, "notifier", 30) if profile else None
+        prof = _profile(worker, env, stage, 30) if profile else None
         produce_s = await produce_all(names.settings, names.order_topic, items)
         finished = await watcher.wait_for(2 * n, limit_s)
         elapsed = time.monotonic() - started
         done = watcher.count // 2
         result: dict[str, Any] = {
             "mode": "subprocess `ct run notifier`",
+            "max_unrecorded": max_unrecorded,
             "events": n,
             "completed": done,
             "timed_out": not finished,
