@@ -73,3 +73,56 @@ async def test_a_refused_send_records_nothing_and_leaves_the_pool_usable(
         await pool.close()
     assert calls == ["recorded"]
     assert [m["headers"]["Subject"] for m in capture.messages()] == ["message 2"]
+
+
+async def test_lines_starting_with_a_dot_arrive_intact(capture: Capture) -> None:
+    pool = SmtpPool("127.0.0.1", capture.port, size=1, timeout=10)
+    raw = _message(1).replace(b"body 1\r\n", b".hidden\r\n..two\r\n.\r\nend")
+
+    async def record() -> None:
+        pass
+
+    try:
+        await pool.send_then(raw, sender=SENDER, recipient=RECIPIENT, then=record)
+    finally:
+        await pool.close()
+    [entry] = capture.messages()
+    assert capture.raw(entry) == raw + b"\r\n"
+
+
+async def test_a_send_cancelled_while_waiting_for_its_turn_is_dropped_not_sent_later(
+    capture: Capture,
+) -> None:
+    """The cancelled send's connection is mid-DATA; it must not carry the next message."""
+    pool = SmtpPool("127.0.0.1", capture.port, size=2, timeout=3)
+    release = asyncio.Event()
+
+    async def slow_record() -> None:
+        await release.wait()
+
+    async def record() -> None:
+        pass
+
+    try:
+        first = asyncio.ensure_future(
+            pool.send_then(_message(1), sender=SENDER, recipient=RECIPIENT, then=slow_record)
+        )
+        while capture.handler.accepted < 1:
+            await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(
+            pool.send_then(_message(2), sender=SENDER, recipient=RECIPIENT, then=record)
+        )
+        await asyncio.sleep(0.2)  # message 2 is now waiting for its turn, mid-DATA
+        waiting.cancel()
+        release.set()
+        await first
+        await asyncio.gather(  # both connections in use, the cancelled send's one too
+            *(
+                pool.send_then(_message(n), sender=SENDER, recipient=RECIPIENT, then=record)
+                for n in (3, 4)
+            )
+        )
+    finally:
+        await pool.close()
+    subjects = [m["headers"]["Subject"] for m in capture.messages()]
+    assert sorted(subjects) == ["message 1", "message 3", "message 4"]

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
 from typing import TypeVar
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
 
 from worker import metrics
 
 T = TypeVar("T")
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class SmtpFailure(Exception):
@@ -27,6 +31,15 @@ class SmtpFailure(Exception):
     @property
     def reply(self) -> str:
         return f"{self.code} {self.text}"
+
+
+def _data_body(message: bytes) -> bytes:
+    """The DATA content before its final ".": CRLF line endings, a CRLF at the end, and every
+    line that starts with "." given a second one (RFC 5321 section 4.5.2)."""
+    lines = _LINE_BREAK.sub(b"\r\n", message)
+    if not lines.endswith(b"\r\n"):
+        lines += b"\r\n"
+    return _LEADING_DOT.sub(b"..", lines)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -83,6 +96,12 @@ class SmtpPool:
         started = time.perf_counter()
         try:
             reply = await self._attempt(client, transaction, reconnect=True)
+        except SmtpFailure:
+            raise
+        except BaseException:
+            client.close()  # cancelled mid-transaction: what the server expects next is unknown
+            raise
+        else:
             metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
             return reply
         finally:
@@ -101,24 +120,43 @@ class SmtpPool:
         sends per second.
         """
 
-        async def envelope(client: aiosmtplib.SMTP) -> None:
+        body = _data_body(message)
+
+        async def all_but_the_end(client: aiosmtplib.SMTP) -> None:
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()
-            size = [f"SIZE={len(message)}"] if client.supports_extension("size") else []
+            size = [f"SIZE={len(body)}"] if client.supports_extension("size") else []
             await client.mail(sender, options=size)
             await client.rcpt(recipient)
+            reply = await client.execute_command(b"DATA")
+            if reply.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+            if client.protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost")
+            # aiosmtplib's data() sends the body and its end in one go; the body goes now and
+            # only the end of data, which lets the upstream accept, waits for a turn.
+            client.protocol.write(body)
 
-        async def data(client: aiosmtplib.SMTP) -> None:
-            await client.data(message)
+        async def end_of_data(client: aiosmtplib.SMTP) -> None:
+            reply = await client.execute_command(b".")
+            if reply.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
 
         client = await self._idle.get()
         started = time.perf_counter()
         try:
-            await self._attempt(client, envelope, reconnect=True)
+            await self._attempt(client, all_but_the_end, reconnect=True)
             async with self._turns:
-                await self._attempt(client, data, reconnect=False)
+                await self._attempt(client, end_of_data, reconnect=False)
                 metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
                 return await then()
+        except SmtpFailure:
+            raise
+        except BaseException:
+            # Cancelled while waiting for a turn, the connection is in the middle of DATA: it
+            # must not carry the next message. Closing it makes the upstream drop this one.
+            client.close()
+            raise
         finally:
             self._idle.put_nowait(client)
 
