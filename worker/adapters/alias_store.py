@@ -112,19 +112,6 @@ class AliasStore:
             known = (await self._read_orders([order_id]))[order_id]
         return list(known.values())
 
-    async def existing_pairs(
-        self, order_ids: Sequence[str]
-    ) -> dict[str, tuple[AliasRecord, AliasRecord]]:
-        """The alias pairs these orders already have, read for a whole batch at once."""
-        known = {order_id: self._cached(order_id) for order_id in order_ids}
-        unknown = [order_id for order_id, aliases in known.items() if aliases is None]
-        found = {**known, **await self._read_orders(unknown)}
-        return {
-            order_id: (aliases[ParticipantRole.CUSTOMER], aliases[ParticipantRole.STORE])
-            for order_id, aliases in found.items()
-            if aliases is not None and len(aliases) == len(ROLES)
-        }
-
     async def order_pair(
         self, order_id: str, store_id: str, customer: Party, store: Party
     ) -> tuple[AliasRecord, AliasRecord]:

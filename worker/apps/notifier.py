@@ -92,21 +92,17 @@ class Notifier:
             if event.event_id not in seen:
                 seen.add(event.event_id)
                 by_order[event.order_id].append((record, event))
-        # Read for the whole batch up front, instead of several round trips per event.
-        done = await self._mongo(lambda: self._ledger.find_many(list(seen)), "ledger.find_many")
-        pairs = await self._mongo(
-            lambda: self._aliases.existing_pairs(list(by_order)), "aliases.pairs"
-        )
-        await asyncio.gather(
-            *(self._run_order(items, done, pairs.get(order)) for order, items in by_order.items())
-        )
+        await asyncio.gather(*(self._run_order(items) for items in by_order.values()))
 
-    async def _run_order(
-        self,
-        items: list[tuple[Record, OrderStatusChanged]],
-        done: dict[str, Delivery],
-        pair: AliasPair | None,
-    ) -> None:
+    async def _run_order(self, items: list[tuple[Record, OrderStatusChanged]]) -> None:
+        # Each order reads its own outcomes, so that no order waits for the whole batch's reads
+        # before its first send.
+        async with self._slots:
+            done = await self._mongo(
+                lambda: self._ledger.find_many([event.event_id for _, event in items]),
+                "ledger.find_many",
+            )
+        pair: AliasPair | None = None
         for record, event in items:
             async with self._slots:
                 pair = await self._process(record, event, done.get(event.event_id), pair)
