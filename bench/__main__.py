@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy the workers (20 s each)")
     parser.add_argument("--stage-timeout", type=float, help="seconds per stage (default 900)")
     parser.add_argument(
-        "--rss-timeout", type=float, help="seconds for the RSS stage (default 1200)"
+        "--rss-timeout", type=float, help="seconds for the RSS stage (default 2400)"
     )
     args = parser.parse_args(argv)
     args.events = args.events or (2_000 if args.quick else 20_000)
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rss_events = args.rss_events or (20_000 if args.quick else 200_000)
     args.latency_s = 5.0 if args.quick else 30.0
     args.stage_timeout = args.stage_timeout or (300.0 if args.quick else 900.0)
-    args.rss_timeout = args.rss_timeout or (300.0 if args.quick else 1200.0)
+    args.rss_timeout = args.rss_timeout or (300.0 if args.quick else 2400.0)
     args.ceiling_budget = 30.0 if args.quick else 90.0
     if args.events < 10 or args.rss_events <= args.rss_small:
         parser.error("--events must be >= 10 and --rss-events above the small RSS mark")
