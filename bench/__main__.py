@@ -222,6 +222,16 @@ async def projector_stages(
     stack the projector runs only with batches of SAFE_BATCH (at most ~50 orders per command).
     """
     n, limit_s = args.events, args.stage_timeout
+    replay = await env.create(env.names("projwrites"))
+    await _step(
+        env,
+        results,
+        "diagnostics",
+        "projector_writes",
+        lambda: ceilings.projector_writes(
+            replay.settings, n, env.base.batch_max_records if args.private_stack else SAFE_BATCH
+        ),
+    )
     if args.private_stack:
         probe_db = f"ct_bench_{env.run_id}_wedge"
         env.databases.append(probe_db)

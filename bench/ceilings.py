@@ -12,14 +12,16 @@ from typing import Any
 
 import aiosmtplib
 from aiokafka.abc import ConsumerRebalanceListener
-from pymongo import UpdateOne
+from pymongo import InsertOne, UpdateOne
 
-from bench.workload import CODEC, lifecycle_events, order_document, render_mail
+from bench.workload import CODEC, lifecycle_events, order_document, render_mail, timeline_lifecycle
 from worker.adapters import mongo
 from worker.adapters.kafka import make_consumer
+from worker.adapters.orders import WRITES_PER_COMMAND
 from worker.config import Settings
 from worker.domain.templates import TemplateRenderer
-from worker.events import OrderStatusChanged
+from worker.domain.timeline import Entry, merge
+from worker.events import OrderStatusChanged, TimelineEvent
 
 BULK_BATCH = 500
 UPDATE_CHUNK = 50
@@ -135,6 +137,58 @@ async def bulk_upsert(settings: Settings, n: int, budget_s: float) -> dict[str, 
         "update_by_id_rate": by_id,
         "update_by_id_and_entrycount_rate": guarded,
         "collection_size": done,
+    }
+
+
+async def projector_writes(settings: Settings, n: int, batch: int) -> dict[str, Any]:
+    """The projector stage's own document writes, computed in memory beforehand and replayed.
+
+    The same `n` timeline events in batches of `batch`: a new order's document is an insert, a
+    known one's a `$set` of the merged timeline, WRITES_PER_COMMAND per bulk_write as the
+    projector sends them. No reads, no Kafka, no decoding: what the database itself costs for
+    this workload, in events per second, beside `bulk_write` (fresh documents only).
+    """
+    events = timeline_lifecycle(n, "pw")
+    timelines: dict[str, list[Entry]] = {}
+    commands: list[list[InsertOne[dict[str, Any]] | UpdateOne]] = []
+    for start in range(0, len(events), batch):
+        by_order: dict[str, list[TimelineEvent]] = {}
+        for event in events[start : start + batch]:
+            by_order.setdefault(event.order_id, []).append(event)
+        writes: list[InsertOne[dict[str, Any]] | UpdateOne] = []
+        for order_id, incoming in by_order.items():
+            known = order_id in timelines
+            projection = merge(timelines.get(order_id, []), incoming)
+            if projection is None:
+                continue
+            timelines[order_id] = projection.timeline
+            fields = projection.fields()
+            writes.append(
+                UpdateOne({"_id": order_id}, {"$set": fields})
+                if known
+                else InsertOne({"_id": order_id, **fields})
+            )
+        commands += [
+            writes[i : i + WRITES_PER_COMMAND] for i in range(0, len(writes), WRITES_PER_COMMAND)
+        ]
+    client = mongo.connect(settings, app_name="ct-bench")
+    orders = client[settings.mongo_db]["bench_projector_writes"]
+    try:
+        started = time.perf_counter()
+        for command in commands:
+            await orders.bulk_write(command, ordered=False)
+        elapsed = time.perf_counter() - started
+    finally:
+        await client.close()
+    writes_total = sum(len(c) for c in commands)
+    return {
+        "events": len(events),
+        "batch": batch,
+        "writes": writes_total,
+        "commands": len(commands),
+        "seconds": round(elapsed, 3),
+        "rate": round(len(events) / elapsed),
+        "writes_per_s": round(writes_total / elapsed),
     }
 
 

@@ -131,12 +131,25 @@ def table(results: Results) -> str:
         done = section.get("completed") or section.get("forwarded_at_sink")
         if ferret is not None and done:
             lines.append(f"  FerretDB CPU per {stage} event: {ferret / done * 1000:.0f} ms")
-    for name, diag in results.get("diagnostics", {}).items():
-        lines.append(f"  diagnostic {name}: {diag}")
+    lines += _diagnostics(results)
     for stage, section in results.get("stages", {}).items():
         if isinstance(section, dict) and section.get("error"):
             lines.append(f"  {stage}: ERROR {section['error']}")
     return "\n".join(lines)
+
+
+def _diagnostics(results: Results) -> list[str]:
+    lines = []
+    replay = _rate(results.get("diagnostics", {}).get("projector_writes"))
+    projector = _rate(results.get("stages", {}).get("projector"))
+    if replay and projector:
+        lines.append(
+            f"  projector against its own document writes replayed raw: {_fmt(projector)} / "
+            f"{_fmt(replay)} events/s = {projector / replay:.2f}"
+        )
+    for name, diag in results.get("diagnostics", {}).items():
+        lines.append(f"  diagnostic {name}: {diag}")
+    return lines
 
 
 def _verdict(met: bool | None) -> str:
