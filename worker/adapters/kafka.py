@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
+TOPIC_METADATA_WAIT_S = 30.0
 
 
 # After these an idempotent producer stays broken (seen after a broker restart: its sequence
@@ -78,6 +79,8 @@ def make_consumer(settings: Settings, topic: str, group: str) -> AIOKafkaConsume
         max_poll_records=settings.batch_max_records,
         # A batch may wait on SMTP retries; stay in the group meanwhile.
         max_poll_interval_ms=600_000,
+        # Partitions added to a topic (see docs/operations.md, scaling) are picked up this soon.
+        metadata_max_age_ms=30_000,
         session_timeout_ms=30_000,
         heartbeat_interval_ms=3_000,
     )
@@ -109,9 +112,32 @@ async def ensure_topics(settings: Settings, partitions: int, replication: int) -
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 pass  # another process created it between list and create
+        await _until_described(admin, [t.name for t in wanted])
         return created
     finally:
         await admin.close()
+
+
+async def _until_described(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+    """Wait until the brokers' metadata shows every partition of these new topics.
+
+    A consumer that subscribes to a topic its broker does not know yet gets no partitions and
+    looks again only after metadata_max_age_ms: a worker started right after `ct topics create`
+    (the demo on a fresh machine) would sit idle.
+    """
+    deadline = time.monotonic() + TOPIC_METADATA_WAIT_S
+    while topics and time.monotonic() < deadline:
+        described = await admin.describe_topics(topics)
+        ready = {
+            t["topic"]
+            for t in described
+            if t["error_code"] == 0
+            and t["partitions"]
+            and all(p["error_code"] == 0 for p in t["partitions"])
+        }
+        topics = [t for t in topics if t not in ready]
+        if topics:
+            await asyncio.sleep(0.2)
 
 
 class DeadLetters:
