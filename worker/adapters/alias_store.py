@@ -17,7 +17,7 @@ reads the winner, exactly as without the cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -109,7 +109,7 @@ class AliasStore:
         """The order's customer and store aliases (reverse aliases are found by their sender)."""
         known = self._cached(order_id)
         if known is None or len(known) < len(ROLES):
-            known = (await self._read_orders([order_id]))[order_id]
+            known = await self._read_order(order_id)
         return list(known.values())
 
     async def order_pair(
@@ -118,7 +118,7 @@ class AliasStore:
         """The order's customer and store aliases, created on first use."""
         found = self._cached(order_id)
         if found is None:
-            found = (await self._read_orders([order_id]))[order_id]
+            found = await self._read_order(order_id)
         anchor = found.get(ParticipantRole.CUSTOMER) or await self._create_anchor(
             order_id,
             store_id,
@@ -134,14 +134,11 @@ class AliasStore:
         )
         return anchor, store_alias
 
-    async def _read_orders(self, order_ids: Sequence[str]) -> dict[str, OrderAliases]:
-        """The customer and store aliases of each order, read by `_id`s and then remembered."""
-        keys = [rules.order_key(order_id, role) for order_id in order_ids for role in ROLES]
-        found: dict[str, OrderAliases] = {order_id: {} for order_id in order_ids}
-        for record in await self._by_keys(keys):
-            found[record.order_id][record.role] = record
-        for order_id, aliases in found.items():
-            self._remember(order_id, aliases)
+    async def _read_order(self, order_id: str) -> OrderAliases:
+        """The order's customer and store aliases, read by `_id`s and then remembered."""
+        keys = [rules.order_key(order_id, role) for role in ROLES]
+        found = {record.role: record for record in await self._by_keys(keys)}
+        self._remember(order_id, found)
         return found
 
     def _cached(self, order_id: str) -> OrderAliases | None:
@@ -182,10 +179,11 @@ class AliasStore:
         )
 
     async def _anchor(self, order_id: str) -> AliasRecord:
-        found = await self._by_keys([rules.order_key(order_id, ParticipantRole.CUSTOMER)])
-        if not found:
+        customer = ParticipantRole.CUSTOMER
+        anchor = next((r for r in await self.of_order(order_id) if r.role is customer), None)
+        if anchor is None:
             raise LookupError(f"order {order_id} has no aliases")
-        return found[0]
+        return anchor
 
     async def _create_anchor(
         self, order_id: str, store_id: str, customer: Party, store: Party, key: str

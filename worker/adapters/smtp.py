@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from email.message import EmailMessage
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import aiosmtplib
@@ -78,34 +78,18 @@ class SmtpPool:
             hostname=self._host, port=self._port, timeout=self._timeout, start_tls=False
         )
 
-    async def send(
-        self, message: EmailMessage | bytes, *, sender: str, recipients: Sequence[str]
-    ) -> str:
+    async def send(self, message: bytes, *, sender: str, recipients: Sequence[str]) -> str:
         """Hand the message over; returns the upstream's reply or raises SmtpFailure."""
 
         async def transaction(client: aiosmtplib.SMTP) -> str:
-            if isinstance(message, bytes):
-                _, reply = await client.sendmail(sender, list(recipients), message)
-            else:
-                _, reply = await client.send_message(
-                    message, sender=sender, recipients=list(recipients)
-                )
+            _, reply = await client.sendmail(sender, list(recipients), message)
             return reply
 
-        client = await self._idle.get()
-        started = time.perf_counter()
-        try:
+        async with self._borrowed() as client:
+            started = time.perf_counter()
             reply = await self._attempt(client, transaction, reconnect=True)
-        except SmtpFailure:
-            raise
-        except BaseException:
-            client.close()  # cancelled mid-transaction: what the server expects next is unknown
-            raise
-        else:
             metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
             return reply
-        finally:
-            self._idle.put_nowait(client)
 
     async def send_then(
         self, message: bytes, *, sender: str, recipient: str, then: Callable[[], Awaitable[T]]
@@ -142,19 +126,28 @@ class SmtpPool:
             if reply.code != SMTPStatus.completed:
                 raise aiosmtplib.SMTPDataError(reply.code, reply.message)
 
-        client = await self._idle.get()
-        started = time.perf_counter()
-        try:
+        async with self._borrowed() as client:
+            started = time.perf_counter()
             await self._attempt(client, all_but_the_end, reconnect=True)
             async with self._turns:
                 await self._attempt(client, end_of_data, reconnect=False)
                 metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
                 return await then()
+
+    @contextlib.asynccontextmanager
+    async def _borrowed(self) -> AsyncIterator[aiosmtplib.SMTP]:
+        """A pooled connection for one transaction, given back afterwards.
+
+        Abandoned midway (cancelled while waiting for a turn, say) it may be in the middle of
+        DATA: it is closed, so it cannot carry the next message and the upstream drops this one.
+        After an SmtpFailure, `_attempt` has already left it clean.
+        """
+        client = await self._idle.get()
+        try:
+            yield client
         except SmtpFailure:
             raise
         except BaseException:
-            # Cancelled while waiting for a turn, the connection is in the middle of DATA: it
-            # must not carry the next message. Closing it makes the upstream drop this one.
             client.close()
             raise
         finally:
