@@ -21,6 +21,11 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+# command:package pairs `make tools` installs when the command is missing. docker-compose is
+# checked apart (tests/integration/test_compose.py validates the compose file with it).
+#   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
+APT_TOOLS := dnsmasq:dnsmasq-base
+
 .PHONY: help install tools stack stack-down topics demo test lint bench clean
 
 help: ## list the targets
@@ -42,15 +47,18 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -e '.[dev]'
 	@touch $@
 
-tools: ## install the system tools the tests need (docker-compose, for the compose file test)
-	@if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; then \
-		exit 0; fi; \
+tools: ## install the system tools the tests need (Debian packages: see APT_TOOLS)
+	@missing=(); for t in $(APT_TOOLS); do cmd="$${t%%:*}"; pkg="$${t#*:}"; \
+		command -v "$$cmd" >/dev/null 2>&1 || [[ -x "/usr/sbin/$$cmd" ]] || missing+=("$$pkg"); done; \
+	if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; then :; \
+	else missing+=(docker-compose); fi; \
+	(( $${#missing[@]} )) || exit 0; \
 	command -v apt-get >/dev/null || { \
-		echo "error: neither 'docker compose' nor 'docker-compose' found; install one of them" >&2; exit 1; }; \
-	echo "tools: installing docker-compose with apt-get (needed by tests/integration/test_compose.py)"; \
-	if ! apt-cache policy docker-compose 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+		echo "error: install these Debian packages (or their equivalents): $${missing[*]}" >&2; exit 1; }; \
+	echo "tools: installing $${missing[*]} with apt-get"; \
+	if ! apt-cache policy "$${missing[@]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
 		$(SUDO) apt-get update -q; fi; \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
 stack: install ## start the local stack (Kafka, FerretDB, SMTP sink) on 127.0.0.1
 	$(STACK) up

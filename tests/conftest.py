@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from tests.support.dns import LoopbackDns
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.adapters.smtp_server import bound_port, start_smtp_server
@@ -165,3 +166,14 @@ async def eventually(
 def unique() -> Iterator[Callable[[str], str]]:
     run = uuid.uuid4().hex[:8]
     yield lambda name: f"{name}-{run}"
+
+
+@pytest.fixture(scope="session")
+def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackDns]:
+    """A real DNS server (dnsmasq) on loopback; tests publish records, then `apply()` them."""
+    server = LoopbackDns(tmp_path_factory.mktemp("dns"))
+    server.apply()
+    try:
+        yield server
+    finally:
+        server.stop()
