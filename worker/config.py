@@ -11,10 +11,19 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HostName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")]
+# A DKIM selector is one or more DNS labels (RFC 6376 section 3.1).
+Selector = Annotated[
+    str,
+    Field(
+        max_length=63,
+        pattern=r"^[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*$",
+    ),
+]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ENCRYPTION_KEY_HINT = (
     "set CT_ENCRYPTION_KEY to 32 random bytes in urlsafe base64; make one with `ct keygen`"
 )
+DKIM_KEY_HINT = "make a key with `ct dkim keygen --selector S --out FILE`"
 
 
 class ConfigError(Exception):
@@ -45,6 +54,16 @@ class Settings(BaseSettings):
     encryption_old_keys: SecretStr | None = None
     templates_dir: Path | None = None
 
+    # DKIM (see worker/dkim_keys.py): the notifier and the relay sign everything they send and
+    # refuse to start without a readable 2048-bit RSA key.
+    dkim_selector: Selector | None = None
+    dkim_private_key_file: Path | None = None
+    dkim_ed25519_key_file: Path | None = None
+    dkim_ed25519_selector: Selector | None = None
+    # A hard bounce suppresses the customer's address for its order; with this, for every order
+    # of the same store too.
+    bounce_suppress_store: bool = False
+
     topic_order_status: str = "oms.order-status.v1"
     topic_timeline: str = "ct.timeline.v1"
     topic_dlq: str = "ct.dlq.v1"
@@ -73,7 +92,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-    @field_validator("domain", mode="before")
+    @field_validator("domain", "dkim_selector", "dkim_ed25519_selector", mode="before")
     @classmethod
     def _lowercase_domain(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -115,5 +134,5 @@ def load_settings(**overrides: object) -> Settings:
         name = "CT_" + str(error["loc"][0]).upper() if error["loc"] else "CT_*"
         raw = error.get("input")
         shown = "" if "key" in name.lower() or not isinstance(raw, str | int) else f" (got {raw!r})"
-        hint = f"; {ENCRYPTION_KEY_HINT}" if "KEY" in name else ""
+        hint = f"; {ENCRYPTION_KEY_HINT}" if name.startswith("CT_ENCRYPTION") else ""
         raise ConfigError(f"{name} is invalid{shown}: {error['msg']}{hint}") from None

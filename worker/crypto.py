@@ -25,6 +25,7 @@ NONCE_BYTES: Final = 12
 TAG_BYTES: Final = 16
 _HEADER_BYTES: Final = 1 + KEY_ID_BYTES
 _HASH_INFO: Final = b"ct-address-hash-v1"
+_BOUNCE_TOKEN_INFO: Final = b"ct-bounce-token-v1"
 
 
 class DecryptError(Exception):
@@ -115,6 +116,18 @@ class AddressCipher:
         if blob[0] != VERSION:
             raise DecryptError(f"unknown blob version {blob[0]}, this build reads {VERSION}")
         return bytes(blob[1:_HEADER_BYTES])
+
+
+def bounce_token_keys(keys: Sequence[bytes]) -> list[bytes]:
+    """The keys of VERP bounce tokens (worker/domain/verp.py), one per data key, current first.
+
+    Derived rather than the data key itself, so that no token operation ever touches the key that
+    guards the addresses; the retired keys still verify the tokens they issued until those expire.
+    """
+    return [
+        HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=_BOUNCE_TOKEN_INFO).derive(key)
+        for key in keys
+    ]
 
 
 def _aad(header: bytes, associated: str) -> bytes:
