@@ -50,6 +50,7 @@ class TimelineKind(StrEnum):
     MESSAGE_FORWARDED = "MESSAGE_FORWARDED"
     MESSAGE_REJECTED = "MESSAGE_REJECTED"
     DELIVERY_FAILED = "DELIVERY_FAILED"
+    COMPLAINT_RECEIVED = "COMPLAINT_RECEIVED"
     UNKNOWN = "UNKNOWN"
 
 
@@ -63,6 +64,24 @@ class Direction(StrEnum):
     TO_CUSTOMER = "TO_CUSTOMER"
     TO_STORE = "TO_STORE"
     TO_EXTERNAL = "TO_EXTERNAL"
+
+
+class FailureType(StrEnum):
+    HARD_BOUNCE = "HARD_BOUNCE"  # the address does not work: its order's mail is suppressed
+    SOFT_BOUNCE = "SOFT_BOUNCE"  # it may work later: mailbox full, server down
+    REFUSED = "REFUSED"  # this message was refused for good (policy, content), not the address
+    COMPLAINT = "COMPLAINT"  # the recipient reported the message as spam (RFC 5965)
+    SUPPRESSED = "SUPPRESSED"  # not sent: the address bounced hard before
+    UNKNOWN = "UNKNOWN"
+
+
+class ReportSource(StrEnum):
+    DSN = "DSN"  # RFC 3464 delivery status notification
+    NON_STANDARD = "NON_STANDARD"  # another bounce format (flufl.bounce)
+    ARF = "ARF"  # RFC 5965 abuse report
+    SMTP_REPLY = "SMTP_REPLY"  # the upstream refused during the SMTP transaction
+    SUPPRESSION = "SUPPRESSION"
+    UNKNOWN = "UNKNOWN"
 
 
 class Customer(Contract):
@@ -120,6 +139,15 @@ class ConversationMessage(Contract):
     reason: str | None = None
 
 
+class DeliveryReport(Contract):
+    failure_type: FailureType
+    source: ReportSource
+    status: str | None = None
+    action: str | None = None
+    diagnostic: str = ""
+    feedback_type: str | None = None
+
+
 class TimelineEvent(Contract):
     event_id: NonEmpty
     order_id: NonEmpty
@@ -129,3 +157,4 @@ class TimelineEvent(Contract):
     causation_id: str
     status: OrderStatus | None = None
     message: ConversationMessage | None = None
+    delivery: DeliveryReport | None = None

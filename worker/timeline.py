@@ -46,8 +46,24 @@ def _row(entry: TimelineEvent) -> tuple[str, ...]:
         who(message.from_) if who and message else "",
         who(message.to) if who and message else "",
         message.subject if message else (entry.status.value if entry.status else ""),
-        (message.reason or message.first_words) if message else "",
+        _detail(entry),
     )
+
+
+def _detail(entry: TimelineEvent) -> str:
+    """What went wrong for a failure (`hard bounce 5.1.1: unknown user`), else the first words."""
+    report, message = entry.delivery, entry.message
+    if report is not None:
+        what = " ".join(
+            part
+            for part in (report.failure_type.value.lower().replace("_", " "), report.status,
+                         report.feedback_type)
+            if part
+        )  # fmt: skip
+        return f"{what}: {report.diagnostic}" if report.diagnostic else what
+    if message is None:
+        return ""
+    return message.reason or message.first_words
 
 
 def format_table(order_id: str, entries: list[TimelineEvent]) -> str:

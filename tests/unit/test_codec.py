@@ -19,7 +19,15 @@ from worker.codec import (
     load_schema,
     schemas_dir,
 )
-from worker.events import OrderStatus, OrderStatusChanged, TimelineEvent, TimelineKind
+from worker.events import (
+    DeliveryReport,
+    FailureType,
+    OrderStatus,
+    OrderStatusChanged,
+    ReportSource,
+    TimelineEvent,
+    TimelineKind,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "schemas"
 
@@ -106,7 +114,11 @@ def test_each_schema_change_is_backward_and_forward_compatible(path: Path) -> No
     """Each schema of history or evolution fixture resolves against the current one both ways."""
     other = load_schema(path)
     current = {s.name: s for s in SchemaSet.from_directory().current.values()}[other.name]
-    sample = order_event("o-1", OrderStatus.SHIPPED).to_record()
+    sample = (
+        order_event("o-1", OrderStatus.SHIPPED).to_record()
+        if other.name.endswith("OrderStatusChanged")
+        else timeline_event("o-1", kind=TimelineKind.DELIVERY_FAILED).to_record()
+    )
     for writer, reader in ((other, current), (current, other)):
         buffer = io.BytesIO()
         schemaless_writer(buffer, writer.parsed, _shaped_for(writer.parsed, sample))
@@ -114,6 +126,27 @@ def test_each_schema_change_is_backward_and_forward_compatible(path: Path) -> No
         decoded = cast(dict[str, Any], schemaless_reader(buffer, writer.parsed, reader.parsed))
         assert decoded["orderId"] == "o-1"
         assert set(decoded) == {f["name"] for f in reader.parsed["fields"]}
+
+
+def test_a_bounce_entry_is_read_by_a_consumer_on_the_previous_timeline_schema() -> None:
+    """A complaint (a kind added later) reads as UNKNOWN there; the delivery report is skipped."""
+    previous = load_schema(schemas_dir() / "history" / "timeline_event.1.avsc")
+    event = timeline_event("o-1", kind=TimelineKind.COMPLAINT_RECEIVED).model_copy(
+        update={
+            "delivery": DeliveryReport(
+                failure_type=FailureType.COMPLAINT, source=ReportSource.ARF, feedback_type="abuse"
+            )
+        }
+    )
+    codec = SingleObjectCodec()
+    data = codec.encode(event)
+    assert codec.decode(data, TimelineEvent) == event
+    current = codec.writer_schema(TimelineEvent)
+    record = cast(
+        dict[str, Any], schemaless_reader(io.BytesIO(data[10:]), current.parsed, previous.parsed)
+    )
+    assert record["kind"] == "UNKNOWN" and "delivery" not in record
+    assert record["message"]["subject"] == "Your order"
 
 
 @pytest.mark.parametrize(
