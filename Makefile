@@ -21,10 +21,15 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-# command:package pairs `make tools` installs when the command is missing. docker-compose is
-# checked apart (tests/integration/test_compose.py validates the compose file with it).
+# check:package pairs `make tools` installs when the check fails: a command (on PATH or in
+# /usr/sbin), or a Perl module (a name with "::"). docker-compose is checked apart
+# (tests/integration/test_compose.py validates the compose file with it).
 #   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
-APT_TOOLS := dnsmasq:dnsmasq-base
+#   postfix: the smarthost that bounces mail in the bounce tests (tests/support/postfix.py), run
+#     as a private instance; installed with debconf's "No configuration", so no system MTA starts
+#   Mail::DKIM (and CryptX for its ed25519): the independent DKIM verifier of the signing tests
+APT_TOOLS := dnsmasq:dnsmasq-base postfix:postfix Mail::DKIM::Verifier:libmail-dkim-perl \
+	Crypt::PK::Ed25519:libcryptx-perl
 
 .PHONY: help install tools stack stack-down topics demo test lint bench clean
 
@@ -48,8 +53,10 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	@touch $@
 
 tools: ## install the system tools the tests need (Debian packages: see APT_TOOLS)
-	@missing=(); for t in $(APT_TOOLS); do cmd="$${t%%:*}"; pkg="$${t#*:}"; \
-		command -v "$$cmd" >/dev/null 2>&1 || [[ -x "/usr/sbin/$$cmd" ]] || missing+=("$$pkg"); done; \
+	@missing=(); for t in $(APT_TOOLS); do check="$${t%:*}"; pkg="$${t##*:}"; \
+		if [[ "$$check" == *::* ]]; then perl -M"$$check" -e1 2>/dev/null || missing+=("$$pkg"); \
+		else command -v "$$check" >/dev/null 2>&1 || [[ -x "/usr/sbin/$$check" ]] || missing+=("$$pkg"); fi; \
+	done; \
 	if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; then :; \
 	else missing+=(docker-compose); fi; \
 	(( $${#missing[@]} )) || exit 0; \
@@ -58,6 +65,8 @@ tools: ## install the system tools the tests need (Debian packages: see APT_TOOL
 	echo "tools: installing $${missing[*]} with apt-get"; \
 	if ! apt-cache policy "$${missing[@]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
 		$(SUDO) apt-get update -q; fi; \
+	if [[ " $${missing[*]} " == *" postfix "* ]]; then \
+		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; fi; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
 stack: install ## start the local stack (Kafka, FerretDB, SMTP sink) on 127.0.0.1

@@ -1,0 +1,286 @@
+"""Bounces and complaints read into plain values, and the timeline entries they become.
+
+What arrives at a VERP address is one of: an RFC 3464 delivery status notification
+(`multipart/report; report-type=delivery-status`, or RFC 6533's global one), read here with the
+standard library's MIME parser because the fields we need (Action, Status, Diagnostic-Code) are
+exactly what the bounce libraries throw away; an RFC 5965 abuse report
+(`report-type=feedback-report`); or a bounce in one of the older non-standard formats (qmail,
+Exim, Exchange, ...), recognised by flufl.bounce. Anything else (an auto-reply sent to the
+return path, say) is no report at all.
+
+Nothing read here keeps an address: every diagnostic has its addresses, and the recipient's
+known address parts, replaced before it leaves this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import Message
+from email.parser import BytesParser, HeaderParser
+from email.policy import compat32
+from typing import Final
+
+from flufl.bounce import all_failures
+
+from worker.domain.notifications import derived_event_id
+from worker.events import (
+    ConversationMessage,
+    DeliveryReport,
+    FailureType,
+    ReportSource,
+    TimelineEvent,
+    TimelineKind,
+)
+
+MAX_DIAGNOSTIC: Final = 300
+ADDRESS_MASK: Final = "<address>"
+REDACTED: Final = "<redacted>"
+# An address with its angle brackets, if any, so that `<jane@x>` becomes `<address>`.
+_ADDRESS: Final = re.compile(r"<?[^\s<>()\[\]\"',;:]+@[A-Za-z0-9.\-\[\]]*[A-Za-z0-9\]]>?")
+_IPV4: Final = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+_STATUS: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_DIAGNOSTIC_TYPE: Final = re.compile(r"^\s*[A-Za-z][\w.-]*\s*;\s*")
+_FAILED_ACTIONS: Final = ("failed", "delayed")
+# Address statuses (X.1.x), a disabled mailbox, a domain nobody can route to: the address is
+# gone. Class 5 otherwise refuses this message (policy, content, size), not the address.
+_ADDRESS_GONE: Final = ("5.2.1", "5.4.4")
+_MAILBOX_FULL: Final = ("5.2.2", "5.2.3")
+
+
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    source: ReportSource
+    failure_type: FailureType
+    status: str
+    action: str
+    diagnostic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Complaint:
+    feedback_type: str
+    diagnostic: str
+
+
+Report = Bounce | Complaint
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """What we sent under one VERP address: all a bounce of it needs, aliases only."""
+
+    event_id: str  # its NOTIFICATION_SENT or MESSAGE_FORWARDED timeline event
+    order_id: str
+    store_id: str
+    message: ConversationMessage
+    expires_at: datetime
+
+
+def classify(status: str, action: str = "failed") -> FailureType:
+    """Hard (the address does not work), soft (it may later) or refused (this message only)."""
+    if action == "delayed" or status.startswith("4."):
+        return FailureType.SOFT_BOUNCE
+    if status in _MAILBOX_FULL:
+        return FailureType.SOFT_BOUNCE  # the mailbox exists; it may have room tomorrow
+    if status.startswith("5.1.") or status in _ADDRESS_GONE or status == "5.0.0":
+        return FailureType.HARD_BOUNCE
+    return FailureType.REFUSED
+
+
+def scrub(text: str, private: Iterable[str] = ()) -> str:
+    """`text` on one line, cut short, without addresses, IP addresses or the recipient's address
+    parts (a domain with its hosts: `mx2.example.org` goes with `example.org`)."""
+    text = _IPV4.sub("<ip>", _ADDRESS.sub(ADDRESS_MASK, text))
+    for term in sorted({t.strip().lower() for t in private if len(t.strip()) >= 3}, key=len)[::-1]:
+        hosts = r"(?:[A-Za-z0-9-]+\.)*" if "." in term and "@" not in term else ""
+        pattern = rf"(?<![\w.+-]){hosts}{re.escape(term)}(?![\w-])"
+        text = re.sub(pattern, REDACTED, text, flags=re.IGNORECASE)
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_DIAGNOSTIC else text[: MAX_DIAGNOSTIC - 1] + "…"
+
+
+def private_terms(real_address: str) -> tuple[str, ...]:
+    """The parts of a recipient's address a diagnostic may quote apart (`unknown user: "jane"`)."""
+    local, _, domain = real_address.strip().lower().rpartition("@")
+    return tuple(t for t in (real_address, local, domain) if t)
+
+
+def read_report(raw: bytes, *, private: Sequence[str] = ()) -> Report | None:
+    """The bounce or complaint `raw` carries; None when it is neither (never raises)."""
+    try:
+        message = BytesParser(policy=compat32).parsebytes(raw)
+        return (
+            _feedback_report(message, private)
+            or _delivery_status(message, private)
+            or _non_standard(message, private)
+        )
+    except Exception:  # noqa: BLE001 - the stdlib parser and the detectors raise many types
+        return None
+
+
+def _report_part(message: Message, report_type: str) -> Message | None:
+    for part in message.walk():
+        if (
+            part.get_content_type() == "multipart/report"
+            and str(part.get_param("report-type", "")).lower() == report_type
+        ):
+            return part
+    return None
+
+
+def _feedback_report(message: Message, private: Sequence[str]) -> Complaint | None:
+    report = _report_part(message, "feedback-report")
+    if report is None:
+        return None
+    fields = next(
+        (
+            block
+            for part in report.walk()
+            if part.get_content_type() == "message/feedback-report"
+            for block in _blocks(part)
+        ),
+        None,
+    )
+    if fields is None:
+        return None
+    feedback = (fields.get("Feedback-Type") or "other").strip().lower()
+    agent = fields.get("User-Agent")
+    return Complaint(
+        feedback_type=scrub(feedback, private)[:40],
+        diagnostic=scrub(f"reported by {agent}" if agent else "", private),
+    )
+
+
+def _delivery_status(message: Message, private: Sequence[str]) -> Bounce | None:
+    report = _report_part(message, "delivery-status")
+    if report is None:
+        return None
+    blocks = [
+        block
+        for part in report.walk()
+        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status")
+        for block in _blocks(part)
+    ]
+    recipients = [b for b in blocks if b.get("Action") or b.get("Final-Recipient")]
+    failed = [b for b in recipients if (b.get("Action") or "").strip().lower() in _FAILED_ACTIONS]
+    if not failed:
+        return None  # a positive DSN (delivered, relayed), which we never ask for
+    # Our messages have one recipient each; a report of several says the worst first.
+    block = min(failed, key=lambda b: (b.get("Action") or "").strip().lower() != "failed")
+    action = (block.get("Action") or "").strip().lower()
+    diagnostic = _DIAGNOSTIC_TYPE.sub("", _unfold(block.get("Diagnostic-Code") or ""))
+    status = _status(block.get("Status") or "") or _status(diagnostic)
+    status = status or ("4.0.0" if action == "delayed" else "5.0.0")
+    return Bounce(
+        source=ReportSource.DSN,
+        failure_type=classify(status, action),
+        status=status,
+        action=action,
+        diagnostic=scrub(diagnostic, private),
+    )
+
+
+def _non_standard(message: Message, private: Sequence[str]) -> Bounce | None:
+    temporary, permanent = all_failures(message)
+    if not temporary and not permanent:
+        return None
+    failed = permanent or temporary
+    action = "failed" if permanent else "delayed"
+    text = _text_of(message)
+    explanation = _explanation(text, [a.decode("ascii", "replace") for a in failed])
+    status = _status(explanation) or _status(text) or ("5.0.0" if permanent else "4.0.0")
+    return Bounce(
+        source=ReportSource.NON_STANDARD,
+        failure_type=classify(status, action),
+        status=status,
+        action=action,
+        diagnostic=scrub(explanation, private),
+    )
+
+
+def _blocks(part: Message) -> list[Message]:
+    """The field blocks of a delivery-status or feedback-report part, however it was parsed."""
+    payload = part.get_payload()
+    if isinstance(payload, str):
+        return _parse_blocks(payload)
+    blocks = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+    if part.get_content_type() == "message/delivery-status" or not blocks:
+        return blocks
+    # message/* types the parser does not know arrive as one message: its headers are the
+    # first block and its body the rest, still unparsed.
+    rest = blocks[0].get_payload()
+    return [blocks[0], *(_parse_blocks(rest) if isinstance(rest, str) else [])]
+
+
+def _parse_blocks(text: str) -> list[Message]:
+    chunks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
+    return [HeaderParser(policy=compat32).parsestr(chunk) for chunk in chunks if chunk.strip()]
+
+
+def _status(text: str) -> str | None:
+    found = _STATUS.search(text)
+    return ".".join(found.groups()) if found else None
+
+
+def _unfold(value: str) -> str:
+    return " ".join(str(value).split())
+
+
+def _text_of(message: Message) -> str:
+    """The first text/plain part a person would read, decoded as well as it can be."""
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    return ""
+
+
+def _explanation(text: str, addresses: Sequence[str]) -> str:
+    """The paragraph that names a failed address: where non-standard bounces say why."""
+    lowered = [a.lower() for a in addresses]
+    paragraphs = re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n"))
+    for paragraph in paragraphs:
+        if any(address in paragraph.lower() for address in lowered):
+            return paragraph
+    return next((p for p in paragraphs if p.strip()), "")
+
+
+def failure_event(report: Report, sent: SentMessage, at: datetime) -> TimelineEvent:
+    """DELIVERY_FAILED (or COMPLAINT_RECEIVED) on the order of the message the report is about.
+
+    Its id derives from the message and what the report says, so the same report delivered
+    twice, or replayed, adds nothing; a later report that says more (failed after delayed) adds.
+    """
+    if isinstance(report, Complaint):
+        kind, what = TimelineKind.COMPLAINT_RECEIVED, f"COMPLAINT/{report.feedback_type}"
+        delivery = DeliveryReport(
+            failure_type=FailureType.COMPLAINT,
+            source=ReportSource.ARF,
+            diagnostic=report.diagnostic,
+            feedback_type=report.feedback_type,
+        )
+        reason = f"complaint: {report.feedback_type}"
+    else:
+        kind, what = TimelineKind.DELIVERY_FAILED, f"BOUNCE/{report.action}/{report.status}"
+        delivery = DeliveryReport(
+            failure_type=report.failure_type,
+            source=report.source,
+            status=report.status,
+            action=report.action,
+            diagnostic=report.diagnostic,
+        )
+        reason = f"{report.failure_type.value.lower().replace('_', ' ')} {report.status}"
+    return TimelineEvent(
+        event_id=derived_event_id(sent.event_id, what),
+        order_id=sent.order_id,
+        store_id=sent.store_id,
+        occurred_at=at,
+        kind=kind,
+        causation_id=sent.event_id,
+        message=sent.message.model_copy(update={"reason": reason}),
+        delivery=delivery,
+    )
