@@ -1,4 +1,4 @@
-"""Operator actions: audited alias unmasking, the dead-letter queue, key rotation."""
+"""Operator actions: audited alias unmasking and unsuppressing, the DLQ, key rotation."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.kafka import Record, make_producer
 from worker.adapters.mongo import Database
+from worker.adapters.suppressions import Suppression, Suppressions
 from worker.config import Settings
 from worker.crypto import AddressCipher
 from worker.domain import aliases as rules
@@ -38,6 +39,48 @@ async def resolve_alias(
         }
     )
     return record
+
+
+async def unsuppress_alias(
+    db: Database,
+    store: AliasStore,
+    suppressions: Suppressions,
+    cipher: AddressCipher,
+    alias: str,
+    *,
+    reason: str,
+    operator: str,
+) -> tuple[bool, list[Suppression]]:
+    """Lift the hard-bounce suppression of the order `alias` belongs to (its customer), audited
+    before anything changes. Returns whether the alias exists and what was lifted."""
+    record = await store.lookup(alias)
+    customer = None
+    if record is not None:
+        customer = next(
+            (
+                r
+                for r in await store.of_order(record.order_id)
+                if r.role is ParticipantRole.CUSTOMER
+            ),
+            None,
+        )
+    await db["audit"].insert_one(
+        {
+            "at": datetime.now(UTC),
+            "action": "alias.unsuppress",
+            "alias": alias.strip().lower(),
+            "found": record is not None,
+            "orderId": record.order_id if record else None,
+            "operator": operator,
+            "reason": reason,
+        }
+    )
+    if record is None or customer is None:
+        return record is not None, []
+    lifted = await suppressions.lift(
+        record.order_id, record.store_id, cipher.address_hash(customer.real_address)
+    )
+    return True, lifted
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ def build_parser() -> OneLineParser:
 
     _add_event_commands(sub)
     _add_operator_commands(sub)
+    _add_mail_commands(sub)
     demo = sub.add_parser("demo", help="the scripted end-to-end story on the local stack")
     demo.add_argument("--orders", type=int, default=2, help="orders per store")
     return parser
@@ -116,6 +117,13 @@ def _add_operator_commands(sub: Any) -> None:
     resolve.add_argument("--reason", required=True, help="why you look: written to the audit log")
     resolve.add_argument("--reveal", action="store_true", help="also print the real address")
     resolve.add_argument("--operator", help="who asks (default: $USER)")
+    unsuppress = alias_sub.add_parser(
+        "unsuppress",
+        help="email an order's customer again after a hard bounce suppressed them (audited)",
+    )
+    unsuppress.add_argument("alias", help="any alias of the order")
+    unsuppress.add_argument("--reason", required=True, help="why: written to the audit log")
+    unsuppress.add_argument("--operator", help="who lifts it (default: $USER)")
 
     dlq = sub.add_parser("dlq", help="dead letters")
     dlq_sub = dlq.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
@@ -132,6 +140,40 @@ def _add_operator_commands(sub: Any) -> None:
     keys_sub = keys.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     keys_sub.add_parser("reencrypt", help="re-encrypt stored addresses under the current key")
     sub.add_parser("keygen", help="print a new CT_ENCRYPTION_KEY")
+
+
+def _add_mail_commands(sub: Any) -> None:
+    dkim = sub.add_parser("dkim", help="DKIM signing keys")
+    dkim_sub = dkim.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    keygen = dkim_sub.add_parser(
+        "keygen", help="write a new DKIM private key and print the DNS record to publish"
+    )
+    keygen.add_argument("--selector", required=True, help="e.g. s2026 (DNS labels)")
+    keygen.add_argument("--out", type=Path, required=True, help="private key file (PEM, 0600)")
+    keygen.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
+    keygen.add_argument("--bits", type=int, default=2048, help="RSA key size (2048 at least)")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+    dns = sub.add_parser("dns", help="what to publish in DNS")
+    dns_sub = dns.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    records = dns_sub.add_parser(
+        "records",
+        help="every record the alias domain needs (MX, SPF, DKIM, DMARC), zone-file syntax",
+    )
+    records.add_argument("--mx", help="the relay's public host name (default: mx.<CT_DOMAIN>)")
+    records.add_argument(
+        "--spf",
+        default="mx",
+        help="SPF mechanisms naming the hosts mail leaves from, e.g. 'ip4:203.0.113.7' "
+        "(default: mx)",
+    )
+    records.add_argument(
+        "--dmarc-policy", choices=["none", "quarantine", "reject"], default="quarantine"
+    )
+    records.add_argument(
+        "--rua", help="DMARC aggregate-report URI (default: mailto:dmarc-reports@<CT_DOMAIN>)"
+    )
+    records.add_argument("--ttl", type=int, default=3600)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,10 +206,11 @@ Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
 def _dispatch(args: argparse.Namespace) -> Handler:
-    from worker import commands
+    from worker import commands, mail_commands
 
     name = args.command + (f"_{args.action}" if getattr(args, "action", None) else "")
-    handler: Handler = getattr(commands, "cmd_" + name.replace("-", "_"))
+    attribute = "cmd_" + name.replace("-", "_")
+    handler: Handler = getattr(commands, attribute, None) or getattr(mail_commands, attribute)
     return handler
 
 

@@ -187,6 +187,7 @@ async def cmd_alias_resolve(args: argparse.Namespace, settings: Settings) -> int
     from worker.admin import resolve_alias
     from worker.crypto import AddressCipher
     from worker.domain.aliases import SystemClock
+    from worker.mail_commands import delivery_state
 
     if not args.reason.strip():
         raise UsageError("ct alias resolve: --reason must say why you look (it is audited)")
@@ -201,6 +202,7 @@ async def cmd_alias_resolve(args: argparse.Namespace, settings: Settings) -> int
             db, store, args.alias, reason=args.reason, reveal=args.reveal,
             operator=args.operator or getpass.getuser(),
         )  # fmt: skip
+        delivery = await delivery_state(db, store, settings, record) if record else ""
     finally:
         await client.close()
     if record is None:
@@ -214,6 +216,7 @@ async def cmd_alias_resolve(args: argparse.Namespace, settings: Settings) -> int
     _out(f"order:    {record.order_id} (store {record.store_id})")
     _out(f"role:     {record.role.value}  mask: {record.mask.value}  name: {record.name or '-'}")
     _out(f"valid:    {record.created_at:%Y-%m-%d} .. {record.expires_at:%Y-%m-%d} ({state})")
+    _out(f"delivery: {delivery}")
     if args.reveal:
         operator = args.operator or getpass.getuser()
         _out(f"address:  {record.real_address}   (revealed to {operator}; audited)")

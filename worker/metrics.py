@@ -40,3 +40,13 @@ BATCH_SECONDS = Histogram(
 )
 TIMELINE_WRITES = Counter("ct_timeline_entries_written_total", "Timeline entries added to orders")
 RETRIES = Counter("ct_retries_total", "Transient failures retried, by operation", ["operation"])
+BOUNCES_RECEIVED = Counter(
+    "ct_bounces_received_total",
+    "Mail to VERP addresses, by outcome (hard_bounce, soft_bounce, refused, complaint, "
+    "not_a_report; forged, expired, malformed, unknown_message: refused at RCPT)",
+    ["outcome"],
+)
+NOTIFICATIONS_SUPPRESSED = Counter(
+    "ct_notifications_suppressed_total",
+    "Notifications not sent because the customer's address bounced hard before",
+)

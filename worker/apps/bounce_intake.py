@@ -1,0 +1,147 @@
+"""Mail to a VERP address (`bounces+<token>@CT_DOMAIN`): bounces and complaints, never relayed.
+
+The relay hands such recipients here instead of looking them up as aliases. A token that does
+not verify (forged, expired, malformed) or names no message we sent is refused at RCPT with
+550 5.1.1 and recorded nowhere: no backscatter, and nobody can write into a timeline. A verified
+report becomes a timeline entry on the order of the message it is about; a hard bounce of mail
+to a customer also suppresses that customer's address for the order (see adapters/suppressions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import structlog
+
+from worker import metrics
+from worker.adapters import mongo
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.sent_messages import SentMessages
+from worker.adapters.suppressions import Suppressions
+from worker.crypto import AddressCipher
+from worker.domain import relaying as rules
+from worker.domain.aliases import Clock
+from worker.domain.bounces import (
+    Bounce,
+    Report,
+    SentMessage,
+    failure_event,
+    private_terms,
+    read_report,
+)
+from worker.domain.verp import BounceAddresses, BounceRef
+from worker.events import FailureType, ParticipantRole, TimelineEvent
+
+log = structlog.get_logger(__name__)
+RECIPIENT_OK: Final = "250 2.1.5 Recipient OK"
+REPORT_RECEIVED: Final = "250 2.0.0 Report received"
+INLINE_PARSE_BYTES: Final = 256 * 1024
+Publish = Callable[[TimelineEvent], Awaitable[None]]
+
+
+class BounceIntake:
+    def __init__(
+        self,
+        *,
+        addresses: BounceAddresses,
+        sent: SentMessages,
+        aliases: AliasStore,
+        suppressions: Suppressions,
+        cipher: AddressCipher,
+        publish: Publish,
+        clock: Clock,
+    ) -> None:
+        self._addresses = addresses
+        self._sent = sent
+        self._aliases = aliases
+        self._suppressions = suppressions
+        self._cipher = cipher
+        self._publish = publish
+        self._clock = clock
+
+    def handles(self, recipient: str) -> bool:
+        """Whether `recipient` is for us to answer (it has the form of a VERP address)."""
+        return self._addresses.is_bounce_address(recipient)
+
+    async def check_recipient(self, recipient: str) -> str:
+        """RCPT: OK for a verified address of a message we sent, else 550 5.1.1."""
+        try:
+            return RECIPIENT_OK if await self._sent_message(recipient) else rules.UNKNOWN_ALIAS
+        except Exception as exc:
+            if mongo.is_transient(exc):
+                return rules.TEMPORARY_FAILURE
+            raise
+
+    async def receive(self, raw: bytes, recipient: str) -> str:
+        """DATA for one VERP recipient: record the report it carries; returns the SMTP reply.
+
+        Transient failures (MongoDB, or Kafka through `publish`) propagate as `publish` raises
+        them or answer 451, so that the reporting server keeps the report and retries.
+        """
+        try:
+            sent = await self._sent_message(recipient)
+            if sent is None:  # expired between RCPT and DATA
+                return rules.UNKNOWN_ALIAS
+            structlog.contextvars.bind_contextvars(order_id=sent.order_id)
+            recipient_alias = await self._aliases.lookup(sent.message.to.alias)
+            real = recipient_alias.real_address if recipient_alias else ""
+            report = await _off_loop_if_large(raw, private_terms(real) if real else ())
+            if report is None:
+                # An auto-reply to the return path, say: nothing to record, nothing to bounce.
+                metrics.BOUNCES_RECEIVED.labels(outcome="not_a_report").inc()
+                log.info("report_not_recognised", size_bytes=len(raw))
+                return REPORT_RECEIVED
+            event = failure_event(report, sent, self._clock.now())
+            if isinstance(report, Bounce) and self._suppresses(report, sent) and real:
+                await self._suppressions.suppress(
+                    order_id=sent.order_id,
+                    store_id=sent.store_id,
+                    address_hash=self._cipher.address_hash(real),
+                    status=report.status,
+                    cause_event_id=event.event_id,
+                    at=event.occurred_at,
+                )
+        except Exception as exc:
+            if mongo.is_transient(exc):
+                return rules.TEMPORARY_FAILURE
+            raise
+        await self._publish(event)
+        outcome = event.delivery.failure_type.value.lower() if event.delivery else "unknown"
+        metrics.BOUNCES_RECEIVED.labels(outcome=outcome).inc()
+        log.info(
+            "report_recorded",
+            event_id=event.event_id,
+            kind=event.kind.value,
+            failure_type=outcome,
+            status=event.delivery.status if event.delivery else None,
+        )
+        return REPORT_RECEIVED
+
+    @staticmethod
+    def _suppresses(bounce: Bounce, sent: SentMessage) -> bool:
+        """A hard bounce of mail to a customer: their address does not work."""
+        return (
+            bounce.failure_type is FailureType.HARD_BOUNCE
+            and sent.message.to.role is ParticipantRole.CUSTOMER
+        )
+
+    async def _sent_message(self, recipient: str) -> SentMessage | None:
+        ref = self._addresses.verify(recipient, self._clock.now())
+        if not isinstance(ref, BounceRef):
+            metrics.BOUNCES_RECEIVED.labels(outcome=ref.reason).inc()
+            log.info("bounce_address_refused", reason=ref.reason)
+            return None
+        sent = await self._sent.find(ref.message_event_id)
+        if sent is None:
+            metrics.BOUNCES_RECEIVED.labels(outcome="unknown_message").inc()
+            log.info("bounce_address_refused", reason="unknown_message")
+        return sent
+
+
+async def _off_loop_if_large(raw: bytes, private: tuple[str, ...]) -> Report | None:
+    """Parse a large report in a thread: megabytes of returned attachments would stall the loop."""
+    if len(raw) > INLINE_PARSE_BYTES:
+        return await asyncio.to_thread(read_report, raw, private=private)
+    return read_report(raw, private=private)
