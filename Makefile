@@ -27,9 +27,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 #   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
 #   postfix: the smarthost that bounces mail in the bounce tests (tests/support/postfix.py), run
 #     as a private instance; installed with debconf's "No configuration", so no system MTA starts
-#   Mail::DKIM (and CryptX for its ed25519): the independent DKIM verifier of the signing tests
-APT_TOOLS := dnsmasq:dnsmasq-base postfix:postfix Mail::DKIM::Verifier:libmail-dkim-perl \
-	Crypt::PK::Ed25519:libcryptx-perl
+#   Mail::DKIM: the independent DKIM verifier of the signing tests (tests/support/dkim_verify.pl)
+APT_TOOLS := dnsmasq:dnsmasq-base postfix:postfix Mail::DKIM::Verifier:libmail-dkim-perl
 
 .PHONY: help install tools stack stack-down topics demo test lint bench clean
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from tests.support.dkim import DkimKeys
 from tests.support.dns import LoopbackDns
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
@@ -59,11 +60,18 @@ def encryption_key() -> str:
     return generate_key()
 
 
+@pytest.fixture(scope="session")
+def dkim_keys(tmp_path_factory: pytest.TempPathFactory) -> DkimKeys:
+    """An RSA and an Ed25519 DKIM key, as files the workers load (CT_DKIM_*)."""
+    return DkimKeys.create(tmp_path_factory.mktemp("dkim"))
+
+
 @pytest.fixture
-def settings(stack: None, encryption_key: str) -> Settings:
+def settings(stack: None, encryption_key: str, dkim_keys: DkimKeys) -> Settings:
     """Settings whose topics, consumer groups and database belong to this test alone."""
     run = uuid.uuid4().hex[:10]
     return load_settings(
+        **dkim_keys.settings(),
         topic_order_status=f"t-{run}-orders",
         topic_timeline=f"t-{run}-timeline",
         topic_dlq=f"t-{run}-dlq",
@@ -177,3 +185,11 @@ def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackDns
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def dkim_dns(dns_server: LoopbackDns, dkim_keys: DkimKeys) -> LoopbackDns:
+    """The loopback DNS server publishing the test keys' DKIM and DMARC records for the
+    default alias domain, exactly as `ct dns records` prints them."""
+    dkim_keys.publish(dns_server, load_settings().domain)
+    return dns_server
