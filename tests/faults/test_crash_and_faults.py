@@ -200,7 +200,7 @@ async def test_kills_and_outages_lose_nothing_and_duplicate_only_mail_in_flight(
     assert mail.missing == [], f"{len(mail.missing)} events never emailed"
     assert problems == []
     # A SIGKILL re-sends only an email caught between the upstream's 250 and its ledger write,
-    # and sends take turns through that window (SmtpPool.send_then): at most one per kill.
+    # and sends take turns through that window (RecordedSender, worker/apps/recorded_send.py): at most one per kill.
     assert blame.unexplained == [], report_path
     assert all(n <= 1 for n in blame.per_abrupt_exit), report_path
     assert leaks == []
