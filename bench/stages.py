@@ -34,7 +34,7 @@ HOTSPOTS = {
     "compose (email)": "worker/domain/compose.py",
     "logging (structlog)": "structlog/",
     "crypto (aliases)": "worker/crypto.py",
-    "timeline merge": "worker/domain/timeline.py",
+    "timeline merge": "worker/domain/projection.py",
     "relay rules (parse, rewrite)": "worker/domain/relaying.py",
     "email package (stdlib)": "email/",
 }

@@ -16,7 +16,7 @@ from worker.codec import SingleObjectCodec
 from worker.domain.compose import compose_notification
 from worker.domain.notifications import derived_event_id
 from worker.domain.templates import TemplateRenderer
-from worker.domain.timeline import merge
+from worker.domain.projection import merge
 from worker.events import OrderStatus, OrderStatusChanged, TimelineEvent, TimelineKind
 
 CODEC = SingleObjectCodec()
