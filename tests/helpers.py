@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from worker.apps.runtime import Service
+from worker.service import Service
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
 from worker.events import (
