@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 
 from tests.support.dns import LoopbackDns
 from worker.adapters import mongo
+from worker.adapters.dialect import Dialect, detect_dialect
 from worker.adapters.kafka import ensure_topics
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps import checks
@@ -96,6 +97,12 @@ async def mongo_client(settings: Settings) -> AsyncIterator[AsyncMongoClient[dic
 @pytest.fixture
 def db(settings: Settings, mongo_client: AsyncMongoClient[dict[str, Any]]) -> mongo.Database:
     return mongo_client[settings.mongo_db]
+
+
+@pytest.fixture
+async def dialect(db: mongo.Database) -> Dialect:
+    """The test database's dialect, as the workers detect it at start."""
+    return await detect_dialect(db)
 
 
 @dataclass
