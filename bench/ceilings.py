@@ -16,11 +16,11 @@ from pymongo import InsertOne, UpdateOne
 
 from bench.workload import CODEC, lifecycle_events, order_document, render_mail, timeline_lifecycle
 from worker.adapters import mongo
-from worker.adapters.kafka import make_consumer
 from worker.adapters.dialect import detect_dialect
+from worker.adapters.kafka import make_consumer
 from worker.config import Settings
-from worker.domain.templates import TemplateRenderer
 from worker.domain.projection import Entry, merge
+from worker.domain.templates import TemplateRenderer
 from worker.events import OrderStatusChanged, TimelineEvent
 
 BULK_BATCH = 500

@@ -149,26 +149,6 @@ def with_capture(settings: Settings, capture: Capture) -> Settings:
     return settings.model_copy(update={"smtp_port": capture.port})
 
 
-async def eventually(
-    condition: Callable[[], Any],
-    *,
-    timeout: float = 30.0,
-    interval: float = 0.2,
-    what: str = "condition",
-) -> Any:
-    """Poll an (async or plain) condition until it is truthy; fail after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
-        await asyncio.sleep(interval)
-
-
 @pytest.fixture
 def unique() -> Iterator[Callable[[str], str]]:
     run = uuid.uuid4().hex[:8]

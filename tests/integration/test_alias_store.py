@@ -12,14 +12,13 @@ import bson
 import pytest
 
 from tests.conftest import REPO
+from tests.support.clock import MovableClock
 from worker.adapters import mongo
-from worker.adapters.dialect import Dialect
 from worker.adapters.alias_store import AliasStore
-from worker.domain.aliases import Party
+from worker.adapters.dialect import Dialect
 from worker.config import Settings
 from worker.crypto import AddressCipher
-from worker.domain.aliases import MaskType
-from tests.support.clock import MovableClock
+from worker.domain.aliases import MaskType, Party
 from worker.events import ParticipantRole
 
 pytestmark = pytest.mark.stack

@@ -8,16 +8,17 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO, Capture, eventually
-from tests.helpers import CODEC, order_event, produce, read_topic, running
+from tests.conftest import REPO, Capture
+from tests.helpers import CODEC, produce, read_topic, running
+from tests.support.events import order_event
+from tests.support.polling import eventually
 from worker.adapters import mongo
-from worker.adapters.dialect import Dialect
 from worker.adapters.alias_store import AliasStore
-from worker.domain.aliases import Party
+from worker.adapters.dialect import Dialect
 from worker.apps.notifier import NotifierService
 from worker.config import Settings, decode_key
 from worker.crypto import AddressCipher, generate_key
-from worker.domain.aliases import SystemClock
+from worker.domain.aliases import Party, SystemClock
 from worker.events import OrderStatus
 
 pytestmark = pytest.mark.stack

@@ -9,11 +9,12 @@ from typing import Any
 import bson
 import pytest
 
-from tests.conftest import eventually
-from tests.helpers import CODEC, produce, read_topic, running, timeline_event
+from tests.helpers import CODEC, produce, read_topic, running
+from tests.support.events import timeline_event
+from tests.support.polling import eventually
 from worker.adapters import mongo
-from worker.adapters.dialect import MONGODB, Dialect
 from worker.adapters.dead_letters import DeadLetters
+from worker.adapters.dialect import MONGODB, Dialect
 from worker.adapters.kafka import make_consumer, make_producer
 from worker.adapters.orders import OrdersRepository, _write_for
 from worker.apps.projector import Projector, ProjectorService

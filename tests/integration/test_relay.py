@@ -17,18 +17,18 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from tests.conftest import REPO, Capture, eventually
+from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, read_topic, running
+from tests.support.clock import MovableClock
+from tests.support.polling import eventually
 from worker.adapters import mongo
-from worker.adapters.dialect import detect_dialect
 from worker.adapters.alias_store import AliasStore
-from worker.domain.aliases import Party
+from worker.adapters.dialect import detect_dialect
 from worker.apps.projector import ProjectorService
 from worker.apps.relay import RelayService
 from worker.config import Settings
 from worker.crypto import AddressCipher
-from worker.domain.aliases import SystemClock
-from tests.support.clock import MovableClock
+from worker.domain.aliases import Party, SystemClock
 from worker.events import TimelineEvent
 
 pytestmark = pytest.mark.stack

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import order_event
+from tests.support.events import order_event
 from worker.domain.compose import (
     ComposedEmail,
     UnsafeHeader,
