@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from worker.cli import UsageError
 from worker.config import Settings
+from worker.usage import UsageError
 
 
 def _out(text: str = "") -> None:
@@ -78,20 +78,22 @@ async def cmd_dns_records(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def delivery_state(db: Any, store: Any, settings: Settings, record: Any) -> str:
+async def delivery_state(
+    db: Any, dialect: Any, aliases: Any, settings: Settings, record: Any
+) -> str:
     """One line for `ct alias resolve`: whether the order's customer is suppressed, and why."""
     from worker.adapters.suppressions import Suppressions
     from worker.crypto import AddressCipher
     from worker.events import ParticipantRole
 
     customer = next(
-        (r for r in await store.of_order(record.order_id) if r.role is ParticipantRole.CUSTOMER),
+        (r for r in await aliases.of_order(record.order_id) if r.role is ParticipantRole.CUSTOMER),
         None,
     )
     if customer is None:
         return "-"
     address_hash = AddressCipher(settings.data_keys()).address_hash(customer.real_address)
-    found = await Suppressions(db, store_wide=settings.bounce_suppress_store).active(
+    found = await Suppressions(db, dialect, store_wide=settings.bounce_suppress_store).active(
         record.order_id, record.store_id, address_hash, every=True
     )
     if not found:
@@ -113,29 +115,21 @@ async def delivery_state(db: Any, store: Any, settings: Settings, record: Any) -
 async def cmd_alias_unsuppress(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
 
-    from worker.adapters import mongo
-    from worker.adapters.alias_store import AliasStore
+    from worker.adapters.audit import AuditLog
     from worker.adapters.suppressions import Suppressions
     from worker.admin import unsuppress_alias
+    from worker.commands import _alias_store, _database
     from worker.crypto import AddressCipher
-    from worker.domain.aliases import SystemClock
 
     if not args.reason.strip():
         raise UsageError("ct alias unsuppress: --reason must say why (it is audited)")
-    cipher = AddressCipher(settings.data_keys())
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        db = client[settings.mongo_db]
-        store = AliasStore(
-            db, cipher, domain=settings.domain, ttl_days=settings.alias_ttl_days,
-            clock=SystemClock(),
-        )  # fmt: skip
+    async with _database(settings) as (db, dialect):
         found, lifted = await unsuppress_alias(
-            db, store, Suppressions(db, store_wide=settings.bounce_suppress_store), cipher,
-            args.alias, reason=args.reason, operator=args.operator or getpass.getuser(),
+            _alias_store(settings, db, dialect), AuditLog(db),
+            Suppressions(db, dialect, store_wide=settings.bounce_suppress_store),
+            AddressCipher(settings.data_keys()), args.alias, reason=args.reason,
+            operator=args.operator or getpass.getuser(),
         )  # fmt: skip
-    finally:
-        await client.close()
     if not found:
         print(f"ct alias unsuppress: no alias {args.alias!r} (audited)", file=sys.stderr)
         return 1

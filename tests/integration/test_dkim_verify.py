@@ -19,9 +19,9 @@ from email.utils import parseaddr
 import dkim
 import pytest
 
-from tests.helpers import order_event
 from tests.support.dkim import ED25519_SELECTOR, SELECTOR, DkimKeys, dns_txt, mail_dkim
 from tests.support.dns import LoopbackDns
+from tests.support.events import order_event
 from worker.domain import aliases
 from worker.domain.compose import compose_notification
 from worker.domain.relaying import (

@@ -18,13 +18,14 @@ running (`make tools` installs it with debconf's "No configuration").
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.support.net import free_port
 
 POSTFIX_HINT = "postfix not found: `make tools` installs Debian's postfix"
 LOCAL_DOMAIN = "mailbox.test"
@@ -54,33 +55,6 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A free loopback TCP port: the kernel's pick, or one in CT_TEST_PORT_RANGE (`lo-hi`),
-    for a machine whose users share out port ranges. Never the same one twice in a process."""
-    span = os.environ.get("CT_TEST_PORT_RANGE", "")
-    candidates = [0] * 20
-    if span:
-        low, high = (int(part) for part in span.split("-"))
-        start = os.getpid() % (high - low + 1)
-        candidates = [low + (start + i) % (high - low + 1) for i in range(high - low + 1)]
-    for port in candidates:
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            chosen: int = sock.getsockname()[1]
-        if chosen not in _HANDED_OUT:
-            _HANDED_OUT.add(chosen)
-            return chosen
-    raise RuntimeError(f"no free port in CT_TEST_PORT_RANGE={span!r}")
 
 
 class LoopbackPostfix:

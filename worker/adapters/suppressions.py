@@ -16,8 +16,9 @@ from typing import Literal
 
 from pymongo.errors import DuplicateKeyError
 
-from worker.adapters.mongo import Database, Document, find_each
-from worker.domain.aliases import KEY_SEPARATOR
+from worker.adapters.alias_store import KEY_SEPARATOR
+from worker.adapters.dialect import Dialect, Document
+from worker.adapters.mongo import Database
 
 Scope = Literal["order", "store"]
 
@@ -43,8 +44,9 @@ def _store_key(store_id: str, address_hash: str) -> str:
 
 
 class Suppressions:
-    def __init__(self, db: Database, *, store_wide: bool) -> None:
+    def __init__(self, db: Database, dialect: Dialect, *, store_wide: bool) -> None:
         self._docs = db["suppressions"]
+        self._dialect = dialect
         self._store_wide = store_wide
 
     def _keys(self, order_id: str, store_id: str, address_hash: str, *, every: bool) -> list[str]:
@@ -83,7 +85,8 @@ class Suppressions:
         """The suppressions in force for this order's customer (store-wide ones if enabled;
         `every` shows store-wide ones whatever the setting, for operators)."""
         keys = self._keys(order_id, store_id, address_hash, every=every)
-        return [_suppression(doc) for doc in await find_each(self._docs, "_id", keys)]
+        docs = await self._dialect.find_each(self._docs, "_id", keys)
+        return [_suppression(doc) for doc in docs]
 
     async def lift(self, order_id: str, store_id: str, address_hash: str) -> list[Suppression]:
         """Remove both scopes, whatever the setting; returns what was lifted."""
