@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import subprocess
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -15,14 +16,19 @@ import pytest
 
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, produce, read_topic, running
+from tests.support.dkim import mail_dkim
+from tests.support.dns import LoopbackDns
 from tests.support.events import order_event
 from tests.support.kafka import topic_size
 from tests.support.polling import eventually
 from worker.adapters import mongo
 from worker.apps.notifier import NotifierService
+from worker.apps.outbound import MailKeys
 from worker.apps.projector import ProjectorService
 from worker.config import Settings
 from worker.crypto import AddressCipher
+from worker.domain.notifications import notification_event_id
+from worker.domain.verp import BounceRef
 from worker.events import OrderStatus, OrderStatusChanged
 from worker.timeline import get_timeline
 
@@ -38,7 +44,9 @@ EXPECTED_SUBJECT = {
 
 
 def _notifier(settings: Settings) -> NotifierService:
-    return NotifierService(settings, CODEC, AddressCipher(settings.data_keys()))
+    return NotifierService(
+        settings, CODEC, AddressCipher(settings.data_keys()), MailKeys.load(settings)
+    )
 
 
 async def _emit(settings: Settings, *events: OrderStatusChanged) -> None:
@@ -52,8 +60,10 @@ def _parse(raw: bytes) -> EmailMessage:
 
 
 async def test_every_status_in_both_locales_is_emailed_through_the_aliases(
-    topics: Settings, with_capture: Settings, capture: Capture
+    topics: Settings, with_capture: Settings, capture: Capture, dkim_dns: LoopbackDns
 ) -> None:
+    """...from the store alias, DKIM-signed (verified by Mail::DKIM against the DNS), with a
+    VERP return path that names the notification."""
     events = [
         order_event(
             f"o-{locale}-{status.value}", status, locale=locale, customer_email=f"c.{i}@example.org"
@@ -64,13 +74,17 @@ async def test_every_status_in_both_locales_is_emailed_through_the_aliases(
     async with running(_notifier(with_capture)):
         await eventually(lambda: len(capture.messages()) == len(events), what="12 emails")
     by_rcpt = {m["rcptTos"][0]: m for m in capture.messages()}
+    bounce_addresses = MailKeys.load(with_capture).bounce_addresses
     for i, event in enumerate(events):
         entry = by_rcpt[f"c.{i}@example.org"]
         message = _parse(capture.raw(entry))
         assert re.fullmatch(rf"Shop Example <{HARD}>", str(message["From"]))
         assert re.fullmatch(rf"Jane Roe <{HARD}>", str(message["To"]))
         assert message["Reply-To"].addresses[0].addr_spec == message["From"].addresses[0].addr_spec
-        assert entry["mailFrom"] == message["From"].addresses[0].addr_spec  # bounces to the alias
+        ref = bounce_addresses.verify(entry["mailFrom"], datetime.now(UTC))
+        assert isinstance(ref, BounceRef) and ref.message_event_id == notification_event_id(event)
+        verdict = mail_dkim(capture.raw(entry), dkim_dns)[0]
+        assert verdict.startswith("pass d=ct.example.com s=t2026 a=rsa-sha256"), verdict
         assert event.order_id in str(message["Subject"])
         want = EXPECTED_SUBJECT.get((event.customer.locale or "en", event.status))
         if want:

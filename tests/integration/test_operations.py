@@ -16,6 +16,7 @@ from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import Dialect
 from worker.apps.notifier import NotifierService
+from worker.apps.outbound import MailKeys
 from worker.config import Settings, decode_key
 from worker.crypto import AddressCipher, generate_key
 from worker.domain.aliases import Party, SystemClock
@@ -109,7 +110,11 @@ async def test_dlq_replay_sends_dead_letters_back_once_the_cause_is_fixed(
     settings = with_capture.model_copy(update={"templates_dir": store_dir.parent.parent})
     shipped = order_event("o-replay", OrderStatus.SHIPPED)
     await produce(settings, settings.topic_order_status, [("o-replay", CODEC.encode(shipped))])
-    async with running(NotifierService(settings, CODEC, AddressCipher(settings.data_keys()))):
+    async with running(
+        NotifierService(
+            settings, CODEC, AddressCipher(settings.data_keys()), MailKeys.load(settings)
+        )
+    ):
         await read_topic(settings, settings.topic_dlq, want=1)
     listed = await ct(settings, "dlq", "list")
     assert "notifier" in listed.stdout and "cannot render" in listed.stdout, listed.stdout
@@ -122,7 +127,11 @@ async def test_dlq_replay_sends_dead_letters_back_once_the_cause_is_fixed(
     assert "replayed 1 record(s)" in replayed.stdout, replayed.stderr
     again = await ct(settings, "dlq", "replay", "--group", group)
     assert "replayed 0 record(s)" in again.stdout  # the group remembers what it replayed
-    async with running(NotifierService(settings, CODEC, AddressCipher(settings.data_keys()))):
+    async with running(
+        NotifierService(
+            settings, CODEC, AddressCipher(settings.data_keys()), MailKeys.load(settings)
+        )
+    ):
         await eventually(lambda: len(capture.messages()) == 1, what="the replayed email")
     [entry] = capture.messages()
     assert entry["headers"]["Subject"] == "Order o-replay shipped"

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -19,23 +20,34 @@ from worker.adapters.dead_letters import DeadLetters
 from worker.adapters.deliveries import Delivery, DeliveryLedger
 from worker.adapters.kafka import PRODUCER_BROKEN, BatchConsumer, Record, consume, make_producer
 from worker.adapters.kafka import is_transient as kafka_transient
+from worker.adapters.sent_messages import SentMessages
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.adapters.smtp import is_transient as smtp_transient
+from worker.adapters.suppressions import Suppression, Suppressions
+from worker.apps.outbound import MailKeys, Outbound
 from worker.apps.recorded_send import RecordedSender
 from worker.codec import DecodeError, ValueCodec
 from worker.config import Settings
 from worker.crypto import AddressCipher
 from worker.domain import notifications
 from worker.domain.aliases import SystemClock
+from worker.domain.bounces import SentMessage, private_terms, smtp_reply_report, suppressed_report
 from worker.domain.errors import Unprocessable
-from worker.domain.notifications import notification_parties
+from worker.domain.notifications import notification_event_id, notification_parties
 from worker.domain.templates import TemplateRenderer
-from worker.events import OrderStatusChanged, TimelineEvent
+from worker.events import (
+    ConversationMessage,
+    DeliveryReport,
+    FailureType,
+    OrderStatusChanged,
+    TimelineEvent,
+)
 from worker.retry import retry_transient
 from worker.service import Service
 
 log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
+SUPPRESSED = "suppressed"  # the reason of a notification not sent to a bouncing address
 AliasPair = tuple[AliasRecord, AliasRecord]
 T = TypeVar("T")
 
@@ -51,6 +63,7 @@ class Notifier:
         ledger: DeliveryLedger,
         renderer: TemplateRenderer,
         sender: RecordedSender,
+        outbound: Outbound,
         producer: AIOKafkaProducer[bytes, bytes],
         dead_letters: DeadLetters,
         timeline_topic: str,
@@ -63,6 +76,7 @@ class Notifier:
         self._ledger = ledger
         self._renderer = renderer
         self._sender = sender
+        self._outbound = outbound
         self._producer = producer
         self._dead_letters = dead_letters
         self._timeline_topic = timeline_topic
@@ -86,25 +100,34 @@ class Notifier:
         await asyncio.gather(*(self._run_order(items) for items in by_order.values()))
 
     async def _run_order(self, items: list[tuple[Record, OrderStatusChanged]]) -> None:
-        # Each order reads its own outcomes, so that no order waits for the whole batch's reads
-        # before its first send.
+        # Each order reads its own outcomes and its customer's suppression, so that no order
+        # waits for the whole batch's reads before its first send.
+        first = items[0][1]
         async with self._slots:
-            done = await self._mongo(
-                lambda: self._ledger.find_many([event.event_id for _, event in items]),
-                "ledger.find_many",
+            done, suppression = await asyncio.gather(
+                self._mongo(
+                    lambda: self._ledger.find_many([event.event_id for _, event in items]),
+                    "ledger.find_many",
+                ),
+                self._mongo(
+                    lambda: self._outbound.suppression(
+                        first.order_id, first.store_id, first.customer.email
+                    ),
+                    "suppressions.active",
+                ),
             )
-        pair: AliasPair | None = None
+        order = _OrderState(pair=None, suppression=suppression)
         for record, event in items:
             async with self._slots:
-                pair = await self._process(record, event, done.get(event.event_id), pair)
+                await self._process(record, event, done.get(event.event_id), order)
 
     async def _process(
         self,
         record: Record,
         event: OrderStatusChanged,
         delivery: Delivery | None,
-        pair: AliasPair | None,
-    ) -> AliasPair | None:
+        order: _OrderState,
+    ) -> None:
         """Email one event (unless the ledger has its outcome) and publish its timeline events."""
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(order_id=event.order_id, event_id=event.event_id)
@@ -112,8 +135,10 @@ class Notifier:
         try:
             outcome = "redelivered" if delivery else "sent"
             if delivery is None:
-                delivery, pair = await self._deliver(event, pair)
+                delivery = await self._deliver(event, order)
                 outcome = "sent" if delivery.sent else "failed"
+                if order.suppression is not None and not delivery.sent:
+                    outcome = "suppressed"
             await self._publish([TimelineEvent.model_validate(r) for r in delivery.timeline])
         except Unprocessable as exc:
             outcome = "dead_lettered"
@@ -133,20 +158,20 @@ class Notifier:
             outcome=outcome,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
-        return pair
 
-    async def _deliver(
-        self, event: OrderStatusChanged, pair: AliasPair | None
-    ) -> tuple[Delivery, AliasPair]:
-        """Send the event's email and record its outcome; Unprocessable when it can have none."""
+    async def _deliver(self, event: OrderStatusChanged, order: _OrderState) -> Delivery:
+        """Send the event's email and record its outcome; Unprocessable when it can have none.
+
+        Not sent when the customer's address bounced hard: DELIVERY_FAILED, reason `suppressed`.
+        """
         rendered = self._renderer.render(event)
         customer, store = notification_parties(event)
-        if pair is None:
-            pair = await self._mongo(
+        if order.pair is None:
+            order.pair = await self._mongo(
                 lambda: self._aliases.order_pair(event.order_id, event.store_id, customer, store),
                 "aliases.order_pair",
             )
-        customer_alias, store_alias = pair
+        customer_alias, store_alias = order.pair
         prepared = notifications.prepare(
             event,
             rendered,
@@ -154,11 +179,24 @@ class Notifier:
             customer_alias=customer_alias.address,
             domain=self._domain,
         )
+        if order.suppression is not None:
+            metrics.NOTIFICATIONS_SUPPRESSED.inc()
+            report = suppressed_report(order.suppression.status, order.suppression.since)
+            return await self._record(prepared, failure=SUPPRESSED, delivery=report)
+        sent = SentMessage(
+            event_id=notification_event_id(event),
+            order_id=event.order_id,
+            store_id=event.store_id,
+            message=_message(prepared.outcome(at=datetime.now(UTC))),
+            expires_at=customer_alias.expires_at,
+        )
+        sealed = await self._mongo(lambda: self._outbound.seal(prepared.raw, sent), "sent.remember")
+        prepared = replace(prepared, raw=sealed.raw)
         try:
             delivery = await retry_transient(
                 lambda: self._sender.send(
-                    prepared.raw,
-                    sender=prepared.store_alias,
+                    sealed.raw,
+                    sender=sealed.return_path,
                     recipient=customer.address,
                     record=lambda: self._record(prepared, failure=None),
                 ),
@@ -168,23 +206,55 @@ class Notifier:
             )
         except SmtpFailure as exc:
             metrics.EMAILS_FAILED.labels(kind="permanent").inc()
-            return await self._record(prepared, failure=exc.reply), pair
+            return await self._refused(prepared, exc.reply, customer.address, order)
         metrics.EMAILS_SENT.inc()
-        return delivery, pair
+        return delivery
+
+    async def _refused(
+        self,
+        prepared: notifications.PreparedNotification,
+        reply: str,
+        customer_address: str,
+        order: _OrderState,
+    ) -> Delivery:
+        """The upstream refused for good: recorded with its reply, addresses removed; a refusal
+        that says the address does not exist suppresses it like a bounce would."""
+        report = smtp_reply_report(reply, private_terms(customer_address))
+        delivery = await self._record(prepared, failure=report.diagnostic, delivery=report)
+        if report.failure_type is FailureType.HARD_BOUNCE:
+            event = prepared.event
+            await self._mongo(
+                lambda: self._outbound.suppress(
+                    order_id=event.order_id,
+                    store_id=event.store_id,
+                    customer_address=customer_address,
+                    status=report.status or "5.0.0",
+                    cause_event_id=notification_event_id(event),
+                    at=delivery.at,
+                ),
+                "suppressions.suppress",
+            )
+        return delivery
 
     async def _record(
-        self, prepared: notifications.PreparedNotification, *, failure: str | None
+        self,
+        prepared: notifications.PreparedNotification,
+        *,
+        failure: str | None,
+        delivery: DeliveryReport | None = None,
     ) -> Delivery:
         """The outcome in the ledger; a redelivered event finds it there and is not re-sent."""
         at = datetime.now(UTC)
-        delivery = Delivery(
+        outcome = Delivery(
             event_id=prepared.event.event_id,
             order_id=prepared.event.order_id,
             sent=failure is None,
             at=at,
-            timeline=[e.to_record() for e in prepared.timeline(at=at, failure=failure)],
+            timeline=[
+                e.to_record() for e in prepared.timeline(at=at, failure=failure, delivery=delivery)
+            ],
         )
-        return await self._mongo(lambda: self._ledger.record(delivery), "ledger.record")
+        return await self._mongo(lambda: self._ledger.record(outcome), "ledger.record")
 
     async def _publish(self, events: list[TimelineEvent]) -> None:
         async def send_all() -> None:
@@ -209,13 +279,30 @@ class Notifier:
         )
 
 
+@dataclass
+class _OrderState:
+    """What an order's events share within a batch."""
+
+    pair: AliasPair | None
+    suppression: Suppression | None
+
+
+def _message(event: TimelineEvent) -> ConversationMessage:
+    if event.message is None:
+        raise AssertionError("a notification's timeline event always has its message")
+    return event.message
+
+
 class NotifierService(Service):
     name = COMPONENT
 
-    def __init__(self, settings: Settings, codec: ValueCodec, cipher: AddressCipher) -> None:
+    def __init__(
+        self, settings: Settings, codec: ValueCodec, cipher: AddressCipher, keys: MailKeys
+    ) -> None:
         self._settings = settings
         self._codec = codec
         self._cipher = cipher
+        self._keys = keys
         self._consumer: BatchConsumer | None = None
 
     def is_ready(self) -> bool:
@@ -249,6 +336,14 @@ class NotifierService(Service):
                 ledger=DeliveryLedger(db, dialect=dialect),
                 renderer=TemplateRenderer(settings.templates_dir),
                 sender=RecordedSender(smtp, max_unrecorded=settings.notifier_max_unrecorded),
+                outbound=Outbound(
+                    self._keys,
+                    sent=SentMessages(db),
+                    suppressions=Suppressions(
+                        db, dialect, store_wide=settings.bounce_suppress_store
+                    ),
+                    cipher=self._cipher,
+                ),
                 producer=producer,
                 dead_letters=DeadLetters(
                     producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
@@ -13,14 +14,17 @@ from worker.service import Service
 def build_services(worker: str, settings: Settings) -> list[Service]:
     """Raises ConfigError (one line naming the variable) before anything starts."""
     from worker.apps.notifier import NotifierService
+    from worker.apps.outbound import MailKeys
     from worker.apps.projector import ProjectorService
     from worker.apps.relay import RelayService
 
     codec = SingleObjectCodec()
     needs_key = worker in {"notifier", "relay", "all"}
     cipher = AddressCipher(settings.data_keys()) if needs_key else None
+    # Loaded now, so that an unreadable or weak DKIM key stops the process before it starts.
+    keys = MailKeys.load(settings) if needs_key else None
     factories: dict[str, Callable[[], Service]] = {
-        "notifier": lambda: NotifierService(settings, codec, _required(cipher)),
+        "notifier": lambda: NotifierService(settings, codec, _required(cipher), _required(keys)),
         "relay": lambda: RelayService(settings, codec, _required(cipher)),
         "projector": lambda: ProjectorService(settings, codec),
     }
@@ -28,7 +32,10 @@ def build_services(worker: str, settings: Settings) -> list[Service]:
     return [factories[name]() for name in names]
 
 
-def _required(cipher: AddressCipher | None) -> AddressCipher:
-    if cipher is None:
-        raise AssertionError("a worker that needs the encryption key was built without it")
-    return cipher
+T = TypeVar("T")
+
+
+def _required(value: T | None) -> T:
+    if value is None:
+        raise AssertionError("a worker that needs the keys was built without them")
+    return value

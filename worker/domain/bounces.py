@@ -249,6 +249,31 @@ def _explanation(text: str, addresses: Sequence[str]) -> str:
     return next((p for p in paragraphs if p.strip()), "")
 
 
+def smtp_reply_report(reply: str, private: Sequence[str] = ()) -> DeliveryReport:
+    """What an upstream's permanent refusal during the SMTP transaction says, as a report."""
+    status = _status(reply) or ("5.0.0" if reply.startswith("5") else "4.0.0")
+    return DeliveryReport(
+        failure_type=classify(status),
+        source=ReportSource.SMTP_REPLY,
+        status=status,
+        action="failed",
+        diagnostic=scrub(reply, private),
+    )
+
+
+def suppressed_report(status: str, since: datetime) -> DeliveryReport:
+    """Why a notification was not sent: its customer's address bounced hard before."""
+    return DeliveryReport(
+        failure_type=FailureType.SUPPRESSED,
+        source=ReportSource.SUPPRESSION,
+        status=status,
+        diagnostic=(
+            f"not sent: the customer's address bounced hard ({status}) on {since:%Y-%m-%d}; "
+            "`ct alias unsuppress` lifts it"
+        ),
+    )
+
+
 def failure_event(report: Report, sent: SentMessage, at: datetime) -> TimelineEvent:
     """DELIVERY_FAILED (or COMPLAINT_RECEIVED) on the order of the message the report is about.
 

@@ -16,6 +16,7 @@ from worker.domain.templates import RenderedEmail
 from worker.domain.text import first_words
 from worker.events import (
     ConversationMessage,
+    DeliveryReport,
     Direction,
     OrderStatusChanged,
     Participant,
@@ -56,11 +57,13 @@ def notification_outcome(
     size_bytes: int,
     at: datetime,
     failure: str | None,
+    delivery: DeliveryReport | None = None,
 ) -> TimelineEvent:
-    """NOTIFICATION_SENT, or DELIVERY_FAILED with the reason when the upstream refused for good."""
+    """NOTIFICATION_SENT; or DELIVERY_FAILED with the reason (and the report, when there is one)
+    when the upstream refused for good or the customer's address is suppressed."""
     kind = TimelineKind.DELIVERY_FAILED if failure else TimelineKind.NOTIFICATION_SENT
     return TimelineEvent(
-        event_id=derived_event_id(event.event_id, "NOTIFICATION"),
+        event_id=notification_event_id(event),
         order_id=event.order_id,
         store_id=event.store_id,
         occurred_at=at,
@@ -81,7 +84,13 @@ def notification_outcome(
             size_bytes=size_bytes,
             reason=failure,
         ),
+        delivery=delivery,
     )
+
+
+def notification_event_id(event: OrderStatusChanged) -> str:
+    """The id of an event's NOTIFICATION_SENT (or DELIVERY_FAILED): what its VERP token names."""
+    return derived_event_id(event.event_id, "NOTIFICATION")
 
 
 def notification_parties(event: OrderStatusChanged) -> tuple[Party, Party]:
@@ -104,22 +113,27 @@ class PreparedNotification:
     store_alias: str
     customer_alias: str
 
-    def timeline(self, *, at: datetime, failure: str | None) -> list[TimelineEvent]:
+    def timeline(
+        self, *, at: datetime, failure: str | None, delivery: DeliveryReport | None = None
+    ) -> list[TimelineEvent]:
         """The timeline events of the outcome: the status change, then the email's fate."""
-        return [
-            status_changed(self.event),
-            notification_outcome(
-                self.event,
-                message_id=self.message_id,
-                store_alias=self.store_alias,
-                customer_alias=self.customer_alias,
-                subject=self.subject,
-                first_words=self.first_words,
-                size_bytes=len(self.raw),
-                at=at,
-                failure=failure,
-            ),
-        ]
+        return [status_changed(self.event), self.outcome(at=at, failure=failure, delivery=delivery)]
+
+    def outcome(
+        self, *, at: datetime, failure: str | None = None, delivery: DeliveryReport | None = None
+    ) -> TimelineEvent:
+        return notification_outcome(
+            self.event,
+            message_id=self.message_id,
+            store_alias=self.store_alias,
+            customer_alias=self.customer_alias,
+            subject=self.subject,
+            first_words=self.first_words,
+            size_bytes=len(self.raw),
+            at=at,
+            failure=failure,
+            delivery=delivery,
+        )
 
 
 def prepare(
