@@ -19,8 +19,7 @@ from worker import metrics
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.sent_messages import SentMessages
-from worker.adapters.suppressions import Suppressions
-from worker.crypto import AddressCipher
+from worker.apps.outbound import Outbound
 from worker.domain import relaying as rules
 from worker.domain.aliases import Clock
 from worker.domain.bounces import (
@@ -48,16 +47,14 @@ class BounceIntake:
         addresses: BounceAddresses,
         sent: SentMessages,
         aliases: AliasStore,
-        suppressions: Suppressions,
-        cipher: AddressCipher,
+        outbound: Outbound,
         publish: Publish,
         clock: Clock,
     ) -> None:
         self._addresses = addresses
         self._sent = sent
         self._aliases = aliases
-        self._suppressions = suppressions
-        self._cipher = cipher
+        self._outbound = outbound
         self._publish = publish
         self._clock = clock
 
@@ -95,10 +92,10 @@ class BounceIntake:
                 return REPORT_RECEIVED
             event = failure_event(report, sent, self._clock.now())
             if isinstance(report, Bounce) and self._suppresses(report, sent) and real:
-                await self._suppressions.suppress(
+                await self._outbound.suppress(
                     order_id=sent.order_id,
                     store_id=sent.store_id,
-                    address_hash=self._cipher.address_hash(real),
+                    customer_address=real,
                     status=report.status,
                     cause_event_id=event.event_id,
                     at=event.occurred_at,
