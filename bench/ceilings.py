@@ -19,6 +19,8 @@ from worker.adapters import mongo
 from worker.adapters.dialect import detect_dialect
 from worker.adapters.kafka import make_consumer
 from worker.config import Settings
+from worker.dkim_keys import generate_key as generate_dkim_key
+from worker.domain.dkim import DkimSigner, SigningKey
 from worker.domain.projection import Entry, merge
 from worker.domain.templates import TemplateRenderer
 from worker.events import OrderStatusChanged, TimelineEvent
@@ -249,7 +251,8 @@ async def alias_lookups(settings: Settings, samples: int = 20) -> dict[str, Any]
 
 
 def cpu_paths(n: int, domain: str) -> dict[str, Any]:
-    """One core, no I/O: Avro decode into the model, and render + compose + serialise a mail."""
+    """One core, no I/O: Avro decode into the model, render + compose + serialise a mail, and
+    the same mails DKIM-signed: messages/s with and without signing, in the same run."""
     events = lifecycle_events(n, "cpu")
     values = [CODEC.encode(e) for e in events]
     started = time.perf_counter()
@@ -270,4 +273,28 @@ def cpu_paths(n: int, domain: str) -> dict[str, Any]:
         "decode_per_s": round(decode),
         "render_per_s": round(render),
         "render_compose_serialise_per_s": round(mail),
+        **signing_rates(renderer, sample, domain),
     }
+
+
+def signing_rates(
+    renderer: TemplateRenderer, sample: list[OrderStatusChanged], domain: str
+) -> dict[str, int]:
+    """The same mails DKIM-signed as the workers sign them: rsa-sha256 (2048 bits) alone, and
+    with an ed25519 signature too; signing alone, and render + compose + serialise + sign."""
+    rsa = SigningKey("bench", generate_dkim_key("rsa"))
+    ed25519 = SigningKey("bench-ed25519", generate_dkim_key("ed25519"))
+    mails = [render_mail(renderer, event, domain, i)[2] for i, event in enumerate(sample)]
+    rates: dict[str, int] = {}
+    for name, keys in (("rsa", [rsa]), ("rsa_ed25519", [rsa, ed25519])):
+        signer = DkimSigner(domain, keys)
+        started = time.perf_counter()
+        for raw in mails:
+            signer.sign(raw, timestamp=1_800_000_000)
+        rates[f"dkim_sign_{name}_per_s"] = round(len(mails) / (time.perf_counter() - started))
+        started = time.perf_counter()
+        for i, event in enumerate(sample):
+            signer.sign(render_mail(renderer, event, domain, i)[2], timestamp=1_800_000_000)
+        elapsed = time.perf_counter() - started
+        rates[f"render_compose_serialise_sign_{name}_per_s"] = round(len(sample) / elapsed)
+    return rates

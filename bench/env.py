@@ -28,6 +28,8 @@ from worker.adapters.kafka import ensure_topics
 from worker.apps import checks
 from worker.config import Settings, load_settings
 from worker.crypto import generate_key
+from worker.dkim_keys import generate_key as generate_dkim_key
+from worker.dkim_keys import write_key
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "deploy" / "local" / "stack"
@@ -114,6 +116,12 @@ class BenchEnv:
         with index.open("rb") as lines:
             return sum(1 for _ in lines)
 
+    def dkim_key_file(self) -> Path:
+        path = self.workdir / "dkim-bench.pem"
+        if not path.exists():
+            write_key(generate_dkim_key("rsa"), path, overwrite=False)
+        return path
+
     def worker_env(self, names: Names) -> dict[str, str]:
         """The environment of a `ct run` subprocess: only this stage's CT_* settings."""
         s = names.settings
@@ -131,6 +139,9 @@ class BenchEnv:
             "CT_GROUP_NOTIFIER": s.group_notifier,
             "CT_GROUP_PROJECTOR": s.group_projector,
             "CT_ENCRYPTION_KEY": self.encryption_key,
+            # Signed as deployed: an RSA key made for the run (CT_DKIM_ED25519_KEY_FILE unset).
+            "CT_DKIM_SELECTOR": "bench",
+            "CT_DKIM_PRIVATE_KEY_FILE": str(self.dkim_key_file()),
             "CT_LOG_FORMAT": "json",
             "CT_LOG_LEVEL": "info",  # as deployed: one canonical line per unit of work
             "CT_SHUTDOWN_GRACE_S": "5",
