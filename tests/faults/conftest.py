@@ -24,6 +24,7 @@ from pymongo import AsyncMongoClient
 
 from tests.conftest import STACK
 from tests.faults.procs import WorkerPool
+from tests.support.dkim import DkimKeys
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.config import Settings, load_settings
@@ -140,6 +141,8 @@ class Pipeline:
             "CT_GROUP_NOTIFIER": s.group_notifier,
             "CT_GROUP_PROJECTOR": s.group_projector,
             "CT_ENCRYPTION_KEY": s.encryption_key.get_secret_value(),
+            "CT_DKIM_SELECTOR": s.dkim_selector or "",
+            "CT_DKIM_PRIVATE_KEY_FILE": str(s.dkim_private_key_file),
             "CT_LOG_FORMAT": "json",
             "CT_LOG_LEVEL": "info",
             # Recover within seconds of a fault ending rather than after a 30 s backoff.
@@ -156,10 +159,11 @@ def fault_key() -> str:
 
 @pytest.fixture
 async def pipeline(
-    private_stack: PrivateStack, fault_key: str, tmp_path: Path
+    private_stack: PrivateStack, fault_key: str, dkim_keys: DkimKeys, tmp_path: Path
 ) -> AsyncIterator[Pipeline]:
     run = uuid.uuid4().hex[:8]
     settings = load_settings(
+        **dkim_keys.settings(),
         kafka_bootstrap=private_stack.kafka_bootstrap,
         mongo_uri=private_stack.mongo_uri,
         mongo_db=f"ct_faults_{run}",

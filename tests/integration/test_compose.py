@@ -192,6 +192,22 @@ def test_worker_deployment_has_probes_resources_and_a_locked_down_pod(name: str)
     assert {source["name"] for source in sources} == {"ct-config", "ct-secrets"}
 
 
+@pytest.mark.parametrize("name", ["notifier", "relay"])
+def test_signing_workers_get_the_dkim_key_as_a_file(compose: Doc, name: str) -> None:
+    """Compose mounts it as a secret, Kubernetes from the Secret ct-dkim; the path matches."""
+    service = compose["services"][name]
+    assert [s["source"] for s in service["secrets"]] == ["dkim_key"]
+    assert service["environment"]["CT_DKIM_PRIVATE_KEY_FILE"] == "/run/secrets/dkim_key"
+    assert service["environment"]["CT_DKIM_SELECTOR"]
+    pod = only(load_k8s()[f"{name}.yaml"], "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = {e["name"]: e["value"] for e in container["env"]}["CT_DKIM_PRIVATE_KEY_FILE"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "dkim")
+    assert path.startswith(mount["mountPath"] + "/") and mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "dkim")
+    assert volume["secret"]["secretName"] == "ct-dkim"
+
+
 def test_relay_service_maps_smtp_port_25_to_the_pod_port_2525() -> None:
     manifests = load_k8s()
     service = only(manifests["relay.yaml"], "Service")

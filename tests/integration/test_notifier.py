@@ -26,7 +26,7 @@ from worker.apps.notifier import NotifierService
 from worker.apps.outbound import MailKeys
 from worker.apps.projector import ProjectorService
 from worker.config import Settings
-from worker.crypto import AddressCipher
+from worker.crypto import AddressCipher, generate_key
 from worker.domain.notifications import notification_event_id
 from worker.domain.verp import BounceRef
 from worker.events import OrderStatus, OrderStatusChanged
@@ -221,3 +221,27 @@ def test_the_notifier_refuses_to_start_without_an_encryption_key() -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "CT_ENCRYPTION_KEY" in result.stderr and "ct keygen" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("dkim_env", "named"),
+    [
+        ({}, "CT_DKIM_SELECTOR is not set"),
+        ({"CT_DKIM_SELECTOR": "s1", "CT_DKIM_PRIVATE_KEY_FILE": "/nonexistent/dkim.pem"},
+         "CT_DKIM_PRIVATE_KEY_FILE: cannot read /nonexistent/dkim.pem"),
+    ],
+)  # fmt: skip
+def test_the_notifier_refuses_to_start_without_a_readable_dkim_key(
+    dkim_env: dict[str, str], named: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
+    env |= {"CT_ENCRYPTION_KEY": generate_key(), **dkim_env}
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/ct"), "run", "notifier"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and named in result.stderr, result.stderr
