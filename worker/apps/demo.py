@@ -30,6 +30,8 @@ from worker.apps.sink import read_index
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
 from worker.crypto import generate_key
+from worker.dkim_keys import generate_key as generate_dkim_key
+from worker.dkim_keys import write_key
 from worker.domain.aliases import MaskType
 from worker.events import Customer, Item, OrderStatus, OrderStatusChanged, Store
 from worker.timeline import format_table, get_timeline
@@ -73,6 +75,17 @@ def demo_key(settings: Settings) -> str:
         path.write_text(generate_key() + "\n", encoding="utf-8")
         path.chmod(0o600)
     return path.read_text(encoding="utf-8").strip()
+
+
+def demo_dkim(settings: Settings) -> dict[str, str]:
+    """The settings' DKIM key, else one kept beside the stack's data: the workers sign with it."""
+    if settings.dkim_selector and settings.dkim_private_key_file:
+        return {}  # the workers read CT_DKIM_* from the environment as they are
+    path = state_dir() / "demo-dkim.pem"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_key(generate_dkim_key("rsa"), path, overwrite=False)
+    return {"CT_DKIM_SELECTOR": "demo", "CT_DKIM_PRIVATE_KEY_FILE": str(path)}
 
 
 async def wait_for(
@@ -263,6 +276,7 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     env = {
         **os.environ,
         "CT_ENCRYPTION_KEY": key,
+        **demo_dkim(settings),
         "CT_HTTP_PORT": str(http_port),
         "CT_LOG_FORMAT": "json",
     }
