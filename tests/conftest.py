@@ -15,6 +15,8 @@ from pymongo import AsyncMongoClient
 
 from tests.support.dkim import DkimKeys
 from tests.support.dns import LoopbackDns
+from tests.support.net import free_port
+from tests.support.postfix import LoopbackPostfix
 from worker.adapters import mongo
 from worker.adapters.dialect import Dialect, detect_dialect
 from worker.adapters.kafka import ensure_topics
@@ -180,3 +182,15 @@ def dkim_dns(dns_server: LoopbackDns, dkim_keys: DkimKeys) -> LoopbackDns:
     default alias domain, exactly as `ct dns records` prints them."""
     dkim_keys.publish(dns_server, load_settings().domain)
     return dns_server
+
+
+@pytest.fixture(scope="session")
+def postfix() -> Iterator[LoopbackPostfix]:
+    """Debian's Postfix as a private smarthost on loopback; it delivers mail for the alias
+    domain (bounces too) to a relay the test runs on `postfix.relay_port`."""
+    server = LoopbackPostfix(alias_domain=load_settings().domain, relay_port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
