@@ -104,7 +104,7 @@ async def _emit(settings: Settings, status: OrderStatus, order_id: str) -> None:
     await produce(settings, settings.topic_order_status, [(order_id, CODEC.encode(event))])
 
 
-def _entries(db: mongo.Database, order_id: str, want: Callable[[list[Any]], bool]) -> Any:
+def _entries(db: mongo.Database, order_id: str, want: Callable[[list[Any]], Any]) -> Any:
     async def check() -> Any:
         entries = await get_timeline(db, order_id) or []
         return entries if want(entries) else None
