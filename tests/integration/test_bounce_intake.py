@@ -11,21 +11,20 @@ import asyncio
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from tests.conftest import REPO, Capture
-from tests.helpers import CODEC, produce, running
+from tests.helpers import CODEC, running
 from tests.support.clock import MovableClock
-from tests.support.events import order_event
 from tests.support.polling import eventually
+from tests.support.timelines import emit_status, timeline_when
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
@@ -99,19 +98,6 @@ def _services(settings: Settings) -> tuple[NotifierService, ProjectorService]:
     return notifier, ProjectorService(settings, CODEC)
 
 
-async def _emit(settings: Settings, status: OrderStatus, order_id: str) -> None:
-    event = order_event(order_id, status, customer_email=CUSTOMER, at=datetime.now(UTC))
-    await produce(settings, settings.topic_order_status, [(order_id, CODEC.encode(event))])
-
-
-def _entries(db: mongo.Database, order_id: str, want: Callable[[list[Any]], Any]) -> Any:
-    async def check() -> Any:
-        entries = await get_timeline(db, order_id) or []
-        return entries if want(entries) else None
-
-    return check
-
-
 async def ct(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     assert settings.encryption_key is not None
     env = {
@@ -129,7 +115,7 @@ async def test_a_hard_bounce_is_recorded_once_and_suppresses_the_next_notificati
     topics: Settings, with_capture: Settings, capture: Capture, db: mongo.Database, intake: Intake
 ) -> None:
     order_id = "o-bounce"
-    await _emit(with_capture, OrderStatus.PAYMENT_APPROVED, order_id)
+    await emit_status(with_capture, order_id, OrderStatus.PAYMENT_APPROVED, CUSTOMER)
     dsn = (FIXTURES / "postfix-unknown-user.eml").read_bytes()
     async with running(*_services(with_capture)):
         [sent] = await eventually(capture.messages, what="the notification")
@@ -140,11 +126,11 @@ async def test_a_hard_bounce_is_recorded_once_and_suppresses_the_next_notificati
         # The same DSN again (the reporting server retried): no second entry.
         assert await intake.intake.receive(dsn, return_path) == REPORT_RECEIVED
         entries = await eventually(
-            _entries(db, order_id, lambda e: len(e) >= 3), what="the bounce on the timeline"
+            timeline_when(db, order_id, lambda e: len(e) >= 3), what="the bounce on the timeline"
         )
-        await _emit(with_capture, OrderStatus.HANDLING, order_id)
+        await emit_status(with_capture, order_id, OrderStatus.HANDLING, CUSTOMER)
         entries = await eventually(
-            _entries(db, order_id, lambda e: len(e) >= 5), what="the suppressed notification"
+            timeline_when(db, order_id, lambda e: len(e) >= 5), what="the suppressed notification"
         )
         await asyncio.sleep(1)
         entries = await get_timeline(db, order_id) or []
@@ -173,7 +159,7 @@ async def test_a_hard_bounce_is_recorded_once_and_suppresses_the_next_notificati
     assert audit is not None and audit["reason"] == "fixed address"
     again = await ct(topics, "alias", "resolve", customer_alias, "--reason", "bounce check")
     assert "no hard bounce" in again.stdout
-    await _emit(with_capture, OrderStatus.INVOICED, order_id)
+    await emit_status(with_capture, order_id, OrderStatus.INVOICED, CUSTOMER)
     async with running(*_services(with_capture)):
         await eventually(lambda: len(capture.messages()) == 2, what="the email after lifting")
 
@@ -182,17 +168,17 @@ async def test_a_soft_bounce_and_a_complaint_are_recorded_without_suppressing(
     topics: Settings, with_capture: Settings, capture: Capture, db: mongo.Database, intake: Intake
 ) -> None:
     order_id = "o-soft"
-    await _emit(with_capture, OrderStatus.PAYMENT_APPROVED, order_id)
+    await emit_status(with_capture, order_id, OrderStatus.PAYMENT_APPROVED, CUSTOMER)
     async with running(*_services(with_capture)):
         [sent] = await eventually(capture.messages, what="the notification")
         intake.clock.set(datetime.now(UTC))
         for name in ("postfix-mailbox-full-delayed.eml", "arf-abuse.eml"):
             raw = (FIXTURES / name).read_bytes()
             assert await intake.intake.receive(raw, sent["mailFrom"]) == REPORT_RECEIVED
-        await eventually(_entries(db, order_id, lambda e: len(e) >= 4), what="both reports")
-        await _emit(with_capture, OrderStatus.HANDLING, order_id)
+        await eventually(timeline_when(db, order_id, lambda e: len(e) >= 4), what="both reports")
+        await emit_status(with_capture, order_id, OrderStatus.HANDLING, CUSTOMER)
         await eventually(lambda: len(capture.messages()) == 2, what="the next email, sent")
-        entries = await eventually(_entries(db, order_id, lambda e: len(e) >= 6), what="all")
+        entries = await eventually(timeline_when(db, order_id, lambda e: len(e) >= 6), what="all")
     kinds = {e.kind for e in entries}
     assert TimelineKind.COMPLAINT_RECEIVED in kinds
     soft = next(e for e in entries if e.kind is TimelineKind.DELIVERY_FAILED)
@@ -206,7 +192,7 @@ async def test_forged_expired_and_unknown_return_paths_are_refused_and_recorded_
     topics: Settings, with_capture: Settings, capture: Capture, db: mongo.Database, intake: Intake
 ) -> None:
     order_id = "o-forged"
-    await _emit(with_capture, OrderStatus.PAYMENT_APPROVED, order_id)
+    await emit_status(with_capture, order_id, OrderStatus.PAYMENT_APPROVED, CUSTOMER)
     dsn = (FIXTURES / "postfix-unknown-user.eml").read_bytes()
     async with running(*_services(with_capture)):
         [sent] = await eventually(capture.messages, what="the notification")

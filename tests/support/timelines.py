@@ -1,0 +1,39 @@
+"""Order events in, timeline entries out: the waits of the bounce and suppression tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.helpers import CODEC, produce
+from tests.support.events import order_event
+from tests.support.polling import Condition
+from worker.adapters import mongo
+from worker.config import Settings
+from worker.events import OrderStatus, TimelineEvent, TimelineKind
+from worker.timeline import get_timeline
+
+
+async def emit_status(
+    settings: Settings, order_id: str, status: OrderStatus, customer: str
+) -> None:
+    """One order-status event for `customer`, happening now (so that it sorts after the last)."""
+    event = order_event(order_id, status, customer_email=customer, at=datetime.now(UTC))
+    await produce(settings, settings.topic_order_status, [(order_id, CODEC.encode(event))])
+
+
+def timeline_when(
+    db: mongo.Database, order_id: str, want: Callable[[list[TimelineEvent]], Any]
+) -> Condition:
+    """A condition for `eventually`: the order's entries once `want(entries)` holds."""
+
+    async def check() -> list[TimelineEvent] | None:
+        entries = await get_timeline(db, order_id) or []
+        return entries if want(entries) else None
+
+    return check
+
+
+def of_kind(entries: list[TimelineEvent], kind: TimelineKind) -> list[TimelineEvent]:
+    return [e for e in entries if e.kind is kind]
