@@ -11,6 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from worker.adapters.kafka_client import client_options
 from worker.apps.runtime import Service
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
@@ -116,7 +117,7 @@ def timeline_event(
 async def produce(settings: Settings, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
     """Send (key, value) pairs and wait until Kafka acknowledged every one."""
     producer: AIOKafkaProducer[bytes, bytes] = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True
+        **client_options(settings), enable_idempotence=True
     )
     await producer.start()
     try:
@@ -132,7 +133,7 @@ async def read_topic(
     """The first `want` records of a topic, read without a consumer group."""
     consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         auto_offset_reset="earliest",
         group_id=None,
     )
@@ -151,7 +152,7 @@ async def read_topic(
 async def topic_size(settings: Settings, topic: str) -> int:
     """How many records the topic holds now, over all partitions."""
     consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None
+        **client_options(settings), group_id=None
     )
     await consumer.start()
     try:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from worker.config import ConfigError, Settings, load_settings
+from worker.config import ConfigError, Settings, Unreachable, load_settings
 from worker.emit import EmitError
 
 STATUSES = ["PAYMENT_APPROVED", "HANDLING", "INVOICED", "SHIPPED", "DELIVERED", "CANCELED"]
@@ -149,10 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format, settings.domain)
     handler = _dispatch(args)
     try:
-        return asyncio.run(handler(args, settings))
-    except ConfigError as exc:
-        print(f"ct: {exc}", file=sys.stderr)
-        return 2
+        return asyncio.run(_explained(handler, args, settings))
+    except (ConfigError, Unreachable) as exc:
+        # A bad setting is the process's; a refusal or an unreachable server, the command's.
+        where = "ct" if type(exc) is ConfigError else f"ct {_command(args)}"
+        print(f"{where}: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, Unreachable) else 2
     except (UsageError, EmitError) as exc:
         print(f"ct {args.command}: {exc}" if isinstance(exc, EmitError) else exc, file=sys.stderr)
         return 2
@@ -161,6 +163,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+async def _explained(handler: Handler, args: argparse.Namespace, settings: Settings) -> int:
+    """Run the command; a server that refuses or cannot be reached becomes one line."""
+    from worker.apps.failures import explain
+
+    try:
+        return await handler(args, settings)
+    except Exception as exc:
+        problem = explain(exc, settings)
+        if problem is None or problem is exc:
+            raise
+        raise problem from None
+
+
+def _command(args: argparse.Namespace) -> str:
+    return " ".join(filter(None, [args.command, getattr(args, "action", None)]))
 
 
 def _dispatch(args: argparse.Namespace) -> Handler:

@@ -100,8 +100,8 @@ async def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
 
     event = event_from_args(args)
     producer = make_producer(settings, "ct-emit")
-    await producer.start()
     try:
+        await producer.start()
         await producer.send_and_wait(
             settings.topic_order_status,
             key=event.order_id.encode(),

@@ -51,6 +51,16 @@ class AddressRedactor:
         return event_dict
 
 
+def _replaced_by_diagnosis(record: logging.LogRecord) -> bool:
+    """aiokafka logs each bootstrap server it could not use; the client's start then raises,
+    and worker.adapters.kafka_client names the cause and the setting to fix in one line."""
+    return not (
+        record.name.startswith("aiokafka")
+        and isinstance(record.msg, str)
+        and record.msg.startswith("Unable connect to")
+    )
+
+
 def configure_logging(level: str, fmt: str, alias_domain: str) -> None:
     """Route structlog and the standard library's logging through one redacting pipeline."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -80,6 +90,7 @@ def configure_logging(level: str, fmt: str, alias_domain: str) -> None:
             foreign_pre_chain=shared,
         )
     )
+    handler.addFilter(_replaced_by_diagnosis)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Library chatter (aiokafka's reconnects, aiosmtpd's per-session lines) only at WARNING.

@@ -7,21 +7,15 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiosmtplib
-from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.adapters import mongo
+from worker.adapters.kafka_client import admin_client
 from worker.config import Settings
 
 
 async def kafka_answers(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, client_id="ct-check", request_timeout_ms=5000
-    )
-    try:
-        await admin.start()
+    async with admin_client(settings, "ct-check", request_timeout_ms=5000) as admin:
         await admin.list_topics()
-    finally:
-        await admin.close()
 
 
 async def mongo_answers(settings: Settings) -> None:
