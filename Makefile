@@ -42,17 +42,23 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -e '.[dev]'
 	@touch $@
 
-tools: ## install the system tools the tests need (docker-compose, for the compose file test)
-	@if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; then \
-		exit 0; fi; \
-	command -v apt-get >/dev/null || { \
-		echo "error: neither 'docker compose' nor 'docker-compose' found; install one of them" >&2; exit 1; }; \
-	echo "tools: installing docker-compose with apt-get (needed by tests/integration/test_compose.py)"; \
-	if ! apt-cache policy docker-compose 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
-		$(SUDO) apt-get update -q; fi; \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
+# docker-compose: tests/integration/test_compose.py checks the compose file with the real tool.
+# openssl: the local stack makes its CA and certificates with it (deploy/local/secure.bash).
 
-stack: install ## start the local stack (Kafka, FerretDB, SMTP sink) on 127.0.0.1
+tools: ## install the system tools the tests and the local stack need (docker-compose, openssl)
+	@missing=(); \
+	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || \
+		missing+=(docker-compose); \
+	command -v openssl >/dev/null 2>&1 || missing+=(openssl); \
+	if [[ $${#missing[@]} -eq 0 ]]; then exit 0; fi; \
+	command -v apt-get >/dev/null || { \
+		echo "error: missing $${missing[*]}; install them (apt-get is not available here)" >&2; exit 1; }; \
+	echo "tools: installing $${missing[*]} with apt-get"; \
+	if ! apt-cache policy "$${missing[@]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+		$(SUDO) apt-get update -q; fi; \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
+
+stack: install tools ## start the local stack (Kafka, FerretDB, SMTP sink, Mailpit) on 127.0.0.1
 	$(STACK) up
 
 stack-down: ## stop the local stack (its data stays; `deploy/local/stack reset` deletes it)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import SecretStr
 
 from worker.adapters.kafka_client import client_options
 from worker.apps.runtime import Service
@@ -179,3 +181,18 @@ async def running(*services: Service) -> AsyncIterator[asyncio.Event]:
         stopping.set()
         async with asyncio.timeout(60):
             await asyncio.gather(*tasks)
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `ct` subprocess that runs with exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"CT_{name.upper()}"] = _env_text(value)
+    return env | {"CT_LOG_FORMAT": "json"} | extra
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value).lower() if isinstance(value, bool) else str(value)

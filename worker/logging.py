@@ -51,13 +51,19 @@ class AddressRedactor:
         return event_dict
 
 
+# aiokafka logs these errors, then raises them to the client's caller, where
+# worker.adapters.kafka_client turns them into one line naming the setting or ACL to fix.
+_AIOKAFKA_RAISED_TOO = (
+    "Unable connect to",  # each bootstrap server it could not use
+    "Unexpected error during InitProducerIdRequest",  # an idempotent producer refused
+)
+
+
 def _replaced_by_diagnosis(record: logging.LogRecord) -> bool:
-    """aiokafka logs each bootstrap server it could not use; the client's start then raises,
-    and worker.adapters.kafka_client names the cause and the setting to fix in one line."""
     return not (
         record.name.startswith("aiokafka")
         and isinstance(record.msg, str)
-        and record.msg.startswith("Unable connect to")
+        and record.msg.startswith(_AIOKAFKA_RAISED_TOO)
     )
 
 

@@ -274,12 +274,12 @@ class BatchConsumer:
             log.warning("commit_failed", consumer=self._name, error=repr(exc))
 
     async def run(self, stopping: asyncio.Event) -> None:
-        if self._settings is not None:
-            await require_topics(self._settings, [self._topic])
-        await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=_CommitOnRevoke(self))
-        self.ready = True
         try:
+            if self._settings is not None:
+                await require_topics(self._settings, [self._topic])
+            await self._consumer.start()
+            self._consumer.subscribe([self._topic], listener=_CommitOnRevoke(self))
+            self.ready = True
             while not stopping.is_set():
                 batches = await self._fetch()
                 if not batches:

@@ -64,6 +64,16 @@ PERMANENT_ERRORS = (
 )
 
 
+_GRANT: dict[type[Exception], str] = {
+    TopicAuthorizationFailedError: "grant it Read, Write and Describe on the topic (an ACL; a "
+    "prefixed one fits the project's names), or fix the name in its CT_TOPIC_* setting",
+    GroupAuthorizationFailedError: "grant it Read on the consumer group (an ACL), or fix the "
+    "name in its CT_GROUP_* setting",
+    ClusterAuthorizationFailedError: "an idempotent producer needs Write on a topic it produces "
+    "to, or IdempotentWrite on the cluster: grant one (an ACL)",
+}
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments that every aiokafka client (producer, consumer, admin) takes."""
     options: dict[str, Any] = {
@@ -153,8 +163,8 @@ def rejection(exc: BaseException, settings: Settings, *, user_of: str) -> Reject
         return _authentication_rejected(settings, settings.kafka_bootstrap, exc)
     if isinstance(exc, AUTHORIZATION_ERRORS):
         return Rejected(
-            f"Kafka does not allow {who} to use {user_of} ({type(exc).__name__}): grant it "
-            "an ACL (Read, Write, Describe) for that resource, or fix the name in its CT_ setting"
+            f"Kafka does not allow {who} to use {user_of} ({type(exc).__name__}): "
+            f"{_GRANT.get(type(exc), _GRANT[TopicAuthorizationFailedError])}"
         )
     if isinstance(exc, UnknownTopicOrPartitionError):
         return Rejected(

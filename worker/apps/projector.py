@@ -17,6 +17,7 @@ from worker.adapters.kafka import (
     Record,
     consume,
     make_producer,
+    require_topics,
 )
 from worker.adapters.orders import OrdersRepository
 from worker.apps.runtime import Service
@@ -97,6 +98,8 @@ class ProjectorService(Service):
             db = client[settings.mongo_db]
             await mongo.prepare(db)
             await producer.start()
+            # Its consumer checks the timeline topic; the dead letters go here.
+            await require_topics(settings, [settings.topic_dlq])
             projector = Projector(
                 self._codec,
                 OrdersRepository(db, guarded_updates=not await mongo.is_ferretdb(db)),
