@@ -1,8 +1,8 @@
 # Conversation Tracker — developer and CI entry points. `make` alone lists the targets.
 #
 # The virtualenv lives in .venv; pip uses its default user cache (~/.cache/pip), outside the
-# checkout. The local stack (Kafka, FerretDB, SMTP sink) is deploy/local/stack; its downloads and
-# data live under ~/.cache and ~/.local/state, never in the checkout.
+# checkout. The local stack (Kafka, FerretDB, SMTP sink, Mailpit) is deploy/local/stack; its
+# downloads, data and certificates live under ~/.cache and ~/.local/state, never in the checkout.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
