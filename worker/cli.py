@@ -45,8 +45,10 @@ def build_parser() -> OneLineParser:
     check = sub.add_parser("check", help="wait until a server answers (exit 1 after --timeout)")
     check.add_argument("server", choices=["kafka", "mongo", "smtp"])
     check.add_argument("--timeout", type=float, default=30.0)
-    check.add_argument("--host", default="127.0.0.1", help="SMTP host (smtp only)")
-    check.add_argument("--port", type=int, default=1025, help="SMTP port (smtp only)")
+    check.add_argument("--host", help="SMTP host (smtp only; default: CT_SMTP_HOST)")
+    check.add_argument(
+        "--port", type=int, help="SMTP port (smtp only; default: CT_SMTP_PORT; TLS: CT_SMTP_TLS)"
+    )
 
     topics = sub.add_parser("topics", help="Kafka topics")
     topics_sub = topics.add_subparsers(dest="action", required=True, parser_class=OneLineParser)

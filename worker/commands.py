@@ -37,10 +37,13 @@ async def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from worker.apps import checks
 
+    host = args.host or settings.smtp_host
+    port = args.port or settings.smtp_port
+    upstream = settings.model_copy(update={"smtp_host": host, "smtp_port": port})
     probes = {
         "kafka": lambda: checks.kafka_answers(settings),
         "mongo": lambda: checks.mongo_answers(settings),
-        "smtp": lambda: checks.smtp_answers(args.host, args.port),
+        "smtp": lambda: checks.smtp_upstream_answers(upstream),
     }
     try:
         await checks.wait_until(probes[args.server], args.timeout)
