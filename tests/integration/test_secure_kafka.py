@@ -22,8 +22,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import REPO, SecureStack, eventually
-from tests.helpers import CODEC, produce, read_topic, running, settings_env, timeline_event
+from tests.conftest import REPO, SecureStack
+from tests.helpers import CODEC, produce, read_topic, running, settings_env
+from tests.support.events import timeline_event
+from tests.support.polling import eventually
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.adapters.kafka_client import client_options
