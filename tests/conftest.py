@@ -80,13 +80,17 @@ class SecureStack:
         """Every password it holds: none may appear in a log line, an output or a metric."""
         return [v for k, v in self.variables.items() if k.endswith("PASSWORD")]
 
-    def kafka_acls(self, *args: str) -> None:
-        """Kafka's own AclCommand against the plaintext listener (whose ANONYMOUS is a super
-        user), with the jars the stack runs."""
+    def path(self, name: str) -> str:
+        """One of `deploy/local/stack paths`: secure (certificates), kafka_lib, mailpit_bin."""
         paths = subprocess.run(
             [str(STACK), "paths"], capture_output=True, text=True, timeout=60, check=True
         ).stdout
-        lib = dict(line.split("=", 1) for line in paths.split())["kafka_lib"]
+        return dict(line.split("=", 1) for line in paths.splitlines())[name]
+
+    def kafka_acls(self, *args: str) -> None:
+        """Kafka's own AclCommand against the plaintext listener (whose ANONYMOUS is a super
+        user), with the jars the stack runs."""
+        lib = self.path("kafka_lib")
         command = ["java", "-Xmx256m", "-cp", f"{lib}/*", "org.apache.kafka.tools.AclCommand"]
         command += ["--bootstrap-server", self["CT_STACK_KAFKA_PLAINTEXT"], *args]
         subprocess.run(command, capture_output=True, timeout=120, check=True)

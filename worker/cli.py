@@ -178,7 +178,8 @@ async def _explained(handler: Handler, args: argparse.Namespace, settings: Setti
 
 
 def _command(args: argparse.Namespace) -> str:
-    return " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+    words = [args.command, getattr(args, "action", None), getattr(args, "server", None)]
+    return " ".join(filter(None, words))
 
 
 def _dispatch(args: argparse.Namespace) -> Handler:

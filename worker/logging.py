@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -51,6 +51,17 @@ class AddressRedactor:
         return event_dict
 
 
+class _CurrentStderr:
+    """sys.stderr as it is when a line is written, not when logging was set up: loggers are
+    cached on first use, and a stream swapped meanwhile (a test's capture) may be closed."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 # aiokafka logs these errors, then raises them to the client's caller, where
 # worker.adapters.kafka_client turns them into one line naming the setting or ACL to fix.
 _AIOKAFKA_RAISED_TOO = (
@@ -86,7 +97,8 @@ def configure_logging(level: str, fmt: str, alias_domain: str) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # PrintLogger needs only write() and flush() of its file.
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

@@ -6,95 +6,25 @@ event exactly once after the fix."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import json
 import signal
-import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.conftest import REPO, SecureStack
+from tests.conftest import SecureStack
 from tests.helpers import CODEC, produce, read_topic, running, settings_env
 from tests.support.events import timeline_event
+from tests.support.kafka import committed
 from tests.support.polling import eventually
+from tests.support.processes import CT, assert_no_secret, ct, untrusted_ca
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
-from worker.adapters.kafka_client import client_options
 from worker.apps.projector import ProjectorService
 from worker.config import Rejected, Settings, load_settings
 
 pytestmark = pytest.mark.stack
-CT = str(REPO / ".venv/bin/ct")
 WRONG_PASSWORD = "not-the-password-0000"
-
-
-@dataclass
-class Finished:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    def errors(self) -> list[dict[str, Any]]:
-        """The JSON log lines at level error."""
-        lines = [json.loads(x) for x in self.stderr.splitlines() if x.startswith("{")]
-        return [line for line in lines if line.get("level") == "error"]
-
-
-async def ct(env: dict[str, str], *args: str, timeout: float = 90) -> Finished:
-    started = time.monotonic()
-    result = await asyncio.to_thread(
-        subprocess.run, [CT, *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
-    return Finished(result.returncode, result.stdout, result.stderr, time.monotonic() - started)
-
-
-def assert_no_secret(secrets: list[str], *texts: str) -> None:
-    for secret in secrets:
-        assert all(secret not in text for text in texts), "a secret was printed"
-
-
-def untrusted_ca(directory: Path) -> Path:
-    """A CA of its own, which signed nothing of the stack's."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Someone else's CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path = directory / "other-ca.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-async def committed(settings: Settings, topic: str, group: str) -> int:
-    """The sum of the group's committed offsets on the topic (0 when it committed nothing)."""
-    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        **client_options(settings), group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        return sum([await consumer.committed(tp) or 0 for tp in partitions])
-    finally:
-        await consumer.stop()
 
 
 async def entry_ids(db: mongo.Database) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.support.polling import until
 from worker.adapters.kafka_client import client_options
@@ -23,3 +23,16 @@ async def topic_size(settings: Settings, topic: str) -> int:
     finally:
         await consumer.stop()
     return sum(ends.values())
+
+
+async def committed(settings: Settings, topic: str, group: str) -> int:
+    """The sum of the group's committed offsets on the topic (0 when it committed nothing)."""
+    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
+        **client_options(settings), group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        return sum([await consumer.committed(tp) or 0 for tp in partitions])
+    finally:
+        await consumer.stop()

@@ -1,11 +1,13 @@
 """TLS, SASL and SMTP AUTH settings: combinations that cannot work are one line naming the
-variable; secrets never show; Kafka errors are sorted into retriable and permanent."""
+variable; secrets never show; Kafka errors are sorted into retriable and permanent, SMTP ones
+into the recipient's, the moment's and ours (a setting to fix)."""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -23,7 +25,8 @@ from aiokafka.errors import (
 
 from worker.adapters.kafka import is_transient
 from worker.adapters.kafka_client import bootstrap_hosts, client_options, rejection
-from worker.config import ConfigError, load_settings, redact_uri
+from worker.adapters.smtp_client import connection_options, misconfiguration
+from worker.config import ConfigError, Settings, load_settings, redact_uri
 
 SASL = {
     "kafka_security_protocol": "SASL_SSL",
@@ -151,3 +154,56 @@ def test_a_permanent_error_names_what_to_fix() -> None:
     missing = rejection(UnknownTopicOrPartitionError(), settings, user_of="topic t-2")
     assert missing is not None and "ct topics create" in str(missing)
     assert rejection(KafkaConnectionError(), settings, user_of="x") is None
+
+
+def _starttls(**overrides: object) -> Settings:
+    wanted = {"smtp_tls": "starttls", "smtp_username": "ct", "smtp_password": "smtp-pw"}
+    return load_settings(**(wanted | overrides))
+
+
+def test_smtp_starttls_is_required_never_opportunistic() -> None:
+    options = connection_options(_starttls())
+    assert options["start_tls"] is True and options["use_tls"] is False
+    assert options["tls_context"].verify_mode == ssl.CERT_REQUIRED
+    implicit = connection_options(_starttls(smtp_tls="tls"))
+    assert implicit["use_tls"] is True and implicit["start_tls"] is False
+    plain = connection_options(load_settings())
+    assert plain["start_tls"] is False and plain["tls_context"] is None
+    unverified = connection_options(_starttls(smtp_tls_verify=False))["tls_context"]
+    assert unverified.verify_mode == ssl.CERT_NONE and not unverified.check_hostname
+
+
+AUTH_FAILED = aiosmtplib.SMTPAuthenticationError(535, "5.7.8 Authentication failed")
+AUTH_NEEDED = aiosmtplib.SMTPSenderRefused(530, "5.7.0 Authentication required", "a@b")
+NO_STARTTLS = aiosmtplib.SMTPException("SMTP STARTTLS extension not supported by server.")
+
+
+@pytest.mark.parametrize(
+    ("error", "names"),
+    [
+        (AUTH_FAILED, "CT_SMTP_PASSWORD"),
+        (AUTH_NEEDED, "CT_SMTP_PASSWORD"),
+        (NO_STARTTLS, "CT_SMTP_TLS=starttls"),
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), "CT_SMTP_CA_FILE"),
+    ],
+)
+def test_smtp_refusals_that_a_setting_fixes_name_it(error: Exception, names: str) -> None:
+    problem = misconfiguration(error, _starttls())
+    assert problem is not None and names in str(problem) and "smtp-pw" not in str(problem)
+
+
+def test_smtp_refusals_of_one_recipient_or_transient_ones_are_not_misconfiguration() -> None:
+    settings = _starttls()
+    assert (
+        misconfiguration(aiosmtplib.SMTPResponseException(550, "5.1.1 no such user"), settings)
+        is None
+    )
+    assert (
+        misconfiguration(aiosmtplib.SMTPResponseException(451, "4.3.0 try later"), settings) is None
+    )
+    assert misconfiguration(aiosmtplib.SMTPServerDisconnected("gone"), settings) is None
+    assert misconfiguration(ConnectionRefusedError(), settings) is None
+    plain = load_settings()
+    asks_tls = aiosmtplib.SMTPResponseException(530, "5.7.0 Must issue a STARTTLS command first")
+    problem = misconfiguration(asks_tls, plain)
+    assert problem is not None and "set CT_SMTP_TLS=starttls" in str(problem)

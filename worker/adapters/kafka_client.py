@@ -38,6 +38,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
+from worker.adapters.tls import verify_reason
 from worker.config import Rejected, Settings, Unreachable
 
 PROBE_TIMEOUT_S = 10.0
@@ -194,7 +195,7 @@ async def diagnose(settings: Settings, error: BaseException) -> Rejected | Unrea
             tried.append(f"{where}: the name does not resolve ({exc.strerror})")
         except ssl.SSLCertVerificationError as exc:
             return Rejected(
-                f"Kafka's TLS certificate at {where} is not trusted ({exc.verify_message}): set "
+                f"Kafka's TLS certificate at {where} is not trusted ({verify_reason(exc)}): set "
                 "CT_KAFKA_SSL_CA_FILE to the CA that signed it (now "
                 f"{settings.kafka_ssl_ca_file or 'the system CAs'}), or fix CT_KAFKA_BOOTSTRAP"
             )

@@ -13,6 +13,7 @@ from typing import Any
 import aiosmtplib
 import structlog
 
+from worker.adapters.tls import verify_reason
 from worker.config import Rejected, Settings
 
 log = structlog.get_logger(__name__)
@@ -67,7 +68,7 @@ def misconfiguration(exc: BaseException, settings: Settings) -> Rejected | None:
     cause = exc.__cause__ if isinstance(exc, aiosmtplib.SMTPConnectError) else exc
     if isinstance(cause, ssl.SSLCertVerificationError):
         return Rejected(
-            f"{where} presents a certificate that is not trusted ({cause.verify_message}): set "
+            f"{where} presents a certificate that is not trusted ({verify_reason(cause)}): set "
             "CT_SMTP_CA_FILE to the CA that signed it (now "
             f"{settings.smtp_ca_file or 'the system CAs'}), or fix CT_SMTP_HOST"
         )
