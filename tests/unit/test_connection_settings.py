@@ -207,3 +207,15 @@ def test_smtp_refusals_of_one_recipient_or_transient_ones_are_not_misconfigurati
     asks_tls = aiosmtplib.SMTPResponseException(530, "5.7.0 Must issue a STARTTLS command first")
     problem = misconfiguration(asks_tls, plain)
     assert problem is not None and "set CT_SMTP_TLS=starttls" in str(problem)
+
+
+def test_turning_certificate_checks_off_is_logged_at_start() -> None:
+    from structlog.testing import capture_logs
+
+    from worker.adapters.smtp import SmtpPool
+
+    with capture_logs() as logs:
+        SmtpPool.from_settings(_starttls(smtp_tls_verify=False))
+        SmtpPool.from_settings(_starttls())
+    assert [line["event"] for line in logs] == ["smtp_tls_unverified"]
+    assert logs[0]["log_level"] == "warning" and "CT_SMTP_TLS_VERIFY=false" in logs[0]["detail"]
