@@ -19,6 +19,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
     UnknownProducerId,
+    UnknownTopicOrPartitionError,
     for_code,
 )
 
@@ -39,6 +40,7 @@ log = structlog.get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 TOPIC_METADATA_WAIT_S = 30.0
+UNKNOWN_TOPIC_WAIT_S = 3.0
 
 
 # After these an idempotent producer stays broken (seen after a broker restart: its sequence
@@ -64,15 +66,35 @@ async def require_topics(settings: Settings, topics: Sequence[str]) -> None:
     """Raise Rejected unless every topic exists and this client may use it.
 
     A consumer subscribed to a missing topic waits forever with no partitions, and a producer's
-    send to one times out again and again: both look alive while they do nothing.
+    send to one times out again and again: both look alive while they do nothing. A leader being
+    elected (a broker restarting) is waited out; a missing topic gets a few seconds, for one
+    created a moment ago by another process.
     """
+    started = time.monotonic()
     async with admin_client(settings, "ct-preflight") as admin:
-        described = await admin.describe_topics(list(topics))
-    for topic in described:
-        if topic["error_code"]:
-            error = for_code(topic["error_code"])()
-            found = rejection(error, settings, user_of=f"topic {topic['topic']}")
-            raise found or error
+        while True:
+            failed = [t for t in await admin.describe_topics(list(topics)) if t["error_code"]]
+            if not failed:
+                return
+            waited = time.monotonic() - started
+            for topic in failed:
+                error = for_code(topic["error_code"])()
+                if (
+                    isinstance(error, UnknownTopicOrPartitionError)
+                    and waited < UNKNOWN_TOPIC_WAIT_S
+                ):
+                    continue
+                if is_retriable(error) and waited < TOPIC_METADATA_WAIT_S:
+                    continue
+                raise rejection(error, settings, user_of=f"topic {topic['topic']}") or error
+            await asyncio.sleep(0.5)
+
+
+def _patience(error: Exception) -> float:
+    """How long a topic's metadata error is waited out before it counts."""
+    if isinstance(error, UnknownTopicOrPartitionError):
+        return UNKNOWN_TOPIC_WAIT_S
+    return TOPIC_METADATA_WAIT_S if is_retriable(error) else 0.0
 
 
 def make_producer(
