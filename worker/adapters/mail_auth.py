@@ -122,11 +122,13 @@ class SenderAuthenticator:
     ) -> Authentication:
         from_domain = _from_domain(message)
         org = self._domains.of(from_domain)
-        spf_verdict, dkim_verdicts = await asyncio.gather(
+        # The three lookups are independent: one round trip rather than three.
+        spf_verdict, dkim_verdicts, record = await asyncio.gather(
             self.spf(client_ip=client_ip, mail_from=mail_from, helo=helo, org_domain=org),
             self.dkim(message, org_domain=org),
+            self._dmarc_record(from_domain, org),
         )
-        dmarc_verdict = await self._dmarc_verdict(from_domain, org, spf_verdict, dkim_verdicts)
+        dmarc_verdict = self._dmarc_verdict(record, spf_verdict, dkim_verdicts)
         return Authentication(from_domain, org, spf_verdict, dkim_verdicts, dmarc_verdict)
 
     async def spf(
@@ -194,19 +196,15 @@ class SenderAuthenticator:
             for (d, s), result in zip(signatures, results, strict=True)
         )
 
-    async def _dmarc_verdict(
+    def _dmarc_verdict(
         self,
-        from_domain: str | None,
-        org: str | None,
+        found: tuple[Any, bool] | DnsUnavailable,
         spf_verdict: SpfVerdict,
         dkim_verdicts: tuple[DkimVerdict, ...],
     ) -> DmarcVerdict:
-        if from_domain is None:
-            return DmarcVerdict(Result.NONE, None)
-        try:
-            record, at_org = await self._dmarc_record(from_domain, org)
-        except DnsUnavailable:
+        if isinstance(found, DnsUnavailable):
             return DmarcVerdict(Result.TEMPERROR, None)
+        record, at_org = found
         if record is None:
             return DmarcVerdict(Result.NONE, None)
         spf_identity = (
@@ -232,8 +230,18 @@ class SenderAuthenticator:
         )
         return DmarcVerdict(Result.TEMPERROR if lookups_failed else Result.FAIL, policy)
 
-    async def _dmarc_record(self, domain: str, org: str | None) -> tuple[Any, bool]:
+    async def _dmarc_record(
+        self, domain: str | None, org: str | None
+    ) -> tuple[Any, bool] | DnsUnavailable:
         """RFC 7489 6.6.3: the From domain's record, else its organisational domain's."""
+        try:
+            return await self._find_dmarc_record(domain, org)
+        except DnsUnavailable as exc:
+            return exc
+
+    async def _find_dmarc_record(self, domain: str | None, org: str | None) -> tuple[Any, bool]:
+        if domain is None:
+            return None, False
         for candidate, at_org in ((domain, False), (org, True)):
             if candidate is None or (at_org and candidate == domain):
                 continue
@@ -309,23 +317,24 @@ def _verify_all(
 ) -> list[Result]:
     """dkimpy over every signature, its key lookups answered from `keys`."""
     verifier = dkim.DKIM(message, logger=_QUIET)
-    results = []
-    for index, (d, s) in enumerate(signatures):
-        key = keys.get(f"{s}._domainkey.{d}") if d and s else None
-        if isinstance(key, DnsUnavailable):
-            results.append(Result.TEMPERROR)
-            continue
-        if key is None:
-            results.append(Result.PERMERROR)  # no key published, or no d=/s= to find it by
-            continue
+    return [
+        _verify_one(verifier, index, keys.get(f"{s}._domainkey.{d}") if d and s else None)
+        for index, (d, s) in enumerate(signatures)
+    ]
 
-        def published(name: bytes, timeout: float = 0, key: bytes = key) -> bytes:
-            return key
 
-        try:
-            ok = verifier.verify(idx=index, dnsfunc=published)
-        except dkim.DKIMException:
-            results.append(Result.PERMERROR)  # malformed signature or key
-            continue
-        results.append(Result.PASS if ok else Result.FAIL)
-    return results
+def _verify_one(verifier: Any, index: int, key: bytes | DnsUnavailable | None) -> Result:
+    if isinstance(key, DnsUnavailable):
+        return Result.TEMPERROR
+    if key is None:
+        return Result.PERMERROR  # no key published, or no d=/s= to find it by
+    try:
+        if not verifier.verify_headerprep(index):  # the signature's own tags, checked
+            return Result.PERMERROR
+    except dkim.DKIMException:
+        return Result.PERMERROR
+    try:
+        verified = verifier.verify(idx=index, dnsfunc=lambda _name, timeout=0: key)
+    except dkim.DKIMException:
+        return Result.FAIL  # a well-formed signature that does not match (the body hash, say)
+    return Result.PASS if verified else Result.FAIL

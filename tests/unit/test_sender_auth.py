@@ -1,0 +1,164 @@
+"""The sender rules as pure functions: verdicts in, trusted / forwarded as external / refused out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from worker.domain.sender_auth import (
+    DMARC_REJECTED,
+    DNS_TEMPORARY,
+    PARTICIPANT_NOT_VERIFIED,
+    SENDER_NOT_VERIFIED,
+    AsExternal,
+    Authentication,
+    DkimVerdict,
+    DmarcPolicy,
+    DmarcVerdict,
+    Refused,
+    Result,
+    SpfVerdict,
+    Trusted,
+    judge_sender,
+)
+from worker.events import ParticipantRole
+
+CUSTOMER, STORE, EXTERNAL = (
+    ParticipantRole.CUSTOMER,
+    ParticipantRole.STORE,
+    ParticipantRole.EXTERNAL,
+)
+
+
+def auth(
+    *,
+    spf: Result = Result.NONE,
+    spf_aligned: bool = True,
+    dkim: tuple[tuple[Result, bool], ...] = (),
+    dmarc: Result = Result.NONE,
+    policy: DmarcPolicy | None = None,
+) -> Authentication:
+    return Authentication(
+        from_domain="shop.example.com",
+        org_domain="example.com",
+        spf=SpfVerdict(spf, "mailfrom", "bounces.example.com", spf_aligned),
+        dkim=tuple(
+            DkimVerdict(result, "example.com" if aligned else "esp.example.net", "s1", aligned)
+            for result, aligned in dkim
+        ),
+        dmarc=DmarcVerdict(dmarc, policy),
+    )
+
+
+PASSING = auth(
+    spf=Result.PASS, dkim=((Result.PASS, True),), dmarc=Result.PASS, policy=DmarcPolicy.REJECT
+)
+FORGED = auth(spf=Result.FAIL, dmarc=Result.FAIL, policy=DmarcPolicy.NONE)
+
+
+def test_authentication_off_trusts_the_headers_as_before() -> None:
+    assert judge_sender(None, recipient_role=EXTERNAL, claimed_role=CUSTOMER) == Trusted()
+
+
+@pytest.mark.parametrize("recipient", [CUSTOMER, STORE, EXTERNAL])
+def test_a_dmarc_pass_makes_a_participant_trusted_wherever_it_writes(
+    recipient: ParticipantRole,
+) -> None:
+    assert judge_sender(PASSING, recipient_role=recipient, claimed_role=CUSTOMER) == Trusted()
+
+
+def test_without_a_dmarc_record_an_aligned_spf_or_dkim_pass_authenticates() -> None:
+    aligned_spf = auth(spf=Result.PASS)
+    aligned_dkim = auth(spf=Result.FAIL, dkim=((Result.FAIL, True), (Result.PASS, True)))
+    assert aligned_spf.authenticated() and aligned_dkim.authenticated()
+    for verdicts in (aligned_spf, aligned_dkim):
+        assert judge_sender(verdicts, recipient_role=EXTERNAL, claimed_role=CUSTOMER) == Trusted()
+
+
+def test_without_a_dmarc_record_an_unaligned_pass_does_not_authenticate() -> None:
+    unaligned = auth(spf=Result.PASS, spf_aligned=False, dkim=((Result.PASS, False),))
+    assert not unaligned.authenticated()
+    refused = judge_sender(unaligned, recipient_role=EXTERNAL, claimed_role=CUSTOMER)
+    assert isinstance(refused, Refused) and refused.reply == SENDER_NOT_VERIFIED
+    assert refused.reason.startswith("sender-not-authenticated; spf=pass")
+
+
+def test_a_failing_dmarc_is_not_rescued_by_an_aligned_spf_pass_elsewhere() -> None:
+    # DMARC's own verdict rules once a record exists (strict alignment may have failed it).
+    strict_fail = auth(spf=Result.PASS, dmarc=Result.FAIL, policy=DmarcPolicy.NONE)
+    assert not strict_fail.authenticated()
+
+
+def test_a_forged_customer_writing_to_a_reverse_alias_is_refused_as_not_verified() -> None:
+    refused = judge_sender(FORGED, recipient_role=EXTERNAL, claimed_role=CUSTOMER)
+    assert refused == Refused(SENDER_NOT_VERIFIED, f"sender-not-authenticated; {FORGED.summary()}")
+    assert refused.code == 550 and "5.7.1" in refused.reply
+
+
+def test_a_forged_store_under_a_lax_policy_is_forwarded_as_an_external_sender() -> None:
+    for policy in (DmarcPolicy.NONE, None):
+        verdicts = replace(
+            FORGED, dmarc=DmarcVerdict(Result.FAIL if policy else Result.NONE, policy)
+        )
+        treatment = judge_sender(verdicts, recipient_role=CUSTOMER, claimed_role=STORE)
+        assert isinstance(treatment, AsExternal)
+        assert treatment.reason.startswith("sender-not-authenticated; ")
+
+
+def test_a_forged_participant_under_quarantine_or_reject_is_refused() -> None:
+    quarantine = replace(FORGED, dmarc=DmarcVerdict(Result.FAIL, DmarcPolicy.QUARANTINE))
+    treatment = judge_sender(quarantine, recipient_role=CUSTOMER, claimed_role=STORE)
+    assert isinstance(treatment, Refused) and treatment.reply == PARTICIPANT_NOT_VERIFIED
+    reject = replace(FORGED, dmarc=DmarcVerdict(Result.FAIL, DmarcPolicy.REJECT))
+    treatment = judge_sender(reject, recipient_role=STORE, claimed_role=CUSTOMER)
+    assert isinstance(treatment, Refused) and treatment.reply == DMARC_REJECTED
+
+
+def test_any_sender_failing_a_reject_policy_is_refused_even_a_stranger() -> None:
+    reject = replace(FORGED, dmarc=DmarcVerdict(Result.FAIL, DmarcPolicy.REJECT))
+    treatment = judge_sender(reject, recipient_role=CUSTOMER, claimed_role=None)
+    assert isinstance(treatment, Refused) and treatment.reply == DMARC_REJECTED
+    assert treatment.reason.startswith("dmarc-policy-reject; ")
+
+
+def test_strangers_and_carriers_are_external_senders_whatever_spf_says() -> None:
+    for verdicts in (FORGED, auth(spf=Result.SOFTFAIL), auth()):
+        assert judge_sender(verdicts, recipient_role=CUSTOMER, claimed_role=None) == Trusted()
+
+
+def test_a_failed_lookup_that_decides_the_outcome_is_a_451_never_a_guess() -> None:
+    dmarc_down = auth(spf=Result.PASS, dmarc=Result.TEMPERROR)
+    spf_down = auth(spf=Result.TEMPERROR)
+    dkim_down = auth(spf=Result.FAIL, dkim=((Result.TEMPERROR, True),))
+    for verdicts in (spf_down, dkim_down):
+        assert verdicts.undecided()
+        treatment = judge_sender(verdicts, recipient_role=CUSTOMER, claimed_role=STORE)
+        assert isinstance(treatment, Refused) and treatment.reply == DNS_TEMPORARY
+    # The DMARC record itself unknown: even a stranger's message cannot be judged.
+    treatment = judge_sender(dmarc_down, recipient_role=CUSTOMER, claimed_role=None)
+    assert isinstance(treatment, Refused) and treatment.reply == DNS_TEMPORARY
+    assert treatment.code == 451 and "4.4.3" in treatment.reply
+
+
+def test_a_failed_lookup_that_cannot_change_the_outcome_does_not_delay_mail() -> None:
+    # DKIM passed aligned, so the SPF lookup that timed out does not matter.
+    verdicts = auth(spf=Result.TEMPERROR, dkim=((Result.PASS, True),))
+    assert not verdicts.undecided()
+    assert judge_sender(verdicts, recipient_role=EXTERNAL, claimed_role=CUSTOMER) == Trusted()
+    # An unaligned identifier could never have authenticated From.
+    unaligned = auth(spf=Result.TEMPERROR, spf_aligned=False)
+    assert not unaligned.undecided()
+
+
+def test_no_from_domain_never_authenticates() -> None:
+    assert not replace(PASSING, from_domain=None).authenticated()
+
+
+def test_the_summary_names_domains_and_results_never_an_address() -> None:
+    text = PASSING.summary()
+    assert text == (
+        "spf=pass(mailfrom=bounces.example.com) dkim=pass(d=example.com)"
+        " dmarc=pass(p=reject)(from=shop.example.com)"
+    )
+    assert "@" not in text and "@" not in FORGED.summary()
