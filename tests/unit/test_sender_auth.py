@@ -1,4 +1,4 @@
-"""The sender rules as pure functions: verdicts in, trusted / forwarded as external / refused out."""
+"""The sender rules as pure functions: verdicts in; trusted, forwarded as external or refused."""
 
 from __future__ import annotations
 
