@@ -7,6 +7,7 @@ from email.message import EmailMessage
 from worker.domain.abuse import (
     Admitted,
     OverLimit,
+    RateKeys,
     RateLimit,
     SlidingWindowLimiter,
     marketing_markers,
@@ -30,69 +31,64 @@ def limiter(alias: int = 3, domain: int = 0, ip: int = 0, **kwargs: int) -> Slid
 
 def test_the_window_slides_rather_than_resetting_on_the_hour() -> None:
     limits = limiter(alias=3)
-    keys = {"alias": ALIAS}
+    keys = RateKeys(ALIAS)
     for at in (0.0, 1000.0, 2000.0):
-        assert limits.admit(keys, alias=ALIAS, now=at) == Admitted()
-    assert isinstance(limits.admit(keys, alias=ALIAS, now=3000.0), OverLimit)
+        assert limits.admit(keys, now=at) == Admitted()
+    assert isinstance(limits.admit(keys, now=3000.0), OverLimit)
     # At 3600 the first message leaves the window, so exactly one more fits.
-    assert limits.admit(keys, alias=ALIAS, now=HOUR + 0.5) == Admitted()
-    assert isinstance(limits.admit(keys, alias=ALIAS, now=HOUR + 1.0), OverLimit)
-    assert limits.admit(keys, alias=ALIAS, now=HOUR + 1000.5) == Admitted()
+    assert limits.admit(keys, now=HOUR + 0.5) == Admitted()
+    assert isinstance(limits.admit(keys, now=HOUR + 1.0), OverLimit)
+    assert limits.admit(keys, now=HOUR + 1000.5) == Admitted()
 
 
 def test_one_refusal_per_window_is_marked_for_the_timeline() -> None:
     limits = limiter(alias=1)
-    keys = {"alias": ALIAS}
-    assert limits.admit(keys, alias=ALIAS, now=0.0) == Admitted()
-    first = limits.admit(keys, alias=ALIAS, now=10.0)
-    again = [limits.admit(keys, alias=ALIAS, now=10.0 + i) for i in range(1, 50)]
+    keys = RateKeys(ALIAS)
+    assert limits.admit(keys, now=0.0) == Admitted()
+    first = limits.admit(keys, now=10.0)
+    again = [limits.admit(keys, now=10.0 + i) for i in range(1, 50)]
     assert first == OverLimit("alias", ALIAS, record=True, window_started=10.0)
     assert all(isinstance(o, OverLimit) and not o.record for o in again)
     # A retried refusal is not counted, so the alias is free again an hour after its message.
-    assert limits.admit(keys, alias=ALIAS, now=HOUR + 1.0) == Admitted()
-    later = limits.admit(keys, alias=ALIAS, now=HOUR + 20.0)
+    assert limits.admit(keys, now=HOUR + 1.0) == Admitted()
+    later = limits.admit(keys, now=HOUR + 20.0)
     assert later == OverLimit("alias", ALIAS, record=True, window_started=HOUR + 20.0)
 
 
 def test_each_scope_counts_on_its_own_and_the_first_full_one_refuses() -> None:
     limits = limiter(alias=10, domain=2, ip=10)
     results = [
-        limits.admit(
-            {"alias": f"a{i}@relay.example", "domain": "spam.example", "ip": "192.0.2.7"},
-            alias=f"a{i}@relay.example",
-            now=float(i),
-        )
+        limits.admit(RateKeys(f"a{i}@relay.example", "spam.example", "192.0.2.7"), now=float(i))
         for i in range(3)
     ]
     assert results[:2] == [Admitted(), Admitted()]
     assert isinstance(results[2], OverLimit) and results[2].scope == "domain"
     # Another domain from the same IP still fits: the IP has seen two of its ten.
-    other = {"alias": "b@relay.example", "domain": "other.example", "ip": "192.0.2.7"}
-    assert limits.admit(other, alias="b@relay.example", now=4.0) == Admitted()
+    other = RateKeys("b@relay.example", "other.example", "192.0.2.7")
+    assert limits.admit(other, now=4.0) == Admitted()
 
 
 def test_a_domain_flood_is_recorded_once_per_order_alias_it_hits() -> None:
     limits = limiter(alias=0, domain=1)
-    keys = {"domain": "spam.example"}
-    assert limits.admit(keys, alias="a@relay.example", now=0.0) == Admitted()
-    hits = [limits.admit(keys, alias=a, now=1.0) for a in ("a@r", "b@r", "a@r", "b@r")]
+    assert limits.admit(RateKeys("a@r", "spam.example"), now=0.0) == Admitted()
+    hits = [
+        limits.admit(RateKeys(a, "spam.example"), now=1.0) for a in ("a@r", "b@r", "a@r", "b@r")
+    ]
     assert [h.record for h in hits if isinstance(h, OverLimit)] == [True, True, False, False]
 
 
 def test_a_limit_of_zero_is_no_limit() -> None:
     limits = limiter(alias=0)
-    assert all(
-        limits.admit({"alias": ALIAS}, alias=ALIAS, now=float(i)) == Admitted() for i in range(500)
-    )
+    assert all(limits.admit(RateKeys(ALIAS), now=float(i)) == Admitted() for i in range(500))
 
 
 def test_memory_is_bounded_by_forgetting_the_least_recent_keys() -> None:
     limits = limiter(alias=1, max_keys=10)
     for i in range(100):
-        assert limits.admit({"alias": f"{i}@r"}, alias=f"{i}@r", now=float(i)) == Admitted()
-    assert isinstance(limits.admit({"alias": "99@r"}, alias="99@r", now=100.0), OverLimit)
+        assert limits.admit(RateKeys(f"{i}@r"), now=float(i)) == Admitted()
+    assert isinstance(limits.admit(RateKeys("99@r"), now=100.0), OverLimit)
     # Key 0 was forgotten: its window starts afresh.
-    assert limits.admit({"alias": "0@r"}, alias="0@r", now=101.0) == Admitted()
+    assert limits.admit(RateKeys("0@r"), now=101.0) == Admitted()
 
 
 def _raw(**headers: str) -> bytes:

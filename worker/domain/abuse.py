@@ -17,7 +17,7 @@ Pure: the limiter is given the time; it does no I/O.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -37,6 +37,18 @@ class RateLimit:
     scope: Scope
     limit: int  # messages per window; 0 means no limit
     window_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateKeys:
+    """What one message is counted under: its recipient alias, sending domain and client IP."""
+
+    alias: str
+    domain: str | None = None  # From's organisational domain
+    ip: str | None = None
+
+    def of(self, scope: Scope) -> str | None:
+        return {"alias": self.alias, "domain": self.domain, "ip": self.ip}[scope]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,21 +81,21 @@ class SlidingWindowLimiter:
         # (scope, key, alias) -> when its current streak of refusals was first recorded.
         self._recorded: OrderedDict[tuple[Scope, str, str], float] = OrderedDict()
 
-    def admit(self, keys: Mapping[Scope, str], *, alias: str, now: float) -> Admitted | OverLimit:
-        """Count one message to `alias` under `keys` (scope -> key), or say which limit it is over.
+    def admit(self, keys: RateKeys, *, now: float) -> Admitted | OverLimit:
+        """Count one message under its keys, or say which limit it is over.
 
         A refused message is not counted: a sender that keeps retrying does not extend its ban.
         """
         windows = []
         for limit in self._limits:
-            key = keys.get(limit.scope)
+            key = keys.of(limit.scope)
             if not key:
                 continue
             times = self._window(limit.scope, key, limit.limit)
             while times and times[0] <= now - limit.window_s:
                 times.popleft()
             if len(times) >= limit.limit:
-                return self._refusal(limit, key, alias, now)
+                return self._refusal(limit, key, keys.alias, now)
             windows.append(times)
         for times in windows:
             times.append(now)
