@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.test_relaying import CARRIER, CUSTOMER, DOMAIN, PARTIES, STORE, make_mail
 from worker.domain.auth_results import authentication_results, authserv_id, is_forged
-from worker.domain.relaying import NeedsReverseAlias, decide_route, rewrite_for_forward
+from worker.domain.relaying import NeedsReverseAlias, Route, decide_route, rewrite_for_forward
 from worker.domain.sender_auth import (
     UNVERIFIED_SENDER_NAME,
     Authentication,
@@ -91,14 +91,10 @@ def test_the_forward_carries_our_header_alone_on_top_and_forged_ones_are_gone() 
     route = decide_route(
         CUSTOMER, PARTIES, STORE.real_address, f"<{STORE.real_address}>", None, domain=DOMAIN
     )
-    assert not isinstance(route, NeedsReverseAlias)
+    assert isinstance(route, Route)
     value = authentication_results(DOMAIN, AUTH)
     forwarded = rewrite_for_forward(
-        raw,
-        route,
-        PARTIES,
-        domain=DOMAIN,
-        authentication_results=value,  # type: ignore[arg-type]
+        raw, route, PARTIES, domain=DOMAIN, authentication_results=value
     )
     assert forwarded.startswith(b"Authentication-Results: relay.example; spf=pass")
     message = message_from_bytes(forwarded, policy=default_policy)
