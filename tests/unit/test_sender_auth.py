@@ -6,6 +6,8 @@ from dataclasses import replace
 
 import pytest
 
+from worker.domain.abuse import MARKETING_REFUSED, RATE_LIMITED, OverLimit
+from worker.domain.screening import Accepted, rate_refused, screen
 from worker.domain.sender_auth import (
     DMARC_REJECTED,
     DNS_TEMPORARY,
@@ -162,3 +164,33 @@ def test_the_summary_names_domains_and_results_never_an_address() -> None:
         " dmarc=pass(p=reject)(from=shop.example.com)"
     )
     assert "@" not in text and "@" not in FORGED.summary()
+
+
+def test_screening_refuses_marketing_from_external_senders_only() -> None:
+    markers = ("List-Unsubscribe",)
+    stranger = screen(FORGED, recipient_role=CUSTOMER, claimed_role=None, marketing_markers=markers)
+    assert isinstance(stranger, Refused) and stranger.reply == MARKETING_REFUSED
+    assert stranger.reason.startswith("marketing-refused (List-Unsubscribe); spf=fail")
+    store = screen(PASSING, recipient_role=CUSTOMER, claimed_role=STORE, marketing_markers=markers)
+    assert store == Accepted(sender_verified=True, external=False, verdicts=PASSING.summary())
+    # A forged store is an external sender: its newsletter is refused like anyone's.
+    forged = screen(FORGED, recipient_role=CUSTOMER, claimed_role=STORE, marketing_markers=markers)
+    assert isinstance(forged, Refused) and forged.reply == MARKETING_REFUSED
+
+
+def test_screening_marks_who_the_rate_limits_count() -> None:
+    carrier = screen(PASSING, recipient_role=CUSTOMER, claimed_role=EXTERNAL, marketing_markers=())
+    forged = screen(FORGED, recipient_role=CUSTOMER, claimed_role=STORE, marketing_markers=())
+    off = screen(None, recipient_role=CUSTOMER, claimed_role=None, marketing_markers=())
+    assert carrier == Accepted(sender_verified=True, external=True, verdicts=PASSING.summary())
+    assert isinstance(forged, Accepted) and (forged.sender_verified, forged.external) == (
+        False,
+        True,
+    )
+    assert forged.verdicts.startswith("sender-not-authenticated; ")
+    assert off == Accepted(
+        sender_verified=True, external=True, verdicts="sender-authentication-off"
+    )
+    refused = rate_refused(OverLimit("ip", "192.0.2.1", record=True, window_started=0.0), carrier)
+    assert refused.reply == RATE_LIMITED and refused.code == 451 and "4.7.1" in refused.reply
+    assert "192.0.2.1" not in refused.reason and refused.reason.startswith("rate-limited (per ip)")
