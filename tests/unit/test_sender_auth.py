@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from worker.domain.abuse import MARKETING_REFUSED, RATE_LIMITED, OverLimit
-from worker.domain.screening import Accepted, rate_refused, screen
+from worker.domain.screening import Accepted, Claim, claimed_sender, rate_refused, screen
 from worker.domain.sender_auth import (
     DMARC_REJECTED,
     DNS_TEMPORARY,
@@ -168,20 +168,35 @@ def test_the_summary_names_domains_and_results_never_an_address() -> None:
 
 def test_screening_refuses_marketing_from_external_senders_only() -> None:
     markers = ("List-Unsubscribe",)
-    stranger = screen(FORGED, recipient_role=CUSTOMER, claimed_role=None, marketing_markers=markers)
+    stranger = screen(
+        FORGED, recipient_role=CUSTOMER, claim=Claim(None, in_from=False), marketing_markers=markers
+    )
     assert isinstance(stranger, Refused) and stranger.reply == MARKETING_REFUSED
     assert stranger.reason.startswith("marketing-refused (List-Unsubscribe); spf=fail")
-    store = screen(PASSING, recipient_role=CUSTOMER, claimed_role=STORE, marketing_markers=markers)
+    store = screen(
+        PASSING,
+        recipient_role=CUSTOMER,
+        claim=Claim(STORE, in_from=True),
+        marketing_markers=markers,
+    )
     assert store == Accepted(sender_verified=True, external=False, verdicts=PASSING.summary())
     # A forged store is an external sender: its newsletter is refused like anyone's.
-    forged = screen(FORGED, recipient_role=CUSTOMER, claimed_role=STORE, marketing_markers=markers)
+    forged = screen(
+        FORGED, recipient_role=CUSTOMER, claim=Claim(STORE, in_from=True), marketing_markers=markers
+    )
     assert isinstance(forged, Refused) and forged.reply == MARKETING_REFUSED
 
 
 def test_screening_marks_who_the_rate_limits_count() -> None:
-    carrier = screen(PASSING, recipient_role=CUSTOMER, claimed_role=EXTERNAL, marketing_markers=())
-    forged = screen(FORGED, recipient_role=CUSTOMER, claimed_role=STORE, marketing_markers=())
-    off = screen(None, recipient_role=CUSTOMER, claimed_role=None, marketing_markers=())
+    carrier = screen(
+        PASSING, recipient_role=CUSTOMER, claim=Claim(EXTERNAL, in_from=True), marketing_markers=()
+    )
+    forged = screen(
+        FORGED, recipient_role=CUSTOMER, claim=Claim(STORE, in_from=True), marketing_markers=()
+    )
+    off = screen(
+        None, recipient_role=CUSTOMER, claim=Claim(None, in_from=False), marketing_markers=()
+    )
     assert carrier == Accepted(sender_verified=True, external=True, verdicts=PASSING.summary())
     assert isinstance(forged, Accepted) and (forged.sender_verified, forged.external) == (
         False,
@@ -194,3 +209,28 @@ def test_screening_marks_who_the_rate_limits_count() -> None:
     refused = rate_refused(OverLimit("ip", "192.0.2.1", record=True, window_started=0.0), carrier)
     assert refused.reply == RATE_LIMITED and refused.code == 451 and "4.7.1" in refused.reply
     assert "192.0.2.1" not in refused.reason and refused.reason.startswith("rate-limited (per ip)")
+
+
+def test_a_claim_made_by_the_envelope_alone_is_never_verified() -> None:
+    # A stranger with a DMARC pass of its own, and the customer's address as MAIL FROM.
+    treatment = judge_sender(
+        PASSING, recipient_role=EXTERNAL, claimed_role=CUSTOMER, claimed_in_from=False
+    )
+    assert isinstance(treatment, Refused) and treatment.reply == SENDER_NOT_VERIFIED
+    lax = replace(PASSING, dmarc=DmarcVerdict(Result.PASS, DmarcPolicy.NONE))
+    as_store = judge_sender(lax, recipient_role=CUSTOMER, claimed_role=STORE, claimed_in_from=False)
+    assert isinstance(as_store, AsExternal)
+
+
+def test_the_claim_is_read_from_from_first_then_from_the_envelope() -> None:
+    from tests.unit.test_relaying import CARRIER as CARRIER_VIEW
+    from tests.unit.test_relaying import CUSTOMER as CUSTOMER_VIEW
+    from tests.unit.test_relaying import PARTIES
+    from tests.unit.test_relaying import STORE as STORE_VIEW
+
+    customer, store = CUSTOMER_VIEW.real_address, STORE_VIEW.real_address
+    assert claimed_sender(PARTIES, f"Maria <{customer.upper()}>", store) == Claim(CUSTOMER, True)
+    assert claimed_sender(PARTIES, "x@elsewhere.test", f"<{store}>") == Claim(STORE, False)
+    assert claimed_sender(PARTIES, None, customer) == Claim(CUSTOMER, False)
+    assert claimed_sender(PARTIES, CARRIER_VIEW.real_address, "") == Claim(EXTERNAL, True)
+    assert claimed_sender(PARTIES, "x@elsewhere.test", "y@elsewhere.test") == Claim(None, False)

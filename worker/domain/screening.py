@@ -10,8 +10,10 @@ are never limited). The rate limiter keeps state, so the relay asks it only for 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.utils import parseaddr
 
 from worker.domain.abuse import MARKETING_REFUSED, RATE_LIMITED, OverLimit
+from worker.domain.relaying import OrderParties
 from worker.domain.sender_auth import (
     AsExternal,
     Authentication,
@@ -33,15 +35,39 @@ class Accepted:
     verdicts: str  # for the forward's timeline entry: the SPF/DKIM/DMARC results, no address
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Which participant a message says it comes from, and whether `From` itself says so."""
+
+    role: ParticipantRole | None
+    in_from: bool
+
+
+def claimed_sender(parties: OrderParties, header_from: str | None, envelope_from: str) -> Claim:
+    """The order's party the sender claims to be, read as `decide_route` reads it."""
+    _, from_address = parseaddr(header_from or "")
+    by_from = parties.by_address(from_address) if "@" in from_address else None
+    if by_from is not None:
+        return Claim(by_from.role, in_from=True)
+    by_envelope = parties.by_address(envelope_from.strip().strip("<>"))
+    return Claim(by_envelope.role if by_envelope else None, in_from=False)
+
+
 def screen(
     auth: Authentication | None,
     *,
     recipient_role: ParticipantRole,
-    claimed_role: ParticipantRole | None,
+    claim: Claim,
     marketing_markers: tuple[str, ...],
 ) -> Accepted | Refused:
     """Whether and how a message goes on; `auth` None when sender authentication is off."""
-    treatment = judge_sender(auth, recipient_role=recipient_role, claimed_role=claimed_role)
+    claimed_role = claim.role
+    treatment = judge_sender(
+        auth,
+        recipient_role=recipient_role,
+        claimed_role=claimed_role,
+        claimed_in_from=claim.in_from,
+    )
     if isinstance(treatment, Refused):
         return treatment
     verdicts = auth.summary() if auth is not None else AUTHENTICATION_OFF

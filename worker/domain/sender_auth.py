@@ -152,13 +152,17 @@ def judge_sender(  # noqa: PLR0911 - one return per rule reads better than a tab
     *,
     recipient_role: ParticipantRole,
     claimed_role: ParticipantRole | None,
+    claimed_in_from: bool = True,
 ) -> SenderTreatment:
     """How the relay treats this message's sender.
 
     `auth` None: sender authentication is off (`CT_RELAY_SENDER_AUTH=off`). `recipient_role`:
     the role of the alias written to (EXTERNAL is a reverse alias). `claimed_role`: the order's
     customer or store when `From` (or, without one, the envelope) is that participant's address;
-    None for anyone else, who is an external sender whatever the verdicts.
+    None for anyone else, who is an external sender whatever the verdicts. `claimed_in_from`
+    False: only the envelope names the participant, and authentication speaks for `From`
+    alone, so the claim cannot be verified (a stranger's own DMARC pass proves nothing about
+    the customer's address in its MAIL FROM).
     """
     if auth is None:
         return Trusted()
@@ -169,9 +173,9 @@ def judge_sender(  # noqa: PLR0911 - one return per rule reads better than a tab
         return Refused(DMARC_REJECTED, f"dmarc-policy-reject; {verdicts}")
     if claimed_role not in (ParticipantRole.CUSTOMER, ParticipantRole.STORE):
         return Trusted()
-    if auth.authenticated():
+    if claimed_in_from and auth.authenticated():
         return Trusted()
-    if auth.undecided():
+    if claimed_in_from and auth.undecided():
         return Refused(DNS_TEMPORARY, f"dns-temporary-failure; {verdicts}")
     reason = f"sender-not-authenticated; {verdicts}"
     if recipient_role is ParticipantRole.EXTERNAL:
