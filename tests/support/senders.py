@@ -36,7 +36,8 @@ def _key_pair() -> tuple[bytes, str]:
 @dataclass
 class SenderDomain:
     name: str
-    authorised_ip: str | None = None  # None: the domain publishes no SPF record
+    # The SMTP client addresses its SPF record authorises; None: no SPF record at all.
+    authorised_ip: str | tuple[str, ...] | None = None
     dmarc: str | None = None  # the TXT of _dmarc.<name>, e.g. "v=DMARC1; p=reject"
     selector: str = "s1"
     private_key: bytes = field(init=False, repr=False)
@@ -48,7 +49,10 @@ class SenderDomain:
     def publish(self, dns: LoopbackDns, *, dkim_key: bool = True) -> None:
         """Add this domain's records to the zone (the caller applies the zone)."""
         if self.authorised_ip is not None:
-            dns.publish_txt(self.name, f"v=spf1 ip4:{self.authorised_ip} -all")
+            ips = (
+                (self.authorised_ip,) if isinstance(self.authorised_ip, str) else self.authorised_ip
+            )
+            dns.publish_txt(self.name, f"v=spf1 {' '.join(f'ip4:{ip}' for ip in ips)} -all")
         if dkim_key:
             dns.publish_txt(
                 f"{self.selector}._domainkey.{self.name}", f"v=DKIM1; k=rsa; p={self.public_key}"
