@@ -26,7 +26,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 #   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
 APT_TOOLS := dnsmasq:dnsmasq-base
 
-.PHONY: help install tools stack stack-down topics demo test lint bench clean
+.PHONY: help install tools stack stack-down topics demo test test-unit lint bench clean
 
 help: ## list the targets
 	@printf 'Conversation Tracker: make TARGET\n\n'
@@ -78,8 +78,12 @@ test: install tools stack ## run the whole test suite against the local stack (P
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit 5); that is a failure" >&2; fi; \
 	exit $$rc
 
-lint: install ## ruff check, ruff format --check, mypy --strict
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+test-unit: install ## the pure tests only, in seconds, without the stack (PYTEST_ARGS=...)
+	$(VENV)/bin/pytest tests/unit -q $(PYTEST_ARGS)
+
+lint: install ## ruff check, ruff format --check, mypy --strict, the import layers (lint-imports)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && \
+		$(VENV)/bin/lint-imports
 
 bench: install stack ## run the benchmarks against the local stack
 	$(VENV)/bin/python -m bench

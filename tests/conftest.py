@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 
 from tests.support.dns import LoopbackDns
 from worker.adapters import mongo
+from worker.adapters.dialect import Dialect, detect_dialect
 from worker.adapters.kafka import ensure_topics
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps import checks
@@ -98,6 +99,12 @@ def db(settings: Settings, mongo_client: AsyncMongoClient[dict[str, Any]]) -> mo
     return mongo_client[settings.mongo_db]
 
 
+@pytest.fixture
+async def dialect(db: mongo.Database) -> Dialect:
+    """The test database's dialect, as the workers detect it at start."""
+    return await detect_dialect(db)
+
+
 @dataclass
 class Capture:
     """An SMTP capture server of this test: real sockets, its own directory and port."""
@@ -140,26 +147,6 @@ async def capture(tmp_path: Path) -> AsyncIterator[Capture]:
 def with_capture(settings: Settings, capture: Capture) -> Settings:
     """The test's settings, sending mail to the test's own capture server."""
     return settings.model_copy(update={"smtp_port": capture.port})
-
-
-async def eventually(
-    condition: Callable[[], Any],
-    *,
-    timeout: float = 30.0,
-    interval: float = 0.2,
-    what: str = "condition",
-) -> Any:
-    """Poll an (async or plain) condition until it is truthy; fail after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture

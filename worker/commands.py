@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from worker.cli import UsageError
 from worker.config import Settings
+from worker.usage import UsageError
+
+if TYPE_CHECKING:
+    from worker.adapters.alias_store import AliasStore
+    from worker.adapters.dialect import Dialect
+    from worker.adapters.mongo import Database
 
 
 def _out(text: str = "") -> None:
@@ -68,14 +75,10 @@ async def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.adapters import mongo
     from worker.timeline import format_table, get_timeline, timeline_json
 
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        entries = await get_timeline(client[settings.mongo_db], args.order_id)
-    finally:
-        await client.close()
+    async with _database(settings) as (db, _):
+        entries = await get_timeline(db, args.order_id)
     if entries is None:
         print(
             f"ct timeline: no order {args.order_id!r} in {settings.mongo_db}.orders",
@@ -139,17 +142,11 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_store_set_mask(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.adapters import mongo
     from worker.adapters.stores import StoreSettings
     from worker.domain.aliases import MaskType
 
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        setting = await StoreSettings(client[settings.mongo_db]).set_mask(
-            args.store_id, MaskType(args.mask)
-        )
-    finally:
-        await client.close()
+    async with _database(settings) as (db, _):
+        setting = await StoreSettings(db).set_mask(args.store_id, MaskType(args.mask))
     _out(f"store {setting.store_id}: mask {setting.mask.value} for orders whose aliases are new")
     if setting.mask is MaskType.SOFT:
         print(
@@ -161,48 +158,54 @@ async def cmd_store_set_mask(args: argparse.Namespace, settings: Settings) -> in
 
 
 async def cmd_store_show(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.adapters import mongo
     from worker.adapters.stores import StoreSettings
 
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        setting = await StoreSettings(client[settings.mongo_db]).get(args.store_id)
-    finally:
-        await client.close()
+    async with _database(settings) as (db, _):
+        setting = await StoreSettings(db).get(args.store_id)
     changed = setting.updated_at.isoformat() if setting.updated_at else "never (default)"
     _out(f"store {setting.store_id}\n  mask: {setting.mask.value}\n  changed: {changed}")
     return 0
 
 
-def _data_client(settings: Settings) -> Any:
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[tuple[Database, Dialect]]:
+    """The project's database and its server's dialect, for one command."""
     from worker.adapters import mongo
+    from worker.adapters.dialect import detect_dialect
 
-    return mongo.connect(settings, app_name="ct-cli")
+    client = mongo.connect(settings, app_name="ct-cli")
+    try:
+        db = client[settings.mongo_db]
+        yield db, await detect_dialect(db, settings.mongo_dialect)
+    finally:
+        await client.close()
+
+
+def _alias_store(settings: Settings, db: Database, dialect: Dialect) -> AliasStore:
+    from worker.adapters.alias_store import AliasStore
+    from worker.crypto import AddressCipher
+    from worker.domain.aliases import SystemClock
+
+    return AliasStore(
+        db, AddressCipher(settings.data_keys()), domain=settings.domain,
+        ttl_days=settings.alias_ttl_days, clock=SystemClock(), dialect=dialect,
+    )  # fmt: skip
 
 
 async def cmd_alias_resolve(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
 
-    from worker.adapters.alias_store import AliasStore
+    from worker.adapters.audit import AuditLog
     from worker.admin import resolve_alias
-    from worker.crypto import AddressCipher
     from worker.domain.aliases import SystemClock
 
     if not args.reason.strip():
         raise UsageError("ct alias resolve: --reason must say why you look (it is audited)")
-    client = _data_client(settings)
-    try:
-        db = client[settings.mongo_db]
-        store = AliasStore(
-            db, AddressCipher(settings.data_keys()), domain=settings.domain,
-            ttl_days=settings.alias_ttl_days, clock=SystemClock(),
-        )  # fmt: skip
+    async with _database(settings) as (db, dialect):
         record = await resolve_alias(
-            db, store, args.alias, reason=args.reason, reveal=args.reveal,
-            operator=args.operator or getpass.getuser(),
+            _alias_store(settings, db, dialect), AuditLog(db), args.alias, reason=args.reason,
+            reveal=args.reveal, operator=args.operator or getpass.getuser(),
         )  # fmt: skip
-    finally:
-        await client.close()
     if record is None:
         print(
             f"ct alias resolve: no alias {args.alias!r} (the lookup was audited)", file=sys.stderr
@@ -221,7 +224,7 @@ async def cmd_alias_resolve(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.admin import dead_letters
+    from worker.adapters.dead_letters import dead_letters
 
     shown = 0
     async for letter in dead_letters(settings, group=None):
@@ -239,7 +242,7 @@ async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import datetime
 
-    from worker.admin import replay_dead_letters
+    from worker.adapters.dead_letters import replay_dead_letters
 
     try:
         since = datetime.fromisoformat(args.since) if args.since else None
@@ -262,16 +265,8 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_keys_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.admin import reencrypt_addresses
-    from worker.crypto import AddressCipher
-
-    client = _data_client(settings)
-    try:
-        seen, rewritten = await reencrypt_addresses(
-            client[settings.mongo_db], AddressCipher(settings.data_keys())
-        )
-    finally:
-        await client.close()
+    async with _database(settings) as (db, dialect):
+        seen, rewritten = await _alias_store(settings, db, dialect).reencrypt_all()
     _out(f"{seen} aliases checked, {rewritten} re-encrypted under the current key")
     return 0
 

@@ -18,17 +18,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.net import free_port
+
 DNSMASQ_HINT = "dnsmasq not found: `make tools` installs Debian's dnsmasq-base"
 # RFC 1035: one character-string of a TXT record holds at most 255 octets.
 _TXT_CHUNK = 255
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A loopback port nobody listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _quoted_chunks(text: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from worker.apps.runtime import Service
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
 from worker.crypto import AddressCipher
+from worker.service import Service
 
 
 def build_services(worker: str, settings: Settings) -> list[Service]:
