@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     notifier_concurrency: int = Field(default=64, ge=1, le=10_000)
     # Emails a notifier may have had accepted upstream but not yet recorded in its ledger: the
-    # most a kill can make it send twice. Raising it buys throughput (see worker/apps/recorded_send.py).
+    # most a kill can make it send twice. Raising it buys throughput (worker/apps/recorded_send.py).
     notifier_max_unrecorded: int = Field(default=1, ge=1, le=1_000)
     retry_max_delay_s: float = Field(default=30.0, gt=0)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.dns import LoopbackDns, free_port
+from tests.support.dns import LoopbackDns
+from tests.support.net import free_port
 from tests.support.senders import SenderDomain, publish_all
 from worker.adapters.dns import DnsClient, DnsUnavailable, Nameserver, parse_resolvers
 from worker.adapters.mail_auth import SenderAuthenticator
