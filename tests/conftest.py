@@ -61,10 +61,15 @@ def encryption_key() -> str:
 
 
 @pytest.fixture
-def settings(stack: None, encryption_key: str) -> Settings:
-    """Settings whose topics, consumer groups and database belong to this test alone."""
+def settings(stack: None, encryption_key: str, dns_server: LoopbackDns) -> Settings:
+    """Settings whose topics, consumer groups and database belong to this test alone.
+
+    DNS goes to the tests' own server on loopback: no lookup of a test leaves the machine.
+    """
     run = uuid.uuid4().hex[:10]
     return load_settings(
+        dns_resolvers=dns_server.resolver,
+        dns_timeout_s=2,
         topic_order_status=f"t-{run}-orders",
         topic_timeline=f"t-{run}-timeline",
         topic_dlq=f"t-{run}-dlq",

@@ -104,7 +104,10 @@ class SenderScreen:
             claim=claimed_sender(parties, header_from, mail_from),
             marketing_markers=find_markers(raw),
         )
-        if isinstance(outcome, Refused) or not outcome.external:
+        if isinstance(outcome, Refused):
+            # A lookup that failed is no refusal of the message: the sender retries it later.
+            return Screened(outcome, header, record=outcome.code >= 500)
+        if not outcome.external:
             return Screened(outcome, header)
         keys = RateKeys(recipient.address, _sending_domain(auth, header_from, mail_from), client_ip)
         counted = self._limiter.admit(keys, now=self._now())
