@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pymongo import AsyncMongoClient
 
 from tests.support.dns import LoopbackDns
@@ -22,6 +24,7 @@ from worker.apps import checks
 from worker.apps.sink import CaptureHandler, read_index
 from worker.config import Settings, load_settings
 from worker.crypto import generate_key
+from worker.logging import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "deploy" / "local" / "stack"
@@ -169,3 +172,21 @@ def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackDns
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def json_logs(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], str]]:
+    """The production log set-up (JSON lines on stderr); call the result for the text so far.
+
+    The loggers are configured on the process's own stderr (file descriptor 2, which `capfd`
+    reads), not on pytest's per-test stand-in: structlog caches each module's logger on first use,
+    with its stream, and a stand-in closed after this test would break every later log line.
+    """
+    monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+    configure_logging("info", "json", "ct.example.com")
+    try:
+        yield lambda: capfd.readouterr().err
+    finally:
+        structlog.reset_defaults()

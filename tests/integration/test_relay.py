@@ -6,7 +6,7 @@ import asyncio
 import os
 import smtplib
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email import message_from_bytes
@@ -447,25 +447,17 @@ def _self_signed(directory: Any) -> tuple[Any, Any]:
 
 
 async def test_the_relay_logs_one_line_per_message_and_never_a_real_address(
-    relay: Relay, capture: Capture, capfd: pytest.CaptureFixture[str]
+    relay: Relay, capture: Capture, json_logs: Callable[[], str]
 ) -> None:
     import json
 
-    import structlog
-
-    from worker.logging import configure_logging
-
-    configure_logging("info", "json", relay.settings.domain)
-    try:
-        message = _mail(f"Carrier <{CARRIER}>", relay.order.customer_alias, "Logged")
-        assert (await relay.send(message, sender=CARRIER, to=relay.order.customer_alias))[0] == 250
-        code, _ = await relay.send(
-            _mail(STRANGER, "x@gmail.example", "no"), sender=STRANGER, to="x@gmail.example"
-        )
-        assert code == 550
-    finally:
-        structlog.reset_defaults()
-    err = capfd.readouterr().err
+    message = _mail(f"Carrier <{CARRIER}>", relay.order.customer_alias, "Logged")
+    assert (await relay.send(message, sender=CARRIER, to=relay.order.customer_alias))[0] == 250
+    code, _ = await relay.send(
+        _mail(STRANGER, "x@gmail.example", "no"), sender=STRANGER, to="x@gmail.example"
+    )
+    assert code == 550
+    err = json_logs()
     for address in (CUSTOMER, STORE, CARRIER, STRANGER, "x@gmail.example"):
         assert address not in err
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]

@@ -7,7 +7,7 @@ records). Every refusal code of issue 11 is shown here, with the timeline entry 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -31,8 +31,10 @@ from tests.integration.test_relay import (
 from tests.integration.test_relay import relay as relay  # noqa: PLC0414 - the fixture, shared
 from tests.integration.test_relay import sender_dns as sender_dns  # noqa: PLC0414
 from tests.support.clock import MovableClock
+from tests.support.dns import LoopbackDns
 from tests.support.kafka import topic_size
 from tests.support.net import free_port
+from tests.support.senders import SenderDomain, publish_all
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
@@ -277,23 +279,15 @@ async def test_three_recipients_with_an_expired_one_each_get_a_true_answer(
 
 
 async def test_authentication_off_trusts_the_headers_and_says_so_loudly_at_start(
-    relay: Relay, capture: Capture, capfd: pytest.CaptureFixture[str]
+    relay: Relay, capture: Capture, json_logs: Callable[[], str]
 ) -> None:
     import json
 
-    import structlog
-
-    from worker.logging import configure_logging
-
-    configure_logging("info", "json", relay.settings.domain)
-    try:
-        async with _relay_with(relay, relay_sender_auth="off") as trusting:
-            alias = trusting.order.customer_alias
-            forged = _mail(STORE, alias, "Trusted blindly")
-            assert (await trusting.send(forged, sender=STORE, to=alias, source=FORGER))[0] == 250
-    finally:
-        structlog.reset_defaults()
-    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line[:1] == "{"]
+    async with _relay_with(relay, relay_sender_auth="off") as trusting:
+        alias = trusting.order.customer_alias
+        forged = _mail(STORE, alias, "Trusted blindly")
+        assert (await trusting.send(forged, sender=STORE, to=alias, source=FORGER))[0] == 250
+    lines = [json.loads(line) for line in json_logs().splitlines() if line[:1] == "{"]
     [warning] = [line for line in lines if line["event"] == "sender_authentication_off"]
     assert warning["level"] == "warning" and "CT_RELAY_SENDER_AUTH=off" in warning["detail"]
     _, message = _forwarded(capture, "Trusted blindly")
@@ -302,3 +296,26 @@ async def test_authentication_off_trusts_the_headers_and_says_so_loudly_at_start
     [event] = await _timeline(relay, 1)
     assert event.message is not None
     assert event.message.authentication == "sender-authentication-off"
+
+
+async def test_a_forged_store_whose_domain_quarantines_gets_550_and_a_timeline_entry(
+    relay: Relay, capture: Capture, db: mongo.Database, unique: Any, dns_server: LoopbackDns
+) -> None:
+    shop = SenderDomain(f"{unique('qshop')}.example", "127.0.0.1", "v=DMARC1; p=quarantine")
+    publish_all(dns_server, shop)
+    aliases = AliasStore(
+        db, AddressCipher(relay.settings.data_keys()), domain=relay.settings.domain,
+        ttl_days=60, clock=SystemClock(), dialect=await detect_dialect(db),
+    )  # fmt: skip
+    store = f"orders@{shop.name}"
+    customer_alias, _ = await aliases.order_pair(
+        unique("o-q"), "store-q", Party("buyer@example.org", "Buyer"), Party(store, "Q Shop")
+    )
+    forged = _mail(f"Q Shop <{store}>", customer_alias.address, "Confirm your card")
+    code, text = await relay.send(forged, sender=store, to=customer_alias.address, source=FORGER)
+    assert (code, text[:5]) == (550, "5.7.1") and "could not be verified" in text
+    assert capture.messages() == []
+    [event] = await _timeline(relay, 1)
+    assert event.kind is TimelineKind.MESSAGE_REJECTED and event.message is not None
+    assert (event.message.reason or "").startswith("sender-not-authenticated; spf=fail")
+    assert event.message.from_.alias == "" and store not in event.model_dump_json()
