@@ -86,7 +86,7 @@ lint: install ## ruff check, ruff format --check, mypy --strict, the import laye
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && \
 		$(VENV)/bin/lint-imports
 
-bench: install stack ## run the benchmarks against the local stack
+bench: install tools stack ## run the benchmarks against the local stack (dnsmasq serves the relay stage)
 	$(VENV)/bin/python -m bench
 
 clean: ## remove .venv and the caches in the checkout (the stack's data stays)

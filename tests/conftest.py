@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pymongo import AsyncMongoClient
 
 from tests.support.dns import LoopbackDns
@@ -24,6 +26,7 @@ from worker.apps import checks
 from worker.apps.sink import CaptureHandler, read_index
 from worker.config import Settings, load_settings
 from worker.crypto import generate_key
+from worker.logging import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "deploy" / "local" / "stack"
@@ -167,10 +170,15 @@ def encryption_key() -> str:
 
 
 @pytest.fixture
-def settings(stack: None, encryption_key: str) -> Settings:
-    """Settings whose topics, consumer groups and database belong to this test alone."""
+def settings(stack: None, encryption_key: str, dns_server: LoopbackDns) -> Settings:
+    """Settings whose topics, consumer groups and database belong to this test alone.
+
+    DNS goes to the tests' own server on loopback: no lookup of a test leaves the machine.
+    """
     run = uuid.uuid4().hex[:10]
     return load_settings(
+        dns_resolvers=dns_server.resolver,
+        dns_timeout_s=2,
         topic_order_status=f"t-{run}-orders",
         topic_timeline=f"t-{run}-timeline",
         topic_dlq=f"t-{run}-dlq",
@@ -270,3 +278,21 @@ def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackDns
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def json_logs(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], str]]:
+    """The production log set-up (JSON lines on stderr); call the result for the text so far.
+
+    The loggers are configured on the process's own stderr (file descriptor 2, which `capfd`
+    reads), not on pytest's per-test stand-in: structlog caches each module's logger on first use,
+    with its stream, and a stand-in closed after this test would break every later log line.
+    """
+    monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+    configure_logging("info", "json", "ct.example.com")
+    try:
+        yield lambda: capfd.readouterr().err
+    finally:
+        structlog.reset_defaults()

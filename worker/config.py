@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.adapters.dns import parse_resolvers
+
 HostName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ENCRYPTION_KEY_HINT = (
@@ -109,6 +111,20 @@ class Settings(BaseSettings):
     relay_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     relay_tls_cert: Path | None = None
     relay_tls_key: Path | None = None
+    # "off" trusts From and the envelope as before: only for a relay fed by trusted systems.
+    relay_sender_auth: Literal["enforce", "off"] = "enforce"
+    # Abuse limits on mail from external senders (anyone not authenticated as the order's
+    # customer or store), over a sliding window; per relay process (see docs/operations.md).
+    # 0 turns a limit off.
+    relay_rate_window_s: int = Field(default=3600, ge=1, le=7 * 86400)
+    relay_rate_per_alias: int = Field(default=20, ge=0, le=1_000_000)
+    relay_rate_per_domain: int = Field(default=500, ge=0, le=1_000_000)
+    relay_rate_per_ip: int = Field(default=500, ge=0, le=1_000_000)
+
+    # DNS for sender authentication: comma-separated host:port, unset for the system's resolvers.
+    dns_resolvers: str | None = None
+    dns_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    dns_cache_size: int = Field(default=10_000, ge=1, le=10_000_000)
 
     http_host: HostName = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP endpoint
@@ -165,6 +181,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase_domain(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("dns_resolvers")
+    @classmethod
+    def _check_resolvers(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_resolvers(value)
+        return value
 
     @field_validator("encryption_key", "encryption_old_keys")
     @classmethod

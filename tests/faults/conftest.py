@@ -23,7 +23,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from tests.conftest import STACK
+from tests.faults.evidence import STORE_DOMAINS
 from tests.faults.procs import WorkerPool
+from tests.support.dns import LoopbackDns
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.config import Settings, load_settings
@@ -126,6 +128,7 @@ class Pipeline:
     settings: Settings
     log_dir: Path
     run_id: str
+    dns_resolver: str  # the loopback DNS that serves the senders' SPF records
 
     def worker_env(self, **overrides: str) -> dict[str, str]:
         s = self.settings
@@ -148,6 +151,8 @@ class Pipeline:
             # Recover within seconds of a fault ending rather than after a 30 s backoff.
             "CT_RETRY_MAX_DELAY_S": "2",
             "CT_SHUTDOWN_GRACE_S": str(s.shutdown_grace_s),
+            # The relay authenticates senders: against the tests' DNS, never the machine's.
+            "CT_DNS_RESOLVERS": self.dns_resolver,
         }
         return env | overrides
 
@@ -157,9 +162,18 @@ def fault_key() -> str:
     return generate_key()
 
 
+@pytest.fixture(scope="session")
+def fault_dns(dns_server: LoopbackDns) -> LoopbackDns:
+    """SPF for the stores the fault tests write as (`evidence.store_address`): 127.0.0.1."""
+    for n in range(STORE_DOMAINS):
+        dns_server.publish_txt(f"shop{n}.example.net", "v=spf1 ip4:127.0.0.1 -all")
+    dns_server.apply()
+    return dns_server
+
+
 @pytest.fixture
 async def pipeline(
-    private_stack: PrivateStack, fault_key: str, tmp_path: Path
+    private_stack: PrivateStack, fault_key: str, tmp_path: Path, fault_dns: LoopbackDns
 ) -> AsyncIterator[Pipeline]:
     run = uuid.uuid4().hex[:8]
     settings = load_settings(
@@ -181,7 +195,7 @@ async def pipeline(
     log_dir.mkdir()
     # The sink is shared by the session's tests: no test may leave it refusing mail.
     (private_stack.sink_dir / "FAULT").unlink(missing_ok=True)
-    yield Pipeline(private_stack, settings, log_dir, run)
+    yield Pipeline(private_stack, settings, log_dir, run, fault_dns.resolver)
     (private_stack.sink_dir / "FAULT").unlink(missing_ok=True)
 
 

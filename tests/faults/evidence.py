@@ -33,8 +33,11 @@ def customer_address(run: str, n: int) -> str:
     return f"buyer.{run}.{n:05d}@example.org"
 
 
+STORE_DOMAINS = 7
+
+
 def store_address(run: str, n: int) -> str:
-    return f"seller.{run}.{n:05d}@shop{n % 7}.example.net"
+    return f"seller.{run}.{n:05d}@shop{n % STORE_DOMAINS}.example.net"
 
 
 def order_id(run: str, n: int) -> str:

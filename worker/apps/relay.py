@@ -21,6 +21,7 @@ from worker.adapters.kafka import make_producer, require_topics
 from worker.adapters.smtp import SmtpPool
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps.relay_handler import RelayEnvelope, RelayHandler
+from worker.apps.relay_screening import SenderScreen
 from worker.codec import ValueCodec
 from worker.config import Settings
 from worker.crypto import AddressCipher
@@ -96,6 +97,7 @@ class RelayService(Service):
                 timeline_topic=settings.topic_timeline,
                 domain=settings.domain,
                 clock=clock,
+                screen=SenderScreen.from_settings(settings),
             )
             server = await start_smtp_server(
                 handler,
