@@ -1,8 +1,8 @@
 # Conversation Tracker — developer and CI entry points. `make` alone lists the targets.
 #
 # The virtualenv lives in .venv; pip uses its default user cache (~/.cache/pip), outside the
-# checkout. The local stack (Kafka, FerretDB, SMTP sink) is deploy/local/stack; its downloads and
-# data live under ~/.cache and ~/.local/state, never in the checkout.
+# checkout. The local stack (Kafka, FerretDB, SMTP sink, Mailpit) is deploy/local/stack; its
+# downloads, data and certificates live under ~/.cache and ~/.local/state, never in the checkout.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -25,10 +25,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # /usr/sbin), or a Perl module (a name with "::"). docker-compose is checked apart
 # (tests/integration/test_compose.py validates the compose file with it).
 #   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
+#   openssl: the local stack makes its CA and certificates with it (deploy/local/secure.bash)
 #   postfix: the smarthost that bounces mail in the bounce tests (tests/support/postfix.py), run
 #     as a private instance; installed with debconf's "No configuration", so no system MTA starts
 #   Mail::DKIM: the independent DKIM verifier of the signing tests (tests/support/dkim_verify.pl)
-APT_TOOLS := dnsmasq:dnsmasq-base postfix:postfix Mail::DKIM::Verifier:libmail-dkim-perl
+APT_TOOLS := dnsmasq:dnsmasq-base openssl:openssl postfix:postfix \
+	Mail::DKIM::Verifier:libmail-dkim-perl
 
 .PHONY: help install tools stack stack-down topics demo test test-unit lint bench clean
 
@@ -68,7 +70,7 @@ tools: ## install the system tools the tests need (Debian packages: see APT_TOOL
 		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; fi; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
-stack: install ## start the local stack (Kafka, FerretDB, SMTP sink) on 127.0.0.1
+stack: install tools ## start the local stack (Kafka, FerretDB, SMTP sink, Mailpit) on 127.0.0.1
 	$(STACK) up
 
 stack-down: ## stop the local stack (its data stays; `deploy/local/stack reset` deletes it)
@@ -93,7 +95,7 @@ lint: install ## ruff check, ruff format --check, mypy --strict, the import laye
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && \
 		$(VENV)/bin/lint-imports
 
-bench: install stack ## run the benchmarks against the local stack
+bench: install tools stack ## run the benchmarks against the local stack (dnsmasq serves the relay stage)
 	$(VENV)/bin/python -m bench
 
 clean: ## remove .venv and the caches in the checkout (the stack's data stays)
