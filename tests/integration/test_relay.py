@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import smtplib
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ import pytest
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, read_topic, running
 from tests.support.clock import MovableClock
+from tests.support.dkim import mail_dkim
 from tests.support.dns import LoopbackDns
 from tests.support.polling import eventually
 from tests.support.senders import SenderDomain, publish_all
@@ -125,8 +127,9 @@ def _forwarded(capture: Capture, subject: str) -> tuple[dict[str, Any], EmailMes
 
 
 async def test_store_to_customer_then_the_customer_replies_to_the_store(
-    relay: Relay, capture: Capture
+    relay: Relay, capture: Capture, dkim_dns: LoopbackDns
 ) -> None:
+    """...each forward DKIM-signed after the rewrite (Mail::DKIM verifies it against the DNS)."""
     order = relay.order
     code, _ = await relay.send(
         _mail(STORE, order.customer_alias, "Your order"), sender=STORE, to=order.customer_alias
@@ -135,7 +138,10 @@ async def test_store_to_customer_then_the_customer_replies_to_the_store(
     entry, message = _forwarded(capture, "Your order")
     assert entry["rcptTos"] == [CUSTOMER]
     assert message["From"].addresses[0].addr_spec == order.store_alias
-    assert entry["mailFrom"] == order.store_alias
+    # The return path is the forward's own VERP address, which names its MESSAGE_FORWARDED.
+    assert re.fullmatch(r"bounces\+[a-z2-7]{45}@ct\.example\.com", entry["mailFrom"])
+    verdict = mail_dkim(capture.raw(entry), dkim_dns)[0]
+    assert verdict.startswith("pass d=ct.example.com s=t2026 a=rsa-sha256"), verdict
 
     reply = _mail(
         CUSTOMER, order.store_alias, "Re: Your order", In_Reply_To=str(message["Message-ID"])

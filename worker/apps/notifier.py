@@ -44,7 +44,6 @@ from worker.domain.errors import Unprocessable
 from worker.domain.notifications import notification_event_id, notification_parties
 from worker.domain.templates import TemplateRenderer
 from worker.events import (
-    ConversationMessage,
     DeliveryReport,
     FailureType,
     OrderStatusChanged,
@@ -194,13 +193,7 @@ class Notifier:
             metrics.NOTIFICATIONS_SUPPRESSED.inc()
             report = suppressed_report(order.suppression.status, order.suppression.since)
             return await self._record(prepared, failure=SUPPRESSED, delivery=report)
-        sent = SentMessage(
-            event_id=notification_event_id(event),
-            order_id=event.order_id,
-            store_id=event.store_id,
-            message=_message(prepared.outcome(at=datetime.now(UTC))),
-            expires_at=customer_alias.expires_at,
-        )
+        sent = SentMessage.of(prepared.outcome(at=datetime.now(UTC)), customer_alias.expires_at)
         sealed = await self._mongo(lambda: self._outbound.seal(prepared.raw, sent), "sent.remember")
         prepared = replace(prepared, raw=sealed.raw)
         try:
@@ -296,12 +289,6 @@ class _OrderState:
 
     pair: AliasPair | None
     suppression: Suppression | None
-
-
-def _message(event: TimelineEvent) -> ConversationMessage:
-    if event.message is None:
-        raise AssertionError("a notification's timeline event always has its message")
-    return event.message
 
 
 class NotifierService(Service):

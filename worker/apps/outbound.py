@@ -55,6 +55,7 @@ class Outbound:
         cipher: AddressCipher,
     ) -> None:
         self._keys = keys
+        self.bounce_addresses = keys.bounce_addresses
         self._sent = sent
         self._suppressions = suppressions
         self._cipher = cipher

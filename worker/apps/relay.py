@@ -18,8 +18,11 @@ from aiosmtpd.smtp import SMTP, Envelope
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.kafka import make_producer, require_topics
+from worker.adapters.sent_messages import SentMessages
 from worker.adapters.smtp import SmtpPool
 from worker.adapters.smtp_server import bound_port, start_smtp_server
+from worker.adapters.suppressions import Suppressions
+from worker.apps.outbound import MailKeys, Outbound
 from worker.apps.relay_handler import RelayEnvelope, RelayHandler
 from worker.apps.relay_screening import SenderScreen
 from worker.codec import ValueCodec
@@ -57,10 +60,18 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 class RelayService(Service):
     name = "relay"
 
-    def __init__(self, settings: Settings, codec: ValueCodec, cipher: AddressCipher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: ValueCodec,
+        cipher: AddressCipher,
+        keys: MailKeys | None = None,
+    ) -> None:
         self._settings = settings
         self._codec = codec
         self._cipher = cipher
+        # Loaded here, before the service runs: an unfit DKIM key stops the process at once.
+        self._keys = keys or MailKeys.load(settings)
         self._ready = False
         self.port: int | None = None
 
@@ -98,6 +109,15 @@ class RelayService(Service):
                 domain=settings.domain,
                 clock=clock,
                 screen=SenderScreen.from_settings(settings),
+                outbound=Outbound(
+                    self._keys,
+                    sent=SentMessages(db),
+                    suppressions=Suppressions(
+                        db, dialect, store_wide=settings.bounce_suppress_store
+                    ),
+                    cipher=self._cipher,
+                ),
+                sent=SentMessages(db),
             )
             server = await start_smtp_server(
                 handler,

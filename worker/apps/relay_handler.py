@@ -7,7 +7,9 @@ a second recipient that routes elsewhere gets `452 4.5.3` at RCPT, so the reply 
 for every recipient it covers. The policy is the domain's (`domain/relaying.py` decides routes
 and rewrites, `domain/screening.py` who the sender may be and the abuse rules,
 `domain/relay_events.py` builds the timeline events); this module does the lookups, the sending
-and the publishing around it, and `SenderScreen` the authentication's DNS.
+and the publishing around it, and `SenderScreen` the authentication's DNS. Mail to a VERP return
+path is a bounce or a complaint, never relayed: `BounceIntake` answers and records it. Every
+forward goes out DKIM-signed over its final bytes with its own VERP return path (`Outbound`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -27,13 +30,17 @@ from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.kafka import PRODUCER_BROKEN
 from worker.adapters.kafka import is_transient as kafka_transient
+from worker.adapters.sent_messages import SentMessages
 from worker.adapters.smtp import SmtpFailure, SmtpPool
+from worker.apps.bounce_intake import BounceIntake
+from worker.apps.outbound import Outbound
 from worker.apps.relay_screening import Screened, SenderScreen
 from worker.codec import ValueCodec
 from worker.config import ConfigError
 from worker.domain import relay_events
 from worker.domain import relaying as rules
 from worker.domain.aliases import Clock, Party, is_alias_domain
+from worker.domain.bounces import SentMessage
 from worker.domain.sender_auth import Refused
 from worker.domain.transactions import NEEDS_OWN_TRANSACTION, fits_transaction
 from worker.events import ParticipantRole, TimelineEvent
@@ -60,6 +67,7 @@ class Recipient:
 
     alias: rules.AliasView
     parties: rules.OrderParties
+    expires_at: datetime  # the alias's: a forward's return path expires with it
 
 
 class RelayEnvelope(Envelope):
@@ -84,9 +92,16 @@ class RelayHandler:
         domain: str,
         clock: Clock,
         screen: SenderScreen,
+        outbound: Outbound,
+        sent: SentMessages,
     ) -> None:
         self._aliases = aliases
         self._screen = screen
+        self._outbound = outbound
+        self._bounces = BounceIntake(
+            addresses=outbound.bounce_addresses, sent=sent, aliases=aliases, outbound=outbound,
+            publish=self._publish, clock=clock,
+        )  # fmt: skip
         self._smtp = smtp
         self._producer = producer
         self._codec = codec
@@ -105,6 +120,8 @@ class RelayHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         address = address.strip().lower()
+        if self._bounces.handles(address):
+            return await self._bounce_recipient(envelope, address)
         reply, recipient = await self._check_recipient(address, envelope.mail_from or "")
         if recipient is not None and not fits_transaction(envelope.rcpt_tos, address):
             metrics.MESSAGES_REJECTED.labels(reason="own_transaction").inc()
@@ -132,6 +149,9 @@ class RelayHandler:
         try:
             # One route per transaction (RCPT saw to it), so this is one forward in practice.
             for address in dict.fromkeys(envelope.rcpt_tos):
+                if self._bounces.handles(address):
+                    outcome = await self._bounces.receive(raw, address)
+                    break
                 recipient = known.get(address) or await self._resolve(address)
                 reply = await self._forward(raw, sender, recipient)
                 if reply is not None:
@@ -150,7 +170,7 @@ class RelayHandler:
             if not self._in_flight:
                 self.idle.set()
         log.info(
-            "message_relayed" if outcome == FORWARDED else "message_refused",
+            "message_relayed" if outcome.startswith("250") else "message_refused",
             outcome=outcome[:3],
             reply=outcome,
             recipients=len(envelope.rcpt_tos),
@@ -165,6 +185,15 @@ class RelayHandler:
         log.error("session_error", error=type(error).__name__, exc_info=error)
         return rules.TEMPORARY_FAILURE
 
+    async def _bounce_recipient(self, envelope: Envelope, address: str) -> str:
+        """RCPT to a VERP address: accepted when it verifies, in a transaction of its own."""
+        reply = await self._bounces.check_recipient(address)
+        if reply == RECIPIENT_OK and not fits_transaction(envelope.rcpt_tos, address):
+            reply = NEEDS_OWN_TRANSACTION
+        if reply == RECIPIENT_OK:
+            envelope.rcpt_tos.append(address)
+        return reply
+
     async def _check_recipient(self, address: str, mail_from: str) -> tuple[str, Recipient | None]:
         """The RCPT reply, and the recipient when it is accepted."""
         if not is_alias_domain(address, self._domain):
@@ -175,7 +204,7 @@ class RelayHandler:
             if record is None:
                 metrics.MESSAGES_REJECTED.labels(reason="unknown_alias").inc()
                 return rules.UNKNOWN_ALIAS, None
-            recipient = Recipient(self._view(record), await self._parties(record.order_id))
+            recipient = await self._recipient(record)
             if record.expired(self._clock.now()):
                 metrics.MESSAGES_REJECTED.labels(reason="expired").inc()
                 await self._record_rejection(recipient, mail_from, rules.ALIAS_EXPIRED)
@@ -195,7 +224,11 @@ class RelayHandler:
         record = await self._mongo(lambda: self._aliases.lookup(address))
         if record is None:
             raise Transient(rules.TEMPORARY_FAILURE)
-        return Recipient(self._view(record), await self._parties(record.order_id))
+        return await self._recipient(record)
+
+    async def _recipient(self, record: AliasRecord) -> Recipient:
+        parties = await self._parties(record.order_id)
+        return Recipient(self._view(record), parties, record.expires_at)
 
     async def _forward(self, raw: bytes, sender: _Sender, recipient: Recipient) -> str | None:
         """Forward to one recipient; None when done, else the SMTP reply that refuses it."""
@@ -241,9 +274,11 @@ class RelayHandler:
             decision, summary, forwarded, at=self._clock.now(), authentication=accepted.verdicts
         )
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
+        sent = SentMessage.of(event, recipient.expires_at)
+        sealed = await self._mongo(lambda: self._outbound.seal(forwarded, sent))
         try:
             await self._smtp.send(
-                forwarded, sender=decision.sender_alias, recipients=[decision.deliver_to]
+                sealed.raw, sender=sealed.return_path, recipients=[decision.deliver_to]
             )
         except SmtpFailure as exc:
             if not exc.permanent:

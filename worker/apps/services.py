@@ -25,7 +25,7 @@ def build_services(worker: str, settings: Settings) -> list[Service]:
     keys = MailKeys.load(settings) if needs_key else None
     factories: dict[str, Callable[[], Service]] = {
         "notifier": lambda: NotifierService(settings, codec, _required(cipher), _required(keys)),
-        "relay": lambda: RelayService(settings, codec, _required(cipher)),
+        "relay": lambda: RelayService(settings, codec, _required(cipher), _required(keys)),
         "projector": lambda: ProjectorService(settings, codec),
     }
     names = list(factories) if worker == "all" else [worker]

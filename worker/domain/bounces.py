@@ -78,6 +78,13 @@ class SentMessage:
     message: ConversationMessage
     expires_at: datetime
 
+    @classmethod
+    def of(cls, event: TimelineEvent, expires_at: datetime) -> SentMessage:
+        """The record of the message a NOTIFICATION_SENT or MESSAGE_FORWARDED is about."""
+        if event.message is None:
+            raise ValueError(f"a {event.kind.value} without its message names nothing sent")
+        return cls(event.event_id, event.order_id, event.store_id, event.message, expires_at)
+
 
 def classify(status: str, action: str = "failed") -> FailureType:
     """Hard (the address does not work), soft (it may later) or refused (this message only)."""
