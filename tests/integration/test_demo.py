@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import REPO
 from worker.adapters import mongo
 from worker.apps.demo import CARRIER, CUSTOMERS, JOURNEY, STORES, state_dir
+from worker.apps.demo_bounce import BOUNCED_CUSTOMER
 from worker.config import Settings
 
 pytestmark = pytest.mark.stack
@@ -55,12 +56,16 @@ async def test_the_demo_tells_the_whole_story_and_logs_no_real_address(
         assert f"{status.value:<16} emitted for 4 orders: 4 emails captured" in out
     assert "workers stopped on SIGTERM (exit 0)" in out
     captured = re.search(r"Emails captured by the SMTP sink \((\d+)\)", out)
-    # Five notifications per order, plus the carrier's notice and the customer's reply, twice.
-    assert captured and int(captured.group(1)) == 2 * ORDERS_PER_STORE * len(JOURNEY) + 4
+    # Five notifications per order, plus the carrier's notice and the customer's reply, twice,
+    # plus the one email to the customer whose mailbox does not exist.
+    assert captured and int(captured.group(1)) == 2 * ORDERS_PER_STORE * len(JOURNEY) + 4 + 1
     entries = [int(n) for n in re.findall(r"Order \S+: (\d+) timeline entries", out)]
     # Each status is a STATUS_CHANGED and a NOTIFICATION_SENT; two orders also hold the
-    # carrier's message and the customer's reply.
-    assert sorted(entries) == [10, 10, 12, 12]
+    # carrier's message and the customer's reply. The bounced customer's order: its first email,
+    # the bounce, and the next status's email not sent.
+    assert sorted(entries) == [5, 10, 10, 12, 12]
+    assert "DELIVERY_FAILED" in out and "hard bounce 5.1.1" in out
+    assert "suppressed 5.1.1: not sent" in out
     assert out.count("MESSAGE_FORWARDED") == 4
     soft_store = next(s for s in STORES if s[3].value == "soft")
     assert f"{soft_store[2]}-" in out  # the soft store's alias reads as its address
@@ -76,6 +81,8 @@ async def test_the_demo_tells_the_whole_story_and_logs_no_real_address(
         rf"{re.escape(c[2].split('@')[0])}\+\w+-\d+@{re.escape(c[2].split('@')[1])}"
         for c in CUSTOMERS
     ]
-    others = [re.escape(address) for address in [s[2] for s in STORES] + [CARRIER[1]]]
+    others = [
+        re.escape(address) for address in [s[2] for s in STORES] + [CARRIER[1], BOUNCED_CUSTOMER[2]]
+    ]
     leaks = [m.group(0) for p in customers + others for m in re.finditer(rf"{p}(?!-)", logged)]
     assert leaks == []

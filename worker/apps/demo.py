@@ -1,8 +1,9 @@
 """`ct demo`: the scripted story on the local stack, shown as a person would want to see it.
 
 Two stores (one hard-masked, one soft), a few orders walking PAYMENT_APPROVED → DELIVERED, a
-carrier writing to a customer's alias and the customer answering through the relay; then the
-captured emails and each order's conversation from MongoDB.
+carrier writing to a customer's alias and the customer answering through the relay, and a
+customer whose mailbox does not exist (their provider's bounce lands on the order's timeline
+and the next email is suppressed); then the captured emails and each order's conversation.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import aiosmtplib
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics, make_producer
 from worker.adapters.stores import StoreSettings
+from worker.apps.demo_bounce import BOUNCED_CUSTOMER, PROVIDER, delivery_status_notification
 from worker.apps.sink import read_index
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
@@ -150,6 +152,7 @@ class Demo:
         self.codec = SingleObjectCodec()
         self.order_ids: list[str] = []
         self.customers: dict[str, str] = {}
+        self.bounced_order: str | None = None
         self.started = time.monotonic()
 
     def step(self, text: str) -> None:
@@ -245,6 +248,49 @@ class Demo:
         await self.relay(reply, customer, reverse_alias)
         self.step(f"  customer → {reverse_alias} (the carrier's reverse alias): 250 forwarded")
 
+    async def bounce_story(self, db: mongo.Database) -> None:
+        """An order of the first store whose customer's mailbox does not exist."""
+        first, last, address = BOUNCED_CUSTOMER
+        n = len(STORES) * self.orders_per_store
+
+        def event(status: OrderStatus) -> OrderStatusChanged:
+            base = _event(self.run, STORES[0], n, status, datetime.now(UTC))
+            customer = Customer(email=address, first_name=first, last_name=last, locale="en")
+            return base.model_copy(update={"customer": customer})
+
+        self.bounced_order = order_id = event(JOURNEY[0]).order_id
+        await self._emit(event(JOURNEY[0]))
+        notification = await wait_for(
+            lambda: asyncio.to_thread(self._last_to, address, order_id), f"the email of {order_id}"
+        )
+        raw = (self.sink / str(notification["file"])).read_bytes()
+        return_path = notification["mailFrom"]
+        report = delivery_status_notification(raw, address, return_path)
+        # A bounce comes from the null reverse path (RFC 5321 4.5.5).
+        relay = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=self.settings.relay_port, start_tls=False
+        )
+        async with relay:
+            await relay.sendmail("", [return_path], report)
+        self.step(f"  {PROVIDER} → {return_path[:30]}… (the email's VERP return path): DSN 5.1.1")
+        await wait_for(lambda: _has(db, order_id, "DELIVERY_FAILED", 1), "the bounce's entry")
+        self.step(f"  order {order_id}: DELIVERY_FAILED 5.1.1 on its timeline; address suppressed")
+        await self._emit(event(JOURNEY[1]))
+        await wait_for(lambda: _has(db, order_id, "DELIVERY_FAILED", 2), "the suppressed email")
+        self.step(f"  {JOURNEY[1].value}: not sent, DELIVERY_FAILED `suppressed` instead")
+
+    async def _emit(self, event: OrderStatusChanged) -> None:
+        producer = make_producer(self.settings, "ct-demo")
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                self.settings.topic_order_status,
+                key=event.order_id.encode(),
+                value=self.codec.encode(event),
+            )
+        finally:
+            await producer.stop()
+
     def _notification_to(self, customer: str) -> dict[str, Any] | None:
         mail = [m for m in read_index(self.sink) if m["rcptTos"] == [customer]]
         return mail[0] if mail else None
@@ -312,6 +358,8 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         await demo.carrier_and_reply(demo.order_ids[0])
         await demo.carrier_and_reply(demo.order_ids[-1])
         await demo.emit_step(len(JOURNEY) - 1)
+        demo.step("a customer's mailbox does not exist; their provider bounces the email:")
+        await demo.bounce_story(db)
         expected = len(demo.order_ids) * 2 * len(JOURNEY) + 4
         await wait_for(lambda: _entries(db, demo.order_ids, expected), "the timelines in MongoDB")
         demo.step("all timelines written to MongoDB")
@@ -323,6 +371,7 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     await client.close()
     say("\nWhere to look next:")
     say(f"  ct timeline {demo.order_ids[0]}        (add --json for the raw entries)")
+    say(f"  ct timeline {demo.bounced_order}  (the bounced customer's order)")
     say(f"  captured mail: {demo.sink}/*.eml and index.jsonl")
     say(f"  worker logs:   {log_path}")
     say(f"  MongoDB:       {settings.mongo_uri_shown} db {settings.mongo_db}")
@@ -341,6 +390,11 @@ async def _ready(port: int) -> bool:
     return False
 
 
+async def _has(db: mongo.Database, order_id: str, kind: str, count: int) -> bool:
+    entries = await get_timeline(db, order_id) or []
+    return sum(e.kind.value == kind for e in entries) >= count
+
+
 async def _entries(db: mongo.Database, order_ids: list[str], want: int) -> bool:
     timelines = await asyncio.gather(*(get_timeline(db, order_id) for order_id in order_ids))
     return sum(len(entries or []) for entries in timelines) >= want
@@ -353,6 +407,6 @@ async def show(demo: Demo, db: mongo.Database) -> None:
     for m in mail:
         sender = m["headers"].get("From", "")[:72]
         say(f"  {m['rcptTos'][0]:<36} {sender:<72} {m['headers'].get('Subject', '')[:70]}")
-    for order_id in demo.order_ids:
+    for order_id in [*demo.order_ids, *([demo.bounced_order] if demo.bounced_order else [])]:
         entries = await get_timeline(db, order_id) or []
         say("\n" + format_table(order_id, entries))
