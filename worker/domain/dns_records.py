@@ -64,7 +64,10 @@ def alias_domain_records(
         )
     )
     report_domain = rua.removeprefix("mailto:").rpartition("@")[2].lower().split("!")[0]
-    if report_domain and not _same_or_below(report_domain, domain):
+    # Reports to another organisation need its consent; one domain above or below the other
+    # is the same organisation (short of a public suffix, which no report address is).
+    related = _same_or_below(report_domain, domain) or _same_or_below(domain, report_domain)
+    if report_domain and not related:
         records.append(
             DnsRecord(
                 f"{domain}._report._dmarc.{report_domain}",
