@@ -29,7 +29,17 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
             except OSError:
                 continue
             port: int = sock.getsockname()[1]
-        if (kind, port) not in _HANDED_OUT:
+        # A server on a UDP port may listen on TCP there too (dnsmasq does): both must be free.
+        if (kind, port) not in _HANDED_OUT and _free(port, socket.SOCK_STREAM):
             _HANDED_OUT.add((kind, port))
             return port
     raise RuntimeError(f"no free port (CT_TEST_PORT_RANGE={span!r})")
+
+
+def _free(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
