@@ -6,7 +6,7 @@ import asyncio
 import os
 import re
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -151,6 +151,30 @@ async def test_a_550_is_recorded_as_delivery_failed_on_the_timeline(
     assert kinds == ["STATUS_CHANGED", "DELIVERY_FAILED"]
     assert entries[1].message is not None
     assert entries[1].message.reason == "550 5.1.1 Mailbox does not exist"
+    assert entries[1].delivery is not None and entries[1].delivery.status == "5.1.1"
+    assert capture.messages() == []
+
+
+async def test_an_upstream_that_says_no_such_user_suppresses_the_orders_next_email(
+    topics: Settings, with_capture: Settings, capture: Capture, db: mongo.Database
+) -> None:
+    """A 5.1.1 refusal is as good as a bounce: the address does not work, so the next status
+    is recorded as DELIVERY_FAILED `suppressed`, without an attempt."""
+    capture.refuse("550 5.1.1 <jane.roe@example.org>: Recipient address rejected")
+    at = datetime.now(UTC)
+    await _emit(with_capture, order_event("o-no-user", at=at))
+    async with running(_notifier(with_capture), ProjectorService(with_capture, CODEC)):
+        entries = await eventually(lambda: _timeline(db, "o-no-user", 2), what="the refusal")
+        capture.accept()
+        await _emit(
+            with_capture,
+            order_event("o-no-user", OrderStatus.HANDLING, at=at + timedelta(seconds=1)),
+        )
+        entries = await eventually(lambda: _timeline(db, "o-no-user", 4), what="the next one")
+    refused, suppressed = [e for e in entries if e.kind.value == "DELIVERY_FAILED"]
+    assert refused.message is not None and "jane.roe" not in (refused.message.reason or "")
+    assert refused.message.reason == "550 5.1.1 <address>: Recipient address rejected"
+    assert suppressed.message is not None and suppressed.message.reason == "suppressed"
     assert capture.messages() == []
 
 

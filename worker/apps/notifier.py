@@ -143,10 +143,9 @@ class Notifier:
         try:
             outcome = "redelivered" if delivery else "sent"
             if delivery is None:
+                suppressed = order.suppression is not None
                 delivery = await self._deliver(event, order)
-                outcome = "sent" if delivery.sent else "failed"
-                if order.suppression is not None and not delivery.sent:
-                    outcome = "suppressed"
+                outcome = "suppressed" if suppressed else "sent" if delivery.sent else "failed"
             await self._publish([TimelineEvent.model_validate(r) for r in delivery.timeline])
         except Unprocessable as exc:
             outcome = "dead_lettered"
@@ -238,6 +237,12 @@ class Notifier:
                 ),
                 "suppressions.suppress",
             )
+            # The order's later events in this batch are not sent either.
+            order.suppression = Suppression(
+                scope="order", order_id=event.order_id, store_id=event.store_id,
+                status=report.status or "5.0.0", cause_event_id=notification_event_id(event),
+                since=delivery.at,
+            )  # fmt: skip
         return delivery
 
     async def _record(
