@@ -71,11 +71,13 @@ class LoopbackPostfix:
         self.config = self.directory / "etc"
         self.log_file = self.directory / "maillog"
         self._running = False
+        self._binary = "postfix"
 
     def start(self) -> None:
         binary = shutil.which("postfix") or shutil.which("postfix", path="/usr/sbin:/sbin")
         if binary is None:
             raise RuntimeError(POSTFIX_HINT)
+        self._binary = binary
         self._write_config()
         self._postfix("check")
         self._postfix("start")
@@ -95,7 +97,7 @@ class LoopbackPostfix:
 
     def _postfix(self, command: str) -> None:
         subprocess.run(
-            ["postfix", "-c", str(self.config), command],
+            [self._binary, "-c", str(self.config), command],
             check=True,
             capture_output=True,
             timeout=60,
