@@ -51,10 +51,12 @@ def connect(
     )
 
 
-async def ensure_indexes(db: Database) -> None:
+async def ensure_indexes(
+    db: Database, indexes_by_collection: Mapping[str, list[IndexModel]] = INDEXES
+) -> None:
     # One index per command: FerretDB v1.24 panics on a createIndexes naming several indexes
     # that all exist already (a second start-up), while one at a time is idempotent on both servers.
-    for collection, indexes in INDEXES.items():
+    for collection, indexes in indexes_by_collection.items():
         for index in indexes:
             await db[collection].create_indexes([index])
 
