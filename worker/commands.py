@@ -10,6 +10,17 @@ from typing import Any
 
 from worker.cli import UsageError
 from worker.config import Settings
+from worker.console_commands import (  # noqa: F401 - dispatched by name from worker.cli
+    cmd_console,
+    cmd_messages_purge,
+    cmd_token_create,
+    cmd_token_list,
+    cmd_token_revoke,
+    cmd_user_add,
+    cmd_user_list,
+    cmd_user_passwd,
+    cmd_user_remove,
+)
 
 
 def _out(text: str = "") -> None:
@@ -141,7 +152,7 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_store_set_mask(args: argparse.Namespace, settings: Settings) -> int:
     from worker.adapters import mongo
     from worker.adapters.stores import StoreSettings
-    from worker.domain.aliases import MaskType
+    from worker.domain.aliases import SOFT_MASK_WARNING, MaskType
 
     client = mongo.connect(settings, app_name="ct-cli")
     try:
@@ -152,11 +163,23 @@ async def cmd_store_set_mask(args: argparse.Namespace, settings: Settings) -> in
         await client.close()
     _out(f"store {setting.store_id}: mask {setting.mask.value} for orders whose aliases are new")
     if setting.mask is MaskType.SOFT:
-        print(
-            "warning: soft aliases are reversible by design: the real address can be read off "
-            "them (john@example.com-<token>.<domain>). Use hard aliases where that matters.",
-            file=sys.stderr,
+        print(f"warning: {SOFT_MASK_WARNING}", file=sys.stderr)
+    return 0
+
+
+async def cmd_store_set_expiry(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters import mongo
+    from worker.adapters.stores import StoreSettings
+    from worker.domain.aliases import AliasExpiry
+
+    client = mongo.connect(settings, app_name="ct-cli")
+    try:
+        setting = await StoreSettings(client[settings.mongo_db]).update(
+            args.store_id, alias_expiry=AliasExpiry(args.expiry)
         )
+    finally:
+        await client.close()
+    _out(f"store {setting.store_id}: alias expiry {setting.alias_expiry.value}")
     return 0
 
 
@@ -170,7 +193,26 @@ async def cmd_store_show(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await client.close()
     changed = setting.updated_at.isoformat() if setting.updated_at else "never (default)"
-    _out(f"store {setting.store_id}\n  mask: {setting.mask.value}\n  changed: {changed}")
+    _out(
+        f"store {setting.store_id}\n  mask: {setting.mask.value}\n"
+        f"  alias expiry: {setting.alias_expiry.value}\n  changed: {changed}"
+    )
+    return 0
+
+
+async def cmd_store_list(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters import mongo
+    from worker.adapters.stores import StoreSettings
+
+    client = mongo.connect(settings, app_name="ct-cli")
+    try:
+        stores = await StoreSettings(client[settings.mongo_db]).all()
+    finally:
+        await client.close()
+    for setting in stores:
+        _out(f"{setting.store_id:<24} {setting.mask.value:<5} {setting.alias_expiry.value}")
+    if not stores:
+        _out("no store has settings yet: every store is hard-masked with fixed expiry")
     return 0
 
 
@@ -262,17 +304,24 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_keys_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters.messages import MessageStore
     from worker.admin import reencrypt_addresses
     from worker.crypto import AddressCipher
+    from worker.domain.aliases import SystemClock
 
     client = _data_client(settings)
     try:
-        seen, rewritten = await reencrypt_addresses(
-            client[settings.mongo_db], AddressCipher(settings.data_keys())
+        cipher = AddressCipher(settings.data_keys())
+        db = client[settings.mongo_db]
+        seen, rewritten = await reencrypt_addresses(db, cipher)
+        kept = MessageStore(
+            db, cipher, retention_days=settings.message_retention_days, clock=SystemClock()
         )
+        messages_seen, messages_rewritten = await kept.reencrypt()
     finally:
         await client.close()
     _out(f"{seen} aliases checked, {rewritten} re-encrypted under the current key")
+    _out(f"{messages_seen} kept messages checked, {messages_rewritten} re-sealed")
     return 0
 
 

@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     relay_tls_cert: Path | None = None
     relay_tls_key: Path | None = None
 
+    # The console and HTTP API (`ct run web`).
+    web_host: HostName = "127.0.0.1"
+    web_port: Port = 8000
+    # Secure cookies need HTTPS, which browsers grant to 127.0.0.1 and localhost as well.
+    web_secure_cookies: bool = True
+    web_session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    web_session_max_hours: int = Field(default=12, ge=1, le=30 * 24)
+    web_login_max_failures_per_user: int = Field(default=5, ge=1, le=1000)
+    web_login_max_failures_per_address: int = Field(default=20, ge=1, le=100_000)
+    web_login_window_s: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    # Proxies whose X-Forwarded-For/-Proto are believed (uvicorn's forwarded_allow_ips); none.
+    web_forwarded_allow_ips: str = Field(default="", pattern=r"^[0-9A-Fa-f.:/,* ]*$")
+    message_retention_days: int = Field(default=60, ge=1, le=3650)
+
     http_host: HostName = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP endpoint
     shutdown_grace_s: float = Field(default=15.0, ge=0)

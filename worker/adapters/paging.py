@@ -34,7 +34,7 @@ def decode_cursor(text: str) -> tuple[datetime | None, str]:
     return at, key
 
 
-def after(at: datetime | None, key: str, time_field: str, key_field: str) -> dict[str, Any]:
+def after(at: datetime | None, key: object, time_field: str, key_field: str) -> dict[str, Any]:
     """The filter for rows after (at, key) in (time desc, key desc) order."""
     if at is None:
         return {time_field: None, key_field: {"$lt": key}}

@@ -40,6 +40,19 @@ class MaskType(StrEnum):
     SOFT = "soft"
 
 
+SOFT_MASK_WARNING: Final = (
+    "Soft aliases are readable and reversible by design: anyone who sees one can read the real "
+    "address off it (john@example.com-<token>.<domain>). Use Hard where that matters."
+)
+
+
+class AliasExpiry(StrEnum):
+    """When a store's order aliases stop working."""
+
+    FIXED = "fixed"  # CT_ALIAS_TTL_DAYS after they were made
+    ORDER_FLOW = "orderFlow"  # CT_ALIAS_GRACE_DAYS after DELIVERED or CANCELED
+
+
 def normalize_address(addr: str) -> str:
     """The canonical form aliases and hashes are built from: trimmed, lowercase, syntax-checked."""
     address = addr.strip().lower()
