@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import structlog
 import uvicorn
+from fastapi import FastAPI
 
 from worker.accounts import Accounts
 from worker.adapters import audit as audit_adapter
@@ -109,6 +110,7 @@ class WebService(Service):
         self._clock = clock or SystemClock()
         self._server: _EmbeddedServer | None = None
         self.port: int | None = None
+        self.app: FastAPI | None = None
 
     def is_ready(self) -> bool:
         return self._server is not None and self._server.started
@@ -130,7 +132,7 @@ class WebService(Service):
                 retention_days=settings.message_retention_days,
                 clock=self._clock,
             )
-            app = create_app(
+            self.app = app = create_app(
                 console=self._console(db, messages),
                 accounts=accounts,
                 cookies=CookiePolicy(

@@ -34,6 +34,7 @@ def _size(value: int) -> str:
 
 templates.env.filters["when"] = _when
 templates.env.filters["size"] = _size
+templates.env.filters["sentence"] = lambda value: str(value)[:1].upper() + str(value)[1:]
 templates.env.filters["label"] = lambda value: str(value).replace("_", " ").title()
 
 
