@@ -21,7 +21,12 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install tools stack stack-down topics demo test lint bench clean
+# command:package pairs `make tools` installs when the command is missing. docker-compose is
+# checked apart (tests/integration/test_compose.py validates the compose file with it).
+#   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
+APT_TOOLS := dnsmasq:dnsmasq-base
+
+.PHONY: help install tools stack stack-down topics demo test test-unit lint bench clean
 
 help: ## list the targets
 	@printf 'Conversation Tracker: make TARGET\n\n'
@@ -42,15 +47,18 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -e '.[dev]'
 	@touch $@
 
-tools: ## install the system tools the tests need (docker-compose, for the compose file test)
-	@if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; then \
-		exit 0; fi; \
+tools: ## install the system tools the tests need (Debian packages: see APT_TOOLS)
+	@missing=(); for t in $(APT_TOOLS); do cmd="$${t%%:*}"; pkg="$${t#*:}"; \
+		command -v "$$cmd" >/dev/null 2>&1 || [[ -x "/usr/sbin/$$cmd" ]] || missing+=("$$pkg"); done; \
+	if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; then :; \
+	else missing+=(docker-compose); fi; \
+	(( $${#missing[@]} )) || exit 0; \
 	command -v apt-get >/dev/null || { \
-		echo "error: neither 'docker compose' nor 'docker-compose' found; install one of them" >&2; exit 1; }; \
-	echo "tools: installing docker-compose with apt-get (needed by tests/integration/test_compose.py)"; \
-	if ! apt-cache policy docker-compose 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+		echo "error: install these Debian packages (or their equivalents): $${missing[*]}" >&2; exit 1; }; \
+	echo "tools: installing $${missing[*]} with apt-get"; \
+	if ! apt-cache policy "$${missing[@]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
 		$(SUDO) apt-get update -q; fi; \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
 stack: install ## start the local stack (Kafka, FerretDB, SMTP sink) on 127.0.0.1
 	$(STACK) up
@@ -70,8 +78,12 @@ test: install tools stack ## run the whole test suite against the local stack (P
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit 5); that is a failure" >&2; fi; \
 	exit $$rc
 
-lint: install ## ruff check, ruff format --check, mypy --strict
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+test-unit: install ## the pure tests only, in seconds, without the stack (PYTEST_ARGS=...)
+	$(VENV)/bin/pytest tests/unit -q $(PYTEST_ARGS)
+
+lint: install ## ruff check, ruff format --check, mypy --strict, the import layers (lint-imports)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && \
+		$(VENV)/bin/lint-imports
 
 bench: install stack ## run the benchmarks against the local stack
 	$(VENV)/bin/python -m bench

@@ -16,11 +16,11 @@ from pymongo import InsertOne, UpdateOne
 
 from bench.workload import CODEC, lifecycle_events, order_document, render_mail, timeline_lifecycle
 from worker.adapters import mongo
+from worker.adapters.dialect import detect_dialect
 from worker.adapters.kafka import make_consumer
-from worker.adapters.orders import WRITES_PER_COMMAND
 from worker.config import Settings
+from worker.domain.projection import Entry, merge
 from worker.domain.templates import TemplateRenderer
-from worker.domain.timeline import Entry, merge
 from worker.events import OrderStatusChanged, TimelineEvent
 
 BULK_BATCH = 500
@@ -144,13 +144,13 @@ async def projector_writes(settings: Settings, n: int, batch: int) -> dict[str, 
     """The projector stage's own document writes, computed in memory beforehand and replayed.
 
     The same `n` timeline events in batches of `batch`: a new order's document is an insert, a
-    known one's a `$set` of the merged timeline, WRITES_PER_COMMAND per bulk_write as the
+    known one's a `$set` of the merged timeline, the dialect's writes per bulk_write as the
     projector sends them. No reads, no Kafka, no decoding: what the database itself costs for
     this workload, in events per second, beside `bulk_write` (fresh documents only).
     """
     events = timeline_lifecycle(n, "pw")
     timelines: dict[str, list[Entry]] = {}
-    commands: list[list[InsertOne[dict[str, Any]] | UpdateOne]] = []
+    batches: list[list[InsertOne[dict[str, Any]] | UpdateOne]] = []
     for start in range(0, len(events), batch):
         by_order: dict[str, list[TimelineEvent]] = {}
         for event in events[start : start + batch]:
@@ -168,11 +168,13 @@ async def projector_writes(settings: Settings, n: int, batch: int) -> dict[str, 
                 if known
                 else InsertOne({"_id": order_id, **fields})
             )
-        commands += [
-            writes[i : i + WRITES_PER_COMMAND] for i in range(0, len(writes), WRITES_PER_COMMAND)
-        ]
+        batches.append(writes)
     client = mongo.connect(settings, app_name="ct-bench")
     orders = client[settings.mongo_db]["bench_projector_writes"]
+    size = (
+        await detect_dialect(client[settings.mongo_db], settings.mongo_dialect)
+    ).writes_per_command
+    commands = [w[i : i + size] for w in batches for i in range(0, len(w), size)]
     try:
         started = time.perf_counter()
         for command in commands:

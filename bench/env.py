@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.support.net import free_port
+from tests.support.polling import until
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.apps import checks
@@ -45,12 +46,6 @@ PRIVATE_PORTS = {
 
 class BenchError(Exception):
     """The bench cannot go on: a server is missing, a port is taken, a stage timed out."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_in_use(port: int) -> bool:
@@ -188,13 +183,8 @@ def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 
 
 async def poll_until(done: Callable[[], bool], limit_s: float, every_s: float = 0.1) -> bool:
-    """Poll a condition that has no event to wait on (a file, another process); True if met."""
-    deadline = time.monotonic() + limit_s
-    while not done():
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(every_s)
-    return True
+    """Whether a condition that has no event to wait on (a file, a process) held in time."""
+    return bool(await until(done, limit_s, every_s))
 
 
 async def _start_sink(port: int, directory: Path, log: Path) -> subprocess.Popen[bytes]:

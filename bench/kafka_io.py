@@ -141,19 +141,3 @@ async def committed(settings: Settings, group: str) -> int:
     finally:
         await admin.close()
     return sum(meta.offset for meta in offsets.values() if meta.offset >= 0)
-
-
-async def topic_size(settings: Settings, topic: str) -> int:
-    """Records in a topic (sum of end offsets; the bench's topics are never compacted)."""
-    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None
-    )
-    await consumer.start()
-    try:
-        # Waiting for the self-assignment also lets aiokafka's no-group task start, which its
-        # stop() needs: stopped before that task first ran, it raises CancelledError.
-        await poll_until(lambda: bool(consumer.assignment()), 30, 0.05)
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-    finally:
-        await consumer.stop()
-    return sum(ends.values())

@@ -16,15 +16,17 @@ from typing import Any
 import aiosmtplib
 
 from bench.ceilings import smtp_send
-from bench.env import BenchEnv, BenchError, free_port, poll_until
+from bench.env import BenchEnv, BenchError, poll_until
 from bench.kafka_io import TopicWatcher
 from bench.stages import HOTSPOTS
 from bench.workers import WorkerProcess, inclusive_share, top_frames
+from tests.support.net import free_port
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasStore, Party
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.dialect import detect_dialect
 from worker.config import decode_key
 from worker.crypto import AddressCipher
-from worker.domain.aliases import SystemClock
+from worker.domain.aliases import Party, SystemClock
 
 MESSAGES_PER_ORDER = 5
 Mail = tuple[str, str, bytes]
@@ -51,6 +53,7 @@ async def _aliases(env: BenchEnv, db_name: str, orders: int) -> list[tuple[str, 
         domain=settings.domain,
         ttl_days=settings.alias_ttl_days,
         clock=SystemClock(),
+        dialect=await detect_dialect(db),
     )
     slots = asyncio.Semaphore(16)
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from bench.env import BenchEnv, BenchError, Names, poll_until
-from bench.kafka_io import TopicWatcher, committed, produce_all, producer, topic_size
+from bench.kafka_io import TopicWatcher, committed, produce_all, producer
 from bench.workers import WorkerProcess, inclusive_share, top_frames
 from bench.workload import (
     CODEC,
@@ -21,6 +21,7 @@ from bench.workload import (
     status_event,
     timeline_lifecycle,
 )
+from tests.support.kafka import topic_size
 from worker.adapters import mongo
 
 STALL_S = 60.0
@@ -34,7 +35,7 @@ HOTSPOTS = {
     "compose (email)": "worker/domain/compose.py",
     "logging (structlog)": "structlog/",
     "crypto (aliases)": "worker/crypto.py",
-    "timeline merge": "worker/domain/timeline.py",
+    "timeline merge": "worker/domain/projection.py",
     "relay rules (parse, rewrite)": "worker/domain/relaying.py",
     "email package (stdlib)": "email/",
 }

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from tests.support.dns import LoopbackDns
 from worker.adapters import mongo
+from worker.adapters.dialect import Dialect, detect_dialect
 from worker.adapters.kafka import ensure_topics
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps import checks
@@ -97,6 +99,12 @@ def db(settings: Settings, mongo_client: AsyncMongoClient[dict[str, Any]]) -> mo
     return mongo_client[settings.mongo_db]
 
 
+@pytest.fixture
+async def dialect(db: mongo.Database) -> Dialect:
+    """The test database's dialect, as the workers detect it at start."""
+    return await detect_dialect(db)
+
+
 @dataclass
 class Capture:
     """An SMTP capture server of this test: real sockets, its own directory and port."""
@@ -141,27 +149,18 @@ def with_capture(settings: Settings, capture: Capture) -> Settings:
     return settings.model_copy(update={"smtp_port": capture.port})
 
 
-async def eventually(
-    condition: Callable[[], Any],
-    *,
-    timeout: float = 30.0,
-    interval: float = 0.2,
-    what: str = "condition",
-) -> Any:
-    """Poll an (async or plain) condition until it is truthy; fail after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
-        await asyncio.sleep(interval)
-
-
 @pytest.fixture
 def unique() -> Iterator[Callable[[str], str]]:
     run = uuid.uuid4().hex[:8]
     yield lambda name: f"{name}-{run}"
+
+
+@pytest.fixture(scope="session")
+def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackDns]:
+    """A real DNS server (dnsmasq) on loopback; tests publish records, then `apply()` them."""
+    server = LoopbackDns(tmp_path_factory.mktemp("dns"))
+    server.apply()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -137,7 +137,7 @@ class Accounts:
         name = normalize_user_name(name)
         generated = None if password else generate_password()
         user = await self._users.add(name, role, await self._hash(password or generated or ""))
-        await self._audit.record("user.add", by, user=name, role=role.value)
+        await self._audit.record("user.add", operator=by, user=name, role=role.value)
         return user, generated
 
     async def set_password(self, name: str, password: str | None, *, by: str) -> str | None:
@@ -150,7 +150,7 @@ class Accounts:
         ):
             raise AccountError(f"no user named {name!r}")
         await self._sessions.end_all(name)
-        await self._audit.record("user.password", by, user=name)
+        await self._audit.record("user.password", operator=by, user=name)
         return generated
 
     async def change_own_password(self, principal: Principal, current: str, new: str) -> None:
@@ -160,13 +160,13 @@ class Accounts:
         check_new_password(new)
         await self._users.update(user.name, passwordHash=await self._hash(new))
         await self._sessions.end_all(user.name)
-        await self._audit.record("user.password", principal.operator, user=user.name)
+        await self._audit.record("user.password", operator=principal.operator, user=user.name)
 
     async def set_role(self, name: str, role: Role, *, by: str) -> None:
         if not await self._users.update(name, role=role.value):
             raise AccountError(f"no user named {name!r}")
         await self._sessions.end_all(name)
-        await self._audit.record("user.role", by, user=name, role=role.value)
+        await self._audit.record("user.role", operator=by, user=name, role=role.value)
 
     async def set_disabled(self, name: str, disabled: bool, *, by: str) -> None:
         if not await self._users.update(name, disabled=disabled):
@@ -174,14 +174,16 @@ class Accounts:
         if disabled:
             await self._sessions.end_all(name)
             await self._tokens.revoke_all(name)
-        await self._audit.record("user.disable" if disabled else "user.enable", by, user=name)
+        await self._audit.record(
+            "user.disable" if disabled else "user.enable", operator=by, user=name
+        )
 
     async def remove_user(self, name: str, *, by: str) -> None:
         if not await self._users.remove(name):
             raise AccountError(f"no user named {name!r}")
         await self._sessions.end_all(name)
         await self._tokens.revoke_all(name)
-        await self._audit.record("user.remove", by, user=name)
+        await self._audit.record("user.remove", operator=by, user=name)
 
     async def users(self) -> list[User]:
         return await self._users.all()
@@ -191,13 +193,13 @@ class Accounts:
         if await self._users.get(name) is None:
             raise AccountError(f"no user named {name!r}: add it first (`ct user add`)")
         made, token = await self._tokens.create(name, label.strip()[:100])
-        await self._audit.record("token.create", by, user=name, token=token.token_id)
+        await self._audit.record("token.create", operator=by, user=name, token=token.token_id)
         return made, token
 
     async def revoke_token(self, token_id: str, *, by: str) -> bool:
         revoked = await self._tokens.revoke(token_id.strip())
         if revoked:
-            await self._audit.record("token.revoke", by, token=token_id.strip())
+            await self._audit.record("token.revoke", operator=by, token=token_id.strip())
         return revoked
 
     async def tokens(self) -> list[ApiToken]:

@@ -11,12 +11,9 @@ from typing import Any, NoReturn
 
 from worker.config import ConfigError, Settings, load_settings
 from worker.emit import EmitError
+from worker.usage import UsageError
 
 STATUSES = ["PAYMENT_APPROVED", "HANDLING", "INVOICED", "SHIPPED", "DELIVERED", "CANCELED"]
-
-
-class UsageError(Exception):
-    """A bad argument: printed as one line naming what to fix, exit status 2."""
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from worker.cli import UsageError
 from worker.config import Settings
 from worker.console_commands import (  # noqa: F401 - dispatched by name from worker.cli
     cmd_console,
@@ -21,6 +22,12 @@ from worker.console_commands import (  # noqa: F401 - dispatched by name from wo
     cmd_user_passwd,
     cmd_user_remove,
 )
+from worker.usage import UsageError
+
+if TYPE_CHECKING:
+    from worker.adapters.alias_store import AliasStore
+    from worker.adapters.dialect import Dialect
+    from worker.adapters.mongo import Database
 
 
 def _out(text: str = "") -> None:
@@ -79,14 +86,10 @@ async def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.adapters import mongo
     from worker.timeline import format_table, get_timeline, timeline_json
 
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        entries = await get_timeline(client[settings.mongo_db], args.order_id)
-    finally:
-        await client.close()
+    async with _database(settings) as (db, _):
+        entries = await get_timeline(db, args.order_id)
     if entries is None:
         print(
             f"ct timeline: no order {args.order_id!r} in {settings.mongo_db}.orders",
@@ -150,17 +153,11 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_store_set_mask(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.adapters import mongo
     from worker.adapters.stores import StoreSettings
     from worker.domain.aliases import SOFT_MASK_WARNING, MaskType
 
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        setting = await StoreSettings(client[settings.mongo_db]).set_mask(
-            args.store_id, MaskType(args.mask)
-        )
-    finally:
-        await client.close()
+    async with _database(settings) as (db, _):
+        setting = await StoreSettings(db).set_mask(args.store_id, MaskType(args.mask))
     _out(f"store {setting.store_id}: mask {setting.mask.value} for orders whose aliases are new")
     if setting.mask is MaskType.SOFT:
         print(f"warning: {SOFT_MASK_WARNING}", file=sys.stderr)
@@ -168,30 +165,22 @@ async def cmd_store_set_mask(args: argparse.Namespace, settings: Settings) -> in
 
 
 async def cmd_store_set_expiry(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.adapters import mongo
     from worker.adapters.stores import StoreSettings
     from worker.domain.aliases import AliasExpiry
 
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        setting = await StoreSettings(client[settings.mongo_db]).update(
+    async with _database(settings) as (db, _):
+        setting = await StoreSettings(db).update(
             args.store_id, alias_expiry=AliasExpiry(args.expiry)
         )
-    finally:
-        await client.close()
     _out(f"store {setting.store_id}: alias expiry {setting.alias_expiry.value}")
     return 0
 
 
 async def cmd_store_show(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.adapters import mongo
     from worker.adapters.stores import StoreSettings
 
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        setting = await StoreSettings(client[settings.mongo_db]).get(args.store_id)
-    finally:
-        await client.close()
+    async with _database(settings) as (db, _):
+        setting = await StoreSettings(db).get(args.store_id)
     changed = setting.updated_at.isoformat() if setting.updated_at else "never (default)"
     _out(
         f"store {setting.store_id}\n  mask: {setting.mask.value}\n"
@@ -201,14 +190,10 @@ async def cmd_store_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_store_list(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.adapters import mongo
     from worker.adapters.stores import StoreSettings
 
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        stores = await StoreSettings(client[settings.mongo_db]).all()
-    finally:
-        await client.close()
+    async with _database(settings) as (db, _):
+        stores = await StoreSettings(db).all()
     for setting in stores:
         _out(f"{setting.store_id:<24} {setting.mask.value:<5} {setting.alias_expiry.value}")
     if not stores:
@@ -216,35 +201,45 @@ async def cmd_store_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _data_client(settings: Settings) -> Any:
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[tuple[Database, Dialect]]:
+    """The project's database and its server's dialect, for one command."""
     from worker.adapters import mongo
+    from worker.adapters.dialect import detect_dialect
 
-    return mongo.connect(settings, app_name="ct-cli")
+    client = mongo.connect(settings, app_name="ct-cli")
+    try:
+        db = client[settings.mongo_db]
+        yield db, await detect_dialect(db, settings.mongo_dialect)
+    finally:
+        await client.close()
+
+
+def _alias_store(settings: Settings, db: Database, dialect: Dialect) -> AliasStore:
+    from worker.adapters.alias_store import AliasStore
+    from worker.crypto import AddressCipher
+    from worker.domain.aliases import SystemClock
+
+    return AliasStore(
+        db, AddressCipher(settings.data_keys()), domain=settings.domain,
+        ttl_days=settings.alias_ttl_days, clock=SystemClock(), dialect=dialect,
+    )  # fmt: skip
 
 
 async def cmd_alias_resolve(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
 
-    from worker.adapters.alias_store import AliasStore
+    from worker.adapters.audit import AuditLog
     from worker.admin import resolve_alias
-    from worker.crypto import AddressCipher
     from worker.domain.aliases import SystemClock
 
     if not args.reason.strip():
         raise UsageError("ct alias resolve: --reason must say why you look (it is audited)")
-    client = _data_client(settings)
-    try:
-        db = client[settings.mongo_db]
-        store = AliasStore(
-            db, AddressCipher(settings.data_keys()), domain=settings.domain,
-            ttl_days=settings.alias_ttl_days, clock=SystemClock(),
-        )  # fmt: skip
+    async with _database(settings) as (db, dialect):
         record = await resolve_alias(
-            db, store, args.alias, reason=args.reason, reveal=args.reveal,
-            operator=args.operator or getpass.getuser(),
+            _alias_store(settings, db, dialect), AuditLog(db), args.alias, reason=args.reason,
+            reveal=args.reveal, operator=args.operator or getpass.getuser(),
         )  # fmt: skip
-    finally:
-        await client.close()
     if record is None:
         print(
             f"ct alias resolve: no alias {args.alias!r} (the lookup was audited)", file=sys.stderr
@@ -263,7 +258,7 @@ async def cmd_alias_resolve(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.admin import dead_letters
+    from worker.adapters.dead_letters import dead_letters
 
     shown = 0
     async for letter in dead_letters(settings, group=None):
@@ -281,7 +276,7 @@ async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import datetime
 
-    from worker.admin import replay_dead_letters
+    from worker.adapters.dead_letters import replay_dead_letters
 
     try:
         since = datetime.fromisoformat(args.since) if args.since else None
@@ -305,21 +300,19 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_keys_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
     from worker.adapters.messages import MessageStore
-    from worker.admin import reencrypt_addresses
     from worker.crypto import AddressCipher
     from worker.domain.aliases import SystemClock
 
-    client = _data_client(settings)
-    try:
-        cipher = AddressCipher(settings.data_keys())
-        db = client[settings.mongo_db]
-        seen, rewritten = await reencrypt_addresses(db, cipher)
+    async with _database(settings) as (db, dialect):
+        seen, rewritten = await _alias_store(settings, db, dialect).reencrypt_all()
         kept = MessageStore(
-            db, cipher, retention_days=settings.message_retention_days, clock=SystemClock()
+            db,
+            AddressCipher(settings.data_keys()),
+            retention_days=settings.message_retention_days,
+            clock=SystemClock(),
+            dialect=dialect,
         )
         messages_seen, messages_rewritten = await kept.reencrypt()
-    finally:
-        await client.close()
     _out(f"{seen} aliases checked, {rewritten} re-encrypted under the current key")
     _out(f"{messages_seen} kept messages checked, {messages_rewritten} re-sealed")
     return 0

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", min_length=3)
     mongo_uri: str = Field(default="mongodb://127.0.0.1:27017", pattern=r"^mongodb(\+srv)?://")
     mongo_db: str = Field(default="conversation_tracker", pattern=r"^[A-Za-z0-9_\-]{1,63}$")
+    # Unset: detected from the server's buildInfo (see worker/adapters/dialect.py).
+    mongo_dialect: Literal["mongodb", "ferretdb"] | None = None
     smtp_host: HostName = "127.0.0.1"
     smtp_port: Port = 1025
     smtp_pool_size: int = Field(default=8, ge=1, le=256)
@@ -56,7 +58,7 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     notifier_concurrency: int = Field(default=64, ge=1, le=10_000)
     # Emails a notifier may have had accepted upstream but not yet recorded in its ledger: the
-    # most a kill can make it send twice. Raising it buys throughput (see SmtpPool.send_then).
+    # most a kill can make it send twice. Raising it buys throughput (worker/apps/recorded_send.py).
     notifier_max_unrecorded: int = Field(default=1, ge=1, le=1_000)
     retry_max_delay_s: float = Field(default=30.0, gt=0)
 

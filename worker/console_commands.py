@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from worker.accounts import Accounts
-from worker.cli import UsageError
 from worker.config import Settings
 from worker.domain.accounts import AccountError, Role
+from worker.usage import UsageError
 
 
 def _out(text: str = "") -> None:
@@ -141,17 +141,20 @@ async def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_messages_purge(args: argparse.Namespace, settings: Settings) -> int:
     from worker.adapters import mongo
+    from worker.adapters.dialect import detect_dialect
     from worker.adapters.messages import MessageStore
     from worker.crypto import AddressCipher
     from worker.domain.aliases import SystemClock
 
     client = mongo.connect(settings, app_name="ct-cli")
     try:
+        db = client[settings.mongo_db]
         store = MessageStore(
-            client[settings.mongo_db],
+            db,
             AddressCipher(settings.data_keys()),
             retention_days=settings.message_retention_days,
             clock=SystemClock(),
+            dialect=await detect_dialect(db, settings.mongo_dialect),
         )
         purged = await store.purge_expired()
     finally:

@@ -71,6 +71,11 @@ class Customer(Contract):
     last_name: str
     locale: str | None = None
 
+    @property
+    def full_name(self) -> str:
+        """'First Last': how every email, alias and timeline entry names the customer."""
+        return f"{self.first_name} {self.last_name}".strip()
+
 
 class Store(Contract):
     name: str

@@ -1,30 +1,23 @@
-"""Reading an order's conversation: the Python API for other programs and `ct timeline`.
+"""An order's conversation for people and other programs: the public read API and `ct timeline`.
 
 from worker.timeline import get_timeline
 entries = await get_timeline(client["conversation_tracker"], "order-1001")
+
+The reading itself is the orders adapter's (worker/adapters/orders.py); this module is what
+other programs import, and how the command line shows the entries.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
+from worker.adapters.orders import read_timeline as get_timeline
 from worker.events import TimelineEvent
+
+__all__ = ["format_table", "get_timeline", "timeline_json"]
 
 COLUMNS = ("time (UTC)", "kind", "direction", "from", "to", "subject / status", "first words")
 WIDTHS = (19, 17, 11, 24, 24, 28, 40)
-
-
-async def get_timeline(
-    db: AsyncDatabase[dict[str, Any]], order_id: str
-) -> list[TimelineEvent] | None:
-    """The order's timeline entries, oldest first; None when the order has no document."""
-    doc = await db["orders"].find_one({"_id": order_id}, {"timeline": 1})
-    if doc is None:
-        return None
-    return [TimelineEvent.model_validate(entry) for entry in doc.get("timeline") or []]
 
 
 def _cut(text: str, width: int) -> str:

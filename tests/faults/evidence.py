@@ -15,7 +15,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.faults.procs import Run
-from tests.helpers import CODEC, T0, order_event, produce
+from tests.helpers import CODEC, produce
+from tests.support.events import T0, order_event
 from worker.adapters import mongo
 from worker.config import Settings
 from worker.domain.compose import message_id_for

@@ -10,23 +10,15 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.support.net import free_port
 
 CT = REPO / ".venv" / "bin" / "ct"
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the kernel's pick; reused only after a long while)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def http_get(port: int, path: str, *, timeout: float = 3.0) -> tuple[int, str]:

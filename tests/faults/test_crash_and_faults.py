@@ -48,7 +48,9 @@ from tests.faults.evidence import (
     write_report,
 )
 from tests.faults.procs import WorkerPool, http_get
-from tests.helpers import CODEC, T0, order_event
+from tests.helpers import CODEC
+from tests.support.events import T0, order_event
+from tests.support.polling import eventually
 from worker.adapters import mongo
 from worker.events import OrderStatusChanged
 
@@ -113,14 +115,6 @@ async def assert_delivered_exactly(
     assert mail.duplicates == 0, f"duplicate emails for {mail.duplicated_events[:10]}"
     docs = await read_orders(db, {e.order_id for e in events})
     assert timeline_problems(expected_entries(events), docs) == []
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.5)
 
 
 @pytest.mark.timeout(CRASH_BUDGET_S + 60)
@@ -200,7 +194,7 @@ async def test_kills_and_outages_lose_nothing_and_duplicate_only_mail_in_flight(
     assert mail.missing == [], f"{len(mail.missing)} events never emailed"
     assert problems == []
     # A SIGKILL re-sends only an email caught between the upstream's 250 and its ledger write,
-    # and sends take turns through that window (SmtpPool.send_then): at most one per kill.
+    # and sends take turns through that window (worker/apps/recorded_send.py): one per kill.
     assert blame.unexplained == [], report_path
     assert all(n <= 1 for n in blame.per_abrupt_exit), report_path
     assert leaks == []
@@ -295,7 +289,12 @@ async def test_sigterm_mid_load_exits_0_within_the_grace_and_a_restart_finishes_
     await emit(pipeline.settings, events)
     (worker,) = await workers.started("all")
     quarter = len(events) // 4
-    await wait_for(lambda: emailed(events, sink, domain) >= quarter, 120, "a quarter of the mail")
+    await eventually(
+        lambda: emailed(events, sink, domain) >= quarter,
+        timeout=120,
+        interval=0.5,
+        what="a quarter of the mail",
+    )
     fault = pipeline.stack.sink_dir / "FAULT"
     if upstream == "refusing":
         fault.write_text("451 4.3.0 Fault test: try again later\n", encoding="utf-8")
@@ -369,7 +368,7 @@ async def test_the_notifier_resumes_after_each_of_three_kafka_restarts_under_loa
     async with supervised(chaos):
         for restart in range(1, 4):
             goal = len(events) * restart // 5
-            await wait_for(mailed(goal), 150, f"{goal} emails")
+            await eventually(mailed(goal), timeout=150, interval=0.5, what=f"{goal} emails")
             await chaos.restart_kafka()
         await wait_done(pipeline, fault_db, events, sink, workers, timeout=400, stall_s=120)
     print(f"\nkafka restarts: worker exits {chaos.crashes}")

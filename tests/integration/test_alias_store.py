@@ -12,11 +12,13 @@ import bson
 import pytest
 
 from tests.conftest import REPO
+from tests.support.clock import MovableClock
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasStore, Party
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.dialect import Dialect
 from worker.config import Settings
 from worker.crypto import AddressCipher
-from worker.domain.aliases import MaskType, MovableClock
+from worker.domain.aliases import MaskType, Party
 from worker.events import ParticipantRole
 
 pytestmark = pytest.mark.stack
@@ -27,6 +29,7 @@ STORE = Party("sales@shop.example.net", "Shop")
 
 def _store(
     db: mongo.Database,
+    dialect: Dialect,
     settings: Settings,
     clock: MovableClock | None = None,
     *,
@@ -38,15 +41,18 @@ def _store(
         domain=settings.domain,
         ttl_days=settings.alias_ttl_days,
         clock=clock or MovableClock(),
+        dialect=dialect,
         cache_size=cache_size,
     )
 
 
 async def test_a_store_is_hard_masked_until_it_says_otherwise(
-    settings: Settings, db: mongo.Database
+    dialect: Dialect, settings: Settings, db: mongo.Database
 ) -> None:
     await mongo.ensure_indexes(db)
-    customer, store = await _store(db, settings).order_pair("o-1", "store-h", CUSTOMER, STORE)
+    customer, store = await _store(db, dialect, settings).order_pair(
+        "o-1", "store-h", CUSTOMER, STORE
+    )
     assert HARD.match(customer.address)
     assert HARD.match(store.address)
     assert customer.mask == store.mask == MaskType.HARD
@@ -55,10 +61,10 @@ async def test_a_store_is_hard_masked_until_it_says_otherwise(
 
 
 async def test_soft_after_ct_store_set_mask_and_existing_orders_keep_their_aliases(
-    settings: Settings, db: mongo.Database
+    dialect: Dialect, settings: Settings, db: mongo.Database
 ) -> None:
     await mongo.ensure_indexes(db)
-    aliases = _store(db, settings)
+    aliases = _store(db, dialect, settings)
     before, _ = await aliases.order_pair("o-old", "store-s", CUSTOMER, STORE)
 
     env = {**os.environ, "CT_MONGO_DB": settings.mongo_db}
@@ -91,10 +97,10 @@ async def test_soft_after_ct_store_set_mask_and_existing_orders_keep_their_alias
 
 @pytest.mark.parametrize("cache_size", [0, 64])
 async def test_fifty_concurrent_events_of_one_order_on_two_workers_make_one_alias_pair(
-    settings: Settings, db: mongo.Database, cache_size: int
+    dialect: Dialect, settings: Settings, db: mongo.Database, cache_size: int
 ) -> None:
     await mongo.ensure_indexes(db)
-    workers = [_store(db, settings, cache_size=cache_size) for _ in range(2)]
+    workers = [_store(db, dialect, settings, cache_size=cache_size) for _ in range(2)]
     pairs = await asyncio.gather(
         *[workers[i % 2].order_pair("o-race", "store-r", CUSTOMER, STORE) for i in range(50)]
     )
@@ -103,12 +109,15 @@ async def test_fifty_concurrent_events_of_one_order_on_two_workers_make_one_alia
 
 
 async def test_a_cached_absence_cannot_make_a_second_pair_for_an_order(
-    settings: Settings, db: mongo.Database
+    dialect: Dialect, settings: Settings, db: mongo.Database
 ) -> None:
     """Worker A remembers that the order had no aliases; worker B then creates them. A must
     still end up with B's pair, not a second one."""
     await mongo.ensure_indexes(db)
-    late, early = _store(db, settings, cache_size=64), _store(db, settings, cache_size=64)
+    late, early = (
+        _store(db, dialect, settings, cache_size=64),
+        _store(db, dialect, settings, cache_size=64),
+    )
     assert await late.of_order("o-cached") == []
     made = await early.order_pair("o-cached", "store-c", CUSTOMER, STORE)
     found = await late.order_pair("o-cached", "store-c", CUSTOMER, STORE)
@@ -119,12 +128,14 @@ async def test_a_cached_absence_cannot_make_a_second_pair_for_an_order(
 
 
 async def test_an_alias_stops_working_after_its_validity(
-    settings: Settings, db: mongo.Database
+    dialect: Dialect, settings: Settings, db: mongo.Database
 ) -> None:
     await mongo.ensure_indexes(db)
     clock = MovableClock()
-    customer, _ = await _store(db, settings, clock).order_pair("o-exp", "store-e", CUSTOMER, STORE)
-    found = await _store(db, settings, clock).lookup(customer.address)
+    customer, _ = await _store(db, dialect, settings, clock).order_pair(
+        "o-exp", "store-e", CUSTOMER, STORE
+    )
+    found = await _store(db, dialect, settings, clock).lookup(customer.address)
     assert found is not None and not found.expired(clock.now())
     clock.advance(timedelta(days=settings.alias_ttl_days) - timedelta(seconds=1))
     assert not found.expired(clock.now())
@@ -133,10 +144,10 @@ async def test_an_alias_stops_working_after_its_validity(
 
 
 async def test_a_raw_dump_of_the_aliases_collection_holds_no_real_address(
-    settings: Settings, db: mongo.Database
+    dialect: Dialect, settings: Settings, db: mongo.Database
 ) -> None:
     await mongo.ensure_indexes(db)
-    aliases = _store(db, settings)
+    aliases = _store(db, dialect, settings)
     await aliases.order_pair("o-dump", "store-d", CUSTOMER, STORE)
     await aliases.reverse_alias("o-dump", Party("tracking@carrier.example", "Carrier"))
     raw = b"".join([bson.encode(d) async for d in db["aliases"].find({})])
@@ -147,10 +158,10 @@ async def test_a_raw_dump_of_the_aliases_collection_holds_no_real_address(
 
 
 async def test_a_reverse_alias_is_created_once_per_order_and_sender(
-    settings: Settings, db: mongo.Database
+    dialect: Dialect, settings: Settings, db: mongo.Database
 ) -> None:
     await mongo.ensure_indexes(db)
-    aliases = _store(db, settings)
+    aliases = _store(db, dialect, settings)
     await aliases.order_pair("o-rev", "store-v", CUSTOMER, STORE)
     carrier = Party("tracking@carrier.example", "Carrier")
     first, second = await asyncio.gather(

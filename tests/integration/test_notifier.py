@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Capture, eventually
-from tests.helpers import CODEC, order_event, produce, read_topic, running, topic_size
+from tests.conftest import REPO, Capture
+from tests.helpers import CODEC, produce, read_topic, running
+from tests.support.events import order_event
+from tests.support.kafka import topic_size
+from tests.support.polling import eventually
 from worker.adapters import mongo
 from worker.apps.notifier import NotifierService
 from worker.apps.projector import ProjectorService

@@ -8,14 +8,17 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO, Capture, eventually
-from tests.helpers import CODEC, order_event, produce, read_topic, running
+from tests.conftest import REPO, Capture
+from tests.helpers import CODEC, produce, read_topic, running
+from tests.support.events import order_event
+from tests.support.polling import eventually
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasStore, Party
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.dialect import Dialect
 from worker.apps.notifier import NotifierService
 from worker.config import Settings, decode_key
 from worker.crypto import AddressCipher, generate_key
-from worker.domain.aliases import SystemClock
+from worker.domain.aliases import Party, SystemClock
 from worker.events import OrderStatus
 
 pytestmark = pytest.mark.stack
@@ -43,16 +46,20 @@ def _key_text(settings: Settings) -> str:
     return settings.encryption_key.get_secret_value()
 
 
-def _aliases(db: mongo.Database, settings: Settings, keys: list[bytes] | None = None) -> AliasStore:
+def _aliases(
+    db: mongo.Database, dialect: Dialect, settings: Settings, keys: list[bytes] | None = None
+) -> AliasStore:
     cipher = AddressCipher(keys or settings.data_keys())
-    return AliasStore(db, cipher, domain=settings.domain, ttl_days=60, clock=SystemClock())
+    return AliasStore(
+        db, cipher, domain=settings.domain, ttl_days=60, clock=SystemClock(), dialect=dialect
+    )
 
 
 async def test_alias_resolve_tells_order_and_role_and_audits_every_unmasking(
-    settings: Settings, db: mongo.Database
+    dialect: Dialect, settings: Settings, db: mongo.Database
 ) -> None:
     await mongo.ensure_indexes(db)
-    customer, _ = await _aliases(db, settings).order_pair(
+    customer, _ = await _aliases(db, dialect, settings).order_pair(
         "o-audit",
         "store-a",
         Party("jane.roe@example.org", "Jane"),
@@ -122,12 +129,12 @@ async def test_dlq_replay_sends_dead_letters_back_once_the_cause_is_fixed(
 
 
 async def test_key_rotation_reencrypts_and_reverse_aliases_are_still_reused(
-    settings: Settings, db: mongo.Database
+    dialect: Dialect, settings: Settings, db: mongo.Database
 ) -> None:
     await mongo.ensure_indexes(db)
     old = settings.data_keys()
     carrier = Party("tracking@carrier.example.net", "Carrier")
-    store = _aliases(db, settings, old)
+    store = _aliases(db, dialect, settings, old)
     await store.order_pair(
         "o-rot", "s", Party("jane@example.org", None), Party("shop@example.com", None)
     )
@@ -137,7 +144,7 @@ async def test_key_rotation_reencrypts_and_reverse_aliases_are_still_reused(
     rotated_env = {"CT_ENCRYPTION_KEY": new_key, "CT_ENCRYPTION_OLD_KEYS": _key_text(settings)}
     result = await ct(settings, "keys", "reencrypt", **rotated_env)
     assert "3 aliases checked, 3 re-encrypted" in result.stdout, result.stderr
-    new_only = _aliases(db, settings, [decode_key(new_key)])
+    new_only = _aliases(db, dialect, settings, [decode_key(new_key)])
     found = await new_only.lookup(reverse.address)
     assert found is not None and found.real_address == "tracking@carrier.example.net"
     assert (await new_only.reverse_alias("o-rot", carrier)).address == reverse.address

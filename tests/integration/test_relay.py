@@ -17,15 +17,18 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from tests.conftest import REPO, Capture, eventually
+from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, read_topic, running
+from tests.support.clock import MovableClock
+from tests.support.polling import eventually
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasStore, Party
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.dialect import detect_dialect
 from worker.apps.projector import ProjectorService
 from worker.apps.relay import RelayService
 from worker.config import Settings
 from worker.crypto import AddressCipher
-from worker.domain.aliases import MovableClock, SystemClock
+from worker.domain.aliases import Party, SystemClock
 from worker.events import TimelineEvent
 
 pytestmark = pytest.mark.stack
@@ -88,6 +91,7 @@ async def relay(
         domain=settings.domain,
         ttl_days=60,
         clock=SystemClock(),
+        dialect=await detect_dialect(db),
     )
     order_id = unique("o-relay")
     customer, store = await aliases.order_pair(

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from tests.helpers import order_event, timeline_event
+from tests.support.events import order_event, timeline_event
 from worker.codec import (
     MAGIC,
     DecodeError,

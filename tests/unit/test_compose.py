@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import order_event
+from tests.support.events import order_event
 from worker.domain.compose import (
     ComposedEmail,
     UnsafeHeader,
     compose_notification,
-    first_words,
     message_id_for,
     sanitize_header_text,
 )
@@ -81,43 +80,12 @@ def header_lines(raw: bytes) -> list[bytes]:
     return raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
 
 
-def test_headers_are_exactly_the_masked_participants() -> None:
-    message = parse(compose_bytes().raw)
-    assert message["From"] == f"Acme Shop <{STORE_ALIAS}>"
-    assert message["To"] == f"John Doe <{CUSTOMER_ALIAS}>"
-    assert message["Reply-To"] == f"Acme Shop <{STORE_ALIAS}>"
-    assert message["Subject"] == RENDERED.subject
-    assert message["Date"] == "Sun, 05 Jan 2025 14:30:00 +0000"
-    assert message["Auto-Submitted"] == "auto-generated"
-    assert message["Content-Language"] == "en"
-    assert message.get_all("Bcc") is None
-    assert message.get_all("Cc") is None
-
-
 def test_message_id_is_derived_from_the_event_id() -> None:
     digest = hashlib.sha256(b"evt-1").hexdigest()[:32]
     assert message_id_for("evt-1", DOMAIN) == f"<ct-{digest}@ct.example.com>"
     assert compose_bytes().message_id == message_id_for("evt-1", DOMAIN)
     assert compose_bytes().message_id == compose_bytes().message_id
     assert message_id_for("evt-2", DOMAIN) != message_id_for("evt-1", DOMAIN)
-
-
-def test_body_is_multipart_alternative_text_then_html() -> None:
-    message = parse(compose_bytes().raw)
-    assert message.get_content_type() == "multipart/alternative"
-    parts = list(message.iter_parts())
-    assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
-    assert isinstance(parts[0], EmailMessage)
-    assert isinstance(parts[1], EmailMessage)
-    # On the wire every line ends in CRLF; the content is otherwise what was rendered.
-    assert parts[0].get_content().replace("\r\n", "\n") == RENDERED.text
-    assert parts[1].get_content().strip() == RENDERED.html
-
-
-def test_serialized_lines_end_in_crlf() -> None:
-    raw = raw_of(make_event(), RENDERED, CUSTOMER_ALIAS)
-    assert b"\r\n" in raw
-    assert b"\n" not in raw.replace(b"\r\n", b"")
 
 
 def test_non_ascii_names_are_encoded_words() -> None:
@@ -137,8 +105,10 @@ def test_crlf_in_a_first_name_cannot_add_a_bcc() -> None:
     assert len(parsed["To"].addresses) == 1
 
 
-@pytest.mark.parametrize("brk", ["\n", "\r", "\r\n", "\u2028", "\u2029", "\x85", "\x00"])
-def test_line_breaks_in_subject_and_names_become_spaces(brk: str) -> None:
+@pytest.mark.parametrize(
+    "brk", ["\n", "\r", "\r\n", "\u2028", "\u2029", "\x85", "\x00", "\x00\u2028\r"]
+)
+def test_line_breaks_and_control_characters_in_subject_and_names_become_spaces(brk: str) -> None:
     rendered = RenderedEmail(
         subject=f"Order{brk}Bcc: attacker@evil.test", text="x", html="<p>x</p>", locale="en"
     )
@@ -153,19 +123,6 @@ def test_line_breaks_in_subject_and_names_become_spaces(brk: str) -> None:
     assert parsed["To"].addresses[0].display_name == "Eve Cc: a@evil.test Doe"
 
 
-def test_control_characters_in_subject_and_store_name_become_spaces() -> None:
-    rendered = RenderedEmail(
-        subject="Order\nBcc: attacker@evil.test", text="x", html="<p>x</p>", locale="en"
-    )
-    event = make_event(store_name="Acme\x00\u2028Shop\rX-Evil: 1")
-    raw = raw_of(event, rendered, CUSTOMER_ALIAS)
-    lines = raw.split(b"\r\n")
-    assert not any(line.lower().startswith((b"bcc:", b"x-evil:")) for line in lines)
-    parsed = parse(raw)
-    assert parsed["Subject"] == "Order Bcc: attacker@evil.test"
-    assert parsed["From"].addresses[0].display_name == "Acme Shop X-Evil: 1"
-
-
 @pytest.mark.parametrize(
     "alias",
     [
@@ -177,18 +134,15 @@ def test_control_characters_in_subject_and_store_name_become_spaces() -> None:
         "a@b.test, c@evil.test",
         "Eve <a@b.test>",
         "a@b.test>",
+        # No alias has these shapes; refusing them keeps the legacy API's headers simple and safe.
+        '"a b"@b.test',
+        "joão@b.test",
+        "a@[192.0.2.1]",
+        "a..b@b.test",
+        "a" * 250 + "@b.test",
     ],
 )
-def test_addresses_with_control_characters_or_bad_syntax_are_refused(alias: str) -> None:
-    with pytest.raises(UnsafeHeader):
-        raw_of(make_event(), RENDERED, alias)
-
-
-@pytest.mark.parametrize(
-    "alias", ['"a b"@b.test', "joão@b.test", "a@[192.0.2.1]", "a..b@b.test", "a" * 250 + "@b.test"]
-)
-def test_compat32_refuses_any_alias_that_is_not_a_plain_ascii_dot_atom_address(alias: str) -> None:
-    """No alias has these shapes; refusing them keeps the legacy API's headers simple and safe."""
+def test_an_alias_that_is_not_one_plain_ascii_dot_atom_address_is_refused(alias: str) -> None:
     with pytest.raises(UnsafeHeader):
         compose_bytes(customer_alias=alias)
     with pytest.raises(UnsafeHeader):
@@ -200,8 +154,6 @@ def test_compat32_refuses_any_alias_that_is_not_a_plain_ascii_dot_atom_address(a
             domain=DOMAIN,
         )
 
-
-# compose_notification: what only the compat32 builder needs to prove.
 
 LONG_NAMES = [
     "João Ñandú",
@@ -224,7 +176,7 @@ SUBJECTS = [
 ]
 
 
-def test_compat32_headers_are_exactly_the_masked_participants() -> None:
+def test_headers_are_exactly_the_masked_participants() -> None:
     composed = compose_bytes()
     message = parse(composed.raw)
     assert message["From"] == f"Acme Shop <{STORE_ALIAS}>"
@@ -236,12 +188,14 @@ def test_compat32_headers_are_exactly_the_masked_participants() -> None:
     assert message["Auto-Submitted"] == "auto-generated"
     assert message["MIME-Version"] == "1.0"
     assert message["Content-Language"] == "en"
+    assert message.get_all("Bcc") is None
+    assert message.get_all("Cc") is None
     assert compose_bytes().message_id == composed.message_id  # a retry carries the same id
 
 
 @pytest.mark.parametrize("status", [s for s in OrderStatus if s is not OrderStatus.UNKNOWN])
 @pytest.mark.parametrize("locale", ["en", "pt-BR"])
-def test_compat32_parts_decode_to_exactly_what_was_rendered(
+def test_parts_are_text_then_html_and_decode_to_exactly_what_was_rendered(
     status: OrderStatus, locale: str
 ) -> None:
     event = order_event("ORD-1", status, locale=locale, first_name="João Ñandú")
@@ -262,7 +216,7 @@ def test_compat32_parts_decode_to_exactly_what_was_rendered(
     assert html.get_content().replace("\r\n", "\n") == rendered.html
 
 
-def test_compat32_body_lines_starting_with_from_are_not_mangled() -> None:
+def test_body_lines_starting_with_from_are_not_mangled() -> None:
     rendered = RenderedEmail(
         subject="s", text="From the store:\nhello\n", html="From <b>us</b>", locale="en"
     )
@@ -273,7 +227,7 @@ def test_compat32_body_lines_starting_with_from_are_not_mangled() -> None:
     assert html.get_content() == rendered.html
 
 
-def test_compat32_output_is_7bit_crlf_with_no_line_over_998_octets() -> None:
+def test_output_is_7bit_crlf_with_no_line_over_998_octets() -> None:
     rendered = RenderedEmail(
         subject="ç" * 600,
         text=("é" * 5000) + "\n" + ("x" * 5000) + "\n\n  trailing spaces  \n",
@@ -295,7 +249,7 @@ def test_compat32_output_is_7bit_crlf_with_no_line_over_998_octets() -> None:
 
 
 @pytest.mark.parametrize("subject", SUBJECTS)
-def test_compat32_subjects_round_trip_folded_within_78_characters(subject: str) -> None:
+def test_subjects_round_trip_folded_within_78_characters(subject: str) -> None:
     rendered = RenderedEmail(subject=subject, text="x", html="<p>x</p>", locale="pt-BR")
     raw = compose_bytes(rendered=rendered).raw
     assert parse(raw)["Subject"] == subject
@@ -303,7 +257,7 @@ def test_compat32_subjects_round_trip_folded_within_78_characters(subject: str) 
 
 
 @pytest.mark.parametrize("name", LONG_NAMES)
-def test_compat32_names_round_trip_quoted_or_encoded(name: str) -> None:
+def test_names_round_trip_quoted_or_encoded(name: str) -> None:
     raw = compose_bytes(make_event(first_name=name, store_name=name)).raw
     message = parse(raw)
     customer_name = sanitize_header_text(f"{name} Doe")
@@ -318,7 +272,7 @@ def test_compat32_names_round_trip_quoted_or_encoded(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["João Ñandú " * 12, "Ñ" * 256, "a" * 200])
-def test_compat32_long_names_become_several_encoded_words(name: str) -> None:
+def test_long_names_become_several_encoded_words(name: str) -> None:
     """RFC 2047 readers join adjacent encoded words; Python's address parser puts a space between
     them (it handles them right only in unstructured headers), so read the name with the RFC 2047
     decoder instead."""
@@ -334,29 +288,3 @@ def test_compat32_long_names_become_several_encoded_words(name: str) -> None:
 
 def test_sanitize_header_text_collapses_whitespace() -> None:
     assert sanitize_header_text("  a\t\tb\r\n\r\nc \x7f d  ") == "a b c d"
-
-
-def test_first_words_returns_short_text_whole_but_collapsed() -> None:
-    assert first_words("  Hello\n\n  world  ") == "Hello world"
-
-
-def test_first_words_cuts_at_a_word_boundary_within_the_limit() -> None:
-    text = "The quick brown fox jumps over the lazy dog"
-    preview = first_words(text, limit=20)
-    assert preview == "The quick brown fox…"
-    assert len(preview) <= 20
-
-
-def test_first_words_keeps_a_word_that_ends_exactly_at_the_limit() -> None:
-    assert first_words("abcd efgh ijkl", limit=10) == "abcd efgh…"
-
-
-def test_first_words_cuts_a_single_overlong_word() -> None:
-    preview = first_words("x" * 500, limit=150)
-    assert preview == "x" * 149 + "…"
-
-
-def test_first_words_default_limit_is_150() -> None:
-    preview = first_words("word " * 100)
-    assert len(preview) <= 150
-    assert preview.endswith("word…")

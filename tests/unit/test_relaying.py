@@ -12,6 +12,7 @@ from email.utils import getaddresses
 
 import pytest
 
+from worker.domain.relay_events import forward_event_id, message_key
 from worker.domain.relaying import (
     BOUNCE_NOT_RELAYED,
     LOOP_DETECTED,
@@ -24,8 +25,6 @@ from worker.domain.relaying import (
     Refusal,
     Route,
     decide_route,
-    forward_event_id,
-    message_key,
     read_header,
     rewrite_for_forward,
     summarize,

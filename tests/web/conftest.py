@@ -1,7 +1,9 @@
 """The console under test: the real app on a real socket, over the story the workers told.
 
-Everything here is session-scoped: the story runs once (about 15 s) and one console serves every
-API and browser test. Tests that change state use names of their own.
+Everything here is package-scoped: the story runs once (a few seconds) and one console serves
+every API and browser test, and both are gone before other packages run (some of them patch
+asyncio.sleep, which a server running beside them would spin on). Tests that change state use
+names of their own.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def free_web_port(skip: int = 0) -> int:
     raise RuntimeError("no free port in 18100-18999")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def web_settings(stack: None, encryption_key: str) -> Settings:
     run = uuid.uuid4().hex[:10]
     return load_settings(
@@ -73,7 +75,7 @@ def web_settings(stack: None, encryption_key: str) -> Settings:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def web_db(web_settings: Settings) -> AsyncIterator[mongo.Database]:
     client = mongo.connect(web_settings, app_name="ct-web-tests")
     try:
@@ -83,7 +85,7 @@ async def web_db(web_settings: Settings) -> AsyncIterator[mongo.Database]:
         await client.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def story(
     web_settings: Settings, web_db: mongo.Database, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Story]:
@@ -101,7 +103,7 @@ async def story(
         handler.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def accounts(web_db: mongo.Database, web_settings: Settings) -> Accounts:
     return build_accounts(web_db, web_settings, SystemClock())
 
@@ -119,7 +121,7 @@ class Console:
         return httpx.AsyncClient(base_url=self.url, timeout=30, follow_redirects=False, **kwargs)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def console(
     web_settings: Settings, story: Story, accounts: Accounts
 ) -> AsyncIterator[Console]:

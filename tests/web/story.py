@@ -19,7 +19,9 @@ import aiosmtplib
 
 from tests.conftest import Capture
 from tests.helpers import CODEC, produce, running
+from tests.support.kafka import topic_size
 from worker.adapters import mongo
+from worker.adapters.dialect import detect_dialect
 from worker.adapters.messages import MessageStore
 from worker.adapters.stores import StoreSettings
 from worker.apps.demo import CARRIER, STORES, _event
@@ -176,6 +178,7 @@ async def keep_messages(
         AddressCipher(settings.data_keys()),
         retention_days=settings.message_retention_days,
         clock=SystemClock(),
+        dialect=await detect_dialect(db),
     )
     sent = capture.messages()
     kept = 0
@@ -219,8 +222,6 @@ async def _entries(db: mongo.Database, order_id: str, want: int) -> bool:
 
 
 async def _dead_letters(settings: Settings) -> bool:
-    from tests.helpers import topic_size
-
     return (
         await topic_size(settings.model_copy(update={"topic_partitions": 1}), settings.topic_dlq)
         >= 1

@@ -17,21 +17,24 @@ reads the winner, exactly as without the cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Final
 
 import structlog
 from bson import Binary
 from cachetools import TTLCache
 from pymongo.errors import DuplicateKeyError
 
-from worker.adapters.mongo import Database, Document, find_each
+from worker.adapters.dialect import Dialect, Document
+from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
 from worker.crypto import AddressCipher
 from worker.domain import aliases as rules
-from worker.domain.aliases import Clock, MaskType
+from worker.domain.aliases import Clock, MaskType, Party
 from worker.events import ParticipantRole
 
 log = structlog.get_logger(__name__)
@@ -39,6 +42,21 @@ MAX_COLLISIONS = 8
 CACHE_TTL_S = 300.0
 ROLES = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
 OrderAliases = dict[ParticipantRole, "AliasRecord"]
+# ASCII unit separator: refused inside order ids, so ("a", "b\x1fc") and ("a\x1fb", "c") differ.
+KEY_SEPARATOR: Final = "\x1f"
+
+
+def order_key(order_id: str, role: ParticipantRole, sender_hash: str | None = None) -> str:
+    """The `_id` of an alias's claim in `alias_keys`: one alias per order and role (and sender)."""
+    if KEY_SEPARATOR in order_id:
+        raise ValueError("an order id may not contain the key separator U+001F")
+    if role is ParticipantRole.EXTERNAL:
+        if not sender_hash:
+            raise ValueError("an EXTERNAL alias is keyed by its sender's hash")
+        return f"{order_id}{KEY_SEPARATOR}EXTERNAL{KEY_SEPARATOR}{sender_hash}"
+    if sender_hash is not None:
+        raise ValueError(f"a {role.value} alias is unique per order; it takes no sender hash")
+    return f"{order_id}{KEY_SEPARATOR}{role.value}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +77,6 @@ class AliasRecord:
         return rules.is_expired(self.expires_at, now)
 
 
-@dataclass(frozen=True)
-class Party:
-    """Who an alias stands for: the real address (normalised) and the display name."""
-
-    address: str
-    name: str | None
-
-
 class AliasStore:
     def __init__(
         self,
@@ -76,8 +86,10 @@ class AliasStore:
         domain: str,
         ttl_days: int,
         clock: Clock,
+        dialect: Dialect,
         cache_size: int = 0,
     ) -> None:
+        self._dialect = dialect
         self._aliases = db["aliases"]
         self._keys = db["alias_keys"]
         self._stores = StoreSettings(db)
@@ -124,10 +136,10 @@ class AliasStore:
             store_id,
             customer,
             store,
-            rules.order_key(order_id, ParticipantRole.CUSTOMER),
+            order_key(order_id, ParticipantRole.CUSTOMER),
         )
         store_alias = found.get(ParticipantRole.STORE) or await self._create_store_alias(
-            anchor, store, rules.order_key(order_id, ParticipantRole.STORE)
+            anchor, store, order_key(order_id, ParticipantRole.STORE)
         )
         self._remember(
             order_id, {ParticipantRole.CUSTOMER: anchor, ParticipantRole.STORE: store_alias}
@@ -136,7 +148,7 @@ class AliasStore:
 
     async def _read_order(self, order_id: str) -> OrderAliases:
         """The order's customer and store aliases, read by `_id`s and then remembered."""
-        keys = [rules.order_key(order_id, role) for role in ROLES]
+        keys = [order_key(order_id, role) for role in ROLES]
         found = {record.role: record for record in await self._by_keys(keys)}
         self._remember(order_id, found)
         return found
@@ -152,14 +164,14 @@ class AliasStore:
             self._by_address[record.address] = record
 
     async def _by_keys(self, keys: Iterable[str]) -> list[AliasRecord]:
-        claims = await find_each(self._keys, "_id", keys)
-        docs = await find_each(self._aliases, "_id", [c["alias"] for c in claims])
+        claims = await self._dialect.find_each(self._keys, "_id", keys)
+        docs = await self._dialect.find_each(self._aliases, "_id", [c["alias"] for c in claims])
         return [self._record(d) for d in docs]
 
     async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord:
         """The alias an external party (carrier, marketplace) of this order writes through."""
         anchor = await self._anchor(order_id)
-        key = rules.order_key(
+        key = order_key(
             order_id, ParticipantRole.EXTERNAL, self._cipher.address_hash(sender.address)
         )
         existing = await self._by_keys([key])
@@ -225,7 +237,7 @@ class AliasStore:
 
     async def _insert(
         self,
-        candidate: Any,
+        candidate: Callable[[], str],
         *,
         order_id: str,
         store_id: str,
@@ -273,6 +285,48 @@ class AliasStore:
                 raise
             return self._record(doc)
         raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
+
+    def address_hash(self, address: str) -> str:
+        """A keyed fingerprint of any address, safe to show where the address itself is not."""
+        return self._cipher.address_hash(address)
+
+    async def reencrypt_all(self) -> tuple[int, int]:
+        """Re-encrypt every alias's address under the current key; returns (seen, rewritten).
+
+        Hashes and reverse aliases' claims are derived from the key too, so they are rewritten
+        with it and an external party keeps its reverse alias after the rotation.
+        """
+        seen = rewritten = 0
+        async for doc in self._aliases.find({}):
+            seen += 1
+            if self._cipher.needs_reencrypt(bytes(doc["realEnc"])):
+                await self._reencrypt(doc)
+                rewritten += 1
+                if rewritten % 500 == 0:
+                    await asyncio.sleep(0)
+        if self._orders is not None and self._by_address is not None:
+            self._orders.clear()
+            self._by_address.clear()
+        return seen, rewritten
+
+    async def _reencrypt(self, doc: Document) -> None:
+        real = self._cipher.decrypt(bytes(doc["realEnc"]), doc["_id"])
+        real_hash = self._cipher.address_hash(real)
+        update: Document = {
+            "realEnc": Binary(self._cipher.encrypt(real, doc["_id"])),
+            "realHash": real_hash,
+        }
+        if doc["role"] == ParticipantRole.EXTERNAL.value:
+            # The claim moves to the key's new hash: insert the new one before deleting the old,
+            # so that a crash in between leaves the alias findable under one or the other.
+            new_key = order_key(doc["orderId"], ParticipantRole.EXTERNAL, real_hash)
+            with contextlib.suppress(DuplicateKeyError):
+                await self._keys.insert_one(
+                    {"_id": new_key, "alias": doc["_id"], "orderId": doc["orderId"]}
+                )
+            await self._keys.delete_one({"_id": doc["orderKey"]})
+            update["orderKey"] = new_key
+        await self._aliases.update_one({"_id": doc["_id"]}, {"$set": update})
 
     def _record(self, doc: Document) -> AliasRecord:
         return AliasRecord(

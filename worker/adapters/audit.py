@@ -1,25 +1,26 @@
-"""The `audit` collection: who unmasked, opened, changed or replayed what, when and why.
+"""The `audit` collection: who looked behind a mask, opened a message, changed a setting or an
+account, or replayed a dead letter; when and why. Written before anything shows or happens.
 
-`ct alias resolve` (worker.admin) writes its records here too, in the same shape: `at`,
-`action`, `operator`, `reason`, `orderId`, `alias`, plus what the action needs in `detail`.
-A record is written before whatever it covers is shown or done.
+One flat document per entry: `at`, `action`, `operator`, `reason`, and identifiers (`orderId`,
+`alias`, a message's event id, a store or user name), never a real address.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import DESCENDING, IndexModel
 
-from worker.adapters.mongo import Database, Document
+from worker.adapters.dialect import Document
+from worker.adapters.mongo import Database
 from worker.adapters.paging import BadCursor, after, decode_cursor, encode_cursor
-from worker.domain.aliases import Clock
 
 INDEXES = {"audit": [IndexModel([("at", DESCENDING)], name="recent")]}
+_NAMED = frozenset({"_id", "at", "action", "operator", "reason", "orderId", "alias"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,37 +41,28 @@ def _entry(doc: Document) -> AuditEntry:
         at=doc["at"],
         action=doc.get("action", ""),
         operator=doc.get("operator", ""),
-        reason=doc.get("reason"),
+        reason=doc.get("reason") or None,
         order_id=doc.get("orderId"),
         alias=doc.get("alias"),
-        detail=dict(doc.get("detail") or {}),
+        detail={k: v for k, v in doc.items() if k not in _NAMED and v is not None},
     )
 
 
 class AuditLog:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database) -> None:
         self._audit = db["audit"]
-        self._clock = clock
 
     async def record(
-        self,
-        action: str,
-        operator: str,
-        *,
-        reason: str | None = None,
-        order_id: str | None = None,
-        alias: str | None = None,
-        **detail: Any,
+        self, action: str, *, operator: str, reason: str | None = None, **details: Any
     ) -> None:
+        """One entry; `details` hold identifiers (an alias, an order id), never a real address."""
         await self._audit.insert_one(
             {
-                "at": self._clock.now(),
+                "at": datetime.now(UTC),
                 "action": action,
                 "operator": operator,
                 "reason": reason,
-                "orderId": order_id,
-                "alias": alias,
-                "detail": detail,
+                **details,
             }
         )
 
@@ -101,6 +93,5 @@ class AuditLog:
         found = self._audit.find(query).sort([("at", DESCENDING), ("_id", DESCENDING)])
         docs = await found.limit(limit + 1).to_list()
         entries = [_entry(doc) for doc in docs[:limit]]
-        more = len(docs) > limit
-        last = docs[limit - 1] if more else None
+        last = docs[limit - 1] if len(docs) > limit else None
         return entries, encode_cursor(last["at"], str(last["_id"])) if last else None

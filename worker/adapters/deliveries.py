@@ -16,7 +16,8 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from worker.adapters.mongo import Database, find_each
+from worker.adapters.dialect import Dialect
+from worker.adapters.mongo import Database
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,9 @@ class Delivery:
 
 
 class DeliveryLedger:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, dialect: Dialect) -> None:
         self._deliveries = db["deliveries"]
+        self._dialect = dialect
 
     async def find(self, event_id: str) -> Delivery | None:
         return (await self.find_many([event_id])).get(event_id)
@@ -41,7 +43,7 @@ class DeliveryLedger:
             doc["_id"]: Delivery(
                 doc["_id"], doc["orderId"], doc["sent"], doc["at"], doc["timeline"]
             )
-            for doc in await find_each(self._deliveries, "_id", event_ids)
+            for doc in await self._dialect.find_each(self._deliveries, "_id", event_ids)
         }
 
     async def record(self, delivery: Delivery) -> Delivery:

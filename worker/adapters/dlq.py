@@ -1,9 +1,10 @@
 """Dead letters for the console: the recent ones with their reasons, and replay of chosen ones.
 
-Reading goes through worker.admin (the same reader as `ct dlq list`). A replay re-publishes the
-record to its original topic with its original key, value and headers, as `ct dlq replay` does,
-and is remembered in `dlq_replays`, so the page can say who replayed what and when. Replaying
-twice is harmless: the notifier's ledger and the projector's event ids make both idempotent.
+Reading and re-publishing go through worker.adapters.dead_letters, as `ct dlq list` and
+`ct dlq replay` do: a replayed record goes back to its original topic with its original key,
+value and headers. Each replay is remembered in `dlq_replays`, so the page can say who replayed
+what and when. Replaying twice is harmless: the notifier's ledger and the projector's event ids
+make both idempotent.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import collections
 from dataclasses import dataclass
 from datetime import datetime
 
+from worker.adapters.dead_letters import DeadLetter, dead_letters, republish
+from worker.adapters.dialect import Dialect
 from worker.adapters.kafka import make_producer
-from worker.adapters.mongo import Database, find_each
-from worker.admin import DeadLetter, dead_letters
+from worker.adapters.mongo import Database
 from worker.config import Settings
 from worker.domain.aliases import Clock
 
@@ -33,7 +35,8 @@ class ListedLetter:
 
 
 class DeadLetterQueue:
-    def __init__(self, settings: Settings, db: Database, clock: Clock) -> None:
+    def __init__(self, settings: Settings, db: Database, clock: Clock, dialect: Dialect) -> None:
+        self._dialect = dialect
         self._settings = settings
         self._replays = db["dlq_replays"]
         self._clock = clock
@@ -49,7 +52,7 @@ class DeadLetterQueue:
         letters = list(reversed(tail))
         replays = {
             doc["_id"]: Replay(doc["at"], doc["operator"])
-            for doc in await find_each(
+            for doc in await self._dialect.find_each(
                 self._replays, "_id", [self._key(letter.record.offset) for letter in letters]
             )
         }
@@ -71,16 +74,7 @@ class DeadLetterQueue:
         await producer.start()
         try:
             for letter in wanted:
-                headers = [
-                    (k, v) for k, v in letter.record.headers or () if not k.startswith("ct.dlq.")
-                ]
-                headers.append(("ct.replayed-from", self._key(letter.record.offset).encode()))
-                await producer.send_and_wait(
-                    letter.origin_topic,
-                    value=letter.record.value,
-                    key=letter.record.key,
-                    headers=headers,
-                )
+                await republish(producer, self._settings, letter)
                 now = self._clock.now()
                 await self._replays.update_one(
                     {"_id": self._key(letter.record.offset)},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import TypeAlias
 
 import structlog
@@ -23,7 +22,6 @@ from aiokafka.errors import (
 
 from worker import metrics
 from worker.config import Settings
-from worker.retry import retry_transient
 
 log = structlog.get_logger(__name__)
 
@@ -138,54 +136,6 @@ async def _until_described(admin: AIOKafkaAdminClient, topics: list[str]) -> Non
         topics = [t for t in topics if t not in ready]
         if topics:
             await asyncio.sleep(0.2)
-
-
-class DeadLetters:
-    """Publishes refused records to the DLQ: original key, value, headers, plus whence and why."""
-
-    def __init__(
-        self,
-        producer: AIOKafkaProducer[bytes, bytes],
-        topic: str,
-        component: str,
-        max_delay: float = 30.0,
-    ) -> None:
-        self._producer = producer
-        self._topic = topic
-        self._component = component
-        self._max_delay = max_delay
-
-    async def publish(self, record: Record, reason: str) -> None:
-        """Publish, retrying while Kafka is unavailable: a refused record is never dropped."""
-        await retry_transient(
-            lambda: self._publish(record, reason),
-            name="kafka.dlq",
-            is_transient=is_transient,
-            max_delay=self._max_delay,
-        )
-
-    async def _publish(self, record: Record, reason: str) -> None:
-        headers = [
-            *[(k, v) for k, v in (record.headers or ()) if not k.startswith("ct.dlq.")],
-            ("ct.dlq.topic", record.topic.encode()),
-            ("ct.dlq.partition", str(record.partition).encode()),
-            ("ct.dlq.offset", str(record.offset).encode()),
-            ("ct.dlq.component", self._component.encode()),
-            ("ct.dlq.reason", reason.encode()[:1000]),
-            ("ct.dlq.at", datetime.now(UTC).isoformat().encode()),
-        ]
-        await self._producer.send_and_wait(
-            self._topic, value=record.value, key=record.key, headers=headers
-        )
-        metrics.DLQ_RECORDS.labels(component=self._component).inc()
-        log.warning(
-            "dead_lettered",
-            component=self._component,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            reason=reason,
-        )
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

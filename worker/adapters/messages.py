@@ -25,7 +25,8 @@ from gridfs.errors import NoFile
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from worker.adapters.mongo import Database, Document, find_each
+from worker.adapters.dialect import Dialect, Document
+from worker.adapters.mongo import Database
 from worker.crypto import AddressCipher
 from worker.domain.aliases import Clock
 
@@ -75,8 +76,10 @@ class MessageStore:
         *,
         retention_days: int,
         clock: Clock,
+        dialect: Dialect,
         inline_max_bytes: int = INLINE_MAX_BYTES,
     ) -> None:
+        self._dialect = dialect
         self._messages = db["messages"]
         self._bucket = AsyncGridFSBucket(db, bucket_name=BUCKET, chunk_size_bytes=CHUNK_BYTES)
         self._cipher = cipher
@@ -119,7 +122,7 @@ class MessageStore:
     async def describe(self, event_ids: Iterable[str]) -> dict[str, KeptMessage]:
         """Which of these events' messages are kept (and not expired), without opening them."""
         now = self._clock.now()
-        docs = await find_each(self._messages, "_id", event_ids, {"blob": 0})
+        docs = await self._dialect.find_each(self._messages, "_id", event_ids, {"blob": 0})
         return {doc["_id"]: _kept(doc) for doc in docs if doc["expiresAt"] > now}
 
     async def open(self, event_id: str, order_id: str) -> bytes | None:

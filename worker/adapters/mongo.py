@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
@@ -18,12 +15,11 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
+from worker.adapters.dialect import Dialect, DialectName, Document, detect_dialect
 from worker.config import Settings
 from worker.retry import retry_transient
 
-Document = dict[str, Any]
 Database = AsyncDatabase[Document]
-READ_CONCURRENCY = 32
 
 # Indexes for people's and other systems' queries on MongoDB. The workers' own hot reads are all
 # by `_id`, the one index FerretDB v1 on SQLite uses for queries.
@@ -61,38 +57,16 @@ async def ensure_indexes(
             await db[collection].create_indexes([index])
 
 
-async def find_each(
-    collection: AsyncCollection[Document],
-    field: str,
-    values: Iterable[Any],
-    projection: Mapping[str, Any] | None = None,
-) -> list[Document]:
-    """The documents whose `field` equals one of `values`, one equality read each, concurrently.
+async def prepare(db: Database, dialect: DialectName | None = None) -> Dialect:
+    """Create the indexes and learn the server's dialect at start-up, waiting for the database
+    if it is not up yet. `dialect` (CT_MONGO_DIALECT) overrides the detection."""
 
-    Not `{field: {"$in": values}}`: FerretDB v1 on SQLite pushes equality filters down to SQLite
-    (about 1 ms at 30,000 documents) but evaluates `$in` by scanning the whole collection (about
-    700 ms there, growing with it). Concurrent equality reads cost about the same on MongoDB.
-    """
-    slots = asyncio.Semaphore(READ_CONCURRENCY)
+    async def indexes_and_dialect() -> Dialect:
+        await ensure_indexes(db)
+        return await detect_dialect(db, dialect)
 
-    async def one(value: Any) -> list[Document]:
-        async with slots:
-            return await collection.find({field: value}, projection).to_list()
-
-    found = await asyncio.gather(*(one(v) for v in dict.fromkeys(values)))
-    return [doc for docs in found for doc in docs]
-
-
-async def is_ferretdb(db: Database) -> bool:
-    """FerretDB names itself in buildInfo; MongoDB does not."""
-    info = await db.client.admin.command("buildInfo")
-    return "ferretdbVersion" in info
-
-
-async def prepare(db: Database) -> None:
-    """Create the indexes at start-up, waiting for the database if it is not up yet."""
-    await retry_transient(
-        lambda: ensure_indexes(db), name="mongo.indexes", is_transient=is_transient
+    return await retry_transient(
+        indexes_and_dialect, name="mongo.prepare", is_transient=is_transient
     )
 
 

@@ -12,7 +12,8 @@ from datetime import datetime
 
 from pymongo import DESCENDING
 
-from worker.adapters.mongo import Database, Document
+from worker.adapters.dialect import Document
+from worker.adapters.mongo import Database
 from worker.adapters.paging import after, decode_cursor, encode_cursor
 
 SUMMARY_FIELDS = {"storeId": 1, "status": 1, "statusAt": 1, "updatedAt": 1, "entryCount": 1}

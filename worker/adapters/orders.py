@@ -8,13 +8,21 @@ from typing import Any
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from worker.adapters.mongo import Database, Document, find_each
-from worker.domain.timeline import merge
+from worker.adapters.dialect import Dialect, Document
+from worker.adapters.mongo import Database
+from worker.domain.projection import merge
 from worker.events import TimelineEvent
 
 DUPLICATE_KEY = 11000
 MAX_CONFLICT_ROUNDS = 20
-WRITES_PER_COMMAND = 50
+
+
+async def read_timeline(db: Database, order_id: str) -> list[TimelineEvent] | None:
+    """The order's timeline entries, oldest first; None when the order has no document."""
+    doc = await db["orders"].find_one({"_id": order_id}, {"timeline": 1})
+    if doc is None:
+        return None
+    return [TimelineEvent.model_validate(entry) for entry in doc.get("timeline") or []]
 
 
 class OrdersRepository:
@@ -30,12 +38,11 @@ class OrdersRepository:
     but the single-writer rule is what holds.
     """
 
-    def __init__(self, db: Database, *, guarded_updates: bool = True) -> None:
+    def __init__(self, db: Database, *, dialect: Dialect) -> None:
         self._orders = db["orders"]
-        # FerretDB v1 pushes a filter down to SQLite only when it is exactly {_id: value}: with
-        # the guard, every update scanned the collection (40 s for a 500-record batch at 2,000
-        # orders), and there the guard is not atomic anyway. Off on FerretDB, on for MongoDB.
-        self._guarded = guarded_updates
+        # Without guarded updates (FerretDB) every update scanned the collection with the guard
+        # (40 s for a 500-record batch at 2,000 orders), and there it is not atomic anyway.
+        self._dialect = dialect
 
     async def project(self, events_by_order: Mapping[str, Sequence[TimelineEvent]]) -> int:
         """Merge each order's events into its document; returns the number of entries added."""
@@ -44,7 +51,7 @@ class OrdersRepository:
         for _ in range(MAX_CONFLICT_ROUNDS):
             current = {
                 doc["_id"]: doc
-                for doc in await find_each(
+                for doc in await self._dialect.find_each(
                     self._orders, "_id", pending, {"timeline": 1, "entryCount": 1}
                 )
             }
@@ -59,7 +66,9 @@ class OrdersRepository:
                     continue
                 order_ids.append(order_id)
                 new_entries += len(projection.timeline) - len(timeline)
-                writes.append(_write_for(order_id, doc, projection.fields(), self._guarded))
+                writes.append(
+                    _write_for(order_id, doc, projection.fields(), self._dialect.guarded_updates)
+                )
             added = new_entries if added is None else added
             if not writes or not await self._bulk_write(writes):
                 return added
@@ -67,15 +76,12 @@ class OrdersRepository:
         raise RuntimeError(f"orders kept changing under the projector: {sorted(pending)[:5]}")
 
     async def _bulk_write(self, writes: list[InsertOne[Document] | UpdateOne]) -> bool:
-        """bulk_write in chunks; True when a write lost a race and its orders must be merged again.
-
-        Chunks of WRITES_PER_COMMAND: FerretDB v1 holds one SQLite connection per matched update
-        until the whole command ends, from a pool of 100, so a command with 100 or more updates of
-        existing documents never answers and wedges that database until FerretDB restarts.
-        """
+        """bulk_write in chunks of the dialect's writes_per_command; True when a write lost a race
+        and its orders must be merged again."""
         lost = False
-        for start in range(0, len(writes), WRITES_PER_COMMAND):
-            chunk = writes[start : start + WRITES_PER_COMMAND]
+        size = self._dialect.writes_per_command
+        for start in range(0, len(writes), size):
+            chunk = writes[start : start + size]
             updates = sum(isinstance(w, UpdateOne) for w in chunk)
             try:
                 result = await self._orders.bulk_write(chunk, ordered=False)
@@ -86,9 +92,6 @@ class OrdersRepository:
                 continue
             lost = lost or result.matched_count < updates
         return lost
-
-    async def find(self, order_id: str) -> Document | None:
-        return await self._orders.find_one({"_id": order_id})
 
 
 def _write_for(

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, IndexModel
 
-from worker.adapters.mongo import Database, Document
+from worker.adapters.dialect import Document
+from worker.adapters.mongo import Database
 from worker.domain.accounts import (
     LoginLimits,
     digest,

@@ -46,7 +46,9 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, SmtpFailure) and not exc.permanent
 
 
-def _classify(exc: Exception) -> SmtpFailure:
+def classify_failure(exc: Exception) -> SmtpFailure:
+    """What an aiosmtplib or socket error means for the message: a 5xx refusal is permanent,
+    anything else (4xx, a dropped connection, a timeout) is worth another try."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         refusals = [r for r in exc.recipients if isinstance(r, aiosmtplib.SMTPResponseException)]
         # All refused: the message failed permanently only if no refusal was temporary.
@@ -59,17 +61,41 @@ def _classify(exc: Exception) -> SmtpFailure:
     return SmtpFailure(421, f"upstream unavailable: {type(exc).__name__}", permanent=False)
 
 
+def _write_raw(client: aiosmtplib.SMTP, data: bytes) -> None:
+    """Write DATA content without its end, the one step aiosmtplib has no public method for.
+
+    aiosmtplib's data() sends the content and its end in one go. `SMTP.protocol.write` is the
+    seam used instead: pyproject.toml pins aiosmtplib to the versions it was tested with, and
+    tests/integration/test_smtp_pool.py checks the seam byte for byte.
+    """
+    if client.protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost")
+    client.protocol.write(data)
+
+
+class PreparedMessage:
+    """A message the upstream has all of but the end of DATA; see SmtpPool.prepare."""
+
+    def __init__(self, end_of_data: Callable[[], Awaitable[str]]) -> None:
+        self._end_of_data = end_of_data
+        self.finished = False
+
+    async def finish(self) -> str:
+        """Send the end of DATA; returns the upstream's reply or raises SmtpFailure."""
+        if self.finished:
+            raise RuntimeError("a prepared message is finished once")
+        self.finished = True
+        return await self._end_of_data()
+
+
 class SmtpPool:
     """At most `size` connections, each reused across messages and reopened when it drops."""
 
-    def __init__(
-        self, host: str, port: int, *, size: int, timeout: float, max_unrecorded: int = 1
-    ) -> None:
+    def __init__(self, host: str, port: int, *, size: int, timeout: float) -> None:
         self._host = host
         self._port = port
         self._timeout = timeout
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
-        self._turns = asyncio.Semaphore(max_unrecorded)
         for _ in range(size):
             self._idle.put_nowait(self._new_client())
 
@@ -91,19 +117,19 @@ class SmtpPool:
             metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
             return reply
 
-    async def send_then(
-        self, message: bytes, *, sender: str, recipient: str, then: Callable[[], Awaitable[T]]
-    ) -> T:
-        """Send, then run `then` (record the acceptance), with at most `max_unrecorded` sends of
-        this pool between their DATA and the end of their `then` at any moment.
+    @contextlib.asynccontextmanager
+    async def prepare(
+        self, message: bytes, *, sender: str, recipient: str
+    ) -> AsyncIterator[PreparedMessage]:
+        """Hand over all of a message but the end of its DATA, which the upstream accepts on.
 
-        A process killed between the upstream's 250 and the end of `then` sends that message
-        again once restarted, so `max_unrecorded` bounds the duplicates per kill (default 1).
-        The envelope (MAIL FROM, RCPT TO) of other sends still overlaps; what the bound costs is
-        throughput: a process completes at most max_unrecorded / (DATA latency + `then` latency)
-        sends per second.
+        Inside the block, `await prepared.finish()` sends the end and returns the reply, or
+        raises SmtpFailure. Many messages can be prepared at once on the pool's connections;
+        a caller that must record each acceptance before the next can happen (the notifier's
+        one-duplicate-per-kill bound) serialises only the `finish()` calls. A block left
+        without `finish()` (an error, a cancellation) closes its connection, which is mid-DATA,
+        so the upstream drops the message and the connection carries no other.
         """
-
         body = _data_body(message)
 
         async def all_but_the_end(client: aiosmtplib.SMTP) -> None:
@@ -115,24 +141,28 @@ class SmtpPool:
             reply = await client.execute_command(b"DATA")
             if reply.code != SMTPStatus.start_input:
                 raise aiosmtplib.SMTPDataError(reply.code, reply.message)
-            if client.protocol is None:
-                raise aiosmtplib.SMTPServerDisconnected("connection lost")
-            # aiosmtplib's data() sends the body and its end in one go; the body goes now and
-            # only the end of data, which lets the upstream accept, waits for a turn.
-            client.protocol.write(body)
-
-        async def end_of_data(client: aiosmtplib.SMTP) -> None:
-            reply = await client.execute_command(b".")
-            if reply.code != SMTPStatus.completed:
-                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+            _write_raw(client, body)
 
         async with self._borrowed() as client:
             started = time.perf_counter()
             await self._attempt(client, all_but_the_end, reconnect=True)
-            async with self._turns:
-                await self._attempt(client, end_of_data, reconnect=False)
-                metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
-                return await then()
+            prepared = PreparedMessage(lambda: self._end_of_data(client, started))
+            try:
+                yield prepared
+            finally:
+                if not prepared.finished:
+                    client.close()
+
+    async def _end_of_data(self, client: aiosmtplib.SMTP, started: float) -> str:
+        async def end_of_data(client: aiosmtplib.SMTP) -> str:
+            reply = await client.execute_command(b".")
+            if reply.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+            return reply.message
+
+        reply = await self._attempt(client, end_of_data, reconnect=False)
+        metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
+        return reply
 
     @contextlib.asynccontextmanager
     async def _borrowed(self) -> AsyncIterator[aiosmtplib.SMTP]:
@@ -170,9 +200,9 @@ class SmtpPool:
                 # A pooled connection the server closed while idle: reopen once, at once.
                 client.close()
                 if attempt == 2 or not reconnect:
-                    raise _classify(exc) from exc
+                    raise classify_failure(exc) from exc
             except (aiosmtplib.SMTPException, OSError) as exc:
-                failure = _classify(exc)
+                failure = classify_failure(exc)
                 await self._reset(client, failure)
                 raise failure from exc
         raise AssertionError("unreachable")  # pragma: no cover

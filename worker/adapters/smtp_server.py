@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from typing import Protocol
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+class DataHandler(Protocol):
+    """What an aiosmtpd handler must have at the least: the hook that takes a whole message.
+
+    aiosmtpd also calls handle_RCPT, handle_exception and the others when a handler has them.
+    """
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str: ...
 
 
 async def start_smtp_server(
-    handler: Any,
+    handler: DataHandler,
     host: str,
     port: int,
     *,

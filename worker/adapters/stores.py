@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from worker.adapters.mongo import Database, Document
+from worker.adapters.dialect import Document
+from worker.adapters.mongo import Database
 from worker.domain.aliases import AliasExpiry, MaskType
 
 

@@ -13,7 +13,8 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from worker.adapters.mongo import Database, Document
+from worker.adapters.dialect import Document
+from worker.adapters.mongo import Database
 from worker.domain.accounts import AccountError, NewToken, Role, digest, new_api_token, same_secret
 from worker.domain.aliases import Clock
 

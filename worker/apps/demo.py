@@ -323,10 +323,8 @@ async def _ready(port: int) -> bool:
 
 
 async def _entries(db: mongo.Database, order_ids: list[str], want: int) -> bool:
-    total = 0
-    for doc in await mongo.find_each(db["orders"], "_id", order_ids, {"entryCount": 1}):
-        total += int(doc.get("entryCount", 0))
-    return total >= want
+    timelines = await asyncio.gather(*(get_timeline(db, order_id) for order_id in order_ids))
+    return sum(len(entries or []) for entries in timelines) >= want
 
 
 async def show(demo: Demo, db: mongo.Database) -> None:

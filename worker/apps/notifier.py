@@ -9,44 +9,35 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import jinja2
 import structlog
 from aiokafka import AIOKafkaProducer
 
 from worker import metrics
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasRecord, AliasStore, Party
+from worker.adapters.alias_store import AliasRecord, AliasStore
+from worker.adapters.dead_letters import DeadLetters
 from worker.adapters.deliveries import Delivery, DeliveryLedger
-from worker.adapters.kafka import (
-    PRODUCER_BROKEN,
-    BatchConsumer,
-    DeadLetters,
-    Record,
-    consume,
-    make_producer,
-)
+from worker.adapters.kafka import PRODUCER_BROKEN, BatchConsumer, Record, consume, make_producer
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.adapters.smtp import is_transient as smtp_transient
-from worker.apps.runtime import Service
+from worker.apps.recorded_send import RecordedSender
 from worker.codec import DecodeError, ValueCodec
 from worker.config import Settings
 from worker.crypto import AddressCipher
-from worker.domain.aliases import InvalidAddress, SystemClock, normalize_address
-from worker.domain.compose import UnsafeHeader, compose_notification, first_words
-from worker.domain.notifications import notification_outcome, status_changed
-from worker.domain.templates import TemplateDataMissing, TemplateRenderer, UnsupportedStatus
-from worker.events import OrderStatus, OrderStatusChanged, TimelineEvent
+from worker.domain import notifications
+from worker.domain.aliases import SystemClock
+from worker.domain.errors import Unprocessable
+from worker.domain.notifications import notification_parties
+from worker.domain.templates import TemplateRenderer
+from worker.events import OrderStatusChanged, TimelineEvent
 from worker.retry import retry_transient
+from worker.service import Service
 
 log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
 AliasPair = tuple[AliasRecord, AliasRecord]
 T = TypeVar("T")
-
-
-class Refused(Exception):
-    """An event that can never be emailed as it is: it goes to the DLQ with this reason."""
 
 
 class Notifier:
@@ -59,7 +50,7 @@ class Notifier:
         aliases: AliasStore,
         ledger: DeliveryLedger,
         renderer: TemplateRenderer,
-        smtp: SmtpPool,
+        sender: RecordedSender,
         producer: AIOKafkaProducer[bytes, bytes],
         dead_letters: DeadLetters,
         timeline_topic: str,
@@ -71,7 +62,7 @@ class Notifier:
         self._aliases = aliases
         self._ledger = ledger
         self._renderer = renderer
-        self._smtp = smtp
+        self._sender = sender
         self._producer = producer
         self._dead_letters = dead_letters
         self._timeline_topic = timeline_topic
@@ -124,7 +115,7 @@ class Notifier:
                 delivery, pair = await self._deliver(event, pair)
                 outcome = "sent" if delivery.sent else "failed"
             await self._publish([TimelineEvent.model_validate(r) for r in delivery.timeline])
-        except Refused as exc:
+        except Unprocessable as exc:
             outcome = "dead_lettered"
             await self._dead_letters.publish(record, str(exc))
         except PRODUCER_BROKEN:
@@ -147,66 +138,29 @@ class Notifier:
     async def _deliver(
         self, event: OrderStatusChanged, pair: AliasPair | None
     ) -> tuple[Delivery, AliasPair]:
-        if event.status == OrderStatus.UNKNOWN:
-            raise Refused("status UNKNOWN has no notification (a status newer than this consumer?)")
-        try:
-            customer = Party(normalize_address(event.customer.email), _name(event))
-            store = Party(normalize_address(event.store.email), event.store.name)
-        except InvalidAddress as exc:
-            raise Refused(f"invalid address: {exc}") from None
-        try:
-            rendered = self._renderer.render(event)
-        except (TemplateDataMissing, UnsupportedStatus, jinja2.TemplateError) as exc:
-            raise Refused(f"cannot render the {event.status.value} email: {exc}") from None
+        """Send the event's email and record its outcome; Unprocessable when it can have none."""
+        rendered = self._renderer.render(event)
+        customer, store = notification_parties(event)
         if pair is None:
             pair = await self._mongo(
                 lambda: self._aliases.order_pair(event.order_id, event.store_id, customer, store),
                 "aliases.order_pair",
             )
         customer_alias, store_alias = pair
+        prepared = notifications.prepare(
+            event,
+            rendered,
+            store_alias=store_alias.address,
+            customer_alias=customer_alias.address,
+            domain=self._domain,
+        )
         try:
-            composed = compose_notification(
-                rendered,
-                event=event,
-                store_alias=store_alias.address,
-                customer_alias=customer_alias.address,
-                domain=self._domain,
-            )
-        except UnsafeHeader as exc:
-            raise Refused(f"unsafe header value: {exc}") from None
-        raw = composed.raw
-
-        def delivery(failure: str | None) -> Delivery:
-            outcome = notification_outcome(
-                event,
-                message_id=composed.message_id,
-                store_alias=store_alias.address,
-                customer_alias=customer_alias.address,
-                subject=rendered.subject,
-                first_words=first_words(rendered.text),
-                size_bytes=len(raw),
-                at=datetime.now(UTC),
-                failure=failure,
-            )
-            return Delivery(
-                event_id=event.event_id,
-                order_id=event.order_id,
-                sent=failure is None,
-                at=outcome.occurred_at,
-                timeline=[status_changed(event).to_record(), outcome.to_record()],
-            )
-
-        async def record(outcome: Delivery) -> Delivery:
-            return await self._mongo(lambda: self._ledger.record(outcome), "ledger.record")
-
-        try:
-            # The ledger write happens inside the send: see SmtpPool.send_then.
-            recorded = await retry_transient(
-                lambda: self._smtp.send_then(
-                    raw,
-                    sender=store_alias.address,
+            delivery = await retry_transient(
+                lambda: self._sender.send(
+                    prepared.raw,
+                    sender=prepared.store_alias,
                     recipient=customer.address,
-                    then=lambda: record(delivery(None)),
+                    record=lambda: self._record(prepared, failure=None),
                 ),
                 name="smtp.send",
                 is_transient=smtp_transient,
@@ -214,9 +168,23 @@ class Notifier:
             )
         except SmtpFailure as exc:
             metrics.EMAILS_FAILED.labels(kind="permanent").inc()
-            return await record(delivery(exc.reply)), pair
+            return await self._record(prepared, failure=exc.reply), pair
         metrics.EMAILS_SENT.inc()
-        return recorded, pair
+        return delivery, pair
+
+    async def _record(
+        self, prepared: notifications.PreparedNotification, *, failure: str | None
+    ) -> Delivery:
+        """The outcome in the ledger; a redelivered event finds it there and is not re-sent."""
+        at = datetime.now(UTC)
+        delivery = Delivery(
+            event_id=prepared.event.event_id,
+            order_id=prepared.event.order_id,
+            sent=failure is None,
+            at=at,
+            timeline=[e.to_record() for e in prepared.timeline(at=at, failure=failure)],
+        )
+        return await self._mongo(lambda: self._ledger.record(delivery), "ledger.record")
 
     async def _publish(self, events: list[TimelineEvent]) -> None:
         async def send_all() -> None:
@@ -241,10 +209,6 @@ class Notifier:
         )
 
 
-def _name(event: OrderStatusChanged) -> str:
-    return f"{event.customer.first_name} {event.customer.last_name}".strip()
-
-
 class NotifierService(Service):
     name = COMPONENT
 
@@ -266,11 +230,10 @@ class NotifierService(Service):
             settings.smtp_port,
             size=settings.smtp_pool_size,
             timeout=settings.smtp_timeout_s,
-            max_unrecorded=settings.notifier_max_unrecorded,
         )
         try:
             db = client[settings.mongo_db]
-            await mongo.prepare(db)
+            dialect = await mongo.prepare(db, settings.mongo_dialect)
             await producer.start()
             notifier = Notifier(
                 codec=self._codec,
@@ -280,11 +243,12 @@ class NotifierService(Service):
                     domain=settings.domain,
                     ttl_days=settings.alias_ttl_days,
                     clock=SystemClock(),
+                    dialect=dialect,
                     cache_size=settings.alias_cache_size,
                 ),
-                ledger=DeliveryLedger(db),
+                ledger=DeliveryLedger(db, dialect=dialect),
                 renderer=TemplateRenderer(settings.templates_dir),
-                smtp=smtp,
+                sender=RecordedSender(smtp, max_unrecorded=settings.notifier_max_unrecorded),
                 producer=producer,
                 dead_letters=DeadLetters(
                     producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s

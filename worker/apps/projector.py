@@ -11,19 +11,14 @@ import structlog
 
 from worker import metrics
 from worker.adapters import mongo
-from worker.adapters.kafka import (
-    BatchConsumer,
-    DeadLetters,
-    Record,
-    consume,
-    make_producer,
-)
+from worker.adapters.dead_letters import DeadLetters
+from worker.adapters.kafka import BatchConsumer, Record, consume, make_producer
 from worker.adapters.orders import OrdersRepository
-from worker.apps.runtime import Service
 from worker.codec import DecodeError, ValueCodec
 from worker.config import Settings
 from worker.events import TimelineEvent
 from worker.retry import retry_transient
+from worker.service import Service
 
 log = structlog.get_logger(__name__)
 COMPONENT = "projector"
@@ -95,11 +90,11 @@ class ProjectorService(Service):
         producer = make_producer(settings, "ct-projector-dlq")
         try:
             db = client[settings.mongo_db]
-            await mongo.prepare(db)
+            dialect = await mongo.prepare(db, settings.mongo_dialect)
             await producer.start()
             projector = Projector(
                 self._codec,
-                OrdersRepository(db, guarded_updates=not await mongo.is_ferretdb(db)),
+                OrdersRepository(db, dialect=dialect),
                 DeadLetters(producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s),
                 settings.retry_max_delay_s,
             )

@@ -5,27 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import structlog
 
 from worker.config import Settings
 from worker.http import serve_http
+from worker.service import Service
 
 log = structlog.get_logger(__name__)
-
-
-class Service(ABC):
-    name: str
-
-    @abstractmethod
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Work until `stopping` is set, then finish in-flight work and close clients."""
-
-    @abstractmethod
-    def is_ready(self) -> bool:
-        """True while the service is connected and doing its work."""
 
 
 async def run_services(settings: Settings, services: Sequence[Service]) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from worker.apps.runtime import Service
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
 from worker.crypto import AddressCipher
+from worker.service import Service
 
 WORKERS = ("notifier", "relay", "projector", "web")
 

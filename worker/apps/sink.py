@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 
@@ -41,13 +42,17 @@ class CaptureHandler:
     def close(self) -> None:
         self._index.close()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
         fault = self._fault()
         if fault:
             return fault
         name = f"{self._prefix}-{next(self._counter):07d}.eml"
+        content = envelope.content or b""  # bytes: the server runs with decode_data=False
+        raw = content.encode("utf-8", "surrogateescape") if isinstance(content, str) else content
         await asyncio.to_thread(
-            self._store, name, envelope.mail_from, list(envelope.rcpt_tos), envelope.content
+            self._store, name, envelope.mail_from or "", list(envelope.rcpt_tos), raw
         )
         self.accepted += 1
         return ACCEPTED

@@ -26,17 +26,18 @@ from worker.adapters import sessions as sessions_adapter
 from worker.adapters import users as users_adapter
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.audit import AuditLog
+from worker.adapters.dialect import Dialect
 from worker.adapters.dlq import DeadLetterQueue
 from worker.adapters.messages import MessageStore
 from worker.adapters.order_queries import OrderQueries
 from worker.adapters.sessions import LoginThrottle, Sessions
 from worker.adapters.stores import StoreSettings
 from worker.adapters.users import ApiTokens, Users
-from worker.apps.runtime import Service
 from worker.config import ConfigError, Settings
 from worker.crypto import AddressCipher
 from worker.domain.accounts import LoginLimits
 from worker.domain.aliases import Clock, SystemClock
+from worker.service import Service
 from worker.web.app import create_app
 from worker.web.console import Console
 from worker.web.security import CookiePolicy
@@ -79,7 +80,7 @@ def build_accounts(db: mongo.Database, settings: Settings, clock: Clock) -> Acco
             ),
             clock,
         ),
-        audit=AuditLog(db, clock),
+        audit=AuditLog(db),
     )
 
 
@@ -123,7 +124,7 @@ class WebService(Service):
         sweeper: asyncio.Task[None] | None = None
         try:
             db = client[settings.mongo_db]
-            await mongo.prepare(db)
+            dialect = await mongo.prepare(db, settings.mongo_dialect)
             await mongo.ensure_indexes(db, WEB_INDEXES)
             accounts = build_accounts(db, settings, self._clock)
             messages = MessageStore(
@@ -131,9 +132,10 @@ class WebService(Service):
                 self._cipher,
                 retention_days=settings.message_retention_days,
                 clock=self._clock,
+                dialect=dialect,
             )
             self.app = app = create_app(
-                console=self._console(db, messages),
+                console=self._console(db, messages, dialect),
                 accounts=accounts,
                 cookies=CookiePolicy(
                     secure=settings.web_secure_cookies,
@@ -168,7 +170,7 @@ class WebService(Service):
             sock.close()
             await client.close()
 
-    def _console(self, db: mongo.Database, messages: MessageStore) -> Console:
+    def _console(self, db: mongo.Database, messages: MessageStore, dialect: Dialect) -> Console:
         settings = self._settings
         return Console(
             db=db,
@@ -178,12 +180,13 @@ class WebService(Service):
                 domain=settings.domain,
                 ttl_days=settings.alias_ttl_days,
                 clock=self._clock,
+                dialect=dialect,
             ),
             messages=messages,
-            audit=AuditLog(db, self._clock),
+            audit=AuditLog(db),
             stores=StoreSettings(db),
             orders=OrderQueries(db),
-            dead_letters=DeadLetterQueue(settings, db, self._clock),
+            dead_letters=DeadLetterQueue(settings, db, self._clock, dialect),
             domain=settings.domain,
         )
 

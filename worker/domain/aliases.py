@@ -15,24 +15,36 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol
 
+from worker.domain.errors import Unprocessable
+
 MAX_LOCAL_PART: Final = 64
 MAX_ADDRESS: Final = 254
 MAX_DOMAIN: Final = 253
 MAX_LABEL: Final = 63
 SOFT_TOKEN_CHARS: Final = 13
-# ASCII unit separator: refused inside order ids, so ("a", "b\x1fc") and ("a\x1fb", "c") differ
-KEY_SEPARATOR: Final = "\x1f"
 
 # RFC 5322 atext: what a local part may hold without quoting. Quoted local parts are legal but rare
 # and cannot be embedded in a soft alias, so they are refused rather than half-supported.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+ATOM: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+DOT_ATOM: Final = rf"{ATOM}(?:\.{ATOM})*"
+_DOT_ATOM = re.compile(DOT_ATOM)
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _TOKEN = re.compile(rf"[0-9a-f]{{{SOFT_TOKEN_CHARS}}}")
 
 
-class InvalidAddress(ValueError):
+class InvalidAddress(Unprocessable, ValueError):
     """An email address we cannot use; the message says which rule it breaks."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(f"invalid address: {rule}")
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """Who an alias stands for: the real address (normalised) and the display name."""
+
+    address: str
+    name: str | None
 
 
 class MaskType(StrEnum):
@@ -164,19 +176,6 @@ def is_alias_domain(address: str, domain: str) -> bool:
     return address_domain == domain or address_domain.endswith("." + domain)
 
 
-def order_key(order_id: str, role: str, sender_hash: str | None = None) -> str:
-    """The value a unique index holds so that an order has one alias per role (and per sender)."""
-    if KEY_SEPARATOR in order_id:
-        raise ValueError("an order id may not contain the key separator U+001F")
-    if role == "EXTERNAL":
-        if not sender_hash:
-            raise ValueError("an EXTERNAL alias is keyed by its sender's hash")
-        return f"{order_id}{KEY_SEPARATOR}EXTERNAL{KEY_SEPARATOR}{sender_hash}"
-    if sender_hash is not None:
-        raise ValueError(f"a {role} alias is unique per order; it takes no sender hash")
-    return f"{order_id}{KEY_SEPARATOR}{role}"
-
-
 def expires_at(created_at: datetime, ttl_days: int) -> datetime:
     _require_aware(created_at)
     if ttl_days < 1:
@@ -206,23 +205,3 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
-
-
-class MovableClock:
-    """A clock tests move by hand, so expiry is checked without sleeping."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        start = start or datetime(2025, 1, 1, tzinfo=UTC)
-        _require_aware(start)
-        self._now = start.astimezone(UTC)
-
-    def now(self) -> datetime:
-        return self._now
-
-    def advance(self, delta: timedelta) -> datetime:
-        self._now += delta
-        return self._now
-
-    def set(self, when: datetime) -> None:
-        _require_aware(when)
-        self._now = when.astimezone(UTC)

@@ -15,15 +15,15 @@ from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from typing import Final
 
+from worker.domain.aliases import DOT_ATOM
+from worker.domain.errors import Unprocessable
 from worker.domain.templates import RenderedEmail
 from worker.events import OrderStatusChanged
 
-ELLIPSIS: Final = "…"
 # Cc covers CR, LF, TAB, NUL and DEL; Zl/Zp are U+2028/U+2029, which some clients treat as breaks.
 _BREAKING_CATEGORIES: Final = frozenset({"Cc", "Zl", "Zp"})
-# RFC 5322 dot-atom "@" dot-atom, ASCII only: the shape of every alias (see domain/aliases.py).
-_ATOM: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDR_SPEC: Final = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*")
+# RFC 5322 dot-atom "@" dot-atom, ASCII only: the shape of every alias.
+_PLAIN_ADDR_SPEC: Final = re.compile(rf"{DOT_ATOM}@{DOT_ATOM}")
 _MAX_ADDR_SPEC: Final = 254  # RFC 5321's path limit, less the angle brackets
 # A header word this long still fits on a line after "Reply-To: " and a quote; compat32 folds only
 # at whitespace, so with shorter words every header line stays within 78 characters.
@@ -45,7 +45,7 @@ _WIRE: Final = compat32.clone(linesep="\r\n", mangle_from_=False)  # no ">From "
 _UTF8: Final = _utf8_quoted_printable()
 
 
-class UnsafeHeader(ValueError):
+class UnsafeHeader(Unprocessable):
     """An address that would change the message's header structure if used."""
 
 
@@ -88,11 +88,10 @@ def compose_notification(
     Bodies are always quoted-printable; an alias must be a plain ASCII dot-atom addr-spec (no
     quoted local part, no domain literal), as all aliases are.
     """
-    customer_name = f"{event.customer.first_name} {event.customer.last_name}"
     message_id = message_id_for(event.event_id, domain)
     message: Message[str, str | Header] = Message()
     message["From"] = _mailbox("From", event.store.name, store_alias)
-    message["To"] = _mailbox("To", customer_name, customer_alias)
+    message["To"] = _mailbox("To", event.customer.full_name, customer_alias)
     message["Reply-To"] = _mailbox("Reply-To", event.store.name, store_alias)
     message["Subject"] = _unstructured("Subject", sanitize_header_text(rendered.subject))
     message["Date"] = format_datetime(event.occurred_at)
@@ -112,7 +111,7 @@ def compose_notification(
 def _mailbox(header_name: str, display_name: str, addr_spec: str) -> str | Header:
     """`Name <addr-spec>`, the name quoted as needed, or as encoded words if it is not plain."""
     if len(addr_spec) > _MAX_ADDR_SPEC or not _PLAIN_ADDR_SPEC.fullmatch(addr_spec):
-        raise UnsafeHeader(f"{addr_spec!r} is not a single plain address")
+        raise UnsafeHeader(f"unsafe header value: {addr_spec!r} is not a single plain address")
     name = sanitize_header_text(display_name)
     mailbox = formataddr((name, addr_spec))
     # Judged as formataddr quoted it: the backslashes it adds make words longer.
@@ -144,21 +143,3 @@ def _text_part(subtype: str, content: str) -> Message:
     part.set_payload(content, _UTF8)
     del part["MIME-Version"]  # set_payload adds one; it belongs on the top level only
     return part
-
-
-def first_words(text: str, limit: int = 150) -> str:
-    """A preview of `text`: whitespace collapsed, cut at a word boundary, at most `limit` chars.
-
-    The ellipsis counts towards `limit`, so the result always fits a field of that size.
-    """
-    if limit < 2:
-        raise ValueError("a preview needs room for at least one character and the ellipsis")
-    collapsed = " ".join(text.split())
-    if len(collapsed) <= limit:
-        return collapsed
-    room = limit - len(ELLIPSIS)
-    head = collapsed[: room + 1]
-    boundary = head.rfind(" ")
-    # One word longer than the limit (a URL, say) is cut mid-word rather than dropped.
-    cut = head[:boundary] if boundary > 0 else head[:room]
-    return cut.rstrip() + ELLIPSIS

@@ -1,10 +1,19 @@
-"""Which timeline events an order-status event and its email produce: values in, values out."""
+"""One event's notification, from its aliases to the timeline events it produces: values only.
+
+The notifier's I/O shell renders the event, gets the order's aliases, calls `prepare` and sends
+what it returns; every refusal on the way is an `Unprocessable` (dead-lettered with its reason).
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
+from worker.domain.aliases import Party, normalize_address
+from worker.domain.compose import compose_notification
+from worker.domain.templates import RenderedEmail
+from worker.domain.text import first_words
 from worker.events import (
     ConversationMessage,
     Direction,
@@ -50,7 +59,6 @@ def notification_outcome(
 ) -> TimelineEvent:
     """NOTIFICATION_SENT, or DELIVERY_FAILED with the reason when the upstream refused for good."""
     kind = TimelineKind.DELIVERY_FAILED if failure else TimelineKind.NOTIFICATION_SENT
-    customer_name = f"{event.customer.first_name} {event.customer.last_name}".strip()
     return TimelineEvent(
         event_id=derived_event_id(event.event_id, "NOTIFICATION"),
         order_id=event.order_id,
@@ -62,7 +70,9 @@ def notification_outcome(
         message=ConversationMessage(
             message_id=message_id,
             from_=Participant(alias=store_alias, name=event.store.name, role=ParticipantRole.STORE),
-            to=Participant(alias=customer_alias, name=customer_name, role=ParticipantRole.CUSTOMER),
+            to=Participant(
+                alias=customer_alias, name=event.customer.full_name, role=ParticipantRole.CUSTOMER
+            ),
             subject=subject,
             first_words=first_words,
             has_attachment=False,
@@ -71,4 +81,69 @@ def notification_outcome(
             size_bytes=size_bytes,
             reason=failure,
         ),
+    )
+
+
+def notification_parties(event: OrderStatusChanged) -> tuple[Party, Party]:
+    """The customer and the store as the alias store keys them; InvalidAddress when unusable."""
+    return (
+        Party(normalize_address(event.customer.email), event.customer.full_name),
+        Party(normalize_address(event.store.email), event.store.name),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedNotification:
+    """An event's email, ready to send from the store alias, and how to record its outcome."""
+
+    event: OrderStatusChanged
+    raw: bytes
+    message_id: str
+    subject: str
+    first_words: str
+    store_alias: str
+    customer_alias: str
+
+    def timeline(self, *, at: datetime, failure: str | None) -> list[TimelineEvent]:
+        """The timeline events of the outcome: the status change, then the email's fate."""
+        return [
+            status_changed(self.event),
+            notification_outcome(
+                self.event,
+                message_id=self.message_id,
+                store_alias=self.store_alias,
+                customer_alias=self.customer_alias,
+                subject=self.subject,
+                first_words=self.first_words,
+                size_bytes=len(self.raw),
+                at=at,
+                failure=failure,
+            ),
+        ]
+
+
+def prepare(
+    event: OrderStatusChanged,
+    rendered: RenderedEmail,
+    *,
+    store_alias: str,
+    customer_alias: str,
+    domain: str,
+) -> PreparedNotification:
+    """The message the store alias sends the customer alias; UnsafeHeader when it cannot be."""
+    composed = compose_notification(
+        rendered,
+        event=event,
+        store_alias=store_alias,
+        customer_alias=customer_alias,
+        domain=domain,
+    )
+    return PreparedNotification(
+        event=event,
+        raw=composed.raw,
+        message_id=composed.message_id,
+        subject=rendered.subject,
+        first_words=first_words(rendered.text),
+        store_alias=store_alias,
+        customer_alias=customer_alias,
     )

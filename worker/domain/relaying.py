@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-import uuid
 from dataclasses import dataclass
 from email import policy
 from email.errors import MessageError
@@ -21,6 +20,7 @@ from email.utils import formataddr, getaddresses, parseaddr
 from typing import Final
 
 from worker.domain.aliases import is_alias_domain
+from worker.domain.text import first_words
 from worker.events import Direction, ParticipantRole
 
 # 5xx only where a retry cannot help; anything transient or unexpected is a 4xx, so senders retry.
@@ -36,7 +36,6 @@ TEMPORARY_FAILURE: Final = "451 4.3.0 Temporary failure, please try again later"
 UPSTREAM_UNAVAILABLE: Final = "451 4.4.1 Upstream unavailable, please try again later"
 
 MAX_HEADER_FIELDS: Final = 1000
-_EVENT_NAMESPACE: Final = uuid.UUID("5d0c6a4e-2b1f-5c8e-9a43-7f1e0c2d9b61")
 
 # Fields that reveal where a message came from, or carry a real address we cannot mask reliably.
 _DROPPED: Final = frozenset(
@@ -280,7 +279,7 @@ def rewrite_for_forward(raw: bytes, route: Route, parties: OrderParties, *, doma
         else:
             out.append(_unstructured(field, masker))
     if not any(f.key == "message-id" and f.text() for f in fields):
-        out.append(f"Message-ID: <ct-relay-{_digest(raw)[:32]}@{domain}>".encode())
+        out.append(f"Message-ID: <ct-relay-{sha256_hex(raw)[:32]}@{domain}>".encode())
     # A last pass over every field kept, whatever its kind: a real address never goes out.
     return masker.raw(b"\r\n".join(out)) + b"\r\n\r\n" + body
 
@@ -335,19 +334,8 @@ def _unstructured(field: _Field, masker: _Masker) -> bytes:
     return field.name + b": " + header.encode(linesep="\r\n").encode("ascii")
 
 
-def _digest(raw: bytes) -> str:
+def sha256_hex(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
-
-
-def message_key(raw: bytes, message_id: str | None) -> str:
-    """What identifies a message across delivery retries: its Message-ID, else its bytes."""
-    message_id = (message_id or "").strip()
-    return message_id or f"sha256:{_digest(raw)}"
-
-
-def forward_event_id(message_key: str, recipient_alias: str) -> str:
-    """The timeline event id of one forward, the same on every retry of that delivery."""
-    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{message_key}\n{recipient_alias.strip().lower()}"))
 
 
 def summarize(raw: bytes, *, limit: int = 150) -> MessageSummary:
@@ -355,11 +343,11 @@ def summarize(raw: bytes, *, limit: int = 150) -> MessageSummary:
     fields, _ = _split(raw, max_fields=None)
     subject = next((f.text() for f in fields if f.key == "subject"), "")
     message_id = next((f.text() for f in fields if f.key == "message-id"), None)
-    first_words, names = _body_summary(raw, limit)
+    preview, names = _body_summary(raw, limit)
     return MessageSummary(
         message_id=message_id or None,
-        subject=_first_words(_decode_words(subject), 500),
-        first_words=first_words,
+        subject=first_words(_decode_words(subject), 500),
+        first_words=preview,
         attachment_names=names,
         size_bytes=len(raw),
     )
@@ -376,7 +364,7 @@ def _body_summary(raw: bytes, limit: int) -> tuple[str, tuple[str, ...]]:
             # A part with a Content-ID is an image the HTML embeds, not something sent along.
             if (name := part.get_filename()) and part.get("content-id") is None
         )
-        return _first_words(_body_text(message), limit), names
+        return first_words(_body_text(message), limit), names
     except Exception:  # noqa: BLE001 - the stdlib parser raises many types on hostile MIME
         return "", ()
 
@@ -413,16 +401,6 @@ def _body_part(message: Message) -> Message | None:
         if found is not None:
             return found
     return None
-
-
-def _first_words(text: str, limit: int) -> str:
-    words = " ".join(text.split())
-    if len(words) <= limit:
-        return words
-    head = words[: limit - 1]  # room for the ellipsis
-    if words[limit - 1] != " " and " " in head:
-        head = head[: head.rfind(" ")]
-    return head.rstrip() + "…"
 
 
 def _visible_text(markup: str) -> str:

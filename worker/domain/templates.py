@@ -23,9 +23,11 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    TemplateError,
     select_autoescape,
 )
 
+from worker.domain.errors import Unprocessable
 from worker.events import OrderStatus, OrderStatusChanged
 
 PACKAGED_TEMPLATES: Final = Path(__file__).resolve().parent.parent / "templates"
@@ -38,12 +40,16 @@ _LOCALE_TIMEZONES: Final = {"pt-BR": "America/Sao_Paulo"}
 _BABEL_LOCALES: Final = {code: Locale.parse(code, sep="-") for code in SUPPORTED_LOCALES}
 
 
-class TemplateDataMissing(ValueError):
+class TemplateDataMissing(Unprocessable):
     """The event lacks a field its status's email cannot do without."""
 
 
-class UnsupportedStatus(ValueError):
+class UnsupportedStatus(Unprocessable):
     """There is no email for this status (UNKNOWN: a status newer than this consumer)."""
+
+
+class TemplateBroken(Unprocessable):
+    """A template (a store's override, say) fails to load or render."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +104,22 @@ class TemplateRenderer:
         self._by_store: dict[str, Environment] = {}
 
     def render(self, event: OrderStatusChanged) -> RenderedEmail:
+        """The email for the event's status; Unprocessable when there can be none."""
         _check_data(event)
         locale = choose_locale(event.customer.locale, event.store.locale)
         env = self._environment_for(event.store_id)
         context = _context(event, locale)
         base = f"{locale}/{event.status.value.lower()}"
-        subject = env.get_template(f"{base}.subject.txt").render(context)
-        return RenderedEmail(
-            subject=" ".join(subject.split()),
-            text=env.get_template(f"{base}.txt").render(context).strip() + "\n",
-            html=env.get_template(f"{base}.html").render(context),
-            locale=locale,
-        )
+        try:
+            subject = env.get_template(f"{base}.subject.txt").render(context)
+            return RenderedEmail(
+                subject=" ".join(subject.split()),
+                text=env.get_template(f"{base}.txt").render(context).strip() + "\n",
+                html=env.get_template(f"{base}.html").render(context),
+                locale=locale,
+            )
+        except TemplateError as exc:
+            raise TemplateBroken(f"cannot render the {event.status.value} email: {exc}") from None
 
     def _environment_for(self, store_id: str) -> Environment:
         # A store id that cannot be a directory name simply has no overrides: refusing it would
@@ -145,7 +155,9 @@ class TemplateRenderer:
 
 def _check_data(event: OrderStatusChanged) -> None:
     if event.status is OrderStatus.UNKNOWN:
-        raise UnsupportedStatus("status UNKNOWN has no notification email")
+        raise UnsupportedStatus(
+            "status UNKNOWN has no notification email (a status newer than this consumer?)"
+        )
     required: list[tuple[str, str | None]] = []
     if event.status is OrderStatus.INVOICED:
         required.append(("invoiceNumber", event.invoice_number))
@@ -175,7 +187,7 @@ def _context(event: OrderStatusChanged, locale: str) -> dict[str, Any]:
         "status": event.status.value,
         "order_id": event.order_id,
         "first_name": event.customer.first_name.strip(),
-        "customer_name": f"{event.customer.first_name} {event.customer.last_name}".strip(),
+        "customer_name": event.customer.full_name,
         "store_name": event.store.name.strip(),
         "items": [{"name": i.name, "quantity": i.quantity} for i in items[:MAX_ITEMS_SHOWN]],
         "more_items": max(0, len(items) - MAX_ITEMS_SHOWN),

@@ -85,9 +85,9 @@ class Console:
         aliases = page.conversation.aliases()
         await self.audit.record(
             "conversation.unmask",
-            principal.operator,
+            operator=principal.operator,
             reason=reason,
-            order_id=page.order.order_id,
+            orderId=page.order.order_id,
             aliases=len(aliases),
         )
         revealed = {}
@@ -120,7 +120,7 @@ class Console:
     ) -> OpenedMessage:
         page, item, raw = await self._raw(order_id, event_id)
         await self.audit.record(
-            "message.open", principal.operator, order_id=order_id, message=event_id
+            "message.open", operator=principal.operator, orderId=order_id, message=event_id
         )
         return OpenedMessage(page.order, item, view_message(raw, attachment_url))
 
@@ -130,8 +130,8 @@ class Console:
             return {}
         await self.audit.record(
             "message.open",
-            principal.operator,
-            order_id=page.order.order_id,
+            operator=principal.operator,
+            orderId=page.order.order_id,
             messages=sorted(page.kept),
         )
         views = {}
@@ -150,8 +150,8 @@ class Console:
             raise Missing(f"message {event_id!r} has no attachment number {index}")
         await self.audit.record(
             "attachment.open",
-            principal.operator,
-            order_id=order_id,
+            operator=principal.operator,
+            orderId=order_id,
             message=event_id,
             attachment=found.filename,
         )
@@ -176,7 +176,7 @@ class Console:
         before = await self._stores.get(store_id)
         await self.audit.record(
             "store.settings",
-            principal.operator,
+            operator=principal.operator,
             store=store_id,
             maskType=mask.value,
             aliasExpiry=expiry.value,
@@ -193,7 +193,7 @@ class Console:
         """Replay these dead letters; returns the offsets replayed and those not found."""
         if not offsets:
             raise Invalid("name at least one dead letter (its offset) to replay")
-        await self.audit.record("dlq.replay", principal.operator, offsets=sorted(offsets))
+        await self.audit.record("dlq.replay", operator=principal.operator, offsets=sorted(offsets))
         done = sorted(
             letter.record.offset for letter in await self._dlq.replay(offsets, principal.operator)
         )

@@ -1,4 +1,7 @@
-"""Timeline merging: the pure heart of the projector. Entries are the events' camelCase records."""
+"""Merging timeline entries into an order's projection: the pure heart of the projector.
+
+Entries are the events' camelCase records.
+"""
 
 from __future__ import annotations
 

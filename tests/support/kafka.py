@@ -1,0 +1,24 @@
+"""Looking into Kafka topics from the tests and the benchmarks."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer
+
+from tests.support.polling import until
+from worker.config import Settings
+
+
+async def topic_size(settings: Settings, topic: str) -> int:
+    """Records in a topic now: the sum of its partitions' end offsets (nothing here compacts)."""
+    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None
+    )
+    await consumer.start()
+    try:
+        # Waiting for the self-assignment also lets aiokafka's no-group task start, which its
+        # stop() needs: stopped before that task first ran, it raises CancelledError.
+        await until(lambda: bool(consumer.assignment()), 30, 0.05)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+    finally:
+        await consumer.stop()
+    return sum(ends.values())

@@ -1,0 +1,115 @@
+"""The timeline events the relay produces, built from its decisions: values in, values out.
+
+Every event id derives from its cause, so a retried delivery or a repeated refusal produces the
+same id and the projector keeps one entry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Final
+
+from worker.domain.relaying import AliasView, MessageSummary, Route, sha256_hex
+from worker.events import (
+    ConversationMessage,
+    Direction,
+    Participant,
+    ParticipantRole,
+    TimelineEvent,
+    TimelineKind,
+)
+
+_EVENT_NAMESPACE: Final = uuid.UUID("5d0c6a4e-2b1f-5c8e-9a43-7f1e0c2d9b61")
+# Refusals of one sender at one alias for one reason count once per window: senders retry, and
+# the conversation should show that mail was refused, not every attempt.
+REJECTION_WINDOW: Final = timedelta(hours=1)
+
+
+def message_key(raw: bytes, message_id: str | None) -> str:
+    """What identifies a message across delivery retries: its Message-ID, else its bytes."""
+    message_id = (message_id or "").strip()
+    return message_id or f"sha256:{sha256_hex(raw)}"
+
+
+def forward_event_id(message_key: str, recipient_alias: str) -> str:
+    """The timeline event id of one forward, the same on every retry of that delivery."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{message_key}\n{recipient_alias.strip().lower()}"))
+
+
+def rejection_event_id(recipient_alias: str, sender_key: str, reason: str, at: datetime) -> str:
+    """The id of a MESSAGE_REJECTED: its cause (who, to which alias, why) and its window.
+
+    `sender_key` must not be a real address (event ids are shown): a keyed hash of it, say.
+    """
+    window = int(at.timestamp() // REJECTION_WINDOW.total_seconds())
+    cause = f"{recipient_alias.strip().lower()}\n{sender_key}\n{reason}\n{window}"
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"rejected\n{cause}"))
+
+
+def forwarded(
+    route: Route, summary: MessageSummary, forwarded_bytes: bytes, *, at: datetime
+) -> TimelineEvent:
+    """MESSAGE_FORWARDED for one recipient of a relayed message."""
+    recipient = route.recipient_alias
+    key = message_key(forwarded_bytes, summary.message_id)
+    return TimelineEvent(
+        event_id=forward_event_id(key, recipient.address),
+        order_id=recipient.order_id,
+        store_id=recipient.store_id,
+        occurred_at=at,
+        kind=TimelineKind.MESSAGE_FORWARDED,
+        causation_id=summary.message_id or key,
+        message=ConversationMessage(
+            message_id=summary.message_id or key,
+            from_=Participant(
+                alias=route.sender_alias, name=route.sender_name, role=route.sender_role
+            ),
+            to=Participant(
+                alias=recipient.address, name=recipient.display_name, role=recipient.role
+            ),
+            subject=summary.subject,
+            first_words=summary.first_words,
+            has_attachment=bool(summary.attachment_names),
+            attachment_names=list(summary.attachment_names),
+            direction=route.direction,
+            size_bytes=summary.size_bytes,
+        ),
+    )
+
+
+def rejected(
+    recipient: AliasView,
+    sender: AliasView | None,
+    *,
+    sender_key: str,
+    reason: str,
+    at: datetime,
+) -> TimelineEvent:
+    """MESSAGE_REJECTED on the recipient alias's order; `sender` when it is a participant."""
+    return TimelineEvent(
+        event_id=rejection_event_id(recipient.address, sender_key, reason, at),
+        order_id=recipient.order_id,
+        store_id=recipient.store_id,
+        occurred_at=at,
+        kind=TimelineKind.MESSAGE_REJECTED,
+        causation_id=recipient.address,
+        message=ConversationMessage(
+            message_id="",
+            from_=Participant(
+                alias=sender.address if sender else "",
+                name=sender.display_name if sender else None,
+                role=sender.role if sender else ParticipantRole.EXTERNAL,
+            ),
+            to=Participant(
+                alias=recipient.address, name=recipient.display_name, role=recipient.role
+            ),
+            subject="",
+            first_words="",
+            has_attachment=False,
+            attachment_names=[],
+            direction=Direction(f"TO_{recipient.role.value}"),
+            size_bytes=0,
+            reason=reason,
+        ),
+    )
