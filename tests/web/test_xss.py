@@ -24,10 +24,10 @@ class ActiveContent(HTMLParser):
         self.found: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "iframe", "object", "embed", "base", "meta") and not (
-            tag == "meta" and dict(attrs).get("name") in ("viewport", "referrer")
-            or tag == "meta" and "charset" in dict(attrs)
-        ):  # fmt: skip
+        harmless_meta = tag == "meta" and (
+            dict(attrs).get("name") in ("viewport", "referrer") or "charset" in dict(attrs)
+        )
+        if tag in ("script", "iframe", "object", "embed", "base", "meta") and not harmless_meta:
             self.found.append(f"<{tag}>")
         for name, value in attrs:
             if name.startswith("on"):
