@@ -41,6 +41,8 @@ class Settings(BaseSettings):
         pattern=r"^([a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
     )
     alias_ttl_days: int = Field(default=60, ge=1, le=3650)
+    # Stores with aliasExpiry=orderFlow: aliases work this long after DELIVERED or CANCELED.
+    alias_grace_days: int = Field(default=7, ge=1, le=365)
     # Orders whose aliases a worker keeps in memory (0: read MongoDB every time); see AliasStore.
     alias_cache_size: int = Field(default=2048, ge=0, le=1_000_000)
     encryption_key: SecretStr | None = None

@@ -164,15 +164,12 @@ async def tell(settings: Settings, capture: Capture, db: mongo.Database) -> Stor
         store_emails={hard.order_id: hard.store.email, soft.order_id: soft.store.email},
         customer_alias=customer_alias,
     )
-    story.kept = await keep_messages(settings, capture, db, [hard.order_id, soft.order_id])
+    story.kept = await kept_messages(settings, db, [hard.order_id, soft.order_id])
     return story
 
 
-async def keep_messages(
-    settings: Settings, capture: Capture, db: mongo.Database, order_ids: list[str]
-) -> int:
-    """Keep each timeline message's sent bytes in the message store, as sent (matched by
-    Message-ID and recipient); the workers do not keep them themselves yet."""
+async def kept_messages(settings: Settings, db: mongo.Database, order_ids: list[str]) -> int:
+    """How many of the orders' timeline messages the workers kept whole."""
     store = MessageStore(
         db,
         AddressCipher(settings.data_keys()),
@@ -180,24 +177,10 @@ async def keep_messages(
         clock=SystemClock(),
         dialect=await detect_dialect(db),
     )
-    sent = capture.messages()
     kept = 0
     for order_id in order_ids:
-        for entry in await get_timeline(db, order_id) or []:
-            if entry.message is None or not entry.message.message_id:
-                continue
-            match = next(
-                (m for m in sent if m["headers"].get("Message-ID") == entry.message.message_id
-                 and entry.message.to.alias in m["headers"].get("To", "")),
-                None,
-            )  # fmt: skip
-            if match is not None:
-                kept += await store.keep(
-                    event_id=entry.event_id,
-                    order_id=order_id,
-                    store_id=entry.store_id,
-                    raw=capture.raw(match),
-                )
+        entries = await get_timeline(db, order_id) or []
+        kept += len(await store.describe(e.event_id for e in entries if e.message is not None))
     return kept
 
 

@@ -237,3 +237,9 @@ async def test_health_is_public_and_metrics_need_a_token(console: Console) -> No
         assert (await client.get("/metrics")).status_code == 401
         scraped = await client.get("/metrics", headers=bearer(console.support_token))
     assert 'ct_web_request_seconds_count{method="GET",route="/api/orders"' in scraped.text
+
+
+async def test_the_workers_kept_every_message_whole_the_refused_one_too(console: Console) -> None:
+    # The hard order: 3 notifications, the carrier's notice, the reply, the hostile message;
+    # the soft order: 3 notifications and the one the upstream refused.
+    assert console.story.kept == 10

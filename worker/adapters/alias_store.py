@@ -13,12 +13,17 @@ expiry is decided from `expires_at` at each use), so a worker may keep the pairs
 in memory: a bounded LRU, entries dropped after CACHE_TTL_S all the same. A remembered absence
 is only a hint: creating an alias that another worker made meanwhile loses the claim race and
 reads the winner, exactly as without the cache.
+
+A store whose `aliasExpiry` is `orderFlow` has its orders' aliases expire with the order's
+window (alias_windows.py) instead of their own `expiresAt`; records carry the window's expiry,
+so a cached record sees a window moved by another process at most CACHE_TTL_S late.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,12 +34,13 @@ from bson import Binary
 from cachetools import TTLCache
 from pymongo.errors import DuplicateKeyError
 
+from worker.adapters.alias_windows import AliasWindows
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
 from worker.crypto import AddressCipher
 from worker.domain import aliases as rules
-from worker.domain.aliases import Clock, MaskType, Party
+from worker.domain.aliases import AliasExpiry, AliasWindow, Clock, MaskType, Party
 from worker.events import ParticipantRole
 
 log = structlog.get_logger(__name__)
@@ -88,8 +94,11 @@ class AliasStore:
         clock: Clock,
         dialect: Dialect,
         cache_size: int = 0,
+        grace_days: int = 7,
     ) -> None:
         self._dialect = dialect
+        self._windows = AliasWindows(db)
+        self._grace_days = grace_days
         self._aliases = db["aliases"]
         self._keys = db["alias_keys"]
         self._stores = StoreSettings(db)
@@ -112,7 +121,7 @@ class AliasStore:
         doc = await self._aliases.find_one({"_id": address})
         if doc is None:
             return None
-        record = self._record(doc)
+        [record] = await self._windowed([self._record(doc)])
         if self._by_address is not None and record.role is not ParticipantRole.EXTERNAL:
             self._by_address[address] = record
         return record
@@ -166,7 +175,40 @@ class AliasStore:
     async def _by_keys(self, keys: Iterable[str]) -> list[AliasRecord]:
         claims = await self._dialect.find_each(self._keys, "_id", keys)
         docs = await self._dialect.find_each(self._aliases, "_id", [c["alias"] for c in claims])
-        return [self._record(d) for d in docs]
+        return await self._windowed([self._record(d) for d in docs])
+
+    async def _windowed(self, records: list[AliasRecord]) -> list[AliasRecord]:
+        """The records with their order's window as their expiry, where the order has one."""
+        windows = {
+            order_id: await self._windows.get(order_id)
+            for order_id in {r.order_id for r in records}
+        }
+        return [
+            dataclasses.replace(r, expires_at=window.expires_at)
+            if (window := windows[r.order_id]) is not None
+            else r
+            for r in records
+        ]
+
+    async def follow_status(
+        self, order_id: str, store_id: str, *, terminal: bool, at: datetime
+    ) -> AliasWindow | None:
+        """Move the order's window on a status event, if its store's policy is orderFlow.
+
+        Returns the window now in force (None: the fixed policy applies to this order).
+        """
+        if (await self._stores.get(store_id)).alias_expiry is not AliasExpiry.ORDER_FLOW:
+            return await self._windows.get(order_id)
+        previous = await self._windows.get(order_id)
+        window = rules.next_window(
+            previous, terminal=terminal, at=at, ttl_days=self._ttl_days, grace_days=self._grace_days
+        )
+        if window is None:
+            return previous
+        await self._windows.put(order_id, store_id, window)
+        if self._orders is not None:
+            self._orders.pop(order_id, None)  # this worker sees its own move at once
+        return window
 
     async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord:
         """The alias an external party (carrier, marketplace) of this order writes through."""
@@ -283,7 +325,7 @@ class AliasStore:
                 if winner:
                     return winner[0]
                 raise
-            return self._record(doc)
+            return (await self._windowed([self._record(doc)]))[0]
         raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
 
     def address_hash(self, address: str) -> str:

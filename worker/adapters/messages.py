@@ -89,8 +89,6 @@ class MessageStore:
 
     async def keep(self, *, event_id: str, order_id: str, store_id: str, raw: bytes) -> bool:
         """Keep a message once; False when this event's message was kept already (a retry)."""
-        if await self._messages.find_one({"_id": event_id}, {"_id": 1}) is not None:
-            return False
         now = self._clock.now()
         expires = now + self._retention
         sealed = await self._seal(raw, event_id)
@@ -106,6 +104,8 @@ class MessageStore:
             "blobFile": None,
         }
         if len(sealed) > self._inline_max:
+            if await self._messages.find_one({"_id": event_id}, {"_id": 1}) is not None:
+                return False  # a retry: no second upload
             # The file first, then the document that points at it: a crash in between leaves an
             # orphan file, which carries its own expiry for the sweep, never a dangling pointer.
             doc["blobFile"] = await self._upload(sealed, event_id, expires)

@@ -1,4 +1,8 @@
-"""`ct run notifier`: order-status events become emails sent through the order's masked aliases."""
+"""`ct run notifier`: order-status events become emails sent through the order's masked aliases.
+
+Each email is kept whole in the message store before it is sent (the console shows it), and for
+stores on the orderFlow expiry policy each status event moves the order's alias window.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from worker.adapters.dead_letters import DeadLetters
 from worker.adapters.deliveries import Delivery, DeliveryLedger
 from worker.adapters.kafka import PRODUCER_BROKEN, BatchConsumer, Record, consume, make_producer
 from worker.adapters.kafka import is_transient as kafka_transient
+from worker.adapters.messages import MessageStore
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.adapters.smtp import is_transient as smtp_transient
 from worker.apps.recorded_send import RecordedSender
@@ -30,12 +35,13 @@ from worker.domain.aliases import SystemClock
 from worker.domain.errors import Unprocessable
 from worker.domain.notifications import notification_parties
 from worker.domain.templates import TemplateRenderer
-from worker.events import OrderStatusChanged, TimelineEvent
+from worker.events import OrderStatus, OrderStatusChanged, TimelineEvent
 from worker.retry import retry_transient
 from worker.service import Service
 
 log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
+TERMINAL = frozenset({OrderStatus.DELIVERED, OrderStatus.CANCELED})
 AliasPair = tuple[AliasRecord, AliasRecord]
 T = TypeVar("T")
 
@@ -49,6 +55,7 @@ class Notifier:
         codec: ValueCodec,
         aliases: AliasStore,
         ledger: DeliveryLedger,
+        messages: MessageStore,
         renderer: TemplateRenderer,
         sender: RecordedSender,
         producer: AIOKafkaProducer[bytes, bytes],
@@ -61,6 +68,7 @@ class Notifier:
         self._codec = codec
         self._aliases = aliases
         self._ledger = ledger
+        self._messages = messages
         self._renderer = renderer
         self._sender = sender
         self._producer = producer
@@ -111,6 +119,15 @@ class Notifier:
         started = time.perf_counter()
         try:
             outcome = "redelivered" if delivery else "sent"
+            await self._mongo(
+                lambda: self._aliases.follow_status(
+                    event.order_id,
+                    event.store_id,
+                    terminal=event.status in TERMINAL,
+                    at=event.occurred_at,
+                ),
+                "aliases.follow_status",
+            )
             if delivery is None:
                 delivery, pair = await self._deliver(event, pair)
                 outcome = "sent" if delivery.sent else "failed"
@@ -153,6 +170,17 @@ class Notifier:
             store_alias=store_alias.address,
             customer_alias=customer_alias.address,
             domain=self._domain,
+        )
+        # Kept before it is sent, under its outcome's event id, so that whatever the outcome
+        # (sent, refused, a kill before the ledger write) the console can show what was sent.
+        await self._mongo(
+            lambda: self._messages.keep(
+                event_id=prepared.outcome_event_id,
+                order_id=event.order_id,
+                store_id=event.store_id,
+                raw=prepared.raw,
+            ),
+            "messages.keep",
         )
         try:
             delivery = await retry_transient(
@@ -245,8 +273,16 @@ class NotifierService(Service):
                     clock=SystemClock(),
                     dialect=dialect,
                     cache_size=settings.alias_cache_size,
+                    grace_days=settings.alias_grace_days,
                 ),
                 ledger=DeliveryLedger(db, dialect=dialect),
+                messages=MessageStore(
+                    db,
+                    self._cipher,
+                    retention_days=settings.message_retention_days,
+                    clock=SystemClock(),
+                    dialect=dialect,
+                ),
                 renderer=TemplateRenderer(settings.templates_dir),
                 sender=RecordedSender(smtp, max_unrecorded=settings.notifier_max_unrecorded),
                 producer=producer,

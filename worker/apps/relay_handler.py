@@ -1,10 +1,10 @@
 """The relay's SMTP hooks: decide each recipient at RCPT, forward and record at DATA.
 
-A message is answered 250 only after the upstream SMTP server accepted every forward and Kafka
-acknowledged every MESSAGE_FORWARDED timeline event; anything transient is a 4xx, so the sending
-server keeps the message and retries. The policy is the domain's (`domain/relaying.py` decides
-routes and rewrites, `domain/relay_events.py` builds the timeline events); this module does the
-lookups, the sending and the publishing around it.
+A message is answered 250 only after each forward was kept whole in the message store, the
+upstream SMTP server accepted it and Kafka acknowledged its MESSAGE_FORWARDED timeline event;
+anything transient is a 4xx, so the sending server keeps the message and retries. The policy
+is the domain's (`domain/relaying.py` decides routes and rewrites, `domain/relay_events.py`
+builds the timeline events); this module does the lookups, the sending and the publishing.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.kafka import PRODUCER_BROKEN
 from worker.adapters.kafka import is_transient as kafka_transient
+from worker.adapters.messages import MessageStore
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.codec import ValueCodec
 from worker.domain import relay_events
@@ -70,6 +71,7 @@ class RelayHandler:
         self,
         *,
         aliases: AliasStore,
+        messages: MessageStore,
         smtp: SmtpPool,
         producer: AIOKafkaProducer[bytes, bytes],
         codec: ValueCodec,
@@ -78,6 +80,7 @@ class RelayHandler:
         clock: Clock,
     ) -> None:
         self._aliases = aliases
+        self._messages = messages
         self._smtp = smtp
         self._producer = producer
         self._codec = codec
@@ -205,6 +208,15 @@ class RelayHandler:
             return exc.text
         event = relay_events.forwarded(decision, summary, forwarded, at=self._clock.now())
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
+        # The bytes the recipient gets, kept before they go: a retried delivery keeps them once.
+        await self._mongo(
+            lambda: self._messages.keep(
+                event_id=event.event_id,
+                order_id=event.order_id,
+                store_id=event.store_id,
+                raw=forwarded,
+            )
+        )
         try:
             await self._smtp.send(
                 forwarded, sender=decision.sender_alias, recipients=[decision.deliver_to]

@@ -45,6 +45,11 @@ def status_changed(event: OrderStatusChanged) -> TimelineEvent:
     )
 
 
+def notification_event_id(cause_id: str) -> str:
+    """The id of an email's outcome event (sent or failed alike): the key its message is kept by."""
+    return derived_event_id(cause_id, "NOTIFICATION")
+
+
 def notification_outcome(
     event: OrderStatusChanged,
     *,
@@ -60,7 +65,7 @@ def notification_outcome(
     """NOTIFICATION_SENT, or DELIVERY_FAILED with the reason when the upstream refused for good."""
     kind = TimelineKind.DELIVERY_FAILED if failure else TimelineKind.NOTIFICATION_SENT
     return TimelineEvent(
-        event_id=derived_event_id(event.event_id, "NOTIFICATION"),
+        event_id=notification_event_id(event.event_id),
         order_id=event.order_id,
         store_id=event.store_id,
         occurred_at=at,
@@ -103,6 +108,10 @@ class PreparedNotification:
     first_words: str
     store_alias: str
     customer_alias: str
+
+    @property
+    def outcome_event_id(self) -> str:
+        return notification_event_id(self.event.event_id)
 
     def timeline(self, *, at: datetime, failure: str | None) -> list[TimelineEvent]:
         """The timeline events of the outcome: the status change, then the email's fate."""
