@@ -170,13 +170,19 @@ def view_message(raw: bytes, attachment_url: Callable[[int], str]) -> MessageVie
         html, blocked = sanitize_html(_text_of(html_part), cid_url)
     if blocked:
         notes.append(f"{blocked} remote image(s) blocked: loading them would tell the sender.")
+    text = _text_of(plain) if plain is not None else None
+    if text is None and html is None and message.defects:
+        # A broken structure (a multipart without its boundary, say): show the bytes as text
+        # rather than nothing, and say why.
+        text = raw.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace")
+        notes.append("The message is malformed; its body is shown as raw text.")
     return MessageView(
         subject=_header(message, "Subject"),
         sender=_header(message, "From"),
         to=_header(message, "To"),
         cc=_header(message, "Cc"),
         date=_header(message, "Date"),
-        text=_text_of(plain) if plain is not None else None,
+        text=text,
         html=html,
         attachments=tuple(attachments),
         blocked_images=blocked,
