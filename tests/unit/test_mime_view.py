@@ -26,7 +26,9 @@ def _message() -> bytes:
         '<style>p{}</style><a href="https://shop.example/">shop</a></p>',
         subtype="html",
     )
-    message.get_payload()[1].add_related(b"\x89PNG", "image", "png", cid="<logo>")
+    html_part = message.get_body(("html",))
+    assert isinstance(html_part, EmailMessage)
+    html_part.add_related(b"\x89PNG", "image", "png", cid="<logo>")
     message.add_attachment(
         b"#!/bin/sh", maintype="application", subtype="x-sh", filename='../"evil"<x>.sh'
     )
