@@ -24,9 +24,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # command:package pairs `make tools` installs when the command is missing. docker-compose is
 # checked apart (tests/integration/test_compose.py validates the compose file with it).
 #   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
-APT_TOOLS := dnsmasq:dnsmasq-base
+#   chromium: the browser the console's tests drive through Playwright (tests/web/test_browser.py);
+#             Debian's build, never one Playwright downloads
+APT_TOOLS := dnsmasq:dnsmasq-base chromium:chromium
 
-.PHONY: help install tools stack stack-down topics demo test test-unit lint bench clean
+.PHONY: help install tools stack stack-down topics demo console test test-unit lint bench clean
 
 help: ## list the targets
 	@printf 'Conversation Tracker: make TARGET\n\n'
@@ -71,6 +73,9 @@ topics: install ## create the Kafka topics on the running stack
 
 demo: install stack ## run the end-to-end demo against the local stack
 	$(VENV)/bin/ct demo
+
+console: install stack ## the web console on the local stack's data: prints the URL and a one-time admin password
+	$(VENV)/bin/ct console --user demo-admin
 
 # pytest exits 5 when it collected no tests: a suite that tests nothing must not look green.
 test: install tools stack ## run the whole test suite against the local stack (PYTEST_ARGS=...)
