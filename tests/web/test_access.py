@@ -134,3 +134,6 @@ async def test_support_reaches_every_support_page(console: Console, support: Ses
         response = await support.get(path)
         assert response.status_code == 200, path
         assert "Dead letters" not in response.text  # no admin links for support
+    order = await support.get(f"/orders/{console.story.hard_order}")
+    assert "its aliases work until" in order.text
+    assert "Show real addresses" not in order.text  # unmasking is the admin's

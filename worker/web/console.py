@@ -6,8 +6,10 @@ address, a message's body or an attachment writes its audit record first.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from worker.accounts import Principal
 from worker.adapters.alias_store import AliasStore
@@ -37,6 +39,7 @@ class OrderPage:
     conversation: Conversation
     kept: dict[str, KeptMessage]
     revealed: dict[str, str]  # alias -> real address, only after an audited unmasking
+    aliases_until: datetime | None = None  # when the order's aliases stop working
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,8 @@ class Console:
             raise Missing(f"no order {order_id!r}: check the id, or search by an alias")
         thread = conversation(entries, self.domain)
         kept = await self._messages.describe(m.event_id for m in thread.messages)
-        return OrderPage(summary, thread, kept, {})
+        until = min((r.expires_at for r in await self._aliases.of_order(order_id)), default=None)
+        return OrderPage(summary, thread, kept, {}, until)
 
     async def unmask(self, page: OrderPage, principal: Principal, reason: str) -> OrderPage:
         """The page with the real addresses behind its aliases; audited before anything is read."""
@@ -96,7 +100,7 @@ class Console:
             # Only this order's aliases: a thread cannot be used to unmask another order.
             if record is not None and record.order_id == page.order.order_id:
                 revealed[alias] = record.real_address
-        return OrderPage(page.order, page.conversation, page.kept, revealed)
+        return dataclasses.replace(page, revealed=revealed)
 
     async def _raw(self, order_id: str, event_id: str) -> tuple[OrderPage, MessageItem, bytes]:
         page = await self.order_page(order_id)

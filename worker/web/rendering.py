@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ def render(
         "principal": principal,
         "csrf_token": principal.session.csrf_token if principal and principal.session else "",
         "path": request.url.path,
+        "now": datetime.now(UTC),
         **ctx,
     }
     return templates.TemplateResponse(request, name, context, status_code=status)
