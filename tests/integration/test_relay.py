@@ -433,8 +433,7 @@ async def test_the_relay_logs_one_line_per_message_and_never_a_real_address(
 ) -> None:
     import json
 
-    import structlog
-
+    from tests.support.logs import reset_logging
     from worker.logging import configure_logging
 
     configure_logging("info", "json", relay.settings.domain)
@@ -446,7 +445,7 @@ async def test_the_relay_logs_one_line_per_message_and_never_a_real_address(
         )
         assert code == 550
     finally:
-        structlog.reset_defaults()
+        reset_logging()
     err = capfd.readouterr().err
     for address in (CUSTOMER, STORE, CARRIER, STRANGER, "x@gmail.example"):
         assert address not in err

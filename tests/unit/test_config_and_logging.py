@@ -12,6 +12,7 @@ import pytest
 import structlog
 
 from tests.conftest import REPO
+from tests.support.logs import reset_logging
 from worker.config import ConfigError, load_settings
 from worker.crypto import generate_key
 from worker.logging import AddressRedactor, configure_logging
@@ -109,7 +110,7 @@ def test_json_logs_in_production_carry_no_address(monkeypatch: pytest.MonkeyPatc
         assert line["customer"] == "<redacted-address>" and line["order_id"] == "o-1"
         assert line["level"] == "info" and "timestamp" in line
     finally:
-        structlog.reset_defaults()
+        reset_logging()
 
 
 def test_a_broken_idempotent_producer_is_not_retried_but_a_broker_outage_is() -> None:
