@@ -46,6 +46,8 @@ from worker.events import ParticipantRole
 log = structlog.get_logger(__name__)
 MAX_COLLISIONS = 8
 CACHE_TTL_S = 300.0
+# A store's switch to or from orderFlow reaches a caching notifier this late.
+POLICY_TTL_S = 30.0
 ROLES = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
 OrderAliases = dict[ParticipantRole, "AliasRecord"]
 # ASCII unit separator: refused inside order ids, so ("a", "b\x1fc") and ("a\x1fb", "c") differ.
@@ -109,7 +111,9 @@ class AliasStore:
         # Per order: its customer and store aliases as last seen (empty: it had none yet).
         self._orders: TTLCache[str, OrderAliases] | None = None
         self._by_address: TTLCache[str, AliasRecord] | None = None
+        self._policies: TTLCache[str, AliasExpiry] | None = None
         if cache_size:
+            self._policies = TTLCache(cache_size, POLICY_TTL_S)
             self._orders = TTLCache(cache_size, CACHE_TTL_S)
             self._by_address = TTLCache(2 * cache_size, CACHE_TTL_S)
 
@@ -177,6 +181,15 @@ class AliasStore:
         docs = await self._dialect.find_each(self._aliases, "_id", [c["alias"] for c in claims])
         return await self._windowed([self._record(d) for d in docs])
 
+    async def _expiry_policy(self, store_id: str) -> AliasExpiry:
+        """The store's alias expiry policy; remembered POLICY_TTL_S when this store caches."""
+        if self._policies is not None and store_id in self._policies:
+            return self._policies[store_id]
+        policy = (await self._stores.get(store_id)).alias_expiry
+        if self._policies is not None:
+            self._policies[store_id] = policy
+        return policy
+
     async def _windowed(self, records: list[AliasRecord]) -> list[AliasRecord]:
         """The records with their order's window as their expiry, where the order has one."""
         windows = {
@@ -195,10 +208,10 @@ class AliasStore:
     ) -> AliasWindow | None:
         """Move the order's window on a status event, if its store's policy is orderFlow.
 
-        Returns the window now in force (None: the fixed policy applies to this order).
+        Returns the window now in force (None: the store's policy is fixed).
         """
-        if (await self._stores.get(store_id)).alias_expiry is not AliasExpiry.ORDER_FLOW:
-            return await self._windows.get(order_id)
+        if await self._expiry_policy(store_id) is not AliasExpiry.ORDER_FLOW:
+            return None
         previous = await self._windows.get(order_id)
         window = rules.next_window(
             previous, terminal=terminal, at=at, ttl_days=self._ttl_days, grace_days=self._grace_days
