@@ -1,8 +1,8 @@
 # Conversation Tracker — developer and CI entry points. `make` alone lists the targets.
 #
 # The virtualenv lives in .venv; pip uses its default user cache (~/.cache/pip), outside the
-# checkout. The local stack (Kafka, FerretDB, SMTP sink) is deploy/local/stack; its downloads and
-# data live under ~/.cache and ~/.local/state, never in the checkout.
+# checkout. The local stack (Kafka, FerretDB, SMTP sink, Mailpit) is deploy/local/stack; its
+# downloads, data and certificates live under ~/.cache and ~/.local/state, never in the checkout.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -24,9 +24,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # command:package pairs `make tools` installs when the command is missing. docker-compose is
 # checked apart (tests/integration/test_compose.py validates the compose file with it).
 #   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
+#   openssl: the local stack makes its CA and certificates with it (deploy/local/secure.bash)
 #   chromium: the browser the console's tests drive through Playwright (tests/web/test_browser.py);
 #             Debian's build, never one Playwright downloads
-APT_TOOLS := dnsmasq:dnsmasq-base chromium:chromium
+APT_TOOLS := dnsmasq:dnsmasq-base openssl:openssl chromium:chromium
 
 .PHONY: help install tools stack stack-down topics demo console test test-unit lint bench clean
 
@@ -62,7 +63,7 @@ tools: ## install the system tools the tests need (Debian packages: see APT_TOOL
 		$(SUDO) apt-get update -q; fi; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
-stack: install ## start the local stack (Kafka, FerretDB, SMTP sink) on 127.0.0.1
+stack: install tools ## start the local stack (Kafka, FerretDB, SMTP sink, Mailpit) on 127.0.0.1
 	$(STACK) up
 
 stack-down: ## stop the local stack (its data stays; `deploy/local/stack reset` deletes it)
@@ -90,7 +91,7 @@ lint: install ## ruff check, ruff format --check, mypy --strict, the import laye
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && \
 		$(VENV)/bin/lint-imports
 
-bench: install stack ## run the benchmarks against the local stack
+bench: install tools stack ## run the benchmarks against the local stack (dnsmasq serves the relay stage)
 	$(VENV)/bin/python -m bench
 
 clean: ## remove .venv and the caches in the checkout (the stack's data stays)

@@ -193,6 +193,16 @@ async def run(args: argparse.Namespace, env: BenchEnv) -> dict[str, Any]:
             "relay",
             lambda: relay.relay(env, m, pool=pool, limit_s=timeout, profile=args.profile),
         )
+        # The same messages with sender authentication off: what authentication costs.
+        await _step(
+            env,
+            results,
+            "stages",
+            "relay_without_auth",
+            lambda: relay.relay(
+                env, m, pool=pool, limit_s=timeout, profile=False, authenticate=False
+            ),
+        )
     if "memory" not in skip:
         results["memory"] = (
             await _step(

@@ -25,6 +25,7 @@ from tests.support.net import free_port
 from tests.support.polling import until
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
+from worker.adapters.kafka_client import client_options
 from worker.apps import checks
 from worker.config import Settings, load_settings
 from worker.crypto import generate_key
@@ -120,7 +121,7 @@ class BenchEnv:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
         env |= {
             "CT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            "CT_MONGO_URI": s.mongo_uri,
+            "CT_MONGO_URI": s.mongo_uri.get_secret_value(),
             "CT_MONGO_DB": s.mongo_db,
             "CT_SMTP_HOST": s.smtp_host,
             "CT_SMTP_PORT": str(s.smtp_port),
@@ -139,7 +140,7 @@ class BenchEnv:
 
     async def cleanup(self) -> None:
         """Delete the run's topics and databases; failures are reported, not raised."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.base.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(self.base))
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -173,7 +174,9 @@ def _private_stack_env(state: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
     if "CT_CACHE_DIR" in os.environ:  # share the downloaded Kafka jars and the FerretDB build
         env["CT_CACHE_DIR"] = os.environ["CT_CACHE_DIR"]
-    return env | {"CT_STATE_DIR": str(state)} | {k: str(v) for k, v in PRIVATE_PORTS.items()}
+    # CT_STACK_SECURE=0: no TLS/SASL listeners, whose default ports are the shared stack's.
+    private = {"CT_STATE_DIR": str(state), "CT_STACK_SECURE": "0"}
+    return env | private | {k: str(v) for k, v in PRIVATE_PORTS.items()}
 
 
 def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

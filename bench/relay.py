@@ -2,6 +2,12 @@
 
 The ceiling is the capture server's own accept rate for the same messages with the same client
 (a pool of reused aiosmtplib connections): the relay forwards into that very server.
+
+It runs twice in one bench: as deployed, authenticating every sender (SPF, DKIM and DMARC
+against a loopback dnsmasq that publishes the stores' records; each message DKIM-signed by the
+client beforehand), and with `CT_RELAY_SENDER_AUTH=off`. The difference is what authentication
+costs. The resolver's cache is warm after the first message of each store domain, as it is for
+a production relay whose senders write again and again.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from bench.env import BenchEnv, BenchError, poll_until
 from bench.kafka_io import TopicWatcher
 from bench.stages import HOTSPOTS
 from bench.workers import WorkerProcess, inclusive_share, top_frames
+from tests.support.dns import LoopbackDns
 from tests.support.net import free_port
+from tests.support.senders import SenderDomain, publish_all
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
@@ -29,6 +37,7 @@ from worker.crypto import AddressCipher
 from worker.domain.aliases import Party, SystemClock
 
 MESSAGES_PER_ORDER = 5
+STORE_DOMAINS = 20
 Mail = tuple[str, str, bytes]
 
 
@@ -42,7 +51,7 @@ def _mail(sender: str, to: str, k: int) -> bytes:
     return message.as_bytes()
 
 
-async def _aliases(env: BenchEnv, db_name: str, orders: int) -> list[tuple[str, str]]:
+async def _aliases(env: BenchEnv, db_name: str, orders: int, stage: str) -> list[tuple[str, str]]:
     """Each order's (store's real address, customer alias), created as the notifier would."""
     settings = env.names("relay").settings
     client = mongo.connect(settings, app_name="ct-bench")
@@ -58,11 +67,11 @@ async def _aliases(env: BenchEnv, db_name: str, orders: int) -> list[tuple[str, 
     slots = asyncio.Semaphore(16)
 
     async def pair(i: int) -> tuple[str, str]:
-        real_store = f"orders@shop{i % 20}.example.com"
+        real_store = f"orders@shop{i % STORE_DOMAINS}.example.com"
         async with slots:
             customer_alias, _ = await store.order_pair(
-                f"{env.run_id}-r{i:06d}",
-                f"store-{i % 20}",
+                f"{env.run_id}-{stage}-{i:06d}",
+                f"store-{i % STORE_DOMAINS}",
                 Party(f"customer{i}@example.org", f"Jane{i} Roe"),
                 Party(real_store, "Shop Example"),
             )
@@ -99,25 +108,57 @@ async def _send_all(port: int, mails: list[Mail], pool: int) -> dict[str, int]:
     return replies
 
 
+def _store_domains(env: BenchEnv) -> tuple[LoopbackDns, dict[str, SenderDomain]]:
+    """The stores' SPF (127.0.0.1), DKIM and DMARC (p=reject) records, served on loopback."""
+    dns = LoopbackDns(env.workdir / "dns", ttl=3600)
+    domains = {
+        f"shop{i}.example.com": SenderDomain(
+            f"shop{i}.example.com", "127.0.0.1", "v=DMARC1; p=reject"
+        )
+        for i in range(STORE_DOMAINS)
+    }
+    publish_all(dns, *domains.values())
+    return dns, domains
+
+
 async def relay(
-    env: BenchEnv, m: int, *, pool: int, limit_s: float, profile: bool
+    env: BenchEnv,
+    m: int,
+    *,
+    pool: int,
+    limit_s: float,
+    profile: bool,
+    authenticate: bool = True,
 ) -> dict[str, Any]:
-    names = await env.create(env.names("relay"))
-    orders = await _aliases(env, names.settings.mongo_db, max(1, m // MESSAGES_PER_ORDER))
+    stage = "relay" if authenticate else "relaynoauth"
+    names = await env.create(env.names(stage))
+    orders = await _aliases(env, names.settings.mongo_db, max(1, m // MESSAGES_PER_ORDER), stage)
+    dns, domains = _store_domains(env) if authenticate else (None, {})
+
+    def signed(raw: bytes, sender: str) -> bytes:
+        domain = domains.get(sender.rpartition("@")[2])
+        return domain.sign(raw) if domain is not None else raw
+
     mails = [
-        (real_store, alias, _mail(real_store, alias, k))
+        (real_store, alias, signed(_mail(real_store, alias, k), real_store))
         for k, (real_store, alias) in zip(range(m), itertools.cycle(orders), strict=False)
     ]
     ceiling = await smtp_send(env.smtp_port, m, pool, mails)
     port = free_port()
-    worker_env = env.worker_env(names) | {"CT_RELAY_HOST": "127.0.0.1", "CT_RELAY_PORT": str(port)}
-    worker = WorkerProcess("relay", worker_env, env.workdir / "relay.log")
+    worker_env = env.worker_env(names) | {
+        "CT_RELAY_HOST": "127.0.0.1",
+        "CT_RELAY_PORT": str(port),
+        "CT_RELAY_SENDER_AUTH": "enforce" if authenticate else "off",
+    }
+    if dns is not None:
+        worker_env["CT_DNS_RESOLVERS"] = dns.resolver
+    worker = WorkerProcess("relay", worker_env, env.workdir / f"{stage}.log")
     watcher = TopicWatcher(names.settings, names.timeline_topic)
     try:
         await worker.ready("relay_listening")
         await watcher.start()
         sink_before = env.sink_count()
-        prof = env.workdir / "relay.pyspy.txt"
+        prof = env.workdir / f"{stage}.pyspy.txt"
         profiled = profile and worker.start_profile(prof, 20)
         started, cpu0 = time.monotonic(), worker.cpu_seconds()
         replies = await _send_all(port, mails, pool)
@@ -131,10 +172,13 @@ async def relay(
     finally:
         await watcher.stop()
         await worker.stop()
+        if dns is not None:
+            dns.stop()
     if replies.get("250", 0) == 0:
         raise BenchError(f"the relay accepted nothing: replies {replies}\n{worker.tail()}")
     return {
         "mode": "subprocess `ct run relay`",
+        "sender_auth": "enforce (SPF, DKIM, DMARC over loopback DNS)" if authenticate else "off",
         "messages": m,
         "orders": len(orders),
         "client_pool": pool,

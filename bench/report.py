@@ -41,6 +41,21 @@ def verdicts(results: Results) -> list[dict[str, Any]]:
                 "met": ratio is not None and ratio >= TARGETS[stage],
             }
         )
+    # Not a target: the relay with sender authentication off, beside the authenticated row.
+    unauthenticated = stages.get("relay_without_auth", {})
+    plain, plain_ceiling = _rate(unauthenticated), _rate(unauthenticated.get("ceiling"))
+    if plain is not None:
+        rows.append(
+            {
+                "stage": "relay, auth off",
+                "rate": plain,
+                "ceiling": "capture_accept",
+                "ceiling_rate": plain_ceiling,
+                "ratio": round(plain / plain_ceiling, 3) if plain_ceiling else None,
+                "target": "-",
+                "met": None,
+            }
+        )
     # Not a target: the notifier without its one-duplicate-per-kill bound, for comparison.
     unbounded = _rate(stages.get("notifier_unrecorded_pool"))
     smtp = _rate(ceilings.get("smtp_send"))

@@ -123,6 +123,8 @@ class ConversationMessage(Contract):
     direction: Direction
     size_bytes: int
     reason: str | None = None
+    # The relay's SPF/DKIM/DMARC verdicts for this message, e.g. "spf=pass(...) dkim=... dmarc=...".
+    authentication: str | None = None
 
 
 class TimelineEvent(Contract):

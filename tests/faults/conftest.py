@@ -23,7 +23,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from tests.conftest import STACK
+from tests.faults.evidence import STORE_DOMAINS
 from tests.faults.procs import WorkerPool
+from tests.support.dns import LoopbackDns
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.config import Settings, load_settings
@@ -72,6 +74,9 @@ class PrivateStack:
             "CT_STACK_CONTROLLER_PORT": str(self.controller_port),
             "CT_STACK_MONGO_PORT": str(self.mongo_port),
             "CT_STACK_SMTP_PORT": str(self.smtp_port),
+            # No TLS/SASL listeners, no Mailpit: the faults need none, and their default ports
+            # are the shared stack's.
+            "CT_STACK_SECURE": "0",
         }
 
     def run(self, *args: str, timeout: float = 180) -> None:
@@ -123,6 +128,7 @@ class Pipeline:
     settings: Settings
     log_dir: Path
     run_id: str
+    dns_resolver: str  # the loopback DNS that serves the senders' SPF records
 
     def worker_env(self, **overrides: str) -> dict[str, str]:
         s = self.settings
@@ -130,7 +136,7 @@ class Pipeline:
         env = {
             **_clean_environ(),
             "CT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            "CT_MONGO_URI": s.mongo_uri,
+            "CT_MONGO_URI": s.mongo_uri.get_secret_value(),
             "CT_MONGO_DB": s.mongo_db,
             "CT_SMTP_HOST": "127.0.0.1",
             "CT_SMTP_PORT": str(s.smtp_port),
@@ -145,6 +151,8 @@ class Pipeline:
             # Recover within seconds of a fault ending rather than after a 30 s backoff.
             "CT_RETRY_MAX_DELAY_S": "2",
             "CT_SHUTDOWN_GRACE_S": str(s.shutdown_grace_s),
+            # The relay authenticates senders: against the tests' DNS, never the machine's.
+            "CT_DNS_RESOLVERS": self.dns_resolver,
         }
         return env | overrides
 
@@ -154,9 +162,18 @@ def fault_key() -> str:
     return generate_key()
 
 
+@pytest.fixture(scope="session")
+def fault_dns(dns_server: LoopbackDns) -> LoopbackDns:
+    """SPF for the stores the fault tests write as (`evidence.store_address`): 127.0.0.1."""
+    for n in range(STORE_DOMAINS):
+        dns_server.publish_txt(f"shop{n}.example.net", "v=spf1 ip4:127.0.0.1 -all")
+    dns_server.apply()
+    return dns_server
+
+
 @pytest.fixture
 async def pipeline(
-    private_stack: PrivateStack, fault_key: str, tmp_path: Path
+    private_stack: PrivateStack, fault_key: str, tmp_path: Path, fault_dns: LoopbackDns
 ) -> AsyncIterator[Pipeline]:
     run = uuid.uuid4().hex[:8]
     settings = load_settings(
@@ -178,7 +195,7 @@ async def pipeline(
     log_dir.mkdir()
     # The sink is shared by the session's tests: no test may leave it refusing mail.
     (private_stack.sink_dir / "FAULT").unlink(missing_ok=True)
-    yield Pipeline(private_stack, settings, log_dir, run)
+    yield Pipeline(private_stack, settings, log_dir, run, fault_dns.resolver)
     (private_stack.sink_dir / "FAULT").unlink(missing_ok=True)
 
 

@@ -18,6 +18,7 @@ from tests.faults.procs import Run
 from tests.helpers import CODEC, produce
 from tests.support.events import T0, order_event
 from worker.adapters import mongo
+from worker.adapters.kafka_client import client_options
 from worker.config import Settings
 from worker.domain.compose import message_id_for
 from worker.domain.notifications import derived_event_id, status_changed
@@ -32,8 +33,11 @@ def customer_address(run: str, n: int) -> str:
     return f"buyer.{run}.{n:05d}@example.org"
 
 
+STORE_DOMAINS = 7
+
+
 def store_address(run: str, n: int) -> str:
-    return f"seller.{run}.{n:05d}@shop{n % 7}.example.net"
+    return f"seller.{run}.{n:05d}@shop{n % STORE_DOMAINS}.example.net"
 
 
 def order_id(run: str, n: int) -> str:
@@ -75,7 +79,7 @@ async def produce_located(
 ) -> list[tuple[int, int]]:
     """Send (key, value) pairs in order; returns each one's (partition, offset)."""
     producer: AIOKafkaProducer[bytes, bytes] = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True
+        **client_options(settings), enable_idempotence=True
     )
     await producer.start()
     try:
@@ -89,7 +93,7 @@ async def whole_topic(settings: Settings, topic: str, *, timeout: float = 30) ->
     """Every record of a topic up to its current end, read without a consumer group."""
     consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=None,
         auto_offset_reset="earliest",
     )

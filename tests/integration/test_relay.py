@@ -6,7 +6,7 @@ import asyncio
 import os
 import smtplib
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email import message_from_bytes
@@ -20,7 +20,9 @@ import pytest
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, read_topic, running
 from tests.support.clock import MovableClock
+from tests.support.dns import LoopbackDns
 from tests.support.polling import eventually
+from tests.support.senders import SenderDomain, publish_all
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
@@ -36,6 +38,18 @@ CUSTOMER = "jane.roe@example.org"
 STORE = "orders@shop.example.com"
 CARRIER = "tracking@carrier.example.net"
 STRANGER = "someone@elsewhere.example"
+# The participants' mail servers: their domains' SPF records authorise these client addresses.
+GENUINE, ALSO_GENUINE, FORGER = "127.0.0.1", "127.0.0.2", "127.0.0.3"
+SHOP = SenderDomain("shop.example.com", (GENUINE, ALSO_GENUINE), "v=DMARC1; p=none")
+CUSTOMER_DOMAIN = SenderDomain("example.org", (GENUINE, ALSO_GENUINE))  # no DMARC record
+CARRIER_DOMAIN = SenderDomain("carrier.example.net", (GENUINE, ALSO_GENUINE), "v=DMARC1; p=reject")
+
+
+@pytest.fixture(scope="session")
+def sender_dns(dns_server: LoopbackDns) -> LoopbackDns:
+    """The participants' SPF, DKIM and DMARC records, published once for the session."""
+    publish_all(dns_server, SHOP, CUSTOMER_DOMAIN, CARRIER_DOMAIN)
+    return dns_server
 
 
 @dataclass
@@ -51,12 +65,14 @@ class Relay:
     settings: Settings
     order: Order
 
-    async def send(self, message: EmailMessage, *, sender: str, to: str) -> tuple[int, str]:
-        """One SMTP session with aiosmtplib; returns the final reply (code, text)."""
+    async def send(
+        self, message: EmailMessage | bytes, *, sender: str, to: str, source: str = GENUINE
+    ) -> tuple[int, str]:
+        """One SMTP session with aiosmtplib from client address `source`; the final reply."""
         try:
             _, reply = await aiosmtplib.send(
                 message, hostname="127.0.0.1", port=self.port, sender=sender, recipients=[to],
-                start_tls=False,
+                start_tls=False, source_address=(source, 0),
             )  # fmt: skip
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
@@ -81,7 +97,7 @@ def _mail(
 
 @pytest.fixture
 async def relay(
-    topics: Settings, with_capture: Settings, db: mongo.Database, unique: Any
+    topics: Settings, with_capture: Settings, db: mongo.Database, unique: Any, sender_dns: Any
 ) -> AsyncIterator[Relay]:
     settings = with_capture.model_copy(update={"relay_port": 0})
     await mongo.ensure_indexes(db)
@@ -375,7 +391,9 @@ async def test_malformed_mail_gets_a_clear_answer_and_never_hurts_another_sessio
     subjects = {m["headers"].get("Subject") for m in capture.messages()}
     assert {"no from", "bad mime", "A good one meanwhile"} <= subjects
     [no_from_mail] = [m for m in capture.messages() if m["headers"].get("Subject") == "no from"]
-    assert relay.order.store_alias in no_from_mail["headers"]["From"]
+    # Without a From nothing authenticates the store's address: it goes out as unverified.
+    assert "Unverified sender" in no_from_mail["headers"]["From"]
+    assert relay.order.store_alias not in no_from_mail["headers"]["From"]
 
 
 async def test_starttls_is_offered_when_a_certificate_is_configured(
@@ -429,24 +447,17 @@ def _self_signed(directory: Any) -> tuple[Any, Any]:
 
 
 async def test_the_relay_logs_one_line_per_message_and_never_a_real_address(
-    relay: Relay, capture: Capture, capfd: pytest.CaptureFixture[str]
+    relay: Relay, capture: Capture, json_logs: Callable[[], str]
 ) -> None:
     import json
 
-    from tests.support.logs import reset_logging
-    from worker.logging import configure_logging
-
-    configure_logging("info", "json", relay.settings.domain)
-    try:
-        message = _mail(f"Carrier <{CARRIER}>", relay.order.customer_alias, "Logged")
-        assert (await relay.send(message, sender=CARRIER, to=relay.order.customer_alias))[0] == 250
-        code, _ = await relay.send(
-            _mail(STRANGER, "x@gmail.example", "no"), sender=STRANGER, to="x@gmail.example"
-        )
-        assert code == 550
-    finally:
-        reset_logging()
-    err = capfd.readouterr().err
+    message = _mail(f"Carrier <{CARRIER}>", relay.order.customer_alias, "Logged")
+    assert (await relay.send(message, sender=CARRIER, to=relay.order.customer_alias))[0] == 250
+    code, _ = await relay.send(
+        _mail(STRANGER, "x@gmail.example", "no"), sender=STRANGER, to="x@gmail.example"
+    )
+    assert code == 550
+    err = json_logs()
     for address in (CUSTOMER, STORE, CARRIER, STRANGER, "x@gmail.example"):
         assert address not in err
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]

@@ -12,7 +12,6 @@ import pytest
 import structlog
 
 from tests.conftest import REPO
-from tests.support.logs import reset_logging
 from worker.config import ConfigError, load_settings
 from worker.crypto import generate_key
 from worker.logging import AddressRedactor, configure_logging
@@ -23,7 +22,7 @@ def test_defaults_are_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
     settings = load_settings()
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
-    assert settings.mongo_uri == "mongodb://127.0.0.1:27017"
+    assert settings.mongo_uri.get_secret_value() == "mongodb://127.0.0.1:27017"
     assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 1025)
     assert settings.domain == "ct.example.com"
     assert settings.alias_ttl_days == 60
@@ -110,7 +109,7 @@ def test_json_logs_in_production_carry_no_address(monkeypatch: pytest.MonkeyPatc
         assert line["customer"] == "<redacted-address>" and line["order_id"] == "o-1"
         assert line["level"] == "info" and "timestamp" in line
     finally:
-        reset_logging()
+        structlog.reset_defaults()
 
 
 def test_a_broken_idempotent_producer_is_not_retried_but_a_broker_outage_is() -> None:
@@ -121,3 +120,31 @@ def test_a_broken_idempotent_producer_is_not_retried_but_a_broker_outage_is() ->
     assert is_transient(KafkaConnectionError()) and is_transient(RequestTimedOutError())
     assert not is_transient(OutOfOrderSequenceNumber())
     assert not is_transient(ValueError("a bug"))
+
+
+@pytest.mark.parametrize(
+    ("value", "fix"),
+    [
+        ("dns.example:53", "not an IP address"),
+        ("127.0.0.1:99999", "no valid port"),
+        ("127.0.0.1:53,,[::1]:x", "no valid port"),
+    ],
+)
+def test_a_bad_dns_resolver_list_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str, fix: str
+) -> None:
+    monkeypatch.setenv("CT_DNS_RESOLVERS", value)
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert str(error.value).startswith("CT_DNS_RESOLVERS is invalid") and fix in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_dns_resolvers_take_host_port_pairs_and_default_to_the_system() -> None:
+    from worker.adapters.dns import Nameserver, parse_resolvers
+
+    assert load_settings().dns_resolvers is None
+    assert parse_resolvers("127.0.0.1:5353, [::1]:53 ,10.0.0.2") == (
+        Nameserver("127.0.0.1", 5353), Nameserver("::1", 53), Nameserver("10.0.0.2", 53),
+    )  # fmt: skip
+    assert load_settings().relay_sender_auth == "enforce"

@@ -22,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import Capture
+from tests.support.dns import LoopbackDns
 from tests.web.story import Story, tell
 from worker.accounts import Accounts
 from worker.adapters import mongo
@@ -55,7 +56,7 @@ def free_web_port(skip: int = 0) -> int:
 
 
 @pytest.fixture(scope="package")
-def web_settings(stack: None, encryption_key: str) -> Settings:
+def web_settings(stack: None, encryption_key: str, dns_server: LoopbackDns) -> Settings:
     run = uuid.uuid4().hex[:10]
     return load_settings(
         topic_order_status=f"w-{run}-orders",
@@ -72,6 +73,7 @@ def web_settings(stack: None, encryption_key: str) -> Settings:
         web_port=free_web_port(skip=relay),
         web_login_max_failures_per_user=3,
         web_login_max_failures_per_address=6,
+        dns_resolvers=dns_server.resolver,
     )
 
 
@@ -87,7 +89,10 @@ async def web_db(web_settings: Settings) -> AsyncIterator[mongo.Database]:
 
 @pytest.fixture(scope="package")
 async def story(
-    web_settings: Settings, web_db: mongo.Database, tmp_path_factory: pytest.TempPathFactory
+    web_settings: Settings,
+    web_db: mongo.Database,
+    tmp_path_factory: pytest.TempPathFactory,
+    dns_server: LoopbackDns,
 ) -> AsyncIterator[Story]:
     await ensure_topics(web_settings, 1, 1)
     handler = CaptureHandler(tmp_path_factory.mktemp("web-mail"))
@@ -96,7 +101,7 @@ async def story(
     )
     try:
         settings = web_settings.model_copy(update={"smtp_port": bound_port(server)})
-        yield await tell(settings, Capture(handler, bound_port(server)), web_db)
+        yield await tell(settings, Capture(handler, bound_port(server)), web_db, dns_server)
     finally:
         server.close()
         await server.wait_closed()

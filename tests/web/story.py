@@ -19,7 +19,9 @@ import aiosmtplib
 
 from tests.conftest import Capture
 from tests.helpers import CODEC, produce, running
+from tests.support.dns import LoopbackDns
 from tests.support.kafka import topic_size
+from tests.support.senders import SenderDomain, publish_all
 from worker.adapters import mongo
 from worker.adapters.dialect import detect_dialect
 from worker.adapters.messages import MessageStore
@@ -35,6 +37,9 @@ from worker.events import OrderStatus, OrderStatusChanged
 from worker.timeline import get_timeline
 
 RUN = "web"
+# The story's customers write from a domain of its own whose SPF authorises 127.0.0.1, the
+# address the test's SMTP client sends from, so the relay verifies them as the order's customer.
+CUSTOMER_DOMAIN = SenderDomain("customers.web-story.example", "127.0.0.1")
 HOSTILE = "<script>alert('xss')</script>"
 HOSTILE_NAME = "<img src=x onerror=alert(1)>"
 HOSTILE_FILE = "<script>alert(1)</script>.html"
@@ -58,7 +63,11 @@ class Story:
 
 
 def _order_event(store_index: int, n: int, status: OrderStatus) -> OrderStatusChanged:
-    return _event(RUN, STORES[store_index], n, status, _now())
+    """The demo's event, from a customer of the story's own mail domain."""
+    event = _event(RUN, STORES[store_index], n, status, _now())
+    local = event.customer.email.split("@")[0]
+    customer = event.customer.model_copy(update={"email": f"{local}@{CUSTOMER_DOMAIN.name}"})
+    return event.model_copy(update={"customer": customer})
 
 
 def _now() -> Any:
@@ -113,7 +122,8 @@ def _hostile(customer_alias: str) -> EmailMessage:
     return message
 
 
-async def tell(settings: Settings, capture: Capture, db: mongo.Database) -> Story:
+async def tell(settings: Settings, capture: Capture, db: mongo.Database, dns: LoopbackDns) -> Story:
+    publish_all(dns, CUSTOMER_DOMAIN)
     stores = StoreSettings(db)
     for store_id, _, _, mask, _, _ in STORES:
         await stores.set_mask(store_id, mask)

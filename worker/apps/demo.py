@@ -261,6 +261,9 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     log_path = state_dir() / "run" / "demo-workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
+        # The demo's carrier and customers write from loopback for example domains that no DNS
+        # serves: sender authentication would refuse them (451 4.4.3). A real relay enforces it.
+        "CT_RELAY_SENDER_AUTH": "off",
         **os.environ,
         "CT_ENCRYPTION_KEY": key,
         "CT_HTTP_PORT": str(http_port),
@@ -286,7 +289,8 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         )
         demo.step(
             f"workers up in one process (pid {worker.pid}): notifier, projector, "
-            f"relay on :{settings.relay_port}"
+            f"relay on :{settings.relay_port} (sender authentication "
+            f"{env['CT_RELAY_SENDER_AUTH']}: no DNS serves the demo's senders)"
         )
         demo.step("orders of two stores, one hard-masked and one soft:")
         demo.plan_orders()
@@ -310,7 +314,8 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     say(f"  ct timeline {demo.order_ids[0]}        (add --json for the raw entries)")
     say(f"  captured mail: {demo.sink}/*.eml and index.jsonl")
     say(f"  worker logs:   {log_path}")
-    say(f"  MongoDB:       {settings.mongo_uri} db {settings.mongo_db}: orders, aliases, audit")
+    say(f"  MongoDB:       {settings.mongo_uri_shown} db {settings.mongo_db}")
+    say("                 collections orders, aliases, audit")
     say("  ct alias resolve ALIAS --reason '...'  ·  ct dlq list  ·  deploy/local/stack down")
     say("\nOpen the console on this data, in a browser, with one command:")
     say(

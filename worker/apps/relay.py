@@ -17,11 +17,12 @@ from aiosmtpd.smtp import SMTP, Envelope
 
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
-from worker.adapters.kafka import make_producer
+from worker.adapters.kafka import make_producer, require_topics
 from worker.adapters.messages import MessageStore
 from worker.adapters.smtp import SmtpPool
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps.relay_handler import RelayEnvelope, RelayHandler
+from worker.apps.relay_screening import SenderScreen
 from worker.codec import ValueCodec
 from worker.config import Settings
 from worker.crypto import AddressCipher
@@ -71,17 +72,15 @@ class RelayService(Service):
         settings = self._settings
         client = mongo.connect(settings, app_name="ct-relay")
         producer = make_producer(settings, "ct-relay", linger_ms=0)
-        smtp = SmtpPool(
-            settings.smtp_host,
-            settings.smtp_port,
-            size=settings.smtp_pool_size,
-            timeout=settings.smtp_timeout_s,
-        )
+        smtp = SmtpPool.from_settings(settings)
         server = None
         try:
             db = client[settings.mongo_db]
             dialect = await mongo.prepare(db, settings.mongo_dialect)
             await producer.start()
+            # Refused settings stop the relay now, before it answers a sender.
+            await require_topics(settings, [settings.topic_timeline])
+            await smtp.check()
             clock = SystemClock()
             handler = RelayHandler(
                 aliases=AliasStore(
@@ -107,6 +106,7 @@ class RelayService(Service):
                 timeline_topic=settings.topic_timeline,
                 domain=settings.domain,
                 clock=clock,
+                screen=SenderScreen.from_settings(settings),
             )
             server = await start_smtp_server(
                 handler,
@@ -126,6 +126,8 @@ class RelayService(Service):
             server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(handler.idle.wait(), settings.shutdown_grace_s)
+            if handler.misconfigured is not None:
+                raise handler.misconfigured
             if handler.broken.is_set():
                 raise RuntimeError("the Kafka producer can no longer send; restart for a new one")
         finally:

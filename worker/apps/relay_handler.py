@@ -1,10 +1,14 @@
-"""The relay's SMTP hooks: decide each recipient at RCPT, forward and record at DATA.
+"""The relay's SMTP hooks: decide each recipient at RCPT, screen, forward and record at DATA.
 
 A message is answered 250 only after each forward was kept whole in the message store, the
 upstream SMTP server accepted it and Kafka acknowledged its MESSAGE_FORWARDED timeline event;
-anything transient is a 4xx, so the sending server keeps the message and retries. The policy
-is the domain's (`domain/relaying.py` decides routes and rewrites, `domain/relay_events.py`
-builds the timeline events); this module does the lookups, the sending and the publishing.
+anything transient is a 4xx, so the sending server keeps the message and retries. A transaction
+carries one route (`domain/transactions.py`): a second recipient that routes elsewhere gets
+`452 4.5.3` at RCPT, so the reply to DATA is true for every recipient it covers. The policy is
+the domain's (`domain/relaying.py` decides routes and rewrites, `domain/screening.py` who the
+sender may be and the abuse rules, `domain/relay_events.py` builds the timeline events); this
+module does the lookups, the sending and the publishing around it, and `SenderScreen` the
+authentication's DNS.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ from worker.adapters.kafka import PRODUCER_BROKEN
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.messages import MessageStore
 from worker.adapters.smtp import SmtpFailure, SmtpPool
+from worker.apps.relay_screening import Screened, SenderScreen
 from worker.codec import ValueCodec
+from worker.config import ConfigError
 from worker.domain import relay_events
 from worker.domain import relaying as rules
 from worker.domain.aliases import Clock, Party, is_alias_domain
+from worker.domain.sender_auth import Refused
+from worker.domain.transactions import NEEDS_OWN_TRANSACTION, fits_transaction
 from worker.events import ParticipantRole, TimelineEvent
 
 log = structlog.get_logger(__name__)
@@ -78,9 +86,11 @@ class RelayHandler:
         timeline_topic: str,
         domain: str,
         clock: Clock,
+        screen: SenderScreen,
     ) -> None:
         self._aliases = aliases
         self._messages = messages
+        self._screen = screen
         self._smtp = smtp
         self._producer = producer
         self._codec = codec
@@ -90,14 +100,19 @@ class RelayHandler:
         self._in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        # Set when the Kafka producer can never send again: the service stops, the process exits.
+        # Set when the Kafka producer can never send again, or when the SMTP upstream refuses
+        # our settings (misconfigured says why): the service stops, the process exits.
         self.broken = asyncio.Event()
+        self.misconfigured: ConfigError | None = None
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         address = address.strip().lower()
         reply, recipient = await self._check_recipient(address, envelope.mail_from or "")
+        if recipient is not None and not fits_transaction(envelope.rcpt_tos, address):
+            metrics.MESSAGES_REJECTED.labels(reason="own_transaction").inc()
+            reply, recipient = NEEDS_OWN_TRANSACTION, None
         if recipient is not None:
             envelope.rcpt_tos.append(address)
             if isinstance(envelope, RelayEnvelope):
@@ -116,16 +131,24 @@ class RelayHandler:
         content = envelope.original_content or envelope.content or b""
         raw = content.encode("utf-8", "surrogateescape") if isinstance(content, str) else content
         known = envelope.recipients if isinstance(envelope, RelayEnvelope) else {}
+        sender = _Sender.of(session, envelope.mail_from or "")
         outcome = FORWARDED
         try:
+            # One route per transaction (RCPT saw to it), so this is one forward in practice.
             for address in dict.fromkeys(envelope.rcpt_tos):
                 recipient = known.get(address) or await self._resolve(address)
-                reply = await self._forward(raw, envelope.mail_from or "", recipient)
+                reply = await self._forward(raw, sender, recipient)
                 if reply is not None:
                     outcome = reply
                     break
         except Transient as exc:
             outcome = exc.reply
+        except ConfigError as exc:
+            # The upstream refuses our password or certificate: not the sender's fault, so a
+            # 4xx (it retries later, once the relay is fixed), and the relay stops taking mail.
+            outcome = rules.UPSTREAM_UNAVAILABLE
+            self.misconfigured = exc
+            self.broken.set()
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -178,22 +201,33 @@ class RelayHandler:
             raise Transient(rules.TEMPORARY_FAILURE)
         return Recipient(self._view(record), await self._parties(record.order_id))
 
-    async def _forward(self, raw: bytes, mail_from: str, recipient: Recipient) -> str | None:
+    async def _forward(self, raw: bytes, sender: _Sender, recipient: Recipient) -> str | None:
         """Forward to one recipient; None when done, else the SMTP reply that refuses it."""
-        target, parties = recipient.alias, recipient.parties
+        target, parties, mail_from = recipient.alias, recipient.parties, sender.mail_from
         structlog.contextvars.bind_contextvars(order_id=target.order_id)
+        screened = await self._screen.screen(
+            raw, client_ip=sender.client_ip, mail_from=mail_from, helo=sender.helo,
+            recipient=target, parties=parties,
+        )  # fmt: skip
+        if isinstance(screened.outcome, Refused):
+            return await self._refuse(recipient, mail_from, screened, screened.outcome)
+        accepted = screened.outcome
+        structlog.contextvars.bind_contextvars(authentication=accepted.verdicts)
         header_from = rules.read_header(raw, "From")
-        decision = rules.decide_route(
-            target, parties, mail_from, header_from, None, domain=self._domain
-        )
+
+        def route(
+            reverse: rules.AliasView | None,
+        ) -> rules.Route | rules.NeedsReverseAlias | rules.Refusal:
+            return rules.decide_route(
+                target, parties, mail_from, header_from, reverse, domain=self._domain,
+                sender_verified=accepted.sender_verified,
+            )  # fmt: skip
+
+        decision = route(None)
         if isinstance(decision, rules.NeedsReverseAlias):
-            sender = Party(decision.sender_address, decision.sender_name)
-            reverse = await self._mongo(
-                lambda: self._aliases.reverse_alias(target.order_id, sender)
-            )
-            decision = rules.decide_route(
-                target, parties, mail_from, header_from, self._view(reverse), domain=self._domain
-            )
+            party = Party(decision.sender_address, decision.sender_name)
+            reverse = await self._mongo(lambda: self._aliases.reverse_alias(target.order_id, party))
+            decision = route(self._view(reverse))
         if isinstance(decision, rules.Refusal):
             metrics.MESSAGES_REJECTED.labels(reason=f"refused_{decision.code}").inc()
             return decision.text
@@ -201,12 +235,15 @@ class RelayHandler:
             return rules.TEMPORARY_FAILURE
         try:
             forwarded, summary = await _off_loop_if_large(
-                len(raw), _rewrite_and_summarize, raw, decision, parties, self._domain
-            )
+                len(raw), _rewrite_and_summarize, raw, decision, parties, self._domain,
+                screened.authentication_results,
+            )  # fmt: skip
         except rules.MessageRejected as exc:
             metrics.MESSAGES_REJECTED.labels(reason=f"rejected_{exc.code}").inc()
             return exc.text
-        event = relay_events.forwarded(decision, summary, forwarded, at=self._clock.now())
+        event = relay_events.forwarded(
+            decision, summary, forwarded, at=self._clock.now(), authentication=accepted.verdicts
+        )
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
         # The bytes the recipient gets, kept before they go: a retried delivery keeps them once.
         await self._mongo(
@@ -230,13 +267,40 @@ class RelayHandler:
         metrics.MESSAGES_RELAYED.labels(direction=decision.direction.value).inc()
         return None
 
-    async def _record_rejection(self, recipient: Recipient, mail_from: str, reason: str) -> None:
-        """MESSAGE_REJECTED on the recipient's order; best effort, the refusal stands anyway."""
+    async def _refuse(
+        self, recipient: Recipient, mail_from: str, screened: Screened, refusal: Refused
+    ) -> str:
+        """The screening's refusal: counted, recorded (once per window for rate limits), sent."""
+        keyword = refusal.reason.split(";", 1)[0].split(" ", 1)[0]
+        metrics.MESSAGES_REJECTED.labels(reason=keyword.replace("-", "_")).inc()
+        if screened.record:
+            await self._record_rejection(
+                recipient, mail_from, refusal.reason, cause=screened.cause, participant=False
+            )
+        return refusal.reply
+
+    async def _record_rejection(
+        self,
+        recipient: Recipient,
+        mail_from: str,
+        reason: str,
+        *,
+        cause: str | None = None,
+        participant: bool = True,
+    ) -> None:
+        """MESSAGE_REJECTED on the recipient's order; best effort, the refusal stands anyway.
+
+        `participant` False: the sender failed authentication, so the entry never names the
+        customer or store it claimed to be (an external party of the order is still named).
+        """
         address = mail_from.strip("<>")
+        sender = recipient.parties.by_address(address)
+        if not participant and sender is not None and sender.role is not ParticipantRole.EXTERNAL:
+            sender = None
         event = relay_events.rejected(
             recipient.alias,
-            recipient.parties.by_address(address),
-            sender_key=self._aliases.address_hash(address),
+            sender,
+            sender_key=self._aliases.address_hash(cause or address),
             reason=reason,
             at=self._clock.now(),
         )
@@ -288,10 +352,31 @@ class RelayHandler:
             raise
 
 
+@dataclass(frozen=True, slots=True)
+class _Sender:
+    """What SMTP says of the sending side: the client's address, its HELO name, MAIL FROM."""
+
+    client_ip: str
+    helo: str
+    mail_from: str
+
+    @classmethod
+    def of(cls, session: Session, mail_from: str) -> _Sender:
+        peer = session.peer
+        client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
+        return cls(client_ip, session.host_name or "", mail_from)
+
+
 def _rewrite_and_summarize(
-    raw: bytes, route: rules.Route, parties: rules.OrderParties, domain: str
+    raw: bytes,
+    route: rules.Route,
+    parties: rules.OrderParties,
+    domain: str,
+    authentication_results: str | None,
 ) -> tuple[bytes, rules.MessageSummary]:
-    forwarded = rules.rewrite_for_forward(raw, route, parties, domain=domain)
+    forwarded = rules.rewrite_for_forward(
+        raw, route, parties, domain=domain, authentication_results=authentication_results
+    )
     return forwarded, rules.summarize(forwarded)
 
 

@@ -48,9 +48,14 @@ def rejection_event_id(recipient_alias: str, sender_key: str, reason: str, at: d
 
 
 def forwarded(
-    route: Route, summary: MessageSummary, forwarded_bytes: bytes, *, at: datetime
+    route: Route,
+    summary: MessageSummary,
+    forwarded_bytes: bytes,
+    *,
+    at: datetime,
+    authentication: str | None = None,
 ) -> TimelineEvent:
-    """MESSAGE_FORWARDED for one recipient of a relayed message."""
+    """MESSAGE_FORWARDED for one recipient of a relayed message, with the sender's verdicts."""
     recipient = route.recipient_alias
     key = message_key(forwarded_bytes, summary.message_id)
     return TimelineEvent(
@@ -74,6 +79,7 @@ def forwarded(
             attachment_names=list(summary.attachment_names),
             direction=route.direction,
             size_bytes=summary.size_bytes,
+            authentication=authentication,
         ),
     )
 

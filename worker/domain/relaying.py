@@ -20,6 +20,7 @@ from email.utils import formataddr, getaddresses, parseaddr
 from typing import Final
 
 from worker.domain.aliases import is_alias_domain
+from worker.domain.sender_auth import UNVERIFIED_SENDER_NAME
 from worker.domain.text import first_words
 from worker.events import Direction, ParticipantRole
 
@@ -144,8 +145,14 @@ def decide_route(
     reverse_alias_for_sender: AliasView | None,
     *,
     domain: str,
+    sender_verified: bool = True,
 ) -> Route | NeedsReverseAlias | Refusal:
-    """Who the mail goes to and whom it appears to come from; `domain` is the alias domain."""
+    """Who the mail goes to and whom it appears to come from; `domain` is the alias domain.
+
+    `sender_verified` False (a claim to be a participant that authentication did not confirm,
+    see `sender_auth.judge_sender`): the sender is never matched to a participant, so it goes
+    out under a reverse alias of its own and the name `UNVERIFIED_SENDER_NAME`.
+    """
     if recipient.order_id != parties.customer.order_id:
         raise ValueError("the recipient alias belongs to another order")
     envelope = envelope_from.strip().strip("<>").lower()
@@ -163,6 +170,8 @@ def decide_route(
     # the provider's bounce address as envelope sender, often a different one per message.
     sender = parties.by_address(from_address) or parties.by_address(envelope)
     address = from_address or envelope
+    if not sender_verified:
+        sender, name = None, UNVERIFIED_SENDER_NAME
     # An unknown sender under our own domain means one of our forwards came back to us.
     if sender is None and (is_alias_domain(address, domain) or is_alias_domain(envelope, domain)):
         return Refusal.of(LOOP_DETECTED)
@@ -259,14 +268,34 @@ def read_header(raw: bytes, name: str) -> str | None:
     return next((f.text() for f in fields if f.key == name.lower()), None)
 
 
-def rewrite_for_forward(raw: bytes, route: Route, parties: OrderParties, *, domain: str) -> bytes:
-    """The message as the recipient gets it: participants masked, body bytes untouched."""
+def read_headers(raw: bytes, name: str) -> list[str]:
+    """Every `name` field's unfolded value, top first (DKIM-Signature, List-Id, ...)."""
+    fields, _ = _split(raw, max_fields=None)
+    return [f.text() for f in fields if f.key == name.lower()]
+
+
+def rewrite_for_forward(
+    raw: bytes,
+    route: Route,
+    parties: OrderParties,
+    *,
+    domain: str,
+    authentication_results: str | None = None,
+) -> bytes:
+    """The message as the recipient gets it: participants masked, body bytes untouched.
+
+    `authentication_results`: the value of this relay's Authentication-Results, written on top.
+    Every received one is dropped (`_DROPPED`), forged ones that claim our authserv-id included,
+    so ours is the only one the recipient sees.
+    """
     fields, body = _split(raw, MAX_HEADER_FIELDS)
     masker = _Masker(parties, route)
     out = [
         b"From: " + _address(route.sender_name, route.sender_alias),
         b"Reply-To: " + _address(None, route.sender_alias),
     ]
+    if authentication_results:
+        out.insert(0, b"Authentication-Results: " + authentication_results.encode("ascii"))
     for field in fields:
         if field.key in _DROPPED or field.key.startswith(_DROPPED_PREFIXES):
             continue

@@ -1,0 +1,185 @@
+"""Who a sender is allowed to be: SPF/DKIM/DMARC verdicts in, the relay's treatment out.
+
+Pure: the verdicts are plain values the authentication adapter computed over DNS
+(`worker.adapters.mail_auth`), so every rule here is tested without a resolver. The rules are the
+ones alias relays that users trust apply (SimpleLogin checks DMARC before it matches a reply to a
+mailbox; addy.io forwards a reply only on a DMARC allow):
+
+- a sender is an order's customer or store only when the message is authenticated for the `From`
+  address: DMARC pass for its domain or, where that domain publishes no DMARC record, an SPF pass
+  for a `MAIL FROM` in the organisational domain of `From`, or a DKIM pass with `d=` aligned;
+- a DMARC `p=reject` failure is refused for any sender, as receiving MXs do;
+- an unverified claim to be a participant never shows the participant's alias: to a reverse
+  alias it is refused; elsewhere it is refused under a `reject`/`quarantine` policy and otherwise
+  forwarded as an external sender, under its own reverse alias;
+- a lookup that failed (timeout, SERVFAIL) where the outcome depends on it is a `451 4.4.3`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final, Literal
+
+from worker.events import ParticipantRole
+
+SENDER_NOT_VERIFIED: Final = (
+    "550 5.7.1 The sender could not be verified as the customer of this order (SPF/DKIM/DMARC)"
+)
+PARTICIPANT_NOT_VERIFIED: Final = (
+    "550 5.7.1 The sender could not be verified as a participant of this order and its domain's"
+    " DMARC policy asks to refuse such mail"
+)
+DMARC_REJECTED: Final = (
+    "550 5.7.1 Message refused: it fails the sender domain's DMARC policy (reject)"
+)
+DNS_TEMPORARY: Final = "451 4.4.3 Sender authentication lookups failed, please try again later"
+# Shown instead of the name a mail client claims, when the claim could not be verified.
+UNVERIFIED_SENDER_NAME: Final = "Unverified sender"
+
+
+class Result(StrEnum):
+    """RFC 8601 result keywords (a subset that covers SPF, DKIM and DMARC)."""
+
+    PASS = "pass"  # noqa: S105 - an RFC 8601 result keyword, not a password
+    FAIL = "fail"
+    SOFTFAIL = "softfail"
+    NEUTRAL = "neutral"
+    NONE = "none"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+
+
+class DmarcPolicy(StrEnum):
+    NONE = "none"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class SpfVerdict:
+    result: Result
+    identity: Literal["mailfrom", "helo"]
+    domain: str  # the domain checked: MAIL FROM's, or HELO's for a null sender
+    aligned: bool  # same organisational domain as `From` (relaxed alignment)
+
+
+@dataclass(frozen=True, slots=True)
+class DkimVerdict:
+    result: Result
+    domain: str  # d=
+    selector: str  # s=
+    aligned: bool  # d= in the organisational domain of `From` (relaxed alignment)
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcVerdict:
+    """`result` NONE means the From domain (and its organisational domain) has no record."""
+
+    result: Result
+    policy: DmarcPolicy | None  # the policy that applies to this From domain (p= or sp=)
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    from_domain: str | None  # None: no single parseable From address
+    org_domain: str | None  # From's organisational domain (Public Suffix List)
+    spf: SpfVerdict
+    dkim: tuple[DkimVerdict, ...]
+    dmarc: DmarcVerdict
+
+    def authenticated(self) -> bool:
+        """True when the message is proven to come from its `From` domain."""
+        if self.from_domain is None:
+            return False
+        if self.dmarc.result is Result.PASS:
+            return True
+        if self.dmarc.result is not Result.NONE:
+            return False
+        return (self.spf.aligned and self.spf.result is Result.PASS) or any(
+            d.aligned and d.result is Result.PASS for d in self.dkim
+        )
+
+    def undecided(self) -> bool:
+        """True when a failed lookup could have changed `authenticated()` from False to True."""
+        if self.authenticated():
+            return False
+        if self.dmarc.result is Result.TEMPERROR:
+            return True
+        if self.dmarc.result not in (Result.NONE, Result.FAIL):
+            return False
+        return (self.spf.aligned and self.spf.result is Result.TEMPERROR) or any(
+            d.aligned and d.result is Result.TEMPERROR for d in self.dkim
+        )
+
+    def summary(self) -> str:
+        """The verdicts for a timeline entry or a log line: domains only, never an address."""
+        dkim = " ".join(f"dkim={d.result}(d={d.domain})" for d in self.dkim) or "dkim=none"
+        policy = f"(p={self.dmarc.policy})" if self.dmarc.policy else ""
+        return (
+            f"spf={self.spf.result}({self.spf.identity}={self.spf.domain or '-'}) {dkim}"
+            f" dmarc={self.dmarc.result}{policy}(from={self.from_domain or '-'})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Trusted:
+    """The sender is who `From` says (authenticated, or authentication is off)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AsExternal:
+    """Forward, but as an external sender under its own reverse alias, never as the participant."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reply: str
+    reason: str  # for the timeline: a keyword, then the verdicts; no address
+
+    @property
+    def code(self) -> int:
+        return int(self.reply[:3])
+
+
+SenderTreatment = Trusted | AsExternal | Refused
+
+
+def judge_sender(  # noqa: PLR0911 - one return per rule reads better than a table here
+    auth: Authentication | None,
+    *,
+    recipient_role: ParticipantRole,
+    claimed_role: ParticipantRole | None,
+    claimed_in_from: bool = True,
+) -> SenderTreatment:
+    """How the relay treats this message's sender.
+
+    `auth` None: sender authentication is off (`CT_RELAY_SENDER_AUTH=off`). `recipient_role`:
+    the role of the alias written to (EXTERNAL is a reverse alias). `claimed_role`: the order's
+    customer or store when `From` (or, without one, the envelope) is that participant's address;
+    None for anyone else, who is an external sender whatever the verdicts. `claimed_in_from`
+    False: only the envelope names the participant, and authentication speaks for `From`
+    alone, so the claim cannot be verified (a stranger's own DMARC pass proves nothing about
+    the customer's address in its MAIL FROM).
+    """
+    if auth is None:
+        return Trusted()
+    verdicts = auth.summary()
+    if auth.dmarc.result is Result.TEMPERROR:
+        return Refused(DNS_TEMPORARY, f"dns-temporary-failure; {verdicts}")
+    if auth.dmarc.result is Result.FAIL and auth.dmarc.policy is DmarcPolicy.REJECT:
+        return Refused(DMARC_REJECTED, f"dmarc-policy-reject; {verdicts}")
+    if claimed_role not in (ParticipantRole.CUSTOMER, ParticipantRole.STORE):
+        return Trusted()
+    if claimed_in_from and auth.authenticated():
+        return Trusted()
+    if claimed_in_from and auth.undecided():
+        return Refused(DNS_TEMPORARY, f"dns-temporary-failure; {verdicts}")
+    reason = f"sender-not-authenticated; {verdicts}"
+    if recipient_role is ParticipantRole.EXTERNAL:
+        return Refused(SENDER_NOT_VERIFIED, reason)
+    if auth.dmarc.policy in (DmarcPolicy.REJECT, DmarcPolicy.QUARANTINE):
+        return Refused(PARTICIPANT_NOT_VERIFIED, reason)
+    return AsExternal(reason)
