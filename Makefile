@@ -29,10 +29,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 #   postfix: the smarthost that bounces mail in the bounce tests (tests/support/postfix.py), run
 #     as a private instance; installed with debconf's "No configuration", so no system MTA starts
 #   Mail::DKIM: the independent DKIM verifier of the signing tests (tests/support/dkim_verify.pl)
+#   chromium: the browser the console's tests drive through Playwright (tests/web/test_browser.py);
+#             Debian's build, never one Playwright downloads
 APT_TOOLS := dnsmasq:dnsmasq-base openssl:openssl postfix:postfix \
-	Mail::DKIM::Verifier:libmail-dkim-perl
+	Mail::DKIM::Verifier:libmail-dkim-perl chromium:chromium
 
-.PHONY: help install tools stack stack-down topics demo test test-unit lint bench clean
+.PHONY: help install tools stack stack-down topics demo console test test-unit lint bench clean
 
 help: ## list the targets
 	@printf 'Conversation Tracker: make TARGET\n\n'
@@ -81,6 +83,9 @@ topics: install ## create the Kafka topics on the running stack
 
 demo: install stack ## run the end-to-end demo against the local stack
 	$(VENV)/bin/ct demo
+
+console: install stack ## the web console on the local stack's data: prints the URL and a one-time admin password
+	$(VENV)/bin/ct console --user demo-admin
 
 # pytest exits 5 when it collected no tests: a suite that tests nothing must not look green.
 test: install tools stack ## run the whole test suite against the local stack (PYTEST_ARGS=...)

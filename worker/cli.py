@@ -29,8 +29,15 @@ def build_parser() -> OneLineParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    run = sub.add_parser("run", help="run a worker until SIGTERM/SIGINT")
-    run.add_argument("worker", choices=["notifier", "relay", "projector", "all"])
+    run = sub.add_parser(
+        "run", help="run workers until SIGTERM/SIGINT, side by side in one process"
+    )
+    run.add_argument(
+        "worker",
+        nargs="+",
+        choices=["notifier", "relay", "projector", "web", "all"],
+        help="web is the console and HTTP API on CT_WEB_HOST:CT_WEB_PORT; all is every one",
+    )
 
     sink = sub.add_parser(
         "sink", help="SMTP capture server: files every message as .eml + index.jsonl"
@@ -60,6 +67,7 @@ def build_parser() -> OneLineParser:
     _add_event_commands(sub)
     _add_operator_commands(sub)
     _add_mail_commands(sub)
+    _add_console_commands(sub)
     demo = sub.add_parser("demo", help="the scripted end-to-end story on the local stack")
     demo.add_argument("--orders", type=int, default=2, help="orders per store")
     return parser
@@ -104,8 +112,16 @@ def _add_operator_commands(sub: Any) -> None:
     set_mask = store_sub.add_parser("set-mask", help="choose hard or soft aliases for new orders")
     set_mask.add_argument("store_id")
     set_mask.add_argument("mask", choices=["hard", "soft"])
+    set_expiry = store_sub.add_parser(
+        "set-expiry",
+        help="fixed: aliases expire CT_ALIAS_TTL_DAYS after creation; orderFlow: "
+        "CT_ALIAS_GRACE_DAYS after DELIVERED or CANCELED",
+    )
+    set_expiry.add_argument("store_id")
+    set_expiry.add_argument("expiry", choices=["fixed", "orderFlow"])
     show = store_sub.add_parser("show", help="print a store's settings")
     show.add_argument("store_id")
+    store_sub.add_parser("list", help="print every store that has settings")
 
     alias = sub.add_parser("alias", help="aliases")
     alias_sub = alias.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
@@ -175,6 +191,43 @@ def _add_mail_commands(sub: Any) -> None:
     records.add_argument("--ttl", type=int, default=3600)
 
 
+def _add_console_commands(sub: Any) -> None:
+    user = sub.add_parser("user", help="console users")
+    user_sub = user.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    add = user_sub.add_parser(
+        "add", help="add a user; the password comes from stdin, or is generated and printed"
+    )
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["admin", "support"])
+    add.add_argument("--generate", action="store_true", help="generate the password, print it")
+    passwd = user_sub.add_parser("passwd", help="set a user's password (stdin) or generate one")
+    passwd.add_argument("name")
+    passwd.add_argument("--generate", action="store_true", help="generate the password, print it")
+    user_sub.add_parser("list", help="print the users and their roles")
+    remove = user_sub.add_parser("remove", help="remove a user, ending sessions and tokens")
+    remove.add_argument("name")
+
+    token = sub.add_parser("token", help="API tokens (Authorization: Bearer ...)")
+    token_sub = token.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    create = token_sub.add_parser("create", help="make a token and print it once")
+    create.add_argument("--user", required=True, help="the user whose role the token has")
+    create.add_argument("--label", default="", help="what the token is for")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id")
+    token_sub.add_parser("list", help="print the tokens (ids, users, last use)")
+
+    messages = sub.add_parser("messages", help="kept messages")
+    messages_sub = messages.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    messages_sub.add_parser(
+        "purge", help="delete messages older than CT_MESSAGE_RETENTION_DAYS now"
+    )
+
+    console = sub.add_parser(
+        "console", help="make a one-time admin password, print the URL, serve the console"
+    )
+    console.add_argument("--user", default="admin", help="the admin user (made if missing)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -225,12 +278,16 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _dispatch(args: argparse.Namespace) -> Handler:
-    from worker import commands, mail_commands
+    """`ct store set-mask` runs `cmd_store_set_mask`, from whichever command module has it."""
+    from worker import commands, console_commands, mail_commands
 
     name = args.command + (f"_{args.action}" if getattr(args, "action", None) else "")
     attribute = "cmd_" + name.replace("-", "_")
-    handler: Handler = getattr(commands, attribute, None) or getattr(mail_commands, attribute)
-    return handler
+    for module in (commands, console_commands, mail_commands):
+        handler: Handler | None = getattr(module, attribute, None)
+        if handler is not None:
+            return handler
+    raise AssertionError(f"no command module defines {attribute}")
 
 
 if __name__ == "__main__":

@@ -146,17 +146,25 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_store_set_mask(args: argparse.Namespace, settings: Settings) -> int:
     from worker.adapters.stores import StoreSettings
-    from worker.domain.aliases import MaskType
+    from worker.domain.aliases import SOFT_MASK_WARNING, MaskType
 
     async with _database(settings) as (db, _):
         setting = await StoreSettings(db).set_mask(args.store_id, MaskType(args.mask))
     _out(f"store {setting.store_id}: mask {setting.mask.value} for orders whose aliases are new")
     if setting.mask is MaskType.SOFT:
-        print(
-            "warning: soft aliases are reversible by design: the real address can be read off "
-            "them (john@example.com-<token>.<domain>). Use hard aliases where that matters.",
-            file=sys.stderr,
+        print(f"warning: {SOFT_MASK_WARNING}", file=sys.stderr)
+    return 0
+
+
+async def cmd_store_set_expiry(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters.stores import StoreSettings
+    from worker.domain.aliases import AliasExpiry
+
+    async with _database(settings) as (db, _):
+        setting = await StoreSettings(db).update(
+            args.store_id, alias_expiry=AliasExpiry(args.expiry)
         )
+    _out(f"store {setting.store_id}: alias expiry {setting.alias_expiry.value}")
     return 0
 
 
@@ -166,7 +174,22 @@ async def cmd_store_show(args: argparse.Namespace, settings: Settings) -> int:
     async with _database(settings) as (db, _):
         setting = await StoreSettings(db).get(args.store_id)
     changed = setting.updated_at.isoformat() if setting.updated_at else "never (default)"
-    _out(f"store {setting.store_id}\n  mask: {setting.mask.value}\n  changed: {changed}")
+    _out(
+        f"store {setting.store_id}\n  mask: {setting.mask.value}\n"
+        f"  alias expiry: {setting.alias_expiry.value}\n  changed: {changed}"
+    )
+    return 0
+
+
+async def cmd_store_list(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters.stores import StoreSettings
+
+    async with _database(settings) as (db, _):
+        stores = await StoreSettings(db).all()
+    for setting in stores:
+        _out(f"{setting.store_id:<24} {setting.mask.value:<5} {setting.alias_expiry.value}")
+    if not stores:
+        _out("no store has settings yet: every store is hard-masked with fixed expiry")
     return 0
 
 
@@ -275,9 +298,22 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_keys_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters.messages import MessageStore
+    from worker.crypto import AddressCipher
+    from worker.domain.aliases import SystemClock
+
     async with _database(settings) as (db, dialect):
         seen, rewritten = await _alias_store(settings, db, dialect).reencrypt_all()
+        kept = MessageStore(
+            db,
+            AddressCipher(settings.data_keys()),
+            retention_days=settings.message_retention_days,
+            clock=SystemClock(),
+            dialect=dialect,
+        )
+        messages_seen, messages_rewritten = await kept.reencrypt()
     _out(f"{seen} aliases checked, {rewritten} re-encrypted under the current key")
+    _out(f"{messages_seen} kept messages checked, {messages_rewritten} re-sealed")
     return 0
 
 

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
         pattern=r"^([a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
     )
     alias_ttl_days: int = Field(default=60, ge=1, le=3650)
+    # Stores with aliasExpiry=orderFlow: aliases work this long after DELIVERED or CANCELED.
+    alias_grace_days: int = Field(default=7, ge=1, le=365)
     # Orders whose aliases a worker keeps in memory (0: read MongoDB every time); see AliasStore.
     alias_cache_size: int = Field(default=2048, ge=0, le=1_000_000)
     encryption_key: SecretStr | None = None
@@ -144,6 +146,20 @@ class Settings(BaseSettings):
     dns_resolvers: str | None = None
     dns_timeout_s: float = Field(default=5.0, gt=0, le=60)
     dns_cache_size: int = Field(default=10_000, ge=1, le=10_000_000)
+
+    # The console and HTTP API (`ct run web`).
+    web_host: HostName = "127.0.0.1"
+    web_port: Port = 8000
+    # Secure cookies need HTTPS, which browsers grant to 127.0.0.1 and localhost as well.
+    web_secure_cookies: bool = True
+    web_session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    web_session_max_hours: int = Field(default=12, ge=1, le=30 * 24)
+    web_login_max_failures_per_user: int = Field(default=5, ge=1, le=1000)
+    web_login_max_failures_per_address: int = Field(default=20, ge=1, le=100_000)
+    web_login_window_s: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    # Proxies whose X-Forwarded-For/-Proto are believed (uvicorn's forwarded_allow_ips); none.
+    web_forwarded_allow_ips: str = Field(default="", pattern=r"^[0-9A-Fa-f.:/,* ]*$")
+    message_retention_days: int = Field(default=60, ge=1, le=3650)
 
     http_host: HostName = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP endpoint

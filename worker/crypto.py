@@ -1,4 +1,4 @@
-"""Encryption at rest for the real addresses behind aliases, and keyed hashes to look them up.
+"""Encryption at rest for real addresses and kept messages, and keyed hashes to look addresses up.
 
 A stored blob is `version (1) | key id (4) | nonce (12) | AES-256-GCM ciphertext+tag`. The key id
 lets a reader pick the right key while old and new keys coexist during a rotation.
@@ -70,14 +70,19 @@ class AddressCipher:
 
     def encrypt(self, plaintext: str, associated: str) -> bytes:
         """Encrypt `plaintext` bound to `associated` (the alias it belongs to)."""
-        header = bytes([VERSION]) + self._current_id
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = self._ciphers[self._current_id].encrypt(
-            nonce, plaintext.encode("utf-8"), _aad(header, associated)
-        )
-        return header + nonce + sealed
+        return self.encrypt_bytes(plaintext.encode("utf-8"), associated)
 
     def decrypt(self, blob: bytes, associated: str) -> str:
+        return self.decrypt_bytes(blob, associated).decode("utf-8")
+
+    def encrypt_bytes(self, plaintext: bytes, associated: str) -> bytes:
+        """Encrypt bytes (a whole message, say) bound to `associated`, under the current key."""
+        header = bytes([VERSION]) + self._current_id
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._ciphers[self._current_id].encrypt(nonce, plaintext, _aad(header, associated))
+        return header + nonce + sealed
+
+    def decrypt_bytes(self, blob: bytes, associated: str) -> bytes:
         kid = self._key_id_of(blob)
         cipher = self._ciphers.get(kid)
         if cipher is None:
@@ -87,14 +92,13 @@ class AddressCipher:
             )
         start = _HEADER_BYTES + NONCE_BYTES
         try:
-            plaintext = cipher.decrypt(
+            return cipher.decrypt(
                 blob[_HEADER_BYTES:start], blob[start:], _aad(blob[:_HEADER_BYTES], associated)
             )
         except InvalidTag:
             raise DecryptError(
-                "authentication failed: the blob was altered or belongs to another alias"
+                "authentication failed: the blob was altered or belongs to another record"
             ) from None
-        return plaintext.decode("utf-8")
 
     def needs_reencrypt(self, blob: bytes) -> bool:
         """True when `blob` is under a retired key and should be rewritten under the current one."""
@@ -112,7 +116,7 @@ class AddressCipher:
     @staticmethod
     def _key_id_of(blob: bytes) -> bytes:
         if len(blob) < _HEADER_BYTES + NONCE_BYTES + TAG_BYTES:
-            raise DecryptError(f"the blob is {len(blob)} bytes, too short to be an address")
+            raise DecryptError(f"the blob is {len(blob)} bytes, too short to be a sealed value")
         if blob[0] != VERSION:
             raise DecryptError(f"unknown blob version {blob[0]}, this build reads {VERSION}")
         return bytes(blob[1:_HEADER_BYTES])

@@ -50,3 +50,10 @@ NOTIFICATIONS_SUPPRESSED = Counter(
     "ct_notifications_suppressed_total",
     "Notifications not sent because the customer's address bounced hard before",
 )
+WEB_REQUESTS = Histogram(
+    "ct_web_request_seconds",
+    "Console and API requests, by route template, method and status",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WEB_LOGINS = Counter("ct_web_logins_total", "Console sign-ins, by outcome", ["outcome"])

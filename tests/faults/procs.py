@@ -82,6 +82,8 @@ class Worker:
                     **self.env,
                     "CT_HTTP_PORT": str(self.http_port),
                     "CT_RELAY_PORT": str(self.relay_port),
+                    # `ct run all` serves the console too: never on the shared default port.
+                    "CT_WEB_PORT": str(free_port()),
                 },
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,

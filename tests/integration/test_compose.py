@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = "deploy/Dockerfile"
 K8S_DIR = ROOT / "deploy" / "k8s"
-WORKERS = ("notifier", "relay", "projector")
+WORKERS = ("notifier", "relay", "projector", "web")
 INSTALL_HINT = (
     "neither `docker compose` nor `docker-compose` is installed; the compose file must be checked "
     "with the real tool. Run `make tools` (it does `apt-get install -y --no-install-recommends "

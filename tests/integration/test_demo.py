@@ -72,6 +72,8 @@ async def test_the_demo_tells_the_whole_story_and_logs_no_real_address(
     soft_store = next(s for s in STORES if s[3].value == "soft")
     assert f"{soft_store[2]}-" in out  # the soft store's alias reads as its address
     assert "Where to look next" in out
+    assert out.rstrip().splitlines()[-2].startswith("Open the console")
+    assert "make console" in out.rstrip().splitlines()[-1]
 
     with worker_log.open("rb") as log:
         log.seek(log_start)

@@ -82,7 +82,9 @@ async def test_every_status_in_both_locales_is_emailed_through_the_aliases(
         assert re.fullmatch(rf"Jane Roe <{HARD}>", str(message["To"]))
         assert message["Reply-To"].addresses[0].addr_spec == message["From"].addresses[0].addr_spec
         ref = bounce_addresses.verify(entry["mailFrom"], datetime.now(UTC))
-        assert isinstance(ref, BounceRef) and ref.message_event_id == notification_event_id(event)
+        assert isinstance(ref, BounceRef) and ref.message_event_id == notification_event_id(
+            event.event_id
+        )
         verdict = mail_dkim(capture.raw(entry), dkim_dns)[0]
         assert verdict.startswith("pass d=ct.example.com s=t2026 a=rsa-sha256"), verdict
         assert event.order_id in str(message["Subject"])

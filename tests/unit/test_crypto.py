@@ -46,7 +46,7 @@ def test_each_encryption_uses_a_fresh_nonce() -> None:
 def test_a_blob_copied_to_another_alias_does_not_decrypt() -> None:
     cipher = AddressCipher([new_key()])
     blob = cipher.encrypt(REAL, ALIAS)
-    with pytest.raises(DecryptError, match="another alias"):
+    with pytest.raises(DecryptError, match="another record"):
         cipher.decrypt(blob, OTHER_ALIAS)
 
 

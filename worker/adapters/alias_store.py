@@ -13,12 +13,17 @@ expiry is decided from `expires_at` at each use), so a worker may keep the pairs
 in memory: a bounded LRU, entries dropped after CACHE_TTL_S all the same. A remembered absence
 is only a hint: creating an alias that another worker made meanwhile loses the claim race and
 reads the winner, exactly as without the cache.
+
+A store whose `aliasExpiry` is `orderFlow` has its orders' aliases expire with the order's
+window (alias_windows.py) instead of their own `expiresAt`; records carry the window's expiry,
+so a cached record sees a window moved by another process at most CACHE_TTL_S late.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,17 +34,20 @@ from bson import Binary
 from cachetools import TTLCache
 from pymongo.errors import DuplicateKeyError
 
+from worker.adapters.alias_windows import AliasWindows
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
 from worker.crypto import AddressCipher
 from worker.domain import aliases as rules
-from worker.domain.aliases import Clock, MaskType, Party
+from worker.domain.aliases import AliasExpiry, AliasWindow, Clock, MaskType, Party
 from worker.events import ParticipantRole
 
 log = structlog.get_logger(__name__)
 MAX_COLLISIONS = 8
 CACHE_TTL_S = 300.0
+# A store's switch to or from orderFlow reaches a caching notifier this late.
+POLICY_TTL_S = 30.0
 ROLES = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
 OrderAliases = dict[ParticipantRole, "AliasRecord"]
 # ASCII unit separator: refused inside order ids, so ("a", "b\x1fc") and ("a\x1fb", "c") differ.
@@ -88,8 +96,11 @@ class AliasStore:
         clock: Clock,
         dialect: Dialect,
         cache_size: int = 0,
+        grace_days: int = 7,
     ) -> None:
         self._dialect = dialect
+        self._windows = AliasWindows(db)
+        self._grace_days = grace_days
         self._aliases = db["aliases"]
         self._keys = db["alias_keys"]
         self._stores = StoreSettings(db)
@@ -100,7 +111,9 @@ class AliasStore:
         # Per order: its customer and store aliases as last seen (empty: it had none yet).
         self._orders: TTLCache[str, OrderAliases] | None = None
         self._by_address: TTLCache[str, AliasRecord] | None = None
+        self._policies: TTLCache[str, AliasExpiry] | None = None
         if cache_size:
+            self._policies = TTLCache(cache_size, POLICY_TTL_S)
             self._orders = TTLCache(cache_size, CACHE_TTL_S)
             self._by_address = TTLCache(2 * cache_size, CACHE_TTL_S)
 
@@ -112,7 +125,7 @@ class AliasStore:
         doc = await self._aliases.find_one({"_id": address})
         if doc is None:
             return None
-        record = self._record(doc)
+        [record] = await self._windowed([self._record(doc)])
         if self._by_address is not None and record.role is not ParticipantRole.EXTERNAL:
             self._by_address[address] = record
         return record
@@ -166,7 +179,49 @@ class AliasStore:
     async def _by_keys(self, keys: Iterable[str]) -> list[AliasRecord]:
         claims = await self._dialect.find_each(self._keys, "_id", keys)
         docs = await self._dialect.find_each(self._aliases, "_id", [c["alias"] for c in claims])
-        return [self._record(d) for d in docs]
+        return await self._windowed([self._record(d) for d in docs])
+
+    async def _expiry_policy(self, store_id: str) -> AliasExpiry:
+        """The store's alias expiry policy; remembered POLICY_TTL_S when this store caches."""
+        if self._policies is not None and store_id in self._policies:
+            return self._policies[store_id]
+        policy = (await self._stores.get(store_id)).alias_expiry
+        if self._policies is not None:
+            self._policies[store_id] = policy
+        return policy
+
+    async def _windowed(self, records: list[AliasRecord]) -> list[AliasRecord]:
+        """The records with their order's window as their expiry, where the order has one."""
+        windows = {
+            order_id: await self._windows.get(order_id)
+            for order_id in {r.order_id for r in records}
+        }
+        return [
+            dataclasses.replace(r, expires_at=window.expires_at)
+            if (window := windows[r.order_id]) is not None
+            else r
+            for r in records
+        ]
+
+    async def follow_status(
+        self, order_id: str, store_id: str, *, terminal: bool, at: datetime
+    ) -> AliasWindow | None:
+        """Move the order's window on a status event, if its store's policy is orderFlow.
+
+        Returns the window now in force (None: the store's policy is fixed).
+        """
+        if await self._expiry_policy(store_id) is not AliasExpiry.ORDER_FLOW:
+            return None
+        previous = await self._windows.get(order_id)
+        window = rules.next_window(
+            previous, terminal=terminal, at=at, ttl_days=self._ttl_days, grace_days=self._grace_days
+        )
+        if window is None:
+            return previous
+        await self._windows.put(order_id, store_id, window)
+        if self._orders is not None:
+            self._orders.pop(order_id, None)  # this worker sees its own move at once
+        return window
 
     async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord:
         """The alias an external party (carrier, marketplace) of this order writes through."""
@@ -283,7 +338,7 @@ class AliasStore:
                 if winner:
                     return winner[0]
                 raise
-            return self._record(doc)
+            return (await self._windowed([self._record(doc)]))[0]
         raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
 
     def address_hash(self, address: str) -> str:

@@ -142,18 +142,18 @@ async def replay_dead_letters(
             replayed.append(letter)
             if dry_run or not letter.origin_topic:
                 continue
-            headers = [
-                (k, v) for k, v in letter.record.headers or () if not k.startswith("ct.dlq.")
-            ]
-            headers.append(
-                ("ct.replayed-from", f"{settings.topic_dlq}:{letter.record.offset}".encode())
-            )
-            await producer.send_and_wait(
-                letter.origin_topic,
-                value=letter.record.value,
-                key=letter.record.key,
-                headers=headers,
-            )
+            await republish(producer, settings, letter)
     finally:
         await producer.stop()
     return replayed
+
+
+async def republish(
+    producer: AIOKafkaProducer[bytes, bytes], settings: Settings, letter: DeadLetter
+) -> None:
+    """Send a dead letter back to its original topic: its key, value and headers, less ours."""
+    headers = [(k, v) for k, v in letter.record.headers or () if not k.startswith("ct.dlq.")]
+    headers.append(("ct.replayed-from", f"{settings.topic_dlq}:{letter.record.offset}".encode()))
+    await producer.send_and_wait(
+        letter.origin_topic, value=letter.record.value, key=letter.record.key, headers=headers
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
@@ -84,10 +85,12 @@ def _without_secrets(settings: Settings, exc: BaseException) -> str:
     return text.replace(password, "***") if password else text
 
 
-async def ensure_indexes(db: Database) -> None:
+async def ensure_indexes(
+    db: Database, indexes_by_collection: Mapping[str, list[IndexModel]] = INDEXES
+) -> None:
     # One index per command: FerretDB v1.24 panics on a createIndexes naming several indexes
     # that all exist already (a second start-up), while one at a time is idempotent on both servers.
-    for collection, indexes in INDEXES.items():
+    for collection, indexes in indexes_by_collection.items():
         for index in indexes:
             await db[collection].create_indexes([index])
 

@@ -335,7 +335,10 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
             "-m",
             "worker.cli",
             "run",
-            "all",
+            # The workers alone: the console is `make console`, on a port of its own choosing.
+            "notifier",
+            "relay",
+            "projector",
             env=env,
             stdout=log_file,
             stderr=log_file,
@@ -377,6 +380,11 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     say(f"  MongoDB:       {settings.mongo_uri_shown} db {settings.mongo_db}")
     say("                 collections orders, aliases, audit")
     say("  ct alias resolve ALIAS --reason '...'  ·  ct dlq list  ·  deploy/local/stack down")
+    say("\nOpen the console on this data, in a browser, with one command:")
+    say(
+        f"  make console      (then http://{settings.web_host}:{settings.web_port}/ , the order"
+        f" {demo.order_ids[0]}; it prints a one-time admin password)"
+    )
     return 0
 
 

@@ -1,4 +1,8 @@
-"""`ct run notifier`: order-status events become emails sent through the order's masked aliases."""
+"""`ct run notifier`: order-status events become emails sent through the order's masked aliases.
+
+Each email is kept whole in the message store before it is sent (the console shows it), and for
+stores on the orderFlow expiry policy each status event moves the order's alias window.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from worker.adapters.kafka import (
 )
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.kafka_client import PERMANENT_ERRORS
+from worker.adapters.messages import MessageStore
 from worker.adapters.sent_messages import SentMessages
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.adapters.smtp import is_transient as smtp_transient
@@ -46,6 +51,7 @@ from worker.domain.templates import TemplateRenderer
 from worker.events import (
     DeliveryReport,
     FailureType,
+    OrderStatus,
     OrderStatusChanged,
     TimelineEvent,
 )
@@ -55,6 +61,7 @@ from worker.service import Service
 log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
 SUPPRESSED = "suppressed"  # the reason of a notification not sent to a bouncing address
+TERMINAL = frozenset({OrderStatus.DELIVERED, OrderStatus.CANCELED})
 AliasPair = tuple[AliasRecord, AliasRecord]
 T = TypeVar("T")
 NOT_THIS_EVENTS_FAULT = (*PRODUCER_BROKEN, *PERMANENT_ERRORS, ConfigError)
@@ -69,6 +76,7 @@ class Notifier:
         codec: ValueCodec,
         aliases: AliasStore,
         ledger: DeliveryLedger,
+        messages: MessageStore,
         renderer: TemplateRenderer,
         sender: RecordedSender,
         outbound: Outbound,
@@ -82,6 +90,7 @@ class Notifier:
         self._codec = codec
         self._aliases = aliases
         self._ledger = ledger
+        self._messages = messages
         self._renderer = renderer
         self._sender = sender
         self._outbound = outbound
@@ -142,6 +151,15 @@ class Notifier:
         started = time.perf_counter()
         try:
             outcome = "redelivered" if delivery else "sent"
+            await self._mongo(
+                lambda: self._aliases.follow_status(
+                    event.order_id,
+                    event.store_id,
+                    terminal=event.status in TERMINAL,
+                    at=event.occurred_at,
+                ),
+                "aliases.follow_status",
+            )
             if delivery is None:
                 suppressed = order.suppression is not None
                 delivery = await self._deliver(event, order)
@@ -195,6 +213,17 @@ class Notifier:
         sent = SentMessage.of(prepared.outcome(at=datetime.now(UTC)), customer_alias.expires_at)
         sealed = await self._mongo(lambda: self._outbound.seal(prepared.raw, sent), "sent.remember")
         prepared = replace(prepared, raw=sealed.raw)
+        # Kept before it is sent, under its outcome's event id, so that whatever the outcome
+        # (sent, refused, a kill before the ledger write) the console can show what was sent.
+        await self._mongo(
+            lambda: self._messages.keep(
+                event_id=prepared.outcome_event_id,
+                order_id=event.order_id,
+                store_id=event.store_id,
+                raw=prepared.raw,
+            ),
+            "messages.keep",
+        )
         try:
             delivery = await retry_transient(
                 lambda: self._sender.send(
@@ -232,17 +261,20 @@ class Notifier:
                     store_id=event.store_id,
                     customer_address=customer_address,
                     status=report.status or "5.0.0",
-                    cause_event_id=notification_event_id(event),
+                    cause_event_id=notification_event_id(event.event_id),
                     at=delivery.at,
                 ),
                 "suppressions.suppress",
             )
             # The order's later events in this batch are not sent either.
             order.suppression = Suppression(
-                scope="order", order_id=event.order_id, store_id=event.store_id,
-                status=report.status or "5.0.0", cause_event_id=notification_event_id(event),
+                scope="order",
+                order_id=event.order_id,
+                store_id=event.store_id,
+                status=report.status or "5.0.0",
+                cause_event_id=notification_event_id(event.event_id),
                 since=delivery.at,
-            )  # fmt: skip
+            )
         return delivery
 
     async def _record(
@@ -338,8 +370,16 @@ class NotifierService(Service):
                     clock=SystemClock(),
                     dialect=dialect,
                     cache_size=settings.alias_cache_size,
+                    grace_days=settings.alias_grace_days,
                 ),
                 ledger=DeliveryLedger(db, dialect=dialect),
+                messages=MessageStore(
+                    db,
+                    self._cipher,
+                    retention_days=settings.message_retention_days,
+                    clock=SystemClock(),
+                    dialect=dialect,
+                ),
                 renderer=TemplateRenderer(settings.templates_dir),
                 sender=RecordedSender(smtp, max_unrecorded=settings.notifier_max_unrecorded),
                 outbound=Outbound(

@@ -18,6 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.kafka import make_producer, require_topics
+from worker.adapters.messages import MessageStore
 from worker.adapters.sent_messages import SentMessages
 from worker.adapters.smtp import SmtpPool
 from worker.adapters.smtp_server import bound_port, start_smtp_server
@@ -101,6 +102,14 @@ class RelayService(Service):
                     clock=clock,
                     dialect=dialect,
                     cache_size=settings.alias_cache_size,
+                    grace_days=settings.alias_grace_days,
+                ),
+                messages=MessageStore(
+                    db,
+                    self._cipher,
+                    retention_days=settings.message_retention_days,
+                    clock=clock,
+                    dialect=dialect,
                 ),
                 smtp=smtp,
                 producer=producer,

@@ -1,15 +1,16 @@
 """The relay's SMTP hooks: decide each recipient at RCPT, screen, forward and record at DATA.
 
-A message is answered 250 only after the upstream SMTP server accepted every forward and Kafka
-acknowledged every MESSAGE_FORWARDED timeline event; anything transient is a 4xx, so the sending
-server keeps the message and retries. A transaction carries one route (`domain/transactions.py`):
-a second recipient that routes elsewhere gets `452 4.5.3` at RCPT, so the reply to DATA is true
-for every recipient it covers. The policy is the domain's (`domain/relaying.py` decides routes
-and rewrites, `domain/screening.py` who the sender may be and the abuse rules,
-`domain/relay_events.py` builds the timeline events); this module does the lookups, the sending
-and the publishing around it, and `SenderScreen` the authentication's DNS. Mail to a VERP return
-path is a bounce or a complaint, never relayed: `BounceIntake` answers and records it. Every
-forward goes out DKIM-signed over its final bytes with its own VERP return path (`Outbound`).
+A message is answered 250 only after each forward was kept whole in the message store, the
+upstream SMTP server accepted it and Kafka acknowledged its MESSAGE_FORWARDED timeline event;
+anything transient is a 4xx, so the sending server keeps the message and retries. A transaction
+carries one route (`domain/transactions.py`): a second recipient that routes elsewhere gets
+`452 4.5.3` at RCPT, so the reply to DATA is true for every recipient it covers. The policy is
+the domain's (`domain/relaying.py` decides routes and rewrites, `domain/screening.py` who the
+sender may be and the abuse rules, `domain/relay_events.py` builds the timeline events); this
+module does the lookups, the sending and the publishing around it, and `SenderScreen` the
+authentication's DNS. Mail to a VERP return path is a bounce or a complaint, never relayed:
+`BounceIntake` answers and records it. Every forward goes out DKIM-signed over its final bytes
+with its own VERP return path (`Outbound`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.kafka import PRODUCER_BROKEN
 from worker.adapters.kafka import is_transient as kafka_transient
+from worker.adapters.messages import MessageStore
 from worker.adapters.sent_messages import SentMessages
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.apps.bounce_intake import BounceIntake
@@ -85,6 +87,7 @@ class RelayHandler:
         self,
         *,
         aliases: AliasStore,
+        messages: MessageStore,
         smtp: SmtpPool,
         producer: AIOKafkaProducer[bytes, bytes],
         codec: ValueCodec,
@@ -96,6 +99,7 @@ class RelayHandler:
         sent: SentMessages,
     ) -> None:
         self._aliases = aliases
+        self._messages = messages
         self._screen = screen
         self._outbound = outbound
         self._bounces = BounceIntake(
@@ -276,6 +280,15 @@ class RelayHandler:
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
         sent = SentMessage.of(event, recipient.expires_at)
         sealed = await self._mongo(lambda: self._outbound.seal(forwarded, sent))
+        # The bytes the recipient gets, kept before they go: a retried delivery keeps them once.
+        await self._mongo(
+            lambda: self._messages.keep(
+                event_id=event.event_id,
+                order_id=event.order_id,
+                store_id=event.store_id,
+                raw=sealed.raw,
+            )
+        )
         try:
             await self._smtp.send(
                 sealed.raw, sender=sealed.return_path, recipients=[decision.deliver_to]

@@ -1,8 +1,8 @@
-"""Which services a `ct run WORKER` process runs: the one composition root for all of them."""
+"""Which services a `ct run WORKER...` process runs: the one composition root for all of them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from worker.codec import SingleObjectCodec
@@ -10,25 +10,33 @@ from worker.config import Settings
 from worker.crypto import AddressCipher
 from worker.service import Service
 
+WORKERS = ("notifier", "relay", "projector", "web")
 
-def build_services(worker: str, settings: Settings) -> list[Service]:
-    """Raises ConfigError (one line naming the variable) before anything starts."""
+
+def build_services(workers: Sequence[str], settings: Settings) -> list[Service]:
+    """Raises ConfigError (one line naming the variable) before anything starts.
+
+    `all` stands for every worker, the web console included.
+    """
     from worker.apps.notifier import NotifierService
     from worker.apps.outbound import MailKeys
     from worker.apps.projector import ProjectorService
     from worker.apps.relay import RelayService
+    from worker.apps.web import WebService
 
+    names = list(dict.fromkeys(WORKERS if "all" in workers else workers))
     codec = SingleObjectCodec()
-    needs_key = worker in {"notifier", "relay", "all"}
+    needs_key = bool({"notifier", "relay", "web"} & set(names))
     cipher = AddressCipher(settings.data_keys()) if needs_key else None
     # Loaded now, so that an unreadable or weak DKIM key stops the process before it starts.
-    keys = MailKeys.load(settings) if needs_key else None
+    sends_mail = bool({"notifier", "relay"} & set(names))
+    keys = MailKeys.load(settings) if sends_mail else None
     factories: dict[str, Callable[[], Service]] = {
         "notifier": lambda: NotifierService(settings, codec, _required(cipher), _required(keys)),
         "relay": lambda: RelayService(settings, codec, _required(cipher), _required(keys)),
         "projector": lambda: ProjectorService(settings, codec),
+        "web": lambda: WebService(settings, _required(cipher)),
     }
-    names = list(factories) if worker == "all" else [worker]
     return [factories[name]() for name in names]
 
 

@@ -52,6 +52,48 @@ class MaskType(StrEnum):
     SOFT = "soft"
 
 
+SOFT_MASK_WARNING: Final = (
+    "Soft aliases are readable and reversible by design: anyone who sees one can read the real "
+    "address off it (john@example.com-<token>.<domain>). Use Hard where that matters."
+)
+
+
+class AliasExpiry(StrEnum):
+    """When a store's order aliases stop working."""
+
+    FIXED = "fixed"  # CT_ALIAS_TTL_DAYS after they were made
+    ORDER_FLOW = "orderFlow"  # CT_ALIAS_GRACE_DAYS after DELIVERED or CANCELED
+
+
+@dataclass(frozen=True, slots=True)
+class AliasWindow:
+    """Under the orderFlow policy: until when an order's aliases work, and why.
+
+    `closed` once the order reached DELIVERED or CANCELED; `event_at` is the time of the status
+    event the window was computed from, so that an older event (a replay) never moves it.
+    """
+
+    expires_at: datetime
+    closed: bool
+    event_at: datetime
+
+
+def next_window(
+    previous: AliasWindow | None, *, terminal: bool, at: datetime, ttl_days: int, grace_days: int
+) -> AliasWindow | None:
+    """The window after a status event at `at`; None when the event is older than the last one.
+
+    While the order moves, its aliases work `ttl_days` past its latest status; from DELIVERED or
+    CANCELED on, `grace_days` past it, and any later status event opens another grace period
+    (a return, a re-delivery), whatever that status is.
+    """
+    _require_aware(at)
+    if previous is not None and at < previous.event_at:
+        return None
+    closed = terminal or (previous is not None and previous.closed)
+    return AliasWindow(at + timedelta(days=grace_days if closed else ttl_days), closed, at)
+
+
 def normalize_address(addr: str) -> str:
     """The canonical form aliases and hashes are built from: trimmed, lowercase, syntax-checked."""
     address = addr.strip().lower()

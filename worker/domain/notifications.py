@@ -46,6 +46,12 @@ def status_changed(event: OrderStatusChanged) -> TimelineEvent:
     )
 
 
+def notification_event_id(cause_id: str) -> str:
+    """The id of an email's outcome event (sent or failed alike): the key its message is kept
+    by, and what its VERP token names."""
+    return derived_event_id(cause_id, "NOTIFICATION")
+
+
 def notification_outcome(
     event: OrderStatusChanged,
     *,
@@ -63,7 +69,7 @@ def notification_outcome(
     when the upstream refused for good or the customer's address is suppressed."""
     kind = TimelineKind.DELIVERY_FAILED if failure else TimelineKind.NOTIFICATION_SENT
     return TimelineEvent(
-        event_id=notification_event_id(event),
+        event_id=notification_event_id(event.event_id),
         order_id=event.order_id,
         store_id=event.store_id,
         occurred_at=at,
@@ -88,11 +94,6 @@ def notification_outcome(
     )
 
 
-def notification_event_id(event: OrderStatusChanged) -> str:
-    """The id of an event's NOTIFICATION_SENT (or DELIVERY_FAILED): what its VERP token names."""
-    return derived_event_id(event.event_id, "NOTIFICATION")
-
-
 def notification_parties(event: OrderStatusChanged) -> tuple[Party, Party]:
     """The customer and the store as the alias store keys them; InvalidAddress when unusable."""
     return (
@@ -112,6 +113,10 @@ class PreparedNotification:
     first_words: str
     store_alias: str
     customer_alias: str
+
+    @property
+    def outcome_event_id(self) -> str:
+        return notification_event_id(self.event.event_id)
 
     def timeline(
         self, *, at: datetime, failure: str | None, delivery: DeliveryReport | None = None

@@ -1,0 +1,203 @@
+"""Whole messages as sent or forwarded (`messages`, GridFS bucket `message_blobs`).
+
+Each message is kept as its raw MIME, sealed with AES-256-GCM under the same keys as the
+addresses (AddressCipher: the current key seals, retired ones still open, `ct keys reencrypt`
+moves everything to the current key) and bound to its timeline event id, so a blob cannot be
+passed off as another message. One document per timeline event, `_id` = the event id; a sealed
+message over `inline_max_bytes` goes to GridFS (a document holds at most 16 MiB, the relay takes
+up to 25). Everything is deleted `retention_days` after it was kept, and reading a message past
+that answers as if it were gone, whether or not the sweep has run yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from bson import Binary
+from gridfs import AsyncGridFSBucket
+from gridfs.errors import NoFile
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from worker.adapters.dialect import Dialect, Document
+from worker.adapters.mongo import Database
+from worker.crypto import AddressCipher
+from worker.domain.aliases import Clock
+
+log = structlog.get_logger(__name__)
+INLINE_MAX_BYTES = 1024 * 1024
+# Large chunks: FerretDB v1 reads a file's chunks by scanning the chunk collection, once per
+# read, so fewer chunk documents is what keeps a large message quick to open there.
+CHUNK_BYTES = 4 * 1024 * 1024
+OFF_LOOP_BYTES = 256 * 1024
+BUCKET = "message_blobs"
+INDEXES = {"messages": [IndexModel([("expiresAt", ASCENDING)], name="by_expiry")]}
+
+
+@dataclass(frozen=True, slots=True)
+class KeptMessage:
+    event_id: str
+    order_id: str
+    store_id: str
+    kept_at: datetime
+    expires_at: datetime
+    size_bytes: int
+    in_gridfs: bool
+
+
+def _kept(doc: Document) -> KeptMessage:
+    return KeptMessage(
+        event_id=doc["_id"],
+        order_id=doc["orderId"],
+        store_id=doc["storeId"],
+        kept_at=doc["keptAt"],
+        expires_at=doc["expiresAt"],
+        size_bytes=doc["sizeBytes"],
+        in_gridfs=doc.get("blobFile") is not None,
+    )
+
+
+def _associated(event_id: str) -> str:
+    # A namespace of its own, so that no sealed address can ever be opened as a message.
+    return f"message:{event_id}"
+
+
+class MessageStore:
+    def __init__(
+        self,
+        db: Database,
+        cipher: AddressCipher,
+        *,
+        retention_days: int,
+        clock: Clock,
+        dialect: Dialect,
+        inline_max_bytes: int = INLINE_MAX_BYTES,
+    ) -> None:
+        self._dialect = dialect
+        self._messages = db["messages"]
+        self._bucket = AsyncGridFSBucket(db, bucket_name=BUCKET, chunk_size_bytes=CHUNK_BYTES)
+        self._cipher = cipher
+        self._retention = timedelta(days=retention_days)
+        self._clock = clock
+        self._inline_max = inline_max_bytes
+
+    async def keep(self, *, event_id: str, order_id: str, store_id: str, raw: bytes) -> bool:
+        """Keep a message once; False when this event's message was kept already (a retry)."""
+        now = self._clock.now()
+        expires = now + self._retention
+        sealed = await self._seal(raw, event_id)
+        doc: Document = {
+            "_id": event_id,
+            "orderId": order_id,
+            "storeId": store_id,
+            "keptAt": now,
+            "expiresAt": expires,
+            "sizeBytes": len(raw),
+            "keyId": self._cipher.current_key_id,
+            "blob": None,
+            "blobFile": None,
+        }
+        if len(sealed) > self._inline_max:
+            if await self._messages.find_one({"_id": event_id}, {"_id": 1}) is not None:
+                return False  # a retry: no second upload
+            # The file first, then the document that points at it: a crash in between leaves an
+            # orphan file, which carries its own expiry for the sweep, never a dangling pointer.
+            doc["blobFile"] = await self._upload(sealed, event_id, expires)
+        else:
+            doc["blob"] = Binary(sealed)
+        try:
+            await self._messages.insert_one(doc)
+        except DuplicateKeyError:
+            if doc["blobFile"] is not None:
+                await self._delete_file(doc["blobFile"])
+            return False
+        return True
+
+    async def describe(self, event_ids: Iterable[str]) -> dict[str, KeptMessage]:
+        """Which of these events' messages are kept (and not expired), without opening them."""
+        now = self._clock.now()
+        docs = await self._dialect.find_each(self._messages, "_id", event_ids, {"blob": 0})
+        return {doc["_id"]: _kept(doc) for doc in docs if doc["expiresAt"] > now}
+
+    async def open(self, event_id: str, order_id: str) -> bytes | None:
+        """The raw message of this order's event, or None (never kept, expired, other order)."""
+        doc = await self._messages.find_one({"_id": event_id})
+        if doc is None or doc["orderId"] != order_id or doc["expiresAt"] <= self._clock.now():
+            return None
+        if doc.get("blobFile") is not None:
+            try:
+                stream = await self._bucket.open_download_stream(doc["blobFile"])
+                sealed = await stream.read()
+            except NoFile:
+                log.warning("message_blob_missing", event_id=event_id)
+                return None
+        else:
+            sealed = bytes(doc["blob"])
+        return await self._open(sealed, event_id)
+
+    async def purge_expired(self) -> int:
+        """Delete messages past their retention; returns how many documents went."""
+        now = self._clock.now()
+        expired = self._messages.find({"expiresAt": {"$lte": now}}, {"blobFile": 1})
+        doomed = [doc async for doc in expired]
+        for doc in doomed:
+            await self._messages.delete_one({"_id": doc["_id"]})
+            if doc.get("blobFile") is not None:
+                await self._delete_file(doc["blobFile"])
+        # Orphans of a crash between upload and insert.
+        async for grid_file in self._bucket.find({"metadata.expiresAt": {"$lte": now}}):
+            await self._delete_file(grid_file._id)
+        return len(doomed)
+
+    async def reencrypt(self) -> tuple[int, int]:
+        """Re-seal every kept message under the current key; returns (seen, rewritten)."""
+        seen = rewritten = 0
+        async for doc in self._messages.find({}, {"_id": 1, "keyId": 1, "orderId": 1}):
+            seen += 1
+            if doc.get("keyId") == self._cipher.current_key_id:
+                continue
+            full = await self._messages.find_one({"_id": doc["_id"]})
+            raw = await self.open(doc["_id"], doc["orderId"]) if full else None
+            if full is None or raw is None:
+                continue
+            sealed = await self._seal(raw, full["_id"])
+            update: Document = {"keyId": self._cipher.current_key_id}
+            old_file = full.get("blobFile")
+            if old_file is not None:
+                update["blobFile"] = await self._upload(sealed, full["_id"], full["expiresAt"])
+            else:
+                update["blob"] = Binary(sealed)
+            await self._messages.update_one({"_id": full["_id"]}, {"$set": update})
+            if old_file is not None:
+                await self._delete_file(old_file)
+            rewritten += 1
+        return seen, rewritten
+
+    async def _upload(self, sealed: bytes, event_id: str, expires: datetime) -> str:
+        file_id = uuid.uuid4().hex
+        await self._bucket.upload_from_stream_with_id(
+            file_id, event_id, sealed, metadata={"eventId": event_id, "expiresAt": expires}
+        )
+        return file_id
+
+    async def _delete_file(self, file_id: object) -> None:
+        with contextlib.suppress(NoFile):  # deleted by a concurrent sweep
+            await self._bucket.delete(file_id)
+
+    async def _seal(self, raw: bytes, event_id: str) -> bytes:
+        if len(raw) > OFF_LOOP_BYTES:
+            return await asyncio.to_thread(self._cipher.encrypt_bytes, raw, _associated(event_id))
+        return self._cipher.encrypt_bytes(raw, _associated(event_id))
+
+    async def _open(self, sealed: bytes, event_id: str) -> bytes:
+        if len(sealed) > OFF_LOOP_BYTES:
+            return await asyncio.to_thread(
+                self._cipher.decrypt_bytes, sealed, _associated(event_id)
+            )
+        return self._cipher.decrypt_bytes(sealed, _associated(event_id))

@@ -1,0 +1,201 @@
+"""The `ct` subcommands of the web console: users, API tokens, message retention, `ct console`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from worker.accounts import Accounts
+from worker.config import Settings
+from worker.domain.accounts import AccountError, Role
+from worker.usage import UsageError
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+@asynccontextmanager
+async def _accounts(settings: Settings) -> AsyncIterator[Accounts]:
+    from worker.adapters import mongo
+    from worker.apps.web import build_accounts
+    from worker.domain.aliases import SystemClock
+
+    client = mongo.connect(settings, app_name="ct-cli")
+    try:
+        yield build_accounts(client[settings.mongo_db], settings, SystemClock())
+    finally:
+        await client.close()
+
+
+def _operator(args: argparse.Namespace) -> str:
+    return f"{getpass.getuser()} (ct)"
+
+
+def read_password(generate: bool) -> str | None:
+    """The new password from stdin (a prompt on a terminal); None: generate one."""
+    if generate:
+        return None
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password (empty: generate one): ")
+        if not first:
+            return None
+        if getpass.getpass("Again: ") != first:
+            raise UsageError("ct user: the two passwords differ")
+        return first
+    lines = sys.stdin.read().splitlines()
+    return lines[0] if lines and lines[0] else None
+
+
+def _fail(exc: AccountError, command: str) -> int:
+    print(f"ct {command}: {exc}", file=sys.stderr)
+    return 2
+
+
+async def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
+    password = read_password(args.generate)
+    async with _accounts(settings) as accounts:
+        try:
+            user, generated = await accounts.add_user(
+                args.name, Role(args.role), password, by=_operator(args)
+            )
+        except AccountError as exc:
+            return _fail(exc, "user add")
+    _out(f"user {user.name} added with the {user.role.value} role")
+    if generated:
+        _out(f"password: {generated}")
+        _out("(shown only now; `ct user passwd` makes a new one)")
+    return 0
+
+
+async def cmd_user_passwd(args: argparse.Namespace, settings: Settings) -> int:
+    password = read_password(args.generate)
+    async with _accounts(settings) as accounts:
+        try:
+            generated = await accounts.set_password(args.name, password, by=_operator(args))
+        except AccountError as exc:
+            return _fail(exc, "user passwd")
+    _out(f"password of {args.name} changed; their sessions ended")
+    if generated:
+        _out(f"password: {generated}")
+    return 0
+
+
+async def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with _accounts(settings) as accounts:
+        users = await accounts.users()
+    for user in users:
+        state = "disabled" if user.disabled else "active"
+        _out(f"{user.name:<24} {user.role.value:<8} {state:<8} since {user.created_at:%Y-%m-%d}")
+    if not users:
+        _out("no users yet: ct user add NAME --role admin")
+    return 0
+
+
+async def cmd_user_remove(args: argparse.Namespace, settings: Settings) -> int:
+    async with _accounts(settings) as accounts:
+        try:
+            await accounts.remove_user(args.name, by=_operator(args))
+        except AccountError as exc:
+            return _fail(exc, "user remove")
+    _out(f"user {args.name} removed; their sessions ended and their tokens were revoked")
+    return 0
+
+
+async def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    async with _accounts(settings) as accounts:
+        try:
+            made, token = await accounts.create_token(args.user, args.label, by=_operator(args))
+        except AccountError as exc:
+            return _fail(exc, "token create")
+    print(f"token {token.token_id} for {token.user} (shown only now):", file=sys.stderr)
+    _out(made.value)
+    return 0
+
+
+async def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async with _accounts(settings) as accounts:
+        revoked = await accounts.revoke_token(args.token_id, by=_operator(args))
+    if not revoked:
+        print(f"ct token revoke: no active token {args.token_id!r}", file=sys.stderr)
+        return 1
+    _out(f"token {args.token_id} revoked")
+    return 0
+
+
+async def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with _accounts(settings) as accounts:
+        tokens = await accounts.tokens()
+    for token in tokens:
+        state = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
+        used = f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never"
+        _out(f"{token.token_id}  {token.user:<20} {state:<18} used {used:<16} {token.label}")
+    if not tokens:
+        _out("no tokens yet: ct token create --user NAME")
+    return 0
+
+
+async def cmd_messages_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.adapters import mongo
+    from worker.adapters.dialect import detect_dialect
+    from worker.adapters.messages import MessageStore
+    from worker.crypto import AddressCipher
+    from worker.domain.aliases import SystemClock
+
+    client = mongo.connect(settings, app_name="ct-cli")
+    try:
+        db = client[settings.mongo_db]
+        store = MessageStore(
+            db,
+            AddressCipher(settings.data_keys()),
+            retention_days=settings.message_retention_days,
+            clock=SystemClock(),
+            dialect=await detect_dialect(db, settings.mongo_dialect),
+        )
+        purged = await store.purge_expired()
+    finally:
+        await client.close()
+    _out(f"{purged} message(s) older than {settings.message_retention_days} days deleted")
+    return 0
+
+
+async def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    """A one-time admin password, the URL, then the console until Ctrl-C."""
+    from worker.apps.demo import demo_key, state_dir
+    from worker.apps.runtime import run_services
+    from worker.apps.web import WebService
+    from worker.crypto import AddressCipher
+
+    if settings.encryption_key is None:
+        if not (state_dir() / "demo-encryption.key").exists():
+            raise UsageError(
+                "ct console: set CT_ENCRYPTION_KEY (the workers' key), or run `make demo` first"
+            )
+        settings = settings.model_copy(update={"encryption_key": demo_key(settings)})
+        _out("using the demo's encryption key (CT_ENCRYPTION_KEY is not set)")
+    async with _accounts(settings) as accounts:
+        try:
+            existing = {u.name for u in await accounts.users()}
+            if args.user in existing:
+                await accounts.set_role(args.user, Role.ADMIN, by=_operator(args))
+                await accounts.set_disabled(args.user, False, by=_operator(args))
+                password = await accounts.set_password(args.user, None, by=_operator(args))
+            else:
+                _, password = await accounts.add_user(
+                    args.user, Role.ADMIN, None, by=_operator(args)
+                )
+        except AccountError as exc:
+            return _fail(exc, "console")
+    host = "[" + settings.web_host + "]" if ":" in settings.web_host else settings.web_host
+    _out("")
+    _out(f"  Console:  http://{host}:{settings.web_port}/")
+    _out(f"  User:     {args.user}")
+    _out(f"  Password: {password}   (one-time: the next `ct console` replaces it)")
+    _out("  Ctrl-C stops it.")
+    _out("")
+    cipher = AddressCipher(settings.data_keys())
+    return await run_services(settings, [WebService(settings, cipher)])
