@@ -22,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import Capture
+from tests.support.dkim import DkimKeys
 from tests.support.dns import LoopbackDns
 from tests.web.story import Story, tell
 from worker.accounts import Accounts
@@ -56,9 +57,12 @@ def free_web_port(skip: int = 0) -> int:
 
 
 @pytest.fixture(scope="package")
-def web_settings(stack: None, encryption_key: str, dns_server: LoopbackDns) -> Settings:
+def web_settings(
+    stack: None, encryption_key: str, dns_server: LoopbackDns, dkim_keys: DkimKeys
+) -> Settings:
     run = uuid.uuid4().hex[:10]
     return load_settings(
+        **dkim_keys.settings(),
         topic_order_status=f"w-{run}-orders",
         topic_timeline=f"w-{run}-timeline",
         topic_dlq=f"w-{run}-dlq",
