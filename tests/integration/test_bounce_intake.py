@@ -28,7 +28,7 @@ from tests.support.timelines import emit_status, timeline_when
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
-from worker.adapters.sent_messages import SentMessages
+from worker.adapters.messages import MessageStore
 from worker.adapters.suppressions import Suppressions
 from worker.apps.bounce_intake import RECIPIENT_OK, REPORT_RECEIVED, BounceIntake
 from worker.apps.notifier import NotifierService
@@ -73,14 +73,13 @@ async def intake(topics: Settings, db: mongo.Database) -> AsyncIterator[Intake]:
     )  # fmt: skip
     outbound = Outbound(
         MailKeys.load(topics),
-        sent=SentMessages(db),
         suppressions=Suppressions(db, dialect, store_wide=topics.bounce_suppress_store),
         cipher=cipher,
     )
     try:
         bounce_intake = BounceIntake(
             addresses=MailKeys.load(topics).bounce_addresses,
-            sent=SentMessages(db),
+            messages=MessageStore(db, cipher, retention_days=60, clock=clock, dialect=dialect),
             aliases=aliases,
             outbound=outbound,
             publish=publish,

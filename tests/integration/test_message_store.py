@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 import pytest
@@ -13,6 +13,8 @@ from worker.adapters import mongo
 from worker.adapters.dialect import FERRETDB
 from worker.adapters.messages import BUCKET, MessageStore
 from worker.crypto import AddressCipher, DecryptError
+from worker.domain.bounces import SentMessage
+from worker.events import ConversationMessage, Direction, Participant, ParticipantRole
 
 pytestmark = pytest.mark.stack
 KEY = os.urandom(32)
@@ -117,3 +119,45 @@ async def test_rotation_reseals_messages_under_the_new_key(db: mongo.Database) -
     assert await new_only.open("b", "o1") == big
     with pytest.raises(DecryptError, match="CT_ENCRYPTION_OLD_KEYS"):
         await old.open("s", "o1")
+
+
+def _sent(event_id: str, bounce_until: datetime) -> SentMessage:
+    message = ConversationMessage(
+        message_id="<m1@ct.example.com>",
+        from_=Participant(alias="s" * 32 + "@ct.example.com", role=ParticipantRole.STORE),
+        to=Participant(alias="c" * 32 + "@ct.example.com", role=ParticipantRole.CUSTOMER),
+        subject="Your order",
+        first_words="Hello",
+        has_attachment=False,
+        attachment_names=[],
+        direction=Direction.TO_CUSTOMER,
+        size_bytes=100,
+    )
+    return SentMessage(event_id, "o1", "s1", message, bounce_until)
+
+
+async def test_what_a_bounce_needs_outlives_the_body_until_the_bounce_address_expires(
+    db: mongo.Database,
+) -> None:
+    """One document per sent message serves the console and the bounces: past the retention
+    the body goes, the bounce record stays while its VERP address still works, then all goes."""
+    clock = MovableClock()
+    store = _store(db, clock, inline=1024)
+    bounce_until = clock.now() + timedelta(days=90)
+    sent = _sent("sent-1", bounce_until)
+    big = _raw(attachment=os.urandom(4096))
+    assert await store.keep(event_id="sent-1", order_id="o1", store_id="s1", raw=big, sent=sent)
+    assert await store.sent("sent-1") == sent
+    assert await store.sent("never-sent") is None
+
+    clock.advance(timedelta(days=61))  # past the 60-day retention, before the bounce expiry
+    assert await store.purge_expired() == 1
+    assert await store.open("sent-1", "o1") is None
+    assert await db[f"{BUCKET}.files"].count_documents({}) == 0
+    assert await store.sent("sent-1") == sent
+    assert await store.purge_expired() == 0  # the body went once; nothing more to do yet
+
+    clock.advance(timedelta(days=30))
+    assert await store.sent("sent-1") is None  # the bounce address has expired as well
+    assert await store.purge_expired() == 0
+    assert await db["messages"].count_documents({}) == 0

@@ -141,10 +141,10 @@ async def test_a_complaint_and_a_forged_return_path_over_smtp(
         what="the notification and its bounce",
     )
     [sent] = of_kind(entries, TimelineKind.NOTIFICATION_SENT)
-    record = await db["sent_messages"].find_one({"_id": sent.event_id})
+    record = await db["messages"].find_one({"_id": sent.event_id})
     assert record is not None
     return_path = MailKeys.load(settings).bounce_addresses.address(
-        sent.event_id, record["expiresAt"]
+        sent.event_id, record["bounceUntil"]
     )
     report = normalize_line_endings((FIXTURES / "arf-abuse.eml").read_bytes())
     port = settings.relay_port

@@ -1,12 +1,16 @@
 """Whole messages as sent or forwarded (`messages`, GridFS bucket `message_blobs`).
 
+One document per message we send, written before it goes: the sealed raw MIME the console shows,
+and what a bounce of it needs (`SentMessage`: the order, the participants' aliases and roles).
+
 Each message is kept as its raw MIME, sealed with AES-256-GCM under the same keys as the
 addresses (AddressCipher: the current key seals, retired ones still open, `ct keys reencrypt`
 moves everything to the current key) and bound to its timeline event id, so a blob cannot be
 passed off as another message. One document per timeline event, `_id` = the event id; a sealed
 message over `inline_max_bytes` goes to GridFS (a document holds at most 16 MiB, the relay takes
-up to 25). Everything is deleted `retention_days` after it was kept, and reading a message past
-that answers as if it were gone, whether or not the sweep has run yet.
+up to 25). The body is deleted `retention_days` after it was kept, and reading a message past
+that answers as if it were gone, whether or not the sweep has run yet; what a bounce needs stays
+until its bounce address expires (`bounceUntil`, the alias validity), never longer.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.crypto import AddressCipher
 from worker.domain.aliases import Clock
+from worker.domain.bounces import SentMessage
+from worker.events import ConversationMessage
 
 log = structlog.get_logger(__name__)
 INLINE_MAX_BYTES = 1024 * 1024
@@ -87,8 +93,19 @@ class MessageStore:
         self._clock = clock
         self._inline_max = inline_max_bytes
 
-    async def keep(self, *, event_id: str, order_id: str, store_id: str, raw: bytes) -> bool:
-        """Keep a message once; False when this event's message was kept already (a retry)."""
+    async def keep(
+        self,
+        *,
+        event_id: str,
+        order_id: str,
+        store_id: str,
+        raw: bytes,
+        sent: SentMessage | None = None,
+    ) -> bool:
+        """Keep a message once; False when this event's message was kept already (a retry).
+
+        `sent` is what a bounce of it will need; it is kept until `sent.expires_at`.
+        """
         now = self._clock.now()
         expires = now + self._retention
         sealed = await self._seal(raw, event_id)
@@ -102,6 +119,8 @@ class MessageStore:
             "keyId": self._cipher.current_key_id,
             "blob": None,
             "blobFile": None,
+            "message": sent.message.to_record() if sent else None,
+            "bounceUntil": sent.expires_at if sent else None,
         }
         if len(sealed) > self._inline_max:
             if await self._messages.find_one({"_id": event_id}, {"_id": 1}) is not None:
@@ -141,19 +160,46 @@ class MessageStore:
             sealed = bytes(doc["blob"])
         return await self._open(sealed, event_id)
 
+    async def sent(self, event_id: str) -> SentMessage | None:
+        """What we sent as this timeline event, for its bounce; None when we sent no such
+        message, or its bounce address has expired."""
+        doc = await self._messages.find_one({"_id": event_id}, {"blob": 0})
+        if doc is None or doc.get("message") is None:
+            return None
+        if doc["bounceUntil"] <= self._clock.now():
+            return None
+        return SentMessage(
+            event_id=doc["_id"],
+            order_id=doc["orderId"],
+            store_id=doc["storeId"],
+            message=ConversationMessage.model_validate(doc["message"]),
+            expires_at=doc["bounceUntil"],
+        )
+
     async def purge_expired(self) -> int:
-        """Delete messages past their retention; returns how many documents went."""
+        """Delete message bodies past their retention; returns how many went.
+
+        A document whose bounce address still works keeps what a bounce needs, body gone.
+        """
         now = self._clock.now()
-        expired = self._messages.find({"expiresAt": {"$lte": now}}, {"blobFile": 1})
-        doomed = [doc async for doc in expired]
+        past_retention = {"expiresAt": {"$lte": now}}
+        bounceable = {**past_retention, "bounceUntil": {"$gt": now}, "bodyGone": {"$ne": True}}
+        bodies = [doc async for doc in self._messages.find(bounceable, {"blobFile": 1})]
+        for doc in bodies:
+            await self._messages.update_one(
+                {"_id": doc["_id"]}, {"$set": {"blob": None, "blobFile": None, "bodyGone": True}}
+            )
+        done = {**past_retention, "$or": [{"bounceUntil": None}, {"bounceUntil": {"$lte": now}}]}
+        doomed = [doc async for doc in self._messages.find(done, {"blobFile": 1, "bodyGone": 1})]
         for doc in doomed:
             await self._messages.delete_one({"_id": doc["_id"]})
+        for doc in [*bodies, *doomed]:
             if doc.get("blobFile") is not None:
                 await self._delete_file(doc["blobFile"])
         # Orphans of a crash between upload and insert.
         async for grid_file in self._bucket.find({"metadata.expiresAt": {"$lte": now}}):
             await self._delete_file(grid_file._id)
-        return len(doomed)
+        return len(bodies) + sum(not doc.get("bodyGone") for doc in doomed)
 
     async def reencrypt(self) -> tuple[int, int]:
         """Re-seal every kept message under the current key; returns (seen, rewritten)."""

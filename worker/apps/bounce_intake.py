@@ -18,7 +18,7 @@ import structlog
 from worker import metrics
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
-from worker.adapters.sent_messages import SentMessages
+from worker.adapters.messages import MessageStore
 from worker.apps.outbound import Outbound
 from worker.domain import relaying as rules
 from worker.domain.aliases import Clock
@@ -45,14 +45,14 @@ class BounceIntake:
         self,
         *,
         addresses: BounceAddresses,
-        sent: SentMessages,
+        messages: MessageStore,
         aliases: AliasStore,
         outbound: Outbound,
         publish: Publish,
         clock: Clock,
     ) -> None:
         self._addresses = addresses
-        self._sent = sent
+        self._messages = messages
         self._aliases = aliases
         self._outbound = outbound
         self._publish = publish
@@ -130,7 +130,7 @@ class BounceIntake:
             metrics.BOUNCES_RECEIVED.labels(outcome=ref.reason).inc()
             log.info("bounce_address_refused", reason=ref.reason)
             return None
-        sent = await self._sent.find(ref.message_event_id)
+        sent = await self._messages.sent(ref.message_event_id)
         if sent is None:
             metrics.BOUNCES_RECEIVED.labels(outcome="unknown_message").inc()
             log.info("bounce_address_refused", reason="unknown_message")

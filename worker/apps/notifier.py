@@ -33,7 +33,6 @@ from worker.adapters.kafka import (
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.kafka_client import PERMANENT_ERRORS
 from worker.adapters.messages import MessageStore
-from worker.adapters.sent_messages import SentMessages
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.adapters.smtp import is_transient as smtp_transient
 from worker.adapters.suppressions import Suppression, Suppressions
@@ -211,16 +210,18 @@ class Notifier:
             report = suppressed_report(order.suppression.status, order.suppression.since)
             return await self._record(prepared, failure=SUPPRESSED, delivery=report)
         sent = SentMessage.of(prepared.outcome(at=datetime.now(UTC)), customer_alias.expires_at)
-        sealed = await self._mongo(lambda: self._outbound.seal(prepared.raw, sent), "sent.remember")
+        sealed = self._outbound.seal(prepared.raw, sent)
         prepared = replace(prepared, raw=sealed.raw)
-        # Kept before it is sent, under its outcome's event id, so that whatever the outcome
-        # (sent, refused, a kill before the ledger write) the console can show what was sent.
+        # Kept before it is sent, under its outcome's event id: whatever the outcome (sent,
+        # refused, a kill before the ledger write) the console can show what was sent, and a
+        # bounce however quick finds the message it is about.
         await self._mongo(
             lambda: self._messages.keep(
                 event_id=prepared.outcome_event_id,
                 order_id=event.order_id,
                 store_id=event.store_id,
                 raw=prepared.raw,
+                sent=sent,
             ),
             "messages.keep",
         )
@@ -384,7 +385,6 @@ class NotifierService(Service):
                 sender=RecordedSender(smtp, max_unrecorded=settings.notifier_max_unrecorded),
                 outbound=Outbound(
                     self._keys,
-                    sent=SentMessages(db),
                     suppressions=Suppressions(
                         db, dialect, store_wide=settings.bounce_suppress_store
                     ),

@@ -1,7 +1,8 @@
 """The last steps of everything the notifier and the relay send, and the first of its bounces.
 
-`seal` remembers the message under its VERP return path (`bounces+<token>@CT_DOMAIN`, which
-names it), then DKIM-signs the final bytes: nothing may change them afterwards. `suppression`
+`seal` DKIM-signs the final bytes (nothing may change them afterwards) and gives the message its
+VERP return path (`bounces+<token>@CT_DOMAIN`, which names it); the caller keeps the message in
+the message store, with what a bounce of it needs, before it sends it. `suppression`
 says whether an order's customer bounced hard before, so that the notifier records the failure
 instead of sending again.
 """
@@ -12,7 +13,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from worker.adapters.sent_messages import SentMessages
 from worker.adapters.suppressions import Suppression, Suppressions
 from worker.config import Settings
 from worker.crypto import AddressCipher, bounce_token_keys
@@ -50,19 +50,16 @@ class Outbound:
         self,
         keys: MailKeys,
         *,
-        sent: SentMessages,
         suppressions: Suppressions,
         cipher: AddressCipher,
     ) -> None:
         self._keys = keys
         self.bounce_addresses = keys.bounce_addresses
-        self._sent = sent
         self._suppressions = suppressions
         self._cipher = cipher
 
-    async def seal(self, raw: bytes, sent: SentMessage) -> Sealed:
-        """Remember `sent` first, so that a bounce however quick finds it; then sign, last."""
-        await self._sent.remember(sent)
+    def seal(self, raw: bytes, sent: SentMessage) -> Sealed:
+        """The message signed, last, and the return path that names it."""
         return Sealed(
             raw=self._keys.signer.sign(raw, timestamp=int(time.time())),
             return_path=self._keys.bounce_addresses.address(sent.event_id, sent.expires_at),

@@ -19,7 +19,6 @@ from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.kafka import make_producer, require_topics
 from worker.adapters.messages import MessageStore
-from worker.adapters.sent_messages import SentMessages
 from worker.adapters.smtp import SmtpPool
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.adapters.suppressions import Suppressions
@@ -120,13 +119,11 @@ class RelayService(Service):
                 screen=SenderScreen.from_settings(settings),
                 outbound=Outbound(
                     self._keys,
-                    sent=SentMessages(db),
                     suppressions=Suppressions(
                         db, dialect, store_wide=settings.bounce_suppress_store
                     ),
                     cipher=self._cipher,
                 ),
-                sent=SentMessages(db),
             )
             server = await start_smtp_server(
                 handler,

@@ -32,7 +32,6 @@ from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.kafka import PRODUCER_BROKEN
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.messages import MessageStore
-from worker.adapters.sent_messages import SentMessages
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.apps.bounce_intake import BounceIntake
 from worker.apps.outbound import Outbound
@@ -96,15 +95,14 @@ class RelayHandler:
         clock: Clock,
         screen: SenderScreen,
         outbound: Outbound,
-        sent: SentMessages,
     ) -> None:
         self._aliases = aliases
         self._messages = messages
         self._screen = screen
         self._outbound = outbound
         self._bounces = BounceIntake(
-            addresses=outbound.bounce_addresses, sent=sent, aliases=aliases, outbound=outbound,
-            publish=self._publish, clock=clock,
+            addresses=outbound.bounce_addresses, messages=messages, aliases=aliases,
+            outbound=outbound, publish=self._publish, clock=clock,
         )  # fmt: skip
         self._smtp = smtp
         self._producer = producer
@@ -279,14 +277,16 @@ class RelayHandler:
         )
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
         sent = SentMessage.of(event, recipient.expires_at)
-        sealed = await self._mongo(lambda: self._outbound.seal(forwarded, sent))
-        # The bytes the recipient gets, kept before they go: a retried delivery keeps them once.
+        sealed = self._outbound.seal(forwarded, sent)
+        # The bytes the recipient gets, kept before they go (a retried delivery keeps them
+        # once), with what a bounce of them needs.
         await self._mongo(
             lambda: self._messages.keep(
                 event_id=event.event_id,
                 order_id=event.order_id,
                 store_id=event.store_id,
                 raw=sealed.raw,
+                sent=sent,
             )
         )
         try:
