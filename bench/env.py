@@ -10,42 +10,37 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.processes import REPO, BenchError, cpu_seconds, tree_cpu_seconds
+from bench.upstreams import CaptureSink, PostfixSink, Upstream
 from tests.support.net import free_port
-from tests.support.polling import until
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.apps import checks
 from worker.config import Settings, load_settings
 from worker.crypto import generate_key
 
-REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "deploy" / "local" / "stack"
-CT = REPO / ".venv" / "bin" / "ct"
 PARTITIONS = 6
-# Ports of the private stack: away from the shared stack's and from the fault tests' defaults.
-# CT_BENCH_PORT_OFFSET moves all four, so that two private benches can run side by side.
-_OFFSET = int(os.environ.get("CT_BENCH_PORT_OFFSET", "0"))
+# Ports of the private stack, all in one block away from the shared stack's and the fault tests'
+# defaults. CT_BENCH_PORT_OFFSET moves the whole block, so two private benches can run side by side.
+_BLOCK = 39000 + int(os.environ.get("CT_BENCH_PORT_OFFSET", "0"))
 PRIVATE_PORTS = {
-    "CT_STACK_KAFKA_PORT": 39092 + _OFFSET,
-    "CT_STACK_CONTROLLER_PORT": 39093 + _OFFSET,
-    "CT_STACK_MONGO_PORT": 47017 + _OFFSET,
-    "CT_STACK_SMTP_PORT": 31025 + _OFFSET,
+    "CT_STACK_KAFKA_PORT": _BLOCK + 92,
+    "CT_STACK_CONTROLLER_PORT": _BLOCK + 93,
+    "CT_STACK_MONGO_PORT": _BLOCK + 17,
+    "CT_STACK_SMTP_PORT": _BLOCK + 25,
 }
-
-
-class BenchError(Exception):
-    """The bench cannot go on: a server is missing, a port is taken, a stage timed out."""
+PRIVATE_SMTP_SINK_PORT = _BLOCK + 26
 
 
 def port_in_use(port: int) -> bool:
@@ -55,10 +50,11 @@ def port_in_use(port: int) -> bool:
 
 @dataclass
 class Names:
-    """One stage's Kafka topics, consumer groups and database."""
+    """One stage's Kafka topics, consumer groups and database, and the upstream it sends to."""
 
     prefix: str
     settings: Settings
+    upstream: Upstream
 
     @property
     def order_topic(self) -> str:
@@ -74,16 +70,26 @@ class BenchEnv:
     base: Settings
     run_id: str
     workdir: Path
-    smtp_port: int
     encryption_key: str
+    # Where the workers send mail, by name: "capture" (`ct sink`) and "smtp-sink" (Postfix).
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
     topics: list[str] = field(default_factory=list)
     databases: list[str] = field(default_factory=list)
-    # The private stack's FerretDB, whose CPU time each step reports (None on the shared stack).
-    ferret_pid: int | None = None
+    # Each server of a private stack by component ("kafka", "ferretdb", ...): whose CPU time each
+    # step reports. Empty on the shared stack, whose servers also work for other people.
+    servers: dict[str, list[int]] = field(default_factory=dict)
+    # Kafka replicas of every topic the bench makes: the broker count, up to 3, as deployed.
+    replication: int = 1
+    brokers: int = 1
+    # MongoDB URIs by FerretDB backend ("sqlite", "postgresql"): the backend comparison's.
+    mongo_backends: dict[str, str] = field(default_factory=dict)
 
-    def names(self, stage: str) -> Names:
+    def names(
+        self, stage: str, upstream: str = "smtp-sink", *, mongo_backend: str | None = None
+    ) -> Names:
         prefix = f"bench-{self.run_id}-{stage}"
         db = f"ct_bench_{self.run_id}_{stage}"
+        target = self.upstreams[upstream]
         settings = self.base.model_copy(
             update={
                 "topic_order_status": f"{prefix}-orders",
@@ -93,26 +99,30 @@ class BenchEnv:
                 "group_projector": f"{prefix}-projector",
                 "mongo_db": db,
                 "smtp_host": "127.0.0.1",
-                "smtp_port": self.smtp_port,
+                "smtp_port": target.port,
             }
+            | ({"mongo_uri": self.mongo_backends[mongo_backend]} if mongo_backend else {})
         )
-        return Names(prefix, settings)
+        return Names(prefix, settings, target)
 
-    async def create(self, names: Names) -> Names:
+    async def create(self, names: Names, partitions: int = PARTITIONS) -> Names:
         """Make the stage's topics (PARTITIONS each, like production) and remember them."""
         s = names.settings
-        await ensure_topics(s, PARTITIONS, 1)
+        await ensure_topics(s, partitions, self.replication)
         self.topics += [s.topic_order_status, s.topic_timeline, s.topic_dlq]
         self.databases.append(s.mongo_db)
         return names
 
-    def sink_count(self) -> int:
-        """Messages the bench's sink has filed so far (lines of its index)."""
-        index = self.workdir / "sink" / "index.jsonl"
-        if not index.exists():
-            return 0
-        with index.open("rb") as lines:
-            return sum(1 for _ in lines)
+    def server_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each server component, the upstreams and the bench itself."""
+        used = {
+            name: sum(tree_cpu_seconds(pid) for pid in pids) for name, pids in self.servers.items()
+        }
+        for upstream in self.upstreams.values():
+            used[f"upstream {upstream.name}"] = cpu_seconds(upstream.pid)
+        times = os.times()
+        used["bench (load, watchers)"] = times.user + times.system
+        return used
 
     def worker_env(self, names: Names) -> dict[str, str]:
         """The environment of a `ct run` subprocess: only this stage's CT_* settings."""
@@ -176,45 +186,25 @@ def _private_stack_env(state: Path) -> dict[str, str]:
     return env | {"CT_STATE_DIR": str(state)} | {k: str(v) for k, v in PRIVATE_PORTS.items()}
 
 
-def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """A child process whose output goes to `log` (a file: a full pipe would stall it)."""
-    with log.open("ab") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-async def poll_until(done: Callable[[], bool], limit_s: float, every_s: float = 0.1) -> bool:
-    """Whether a condition that has no event to wait on (a file, a process) held in time."""
-    return bool(await until(done, limit_s, every_s))
-
-
-async def _start_sink(port: int, directory: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`ct sink`, the stack's capture server program, as a process of the bench's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
-    command = [str(CT), "sink", "--host", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-    proc = spawn(command, env | {"CT_LOG_FORMAT": "json"}, log)
-    await checks.wait_until(lambda: checks.smtp_answers("127.0.0.1", port), 30)
-    return proc
-
-
-def stop_process(proc: subprocess.Popen[bytes], limit_s: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(limit_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _server_pids(state: Path) -> dict[str, list[int]]:
+    """The private stack's server processes by component, from the PID files `stack` wrote."""
+    servers: dict[str, list[int]] = {}
+    for pid_file in sorted((state / "run").glob("*.pid")):
+        component = pid_file.stem.rstrip("-0123456789")  # kafka-2 -> kafka
+        if component in {"kafka", "ferretdb", "postgres"}:
+            servers.setdefault(component, []).append(int(pid_file.read_text().strip()))
+    return servers
 
 
 @contextlib.asynccontextmanager
 async def bench_env(*, private: bool) -> AsyncIterator[BenchEnv]:
-    """The stack (private: started and deleted here), a sink of the bench's own, and cleanup."""
+    """The stack (private: started and deleted here), upstreams of the bench's own, cleanup."""
     run_id = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix=f"ct-bench-{run_id}-"))
     stack_env: dict[str, str] | None = None
     overrides: dict[str, object] = {}
     if private:
-        taken = [p for p in PRIVATE_PORTS.values() if port_in_use(p)]
+        taken = [p for p in [*PRIVATE_PORTS.values(), PRIVATE_SMTP_SINK_PORT] if port_in_use(p)]
         if taken:
             raise BenchError(
                 f"ports {taken} are taken: is another private bench stack running? "
@@ -228,21 +218,24 @@ async def bench_env(*, private: bool) -> AsyncIterator[BenchEnv]:
             "mongo_uri": f"mongodb://127.0.0.1:{PRIVATE_PORTS['CT_STACK_MONGO_PORT']}",
         }
     base = load_settings(**overrides)
+    env = BenchEnv(base, run_id, workdir, generate_key())
+    if private:
+        env.servers = _server_pids(workdir / "state")
     # The shared sink's index is read by others' tests: the bench files its mail elsewhere.
-    smtp_port = PRIVATE_PORTS["CT_STACK_SMTP_PORT"] if private else free_port()
-    sink = None
-    env = BenchEnv(base, run_id, workdir, smtp_port, generate_key())
-    pid_file = workdir / "state" / "run" / "ferretdb.pid"
-    if private and pid_file.exists():
-        env.ferret_pid = int(pid_file.read_text().strip())
+    capture_port = PRIVATE_PORTS["CT_STACK_SMTP_PORT"] if private else free_port()
     try:
         await asyncio.wait_for(checks.kafka_answers(base), 15)
         await asyncio.wait_for(checks.mongo_answers(base), 15)
-        sink = await _start_sink(smtp_port, workdir / "sink", workdir / "sink.log")
+        env.upstreams["capture"] = await CaptureSink.start(
+            capture_port, workdir / "sink", workdir / "sink.log"
+        )
+        env.upstreams["smtp-sink"] = await PostfixSink.start(
+            PRIVATE_SMTP_SINK_PORT if private else free_port(), workdir / "smtp-sink.out"
+        )
         yield env
     finally:
-        if sink is not None:
-            stop_process(sink)
+        for upstream in env.upstreams.values():
+            upstream.stop()
         if stack_env is not None:
             await asyncio.to_thread(_stack, ["down"], stack_env)
         else:

@@ -1,7 +1,8 @@
 """The relay stage: M store-to-customer messages through `ct run relay`, and its ceiling.
 
-The ceiling is the capture server's own accept rate for the same messages with the same client
-(a pool of reused aiosmtplib connections): the relay forwards into that very server.
+The ceiling is the upstream's own accept rate for the same messages with the same client (a
+pool of reused aiosmtplib connections, or Postfix's smtp-source): the relay forwards into that
+very server, so each relayed message costs at least one ceiling message.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 
 import aiosmtplib
 
-from bench.ceilings import smtp_send
-from bench.env import BenchEnv, BenchError, poll_until
+from bench.env import BenchEnv
 from bench.kafka_io import TopicWatcher
+from bench.processes import BenchError, poll_until
 from bench.stages import HOTSPOTS
+from bench.upstreams import smtp_source
 from bench.workers import WorkerProcess, inclusive_share, top_frames
 from tests.support.net import free_port
 from worker.adapters import mongo
@@ -29,6 +31,9 @@ from worker.crypto import AddressCipher
 from worker.domain.aliases import Party, SystemClock
 
 MESSAGES_PER_ORDER = 5
+# smtp-source processes of a relay run: each one sends one order's message over its sessions.
+SOURCES = 8
+SOURCE_SESSIONS = 16  # two per smtp-source process
 Mail = tuple[str, str, bytes]
 
 
@@ -40,6 +45,12 @@ def _mail(sender: str, to: str, k: int) -> bytes:
     message["Message-ID"] = f"<bench-{k}@shop.example.com>"
     message.set_content("Hello Jane,\n\nYour parcel leaves our warehouse tomorrow morning.\n" * 8)
     return message.as_bytes()
+
+
+def sample_mails(domain: str, count: int = 2_000) -> list[Mail]:
+    """Messages shaped like the relay stage's, to made-up aliases: the CPU-only pipeline's input."""
+    pairs = [(f"orders@shop{k % 20}.example.com", f"{k + 1:032d}@{domain}") for k in range(count)]
+    return [(store, alias, _mail(store, alias, k)) for k, (store, alias) in enumerate(pairs)]
 
 
 async def _aliases(env: BenchEnv, db_name: str, orders: int) -> list[tuple[str, str]]:
@@ -100,53 +111,76 @@ async def _send_all(port: int, mails: list[Mail], pool: int) -> dict[str, int]:
 
 
 async def relay(
-    env: BenchEnv, m: int, *, pool: int, limit_s: float, profile: bool
+    env: BenchEnv,
+    m: int,
+    *,
+    pool: int,
+    limit_s: float,
+    profile: bool,
+    upstream: str = "smtp-sink",
+    load: str = "aiosmtplib",
+    stage: str = "relay",
 ) -> dict[str, Any]:
-    names = await env.create(env.names("relay"))
+    """M store-to-customer messages through `ct run relay` into `upstream`, sent by `load`:
+    the bench's own pool of `pool` aiosmtplib sessions, or Postfix's smtp-source (SOURCES
+    processes, one order each, `pool` sessions in all). Its ceiling: the same messages, the same
+    client, straight into the upstream."""
+    names = await env.create(env.names(stage, upstream))
     orders = await _aliases(env, names.settings.mongo_db, max(1, m // MESSAGES_PER_ORDER))
     mails = [
         (real_store, alias, _mail(real_store, alias, k))
         for k, (real_store, alias) in zip(range(m), itertools.cycle(orders), strict=False)
     ]
-    ceiling = await smtp_send(env.smtp_port, m, pool, mails)
+    target = names.upstream
+    if load == "smtp-source":
+        mails = mails[: min(SOURCES, len(orders))]
+        per_sender = -(-m // len(mails))
+        m = per_sender * len(mails)
+    ceiling = await _load(load, target.port, mails, m, pool)
     port = free_port()
     worker_env = env.worker_env(names) | {"CT_RELAY_HOST": "127.0.0.1", "CT_RELAY_PORT": str(port)}
-    worker = WorkerProcess("relay", worker_env, env.workdir / "relay.log")
+    worker = WorkerProcess("relay", worker_env, env.workdir / f"{stage}.log")
     watcher = TopicWatcher(names.settings, names.timeline_topic)
     try:
         await worker.ready("relay_listening")
         await watcher.start()
-        sink_before = env.sink_count()
-        prof = env.workdir / "relay.pyspy.txt"
+        upstream_before = target.accepted()
+        prof = env.workdir / f"{stage}.pyspy.txt"
         profiled = profile and worker.start_profile(prof, 20)
         started, cpu0 = time.monotonic(), worker.cpu_seconds()
-        replies = await _send_all(port, mails, pool)
+        sent = await _load(load, port, mails, m, pool)
         sent_s = time.monotonic() - started
         recorded = await watcher.wait_for(m, limit_s)
-        await poll_until(lambda: env.sink_count() - sink_before >= m, limit_s)
+        await poll_until(lambda: target.accepted() - upstream_before >= m, limit_s)
         elapsed = time.monotonic() - started
-        forwarded = env.sink_count() - sink_before
+        forwarded = target.accepted() - upstream_before
         rss = worker.memory_kb()
-        cpu_share = (worker.cpu_seconds() - cpu0) / elapsed
+        cpu = worker.cpu_seconds() - cpu0
     finally:
         await watcher.stop()
         await worker.stop()
-    if replies.get("250", 0) == 0:
-        raise BenchError(f"the relay accepted nothing: replies {replies}\n{worker.tail()}")
+    replies = sent.get("replies", {})
+    if not forwarded:
+        raise BenchError(f"the relay forwarded nothing: {sent}\n{worker.tail()}")
     return {
         "mode": "subprocess `ct run relay`",
+        "upstream": target.name,
+        "load": load,
         "messages": m,
         "orders": len(orders),
-        "client_pool": pool,
+        "client_sessions": pool,
         "replies": replies,
-        "forwarded_at_sink": forwarded,
+        "load_failures": sent.get("failures", []),
+        "forwarded_at_upstream": forwarded,
         "timeline_records": watcher.count,
         "timed_out": not recorded or forwarded < m,
         "seconds": round(elapsed, 2),
         "client_seconds": round(sent_s, 2),
         "rate": round(min(forwarded, watcher.count) / elapsed, 1),
         "rss_kb": rss,
-        "worker_cpu_share": round(cpu_share, 2),
+        "worker_cpu_s": round(cpu, 2),
+        "worker_cpu_share": round(cpu / elapsed, 2),
+        "load_cpu_s": sent.get("cpu_s"),
         "ceiling": ceiling,
         "profile": {
             "top_self": top_frames(prof),
@@ -154,4 +188,31 @@ async def relay(
         }
         if profiled
         else {},
+    }
+
+
+async def _load(load: str, port: int, mails: list[Mail], m: int, sessions: int) -> dict[str, Any]:
+    """Send m messages to `port` with the bench's aiosmtplib pool or with smtp-source."""
+    if load == "smtp-source":
+        per_sender = m // len(mails)
+        run = await smtp_source(port, mails, per_sender, max(1, sessions // len(mails)))
+        return {
+            "load": "smtp-source",
+            "messages": run.messages,
+            "sessions": run.sessions,
+            "seconds": round(run.seconds, 3),
+            "rate": round(run.messages / run.seconds),
+            "cpu_s": round(run.cpu_s, 2),
+            "failures": run.failures,
+        }
+    started = time.monotonic()
+    replies = await _send_all(port, mails[:m], sessions)
+    seconds = time.monotonic() - started
+    return {
+        "load": "aiosmtplib",
+        "messages": m,
+        "sessions": sessions,
+        "seconds": round(seconds, 3),
+        "rate": round(m / seconds),
+        "replies": replies,
     }

@@ -7,6 +7,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -238,11 +239,13 @@ class Attribution:
 def attribute_duplicates(
     events: Sequence[OrderStatusChanged], sink: SinkTail, domain: str, runs: Sequence[Run]
 ) -> Attribution:
-    """Blame each extra copy of an email on the notifier process that sent it.
+    """Blame each extra copy of an email on a notifier process that could have sent it.
 
-    A copy is explained when the process that was running when the sink accepted it then died
+    A copy is explained when a process that was running when the sink accepted it then died
     (SIGKILL, or an exit with an error) without logging the event as processed: it died between
-    the upstream's 250 and the ledger write, the one window the ledger cannot cover.
+    the upstream's 250 and the ledger write, the one window the ledger cannot cover. `runs` may
+    overlap in time (replicas): among the candidates, the copy goes to the one blamed least so
+    far, so that a process is blamed for two only when no other could have sent either.
     """
     logged = [{line["event_id"] for line in processed_lines(read_logs([run.log]))} for run in runs]
     per_run = [0] * len(runs)
@@ -250,15 +253,33 @@ def attribute_duplicates(
     for event in events:
         copies = sorted(sink.received.get(message_id_for(event.event_id, domain), []))
         for at in copies[:-1]:  # every copy but the last needs a crash to account for it
-            sender = next(
-                (i for i, run in enumerate(runs) if run.started <= at <= (run.ended or at) + 0.5),
-                None,
-            )
-            if sender is None or not runs[sender].abrupt or event.event_id in logged[sender]:
+            candidates = [
+                i
+                for i, run in enumerate(runs)
+                if run.abrupt
+                and run.started <= at <= (run.ended or at) + 0.5
+                and event.event_id not in logged[i]
+            ]
+            if not candidates:
                 unexplained.append(event.event_id)
-            else:
-                per_run[sender] += 1
+                continue
+            blamed = min(candidates, key=lambda i: (per_run[i], runs[i].ended or at))
+            per_run[blamed] += 1
     return Attribution([n for n, run in zip(per_run, runs, strict=True) if run.abrupt], unexplained)
+
+
+def out_of_order(events: Sequence[OrderStatusChanged], sink: SinkTail, domain: str) -> list[str]:
+    """Orders whose emails the upstream first accepted in another order than their events'.
+
+    `events` lists each order's events in the order they were produced (one partition per
+    order). A notifier sends an order's next email only once the previous one is accepted and
+    recorded, so the first copies must arrive in that order even across kills and rebalances.
+    """
+    by_order: dict[str, list[float]] = {}
+    for event in events:
+        copies = sink.received.get(message_id_for(event.event_id, domain), [])
+        by_order.setdefault(event.order_id, []).append(min(copies, default=float("inf")))
+    return [order for order, firsts in by_order.items() if any(b < a for a, b in pairwise(firsts))]
 
 
 def emailed(events: Sequence[OrderStatusChanged], sink: SinkTail, domain: str) -> int:

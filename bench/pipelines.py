@@ -1,0 +1,99 @@
+"""Each stage's own CPU work on one core, without I/O: what a process could do if it only computed.
+
+notifier   decode the OMS event, render, compose + serialise the email, build and encode its two
+           timeline events and the ledger record
+projector  decode the timeline events of a batch, group by order, merge into the known timeline
+relay      read From, decide the route, rewrite + serialise the forward, summarise it, build and
+           encode MESSAGE_FORWARDED
+
+Each is timed over pre-built inputs (so building them is not counted), as events per second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.workload import CODEC, lifecycle_events, timeline_lifecycle
+from worker.domain import notifications, relay_events
+from worker.domain import relaying as rules
+from worker.domain.projection import Entry, merge
+from worker.domain.templates import TemplateRenderer
+from worker.events import OrderStatusChanged, ParticipantRole, TimelineEvent
+
+BATCH = 500
+
+
+def _rate(count: int, started: float) -> int:
+    return round(count / (time.perf_counter() - started))
+
+
+def notifier(n: int, domain: str) -> int:
+    events = lifecycle_events(n, "cpu")
+    values = [CODEC.encode(e) for e in events]
+    renderer = TemplateRenderer(None)
+    at = datetime.now(UTC)
+    started = time.perf_counter()
+    for k, value in enumerate(values):
+        event = CODEC.decode(value, OrderStatusChanged)
+        prepared = notifications.prepare(
+            event,
+            renderer.render(event),
+            store_alias=f"{k:032d}@{domain}",
+            customer_alias=f"{k + 1:032d}@{domain}",
+            domain=domain,
+        )
+        timeline = prepared.timeline(at=at, failure=None)
+        _ledger = [e.to_record() for e in timeline]
+        _encoded = [CODEC.encode(e) for e in timeline]
+    return _rate(len(values), started)
+
+
+def projector(n: int) -> int:
+    values = [CODEC.encode(e) for e in timeline_lifecycle(n, "cpu")]
+    timelines: dict[str, list[Entry]] = {}
+    started = time.perf_counter()
+    for start in range(0, len(values), BATCH):
+        by_order: dict[str, list[TimelineEvent]] = defaultdict(list)
+        for value in values[start : start + BATCH]:
+            event = CODEC.decode(value, TimelineEvent)
+            by_order[event.order_id].append(event)
+        for order_id, incoming in by_order.items():
+            projection = merge(timelines.get(order_id, []), incoming)
+            if projection is not None:
+                timelines[order_id] = projection.timeline
+                _fields = projection.fields()
+    return _rate(len(values), started)
+
+
+def _view(address: str, role: ParticipantRole, real: str, name: str) -> rules.AliasView:
+    return rules.AliasView(address, role, "o-cpu", "store-1", real, name, expired=False)
+
+
+def relay(mails: list[tuple[str, str, bytes]], domain: str) -> int:
+    """`mails`: (store's real address, customer alias, raw message), as the relay stage sends."""
+    inputs: list[tuple[str, bytes, rules.AliasView, rules.OrderParties]] = []
+    for k, (real_store, alias, raw) in enumerate(mails):
+        customer = _view(alias, ParticipantRole.CUSTOMER, f"c{k}@example.org", "Jane Roe")
+        store = _view(f"{k:032d}@{domain}", ParticipantRole.STORE, real_store, "Shop Example")
+        inputs.append((real_store, raw, customer, rules.OrderParties(customer, store)))
+    at = datetime.now(UTC)
+    started = time.perf_counter()
+    for mail_from, raw, recipient, parties in inputs:
+        header_from = rules.read_header(raw, "From")
+        route = rules.decide_route(recipient, parties, mail_from, header_from, None, domain=domain)
+        assert isinstance(route, rules.Route)
+        forwarded = rules.rewrite_for_forward(raw, route, parties, domain=domain)
+        summary = rules.summarize(forwarded)
+        CODEC.encode(relay_events.forwarded(route, summary, forwarded, at=at))
+    return _rate(len(inputs), started)
+
+
+def all_stages(n: int, domain: str, relay_mails: list[tuple[str, str, bytes]]) -> dict[str, Any]:
+    return {
+        "notifier_per_s": notifier(min(n, 3_000), domain),
+        "projector_per_s": projector(min(n, 20_000)),
+        "relay_per_s": relay(relay_mails[:2_000], domain),
+    }
