@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.support.polling import until
 from worker.config import Settings
@@ -22,3 +25,14 @@ async def topic_size(settings: Settings, topic: str) -> int:
     finally:
         await consumer.stop()
     return sum(ends.values())
+
+
+async def partition_leaders(settings: Settings, topics: list[str]) -> Counter[int]:
+    """How many partitions of these topics each broker (by node id) leads right now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return Counter(p["leader"] for t in described for p in t["partitions"] if p["leader"] >= 0)
