@@ -24,14 +24,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # command:package pairs `make tools` installs when the command is missing. docker-compose is
 # checked apart (tests/integration/test_compose.py validates the compose file with it).
 #   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
-APT_TOOLS := dnsmasq:dnsmasq-base
+#   smtp-sink: Postfix's test server and smtp-source, its load generator: the bench's independent
+#     SMTP ceiling and relay load (bench/upstreams.py); plain processes, Postfix itself stays
+#     unconfigured (debconf "No configuration": no MTA daemon is set up)
+APT_TOOLS := dnsmasq:dnsmasq-base smtp-sink:postfix
 
-.PHONY: help install tools stack stack-down topics demo test test-unit lint bench clean
+.PHONY: help install tools stack stack-down topics demo test test-unit test-cluster lint bench clean
 
 help: ## list the targets
 	@printf 'Conversation Tracker: make TARGET\n\n'
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
-		awk -F'\t' '{ printf "  %-11s %s\n", $$1, $$2 }'
+		awk -F'\t' '{ printf "  %-12s %s\n", $$1, $$2 }'
 	@printf '\nVariables: PYTHON=%s  PYTEST_ARGS (extra pytest arguments)\n' '$(PYTHON)'
 
 install: $(STAMP) ## create .venv and install the project with its dev extra (fast when nothing changed)
@@ -58,6 +61,7 @@ tools: ## install the system tools the tests need (Debian packages: see APT_TOOL
 	echo "tools: installing $${missing[*]} with apt-get"; \
 	if ! apt-cache policy "$${missing[@]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
 		$(SUDO) apt-get update -q; fi; \
+	echo 'postfix postfix/main_mailer_type select No configuration' | $(SUDO) debconf-set-selections; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
 stack: install ## start the local stack (Kafka, FerretDB, SMTP sink) on 127.0.0.1
@@ -78,6 +82,11 @@ test: install tools stack ## run the whole test suite against the local stack (P
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit 5); that is a failure" >&2; fi; \
 	exit $$rc
 
+# Its own private three-broker cluster, FerretDB and sink (tests/faults/conftest.py), about ten
+# minutes: kept out of `make test` so that the suite stays within its half hour.
+test-cluster: install ## the fault test on a private 3-broker Kafka cluster (PYTEST_ARGS=...)
+	$(VENV)/bin/pytest tests/faults/test_cluster.py -m cluster -s $(PYTEST_ARGS)
+
 test-unit: install ## the pure tests only, in seconds, without the stack (PYTEST_ARGS=...)
 	$(VENV)/bin/pytest tests/unit -q $(PYTEST_ARGS)
 
@@ -85,7 +94,7 @@ lint: install ## ruff check, ruff format --check, mypy --strict, the import laye
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && \
 		$(VENV)/bin/lint-imports
 
-bench: install stack ## run the benchmarks against the local stack
+bench: install tools stack ## run the benchmarks against the local stack
 	$(VENV)/bin/python -m bench
 
 clean: ## remove .venv and the caches in the checkout (the stack's data stays)
