@@ -45,6 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--private-stack", action="store_true", help="start a stack of our own")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=3,
+        help="Kafka brokers of the private stack (default 3: the scale-out rows need them)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     parser.add_argument("--skip", action="append", choices=STAGES, default=[])
     parser.add_argument("--profile", action="store_true", help="py-spy the workers (20 s each)")
@@ -85,7 +92,6 @@ async def run(args: argparse.Namespace, env: BenchEnv) -> dict[str, Any]:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "stack": "private" if args.private_stack else "shared",
             "brokers": env.brokers,
-            "kafka_replication": env.replication,
             "cpus": os.cpu_count(),
             "load_avg_at_start": os.getloadavg(),
             "events": n,
@@ -281,7 +287,7 @@ async def projector_stages(
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    async with bench_env(private=args.private_stack) as env:
+    async with bench_env(private=args.private_stack, brokers=args.brokers) as env:
         results = await run(args, env)
         if args.profile:  # the raw profiles outlive the run's scratch directory
             kept = args.out.parent / "profiles"

@@ -35,12 +35,15 @@ PARTITIONS = 6
 # defaults. CT_BENCH_PORT_OFFSET moves the whole block, so two private benches can run side by side.
 _BLOCK = 39000 + int(os.environ.get("CT_BENCH_PORT_OFFSET", "0"))
 PRIVATE_PORTS = {
+    # A cluster's brokers listen on 92, 93, 94 and their controllers on 95, 96, 97.
     "CT_STACK_KAFKA_PORT": _BLOCK + 92,
-    "CT_STACK_CONTROLLER_PORT": _BLOCK + 93,
+    "CT_STACK_CONTROLLER_PORT": _BLOCK + 95,
     "CT_STACK_MONGO_PORT": _BLOCK + 17,
     "CT_STACK_SMTP_PORT": _BLOCK + 25,
 }
 PRIVATE_SMTP_SINK_PORT = _BLOCK + 26
+# The second FerretDB of the backend comparison, on PostgreSQL, in a state directory of its own.
+PRIVATE_PG_PORTS = {"CT_STACK_MONGO_PORT": _BLOCK + 18, "CT_STACK_POSTGRES_PORT": _BLOCK + 32}
 
 
 def port_in_use(port: int) -> bool:
@@ -55,6 +58,7 @@ class Names:
     prefix: str
     settings: Settings
     upstream: Upstream
+    partitions: int = 0  # set by BenchEnv.create
 
     @property
     def order_topic(self) -> str:
@@ -78,8 +82,6 @@ class BenchEnv:
     # Each server of a private stack by component ("kafka", "ferretdb", ...): whose CPU time each
     # step reports. Empty on the shared stack, whose servers also work for other people.
     servers: dict[str, list[int]] = field(default_factory=dict)
-    # Kafka replicas of every topic the bench makes: the broker count, up to 3, as deployed.
-    replication: int = 1
     brokers: int = 1
     # MongoDB URIs by FerretDB backend ("sqlite", "postgresql"): the backend comparison's.
     mongo_backends: dict[str, str] = field(default_factory=dict)
@@ -105,12 +107,19 @@ class BenchEnv:
         )
         return Names(prefix, settings, target)
 
-    async def create(self, names: Names, partitions: int = PARTITIONS) -> Names:
-        """Make the stage's topics (PARTITIONS each, like production) and remember them."""
+    async def create(
+        self, names: Names, partitions: int = PARTITIONS, replication: int = 1
+    ) -> Names:
+        """Make the stage's topics (PARTITIONS each, like production) and remember them.
+
+        Replication 1 for the one-process stages, as every run before the cluster; the
+        scale-out rows ask for a replica on every broker (up to 3), as a cluster is deployed.
+        """
         s = names.settings
-        await ensure_topics(s, partitions, self.replication)
+        await ensure_topics(s, partitions, min(replication, self.brokers))
         self.topics += [s.topic_order_status, s.topic_timeline, s.topic_dlq]
         self.databases.append(s.mongo_db)
+        names.partitions = partitions
         return names
 
     def server_cpu(self) -> dict[str, float]:
@@ -186,41 +195,71 @@ def _private_stack_env(state: Path) -> dict[str, str]:
     return env | {"CT_STATE_DIR": str(state)} | {k: str(v) for k, v in PRIVATE_PORTS.items()}
 
 
-def _server_pids(state: Path) -> dict[str, list[int]]:
+def _server_pids(state: Path, suffix: str = "") -> dict[str, list[int]]:
     """The private stack's server processes by component, from the PID files `stack` wrote."""
     servers: dict[str, list[int]] = {}
     for pid_file in sorted((state / "run").glob("*.pid")):
         component = pid_file.stem.rstrip("-0123456789")  # kafka-2 -> kafka
         if component in {"kafka", "ferretdb", "postgres"}:
-            servers.setdefault(component, []).append(int(pid_file.read_text().strip()))
+            pid = int(pid_file.read_text().strip())
+            servers.setdefault(component + suffix, []).append(pid)
     return servers
 
 
+async def _postgres_backend(workdir: Path) -> tuple[str, dict[str, list[int]]] | None:
+    """FerretDB on PostgreSQL beside the main stack's FerretDB on SQLite: its URI and servers,
+    or None (said why) when the stack cannot run it here."""
+    state = workdir / "state-pg"
+    env = _private_stack_env(state) | {"CT_STACK_FERRETDB_BACKEND": "postgresql"}
+    env |= {k: str(v) for k, v in PRIVATE_PG_PORTS.items()}
+    try:
+        await asyncio.to_thread(_stack, ["up", "postgres", "ferretdb"], env)
+    except BenchError as exc:
+        print(f"bench: no FerretDB on PostgreSQL, the backend comparison is skipped: {exc}")
+        return None
+    uri = f"mongodb://127.0.0.1:{PRIVATE_PG_PORTS['CT_STACK_MONGO_PORT']}"
+    return uri, _server_pids(state, " (postgresql)")
+
+
 @contextlib.asynccontextmanager
-async def bench_env(*, private: bool) -> AsyncIterator[BenchEnv]:
+async def bench_env(*, private: bool, brokers: int = 3) -> AsyncIterator[BenchEnv]:
     """The stack (private: started and deleted here), upstreams of the bench's own, cleanup."""
     run_id = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix=f"ct-bench-{run_id}-"))
     stack_env: dict[str, str] | None = None
     overrides: dict[str, object] = {}
     if private:
-        taken = [p for p in [*PRIVATE_PORTS.values(), PRIVATE_SMTP_SINK_PORT] if port_in_use(p)]
+        ports = [*PRIVATE_PORTS.values(), PRIVATE_SMTP_SINK_PORT, *PRIVATE_PG_PORTS.values()]
+        kafka, controller = (
+            PRIVATE_PORTS["CT_STACK_KAFKA_PORT"],
+            PRIVATE_PORTS["CT_STACK_CONTROLLER_PORT"],
+        )
+        ports += [kafka + k for k in range(1, brokers)] + [
+            controller + k for k in range(1, brokers)
+        ]
+        taken = [p for p in ports if port_in_use(p)]
         if taken:
             raise BenchError(
                 f"ports {taken} are taken: is another private bench stack running? "
                 "CT_BENCH_PORT_OFFSET=100 (say) moves the private stack's ports"
             )
-        stack_env = _private_stack_env(workdir / "state")
-        print(f"bench: starting a private stack in {workdir / 'state'} (Kafka, FerretDB)")
+        stack_env = _private_stack_env(workdir / "state") | {"CT_STACK_BROKERS": str(brokers)}
+        print(f"bench: a private stack in {workdir / 'state'} ({brokers} Kafka brokers, FerretDB)")
         await asyncio.to_thread(_stack, ["up", "kafka", "ferretdb"], stack_env)
+        first = PRIVATE_PORTS["CT_STACK_KAFKA_PORT"]
         overrides = {
-            "kafka_bootstrap": f"127.0.0.1:{PRIVATE_PORTS['CT_STACK_KAFKA_PORT']}",
+            "kafka_bootstrap": ",".join(f"127.0.0.1:{first + k}" for k in range(brokers)),
             "mongo_uri": f"mongodb://127.0.0.1:{PRIVATE_PORTS['CT_STACK_MONGO_PORT']}",
         }
     base = load_settings(**overrides)
-    env = BenchEnv(base, run_id, workdir, generate_key())
+    env = BenchEnv(base, run_id, workdir, generate_key(), brokers=brokers if private else 1)
     if private:
         env.servers = _server_pids(workdir / "state")
+        env.mongo_backends["sqlite"] = base.mongo_uri
+        backend = await _postgres_backend(workdir)
+        if backend is not None:
+            env.mongo_backends["postgresql"], pg_servers = backend
+            env.servers |= pg_servers
     # The shared sink's index is read by others' tests: the bench files its mail elsewhere.
     capture_port = PRIVATE_PORTS["CT_STACK_SMTP_PORT"] if private else free_port()
     try:
@@ -238,6 +277,11 @@ async def bench_env(*, private: bool) -> AsyncIterator[BenchEnv]:
             upstream.stop()
         if stack_env is not None:
             await asyncio.to_thread(_stack, ["down"], stack_env)
+            if "postgresql" in env.mongo_backends:
+                pg_env = _private_stack_env(workdir / "state-pg")
+                pg_env |= {"CT_STACK_FERRETDB_BACKEND": "postgresql"}
+                pg_env |= {k: str(v) for k, v in PRIVATE_PG_PORTS.items()}
+                await asyncio.to_thread(_stack, ["reset"], pg_env)
         else:
             await env.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -119,8 +119,8 @@ def table(results: Results) -> str:
     meta = results["meta"]
     lines = [
         f"Conversation Tracker bench {meta['run_id']} at {meta['git']}  "
-        f"({meta['stack']} stack, {meta.get('brokers', 1)} Kafka broker(s), replication "
-        f"{meta.get('kafka_replication', 1)}, {meta['cpus']} CPUs, events {meta['events']:,})",
+        f"({meta['stack']} stack, {meta.get('brokers', 1)} Kafka broker(s), "
+        f"{meta['cpus']} CPUs, events {meta['events']:,})",
         "",
         "Ceilings (alone, same clients and settings as the workers)",
     ]
@@ -186,7 +186,11 @@ def _scale_out(results: Results) -> list[str]:
     summary = results.get("scale_out_summary")
     if not summary:
         return []
-    lines = ["", f"Scale-out ({summary.get('brokers')} brokers, 12 partitions, smtp-sink)"]
+    lines = [
+        "",
+        f"Scale-out ({summary.get('brokers')} brokers, {summary.get('partitions')} partitions, "
+        f"replication {summary.get('replication')}, into smtp-sink)",
+    ]
     lines.append(f"  {'worker':<10} {'replicas':>8} {'rate':>9} {'eff.':>5} {'gain':>5}  CPU ms/ev")
     for kind in ("notifier", "projector"):
         for row in summary.get(kind, []):

@@ -20,26 +20,19 @@ from worker.adapters.deliveries import Delivery, DeliveryLedger
 from worker.adapters.dialect import detect_dialect
 
 REPLICAS = (1, 2, 3)
+# A multiple of every replica count: each replica gets the same share.
+PARTITIONS = 12
 LEDGER_WRITES = 2_000
 
 
 async def scale_out(results: dict[str, Any], env: BenchEnv, n: int, *, limit_s: float) -> None:
+    """Each row on topics of PARTITIONS partitions with a replica on every broker (up to 3)."""
     for kind in ("notifier", "projector"):
         for replicas in REPLICAS:
             stage = f"{kind}_x{replicas}"
-            work = (
-                partial(stages.notifier, env, n, limit_s=limit_s, profile=False, stage=stage)
-                if kind == "notifier"
-                else partial(
-                    stages.projector,
-                    env,
-                    n,
-                    limit_s=limit_s,
-                    profile=False,
-                    batch=None,
-                    stage=stage,
-                )
-            )
+            names = await env.create(env.names(stage), PARTITIONS, replication=3)
+            run = stages.notifier if kind == "notifier" else partial(stages.projector, batch=None)
+            work = partial(run, env, n, limit_s=limit_s, profile=False, stage=stage, names=names)
             await step(env, results, "scale_out", stage, partial(work, replicas=replicas))
     results["scale_out_summary"] = summarise(results)
 
@@ -48,7 +41,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     """Per worker: rate per replica count, efficiency against k x one replica, the gain of each
     added replica, and CPU milliseconds per event of each component."""
     rows = results.get("scale_out", {})
-    summary: dict[str, Any] = {"brokers": results["meta"].get("brokers")}
+    summary: dict[str, Any] = {
+        "brokers": results["meta"].get("brokers"),
+        "partitions": PARTITIONS,
+        "replication": min(3, results["meta"].get("brokers") or 1),
+    }
     for kind in ("notifier", "projector"):
         one = _rate(rows.get(f"{kind}_x1"))
         lines = []

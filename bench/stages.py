@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bench.env import PARTITIONS, BenchEnv, Names
+from bench.env import BenchEnv, Names
 from bench.kafka_io import TopicWatcher, committed, produce_all, producer
 from bench.processes import BenchError, poll_until
 from bench.workers import WorkerGroup, WorkerProcess, inclusive_share, top_frames
@@ -26,7 +26,6 @@ from tests.support.kafka import topic_size
 from worker.adapters import mongo
 
 STALL_S = 60.0
-SCALE_OUT_PARTITIONS = 12
 # Where a notifier or projector spends its CPU, for the profile summary.
 HOTSPOTS = {
     "mongo (pymongo client side)": "pymongo/",
@@ -78,14 +77,14 @@ async def notifier(
     processes share the consumer group; the clock starts once they have split the partitions.
     `names` runs on a stage's topics and database made elsewhere (the backend comparison).
     """
-    names = names or await env.create(env.names(stage, upstream), partitions_for(replicas))
+    names = names or await env.create(env.names(stage, upstream))
     items = encoded(lifecycle_events(n, f"{env.run_id}{stage}"))
     worker_env = env.worker_env(names) | {"CT_NOTIFIER_MAX_UNRECORDED": str(max_unrecorded)}
     group = WorkerGroup("notifier", worker_env, env.workdir / f"{stage}.log", replicas)
     watcher = TopicWatcher(names.settings, names.timeline_topic)
     sink_before = names.upstream.accepted()
     try:
-        await group.balanced(partitions_for(replicas))
+        await group.balanced(names.partitions)
         await watcher.start()
         cpu0, started = group.cpu_seconds(), time.monotonic()
         prof = _profile(group.members[0], env, stage, 30) if profile else None
@@ -121,12 +120,6 @@ async def notifier(
         result["event_ms_p99"] = round(percentile(durations, 0.99), 1)
     result["profile"] = _profile_summary(prof)
     return result
-
-
-def partitions_for(replicas: int) -> int:
-    """PARTITIONS for one process, and a multiple of 2 and 3 for the scale-out rows, so that
-    each replica count splits them evenly."""
-    return PARTITIONS if replicas == 1 else SCALE_OUT_PARTITIONS
 
 
 async def latency(env: BenchEnv, *, rate: float, seconds: float) -> dict[str, Any]:
@@ -204,7 +197,7 @@ async def projector(
     slowest batch so far if that is longer, means a worker is stuck (FerretDB wedged): the
     stage ends there and says so.
     """
-    names = names or await env.create(env.names(stage), partitions_for(replicas))
+    names = names or await env.create(env.names(stage))
     items = encoded_timeline(timeline_lifecycle(n, f"{env.run_id}{stage}"))
     worker_env = env.worker_env(names)
     if batch is not None:
@@ -230,7 +223,7 @@ async def projector(
         return time.monotonic() - float(progress["moved"]) > float(progress["stall_s"])
 
     try:
-        await group.balanced(partitions_for(replicas))
+        await group.balanced(names.partitions)
         cpu0, started = group.cpu_seconds(), time.time()
         prof = _profile(group.members[0], env, stage, 20) if profile else None
         await produce_all(names.settings, names.timeline_topic, items)

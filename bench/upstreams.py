@@ -107,7 +107,12 @@ class PostfixSink:
         if os.geteuid() == 0:  # smtp-sink refuses to run as root
             command += ["-u", "nobody"]
         proc = spawn([*command, f"127.0.0.1:{port}", str(backlog)], dict(os.environ), counters)
-        await checks.wait_until(lambda: checks.smtp_answers("127.0.0.1", port), 30)
+        try:
+            await checks.wait_until(lambda: checks.smtp_answers("127.0.0.1", port), 30)
+        except TimeoutError as exc:
+            stop_process(proc, 5)
+            said = _tail(counters)
+            raise BenchError(f"smtp-sink on port {port} did not answer ({exc}): {said}") from exc
         return cls(port, counters, proc)
 
     @property
@@ -124,6 +129,10 @@ class PostfixSink:
 
     def stop(self) -> None:
         stop_process(self.proc, 5)
+
+
+def _tail(path: Path, chars: int = 500) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
 @dataclass
