@@ -61,6 +61,8 @@ def test_scale_out_efficiency_and_the_gain_of_each_added_replica() -> None:
 
 def test_smtp_sinks_counter_line_is_read_from_its_last_update(tmp_path: Path) -> None:
     counters = tmp_path / "smtp-sink.out"
-    counters.write_bytes(b"sess=1 quit=0 mesg=1\rsess=2 quit=1 mesg=1999\rsess=2 quit=2 mesg=2000\r")
+    counters.write_bytes(
+        b"sess=1 quit=0 mesg=1\rsess=2 quit=1 mesg=1999\rsess=2 quit=2 mesg=2000\r"
+    )
     sink = PostfixSink(1, counters, None)  # type: ignore[arg-type]
     assert sink.accepted() == 2000
