@@ -39,7 +39,8 @@ from tests.faults.evidence import (
 from tests.faults.procs import Run, Worker, WorkerPool
 from tests.faults.senders import Senders, recipient_alias
 from tests.faults.settle import wait_done
-from tests.support.kafka import partition_leaders
+from tests.support.kafka import partition_leaders, under_replicated
+from tests.support.polling import eventually
 from worker.adapters import mongo
 from worker.domain.compose import message_id_for
 
@@ -84,6 +85,22 @@ async def _busiest_broker(pipeline: Pipeline) -> tuple[int, dict[int, int]]:
     leaders = await partition_leaders(s, [s.topic_order_status, s.topic_timeline])
     node, _ = leaders.most_common(1)[0]
     return node, dict(leaders)
+
+
+async def _stop_when_replicated(pipeline: Pipeline, chaos: Chaos, node: int) -> None:
+    """Stop a broker the way an operator rolls a cluster: once every partition is fully
+    replicated again (the restarted broker caught up), so that two brokers remain in sync."""
+    s = pipeline.settings
+    topics = [s.topic_order_status, s.topic_timeline, "__consumer_offsets"]
+    await eventually(
+        lambda: _none(under_replicated(s, topics)), timeout=120, interval=1, what="full ISRs"
+    )
+    chaos.note("every partition fully replicated")
+    await chaos.stop_broker(node)
+
+
+async def _none(count: Awaitable[int]) -> bool:
+    return await count == 0
 
 
 @pytest.mark.timeout(BUDGET_S + 180)
@@ -139,7 +156,7 @@ async def test_broker_failover_and_rebalances_lose_nothing_and_keep_each_orders_
         lambda: notifiers.scale_to(1),
         lambda: notifiers.scale_to(NOTIFIERS),
         lambda: chaos.kill(f"notifier-{rng.randint(1, NOTIFIERS)}"),
-        lambda: chaos.stop_broker(second),
+        lambda: _stop_when_replicated(pipeline, chaos, second),
     ]
     try:
         async with supervised(chaos):

@@ -36,3 +36,14 @@ async def partition_leaders(settings: Settings, topics: list[str]) -> Counter[in
     finally:
         await admin.close()
     return Counter(p["leader"] for t in described for p in t["partitions"] if p["leader"] >= 0)
+
+
+async def under_replicated(settings: Settings, topics: list[str]) -> int:
+    """Partitions of these topics whose in-sync replicas are fewer than their replicas."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return sum(len(p["isr"]) < len(p["replicas"]) for t in described for p in t["partitions"])
