@@ -1,8 +1,8 @@
 # Conversation Tracker — developer and CI entry points. `make` alone lists the targets.
 #
 # The virtualenv lives in .venv; pip uses its default user cache (~/.cache/pip), outside the
-# checkout. The local stack (Kafka, FerretDB, SMTP sink) is deploy/local/stack; its downloads and
-# data live under ~/.cache and ~/.local/state, never in the checkout.
+# checkout. The local stack (Kafka, FerretDB, SMTP sink, Mailpit) is deploy/local/stack; its
+# downloads, data and certificates live under ~/.cache and ~/.local/state, never in the checkout.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -24,10 +24,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # command:package pairs `make tools` installs when the command is missing. docker-compose is
 # checked apart (tests/integration/test_compose.py validates the compose file with it).
 #   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
+#   openssl: the local stack makes its CA and certificates with it (deploy/local/secure.bash)
 #   smtp-sink: Postfix's test server and smtp-source, its load generator: the bench's independent
 #     SMTP ceiling and relay load (bench/upstreams.py); plain processes, Postfix itself stays
 #     unconfigured (debconf "No configuration": no MTA daemon is set up)
-APT_TOOLS := dnsmasq:dnsmasq-base smtp-sink:postfix
+#   pg_ctlcluster: PostgreSQL, FerretDB's other backend (CT_STACK_FERRETDB_BACKEND=postgresql,
+#     deploy/local/postgres.bash; the bench compares both); the stack runs a server of its own
+APT_TOOLS := dnsmasq:dnsmasq-base openssl:openssl smtp-sink:postfix pg_ctlcluster:postgresql
 
 .PHONY: help install tools stack stack-down topics demo test test-unit test-cluster lint bench clean
 
@@ -64,7 +67,7 @@ tools: ## install the system tools the tests need (Debian packages: see APT_TOOL
 	echo 'postfix postfix/main_mailer_type select No configuration' | $(SUDO) debconf-set-selections; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
-stack: install ## start the local stack (Kafka, FerretDB, SMTP sink) on 127.0.0.1
+stack: install tools ## start the local stack (Kafka, FerretDB, SMTP sink, Mailpit) on 127.0.0.1
 	$(STACK) up
 
 stack-down: ## stop the local stack (its data stays; `deploy/local/stack reset` deletes it)

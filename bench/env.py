@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from bench.processes import REPO, BenchError, cpu_seconds, tree_cpu_seconds
 from bench.upstreams import CaptureSink, PostfixSink, Upstream
 from tests.support.net import free_port
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
+from worker.adapters.kafka_client import client_options
 from worker.apps import checks
 from worker.config import Settings, load_settings
 from worker.crypto import generate_key
@@ -103,7 +105,11 @@ class BenchEnv:
                 "smtp_host": "127.0.0.1",
                 "smtp_port": target.port,
             }
-            | ({"mongo_uri": self.mongo_backends[mongo_backend]} if mongo_backend else {})
+            | (
+                {"mongo_uri": SecretStr(self.mongo_backends[mongo_backend])}
+                if mongo_backend
+                else {}
+            )
         )
         return Names(prefix, settings, target)
 
@@ -139,7 +145,7 @@ class BenchEnv:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
         env |= {
             "CT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            "CT_MONGO_URI": s.mongo_uri,
+            "CT_MONGO_URI": s.mongo_uri.get_secret_value(),
             "CT_MONGO_DB": s.mongo_db,
             "CT_SMTP_HOST": s.smtp_host,
             "CT_SMTP_PORT": str(s.smtp_port),
@@ -158,7 +164,7 @@ class BenchEnv:
 
     async def cleanup(self) -> None:
         """Delete the run's topics and databases; failures are reported, not raised."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.base.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(self.base))
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -192,7 +198,9 @@ def _private_stack_env(state: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
     if "CT_CACHE_DIR" in os.environ:  # share the downloaded Kafka jars and the FerretDB build
         env["CT_CACHE_DIR"] = os.environ["CT_CACHE_DIR"]
-    return env | {"CT_STATE_DIR": str(state)} | {k: str(v) for k, v in PRIVATE_PORTS.items()}
+    # CT_STACK_SECURE=0: no TLS/SASL listeners, whose default ports are the shared stack's.
+    private = {"CT_STATE_DIR": str(state), "CT_STACK_SECURE": "0"}
+    return env | private | {k: str(v) for k, v in PRIVATE_PORTS.items()}
 
 
 def _server_pids(state: Path, suffix: str = "") -> dict[str, list[int]]:
@@ -255,7 +263,7 @@ async def bench_env(*, private: bool, brokers: int = 3) -> AsyncIterator[BenchEn
     env = BenchEnv(base, run_id, workdir, generate_key(), brokers=brokers if private else 1)
     if private:
         env.servers = _server_pids(workdir / "state")
-        env.mongo_backends["sqlite"] = base.mongo_uri
+        env.mongo_backends["sqlite"] = base.mongo_uri.get_secret_value()
         backend = await _postgres_backend(workdir)
         if backend is not None:
             env.mongo_backends["postgresql"], pg_servers = backend

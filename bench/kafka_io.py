@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.processes import poll_until
+from worker.adapters.kafka_client import client_options
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
 from worker.events import TimelineEvent, TimelineKind
@@ -23,7 +24,7 @@ IN_FLIGHT = 5_000  # sends awaited per chunk: bounds the producer's buffered fut
 def producer(settings: Settings) -> AIOKafkaProducer[bytes, bytes]:
     # The same settings as the workers' producers: idempotent, acks=all, linger 5 ms.
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         client_id="ct-bench",
         enable_idempotence=True,
         acks="all",
@@ -71,7 +72,7 @@ class TopicWatcher:
     async def start(self) -> None:
         consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
             self._topic,
-            bootstrap_servers=self._settings.kafka_bootstrap,
+            **client_options(self._settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest" if self._from_end else "earliest",
@@ -134,7 +135,7 @@ class TopicWatcher:
 
 async def committed(settings: Settings, group: str) -> int:
     """Sum of a consumer group's committed offsets over all its partitions."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)

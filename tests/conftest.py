@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -53,6 +55,110 @@ def stack() -> None:
             + result.stderr[-3000:],
             pytrace=False,
         )
+
+
+@dataclass(frozen=True)
+class SecureStack:
+    """The stack's secure listeners, as `deploy/local/stack secure-env` prints them."""
+
+    variables: dict[str, str]
+
+    @property
+    def worker_settings(self) -> dict[str, str]:
+        """The CT_ settings a worker takes (the CT_STACK_* extras left out), as field names."""
+        fields = Settings.model_fields
+        return {
+            name[3:].lower(): value
+            for name, value in self.variables.items()
+            if name[3:].lower() in fields
+        }
+
+    def __getitem__(self, name: str) -> str:
+        return self.variables[name]
+
+    def secrets(self) -> list[str]:
+        """Every password it holds: none may appear in a log line, an output or a metric."""
+        return [v for k, v in self.variables.items() if k.endswith("PASSWORD")]
+
+    def path(self, name: str) -> str:
+        """One of `deploy/local/stack paths`: secure (certificates), kafka_lib, mailpit_bin."""
+        paths = subprocess.run(
+            [str(STACK), "paths"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        return dict(line.split("=", 1) for line in paths.splitlines())[name]
+
+    def kafka_acls(self, *args: str) -> None:
+        """Kafka's own AclCommand against the plaintext listener (whose ANONYMOUS is a super
+        user), with the jars the stack runs."""
+        lib = self.path("kafka_lib")
+        command = ["java", "-Xmx256m", "-cp", f"{lib}/*", "org.apache.kafka.tools.AclCommand"]
+        command += ["--bootstrap-server", self["CT_STACK_KAFKA_PLAINTEXT"], *args]
+        subprocess.run(command, capture_output=True, timeout=120, check=True)
+
+
+def _secure_env() -> dict[str, str] | None:
+    result = subprocess.run(
+        [str(STACK), "secure-env"], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        return None
+    variables = {}
+    for line in result.stdout.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export":
+            name, _, value = words[1].partition("=")
+            variables[name] = value
+    return variables
+
+
+def _secure_answers(secure: SecureStack) -> str | None:
+    """None when every secure server answers, else what did not."""
+
+    async def probe() -> None:
+        settings = load_settings(**secure.worker_settings)
+        await asyncio.wait_for(checks.kafka_answers(settings), 10)
+        await asyncio.wait_for(checks.mongo_answers(settings), 10)
+        for api in (secure["CT_STACK_MAILPIT_API"], secure["CT_STACK_MAILPIT_TLS_API"]):
+            await asyncio.to_thread(urllib.request.urlopen, f"{api}/readyz", timeout=5)
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def secure_stack(stack: None) -> SecureStack:
+    """Kafka's SASL_SSL and mutual-TLS listeners, FerretDB over TLS and the two Mailpits,
+    started here (`deploy/local/stack up`) when they are not running."""
+    found = _running_secure_stack()
+    if isinstance(found, str):
+        result = subprocess.run([str(STACK), "up"], capture_output=True, text=True, timeout=900)
+        found = _running_secure_stack()
+        if isinstance(found, str):
+            pytest.fail(
+                f"the stack's secure servers do not answer ({found}). A Kafka started by an "
+                "older stack script has no SASL_SSL listener: `deploy/local/stack restart kafka "
+                "ferretdb` gives it one. `deploy/local/stack up` said:\n" + result.stderr[-3000:],
+                pytrace=False,
+            )
+    return found
+
+
+def _running_secure_stack() -> SecureStack | str:
+    """The secure stack when all of it answers, else what is wrong."""
+    variables = _secure_env()
+    if variables is None:
+        return "`deploy/local/stack secure-env` failed"
+    secure = SecureStack(variables)
+    return _secure_answers(secure) or secure
+
+
+@pytest.fixture
+def secure_settings(settings: Settings, secure_stack: SecureStack) -> Settings:
+    """The test's own topics, groups and database, reached through the secure listeners."""
+    return load_settings(**{**settings.model_dump(), **secure_stack.worker_settings})
 
 
 @pytest.fixture(scope="session")

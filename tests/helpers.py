@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
 
+from worker.adapters.kafka_client import client_options
 from worker.codec import SingleObjectCodec
 from worker.config import Settings
 from worker.service import Service
@@ -19,7 +22,7 @@ CODEC = SingleObjectCodec()
 async def produce(settings: Settings, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
     """Send (key, value) pairs and wait until Kafka acknowledged every one."""
     producer: AIOKafkaProducer[bytes, bytes] = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True
+        **client_options(settings), enable_idempotence=True
     )
     await producer.start()
     try:
@@ -35,7 +38,7 @@ async def read_topic(
     """The first `want` records of a topic, read without a consumer group."""
     consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         auto_offset_reset="earliest",
         group_id=None,
     )
@@ -68,3 +71,18 @@ async def running(*services: Service) -> AsyncIterator[asyncio.Event]:
         stopping.set()
         async with asyncio.timeout(60):
             await asyncio.gather(*tasks)
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `ct` subprocess that runs with exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CT_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"CT_{name.upper()}"] = _env_text(value)
+    return env | {"CT_LOG_FORMAT": "json"} | extra
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from worker.config import ConfigError, Settings, load_settings
+from worker.config import ConfigError, Settings, Unreachable, load_settings
 from worker.emit import EmitError
 from worker.usage import UsageError
 
@@ -42,8 +42,10 @@ def build_parser() -> OneLineParser:
     check = sub.add_parser("check", help="wait until a server answers (exit 1 after --timeout)")
     check.add_argument("server", choices=["kafka", "mongo", "smtp"])
     check.add_argument("--timeout", type=float, default=30.0)
-    check.add_argument("--host", default="127.0.0.1", help="SMTP host (smtp only)")
-    check.add_argument("--port", type=int, default=1025, help="SMTP port (smtp only)")
+    check.add_argument("--host", help="SMTP host (smtp only; default: CT_SMTP_HOST)")
+    check.add_argument(
+        "--port", type=int, help="SMTP port (smtp only; default: CT_SMTP_PORT; TLS: CT_SMTP_TLS)"
+    )
 
     topics = sub.add_parser("topics", help="Kafka topics")
     topics_sub = topics.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
@@ -146,10 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format, settings.domain)
     handler = _dispatch(args)
     try:
-        return asyncio.run(handler(args, settings))
-    except ConfigError as exc:
-        print(f"ct: {exc}", file=sys.stderr)
-        return 2
+        return asyncio.run(_explained(handler, args, settings))
+    except (ConfigError, Unreachable) as exc:
+        # A bad setting is the process's; a refusal or an unreachable server, the command's.
+        where = "ct" if type(exc) is ConfigError else f"ct {_command(args)}"
+        print(f"{where}: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, Unreachable) else 2
     except (UsageError, EmitError) as exc:
         print(f"ct {args.command}: {exc}" if isinstance(exc, EmitError) else exc, file=sys.stderr)
         return 2
@@ -158,6 +162,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+async def _explained(handler: Handler, args: argparse.Namespace, settings: Settings) -> int:
+    """Run the command; a server that refuses or cannot be reached becomes one line."""
+    from worker.apps.failures import explain
+
+    try:
+        return await handler(args, settings)
+    except Exception as exc:
+        problem = explain(exc, settings)
+        if problem is None or problem is exc:
+            raise
+        raise problem from None
+
+
+def _command(args: argparse.Namespace) -> str:
+    words = [args.command, getattr(args, "action", None), getattr(args, "server", None)]
+    return " ".join(filter(None, words))
 
 
 def _dispatch(args: argparse.Namespace) -> Handler:

@@ -44,10 +44,13 @@ async def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from worker.apps import checks
 
+    host = args.host or settings.smtp_host
+    port = args.port or settings.smtp_port
+    upstream = settings.model_copy(update={"smtp_host": host, "smtp_port": port})
     probes = {
         "kafka": lambda: checks.kafka_answers(settings),
         "mongo": lambda: checks.mongo_answers(settings),
-        "smtp": lambda: checks.smtp_answers(args.host, args.port),
+        "smtp": lambda: checks.smtp_upstream_answers(upstream),
     }
     try:
         await checks.wait_until(probes[args.server], args.timeout)
@@ -103,8 +106,8 @@ async def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
 
     event = event_from_args(args)
     producer = make_producer(settings, "ct-emit")
-    await producer.start()
     try:
+        await producer.start()
         await producer.send_and_wait(
             settings.topic_order_status,
             key=event.order_id.encode(),

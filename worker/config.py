@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HostName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")]
@@ -21,18 +23,58 @@ class ConfigError(Exception):
     """A setting is missing or wrong; the message is one line naming the variable."""
 
 
+class Rejected(ConfigError):
+    """A server refused these settings: credentials, a certificate, an ACL, a missing topic.
+
+    Retrying cannot help; an operator must change a setting (or the server's ACLs) first.
+    """
+
+
+class Unreachable(Exception):
+    """A server could not be reached or resolved; the message names the setting and what was
+    tried, in one line."""
+
+
+class SettingConflict(ValueError):
+    """Settings that cannot work together; `variable` is the one to change."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
+KafkaSecurity = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SmtpTls = Literal["none", "starttls", "tls"]
+# Query options of a MongoDB URI whose values are secrets (AWS session tokens, key passwords).
+_SECRET_URI_OPTIONS = {"authmechanismproperties", "tlscertificatekeyfilepassword"}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CT_", extra="ignore", frozen=True, env_ignore_empty=True
     )
 
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", min_length=3)
-    mongo_uri: str = Field(default="mongodb://127.0.0.1:27017", pattern=r"^mongodb(\+srv)?://")
+    kafka_security_protocol: KafkaSecurity = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: Path | None = None  # none: the system's trusted CAs
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    # A secret: it may carry a password (mongodb://user:password@host/?tls=true&tlsCAFile=...).
+    mongo_uri: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
     mongo_db: str = Field(default="conversation_tracker", pattern=r"^[A-Za-z0-9_\-]{1,63}$")
     # Unset: detected from the server's buildInfo (see worker/adapters/dialect.py).
     mongo_dialect: Literal["mongodb", "ferretdb"] | None = None
     smtp_host: HostName = "127.0.0.1"
     smtp_port: Port = 1025
+    smtp_tls: SmtpTls = "none"  # none: the local sink; starttls: submission on 587; tls: 465
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = None  # none: the system's trusted CAs
+    smtp_tls_verify: bool = True
     smtp_pool_size: int = Field(default=8, ge=1, le=256)
     smtp_timeout_s: float = Field(default=30.0, gt=0)
     domain: str = Field(
@@ -58,7 +100,7 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     notifier_concurrency: int = Field(default=64, ge=1, le=10_000)
     # Emails a notifier may have had accepted upstream but not yet recorded in its ledger: the
-    # most a kill can make it send twice. Raising it buys throughput (see worker/apps/recorded_send.py).
+    # most a kill can make it send twice. Raising it buys throughput (worker/apps/recorded_send.py).
     notifier_max_unrecorded: int = Field(default=1, ge=1, le=1_000)
     retry_max_delay_s: float = Field(default=30.0, gt=0)
 
@@ -74,6 +116,50 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("mongo_uri")
+    @classmethod
+    def _check_mongo_uri(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+    @field_validator("kafka_ssl_ca_file", "smtp_ca_file")
+    @classmethod
+    def _check_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _readable(value)
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except ssl.SSLError:
+                raise ValueError(f"{value} holds no PEM certificate") from None
+        return value
+
+    @field_validator("kafka_ssl_cert_file", "kafka_ssl_key_file")
+    @classmethod
+    def _check_pem_file(cls, value: Path | None) -> Path | None:
+        if value is not None and b"-----BEGIN " not in _readable(value):
+            raise ValueError(f"{value} is not a PEM file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        _check_kafka_security(self)
+        _check_smtp_security(self)
+        return self
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def mongo_uri_shown(self) -> str:
+        """CT_MONGO_URI as it may be printed or logged: without its password and secret options."""
+        return redact_uri(self.mongo_uri.get_secret_value())
 
     @field_validator("domain", mode="before")
     @classmethod
@@ -98,6 +184,112 @@ class Settings(BaseSettings):
         return keys
 
 
+def _readable(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _check_kafka_security(s: Settings) -> None:
+    _check_kafka_sasl(s)
+    _check_kafka_tls(s)
+
+
+def _check_kafka_sasl(s: Settings) -> None:
+    protocol = f"CT_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol}"
+    if s.kafka_uses_sasl:
+        if s.kafka_sasl_mechanism is None:
+            raise SettingConflict(
+                "CT_KAFKA_SASL_MECHANISM",
+                f"is required with {protocol}: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+            )
+        for name, value in (
+            ("CT_KAFKA_SASL_USERNAME", s.kafka_sasl_username),
+            ("CT_KAFKA_SASL_PASSWORD", s.kafka_sasl_password),
+        ):
+            if not value:
+                raise SettingConflict(
+                    name, f"is required with CT_KAFKA_SASL_MECHANISM={s.kafka_sasl_mechanism}"
+                )
+    else:
+        for name, value in (
+            ("CT_KAFKA_SASL_MECHANISM", s.kafka_sasl_mechanism),
+            ("CT_KAFKA_SASL_USERNAME", s.kafka_sasl_username),
+            ("CT_KAFKA_SASL_PASSWORD", s.kafka_sasl_password),
+        ):
+            if value is not None:
+                raise SettingConflict(
+                    name, f"is set but {protocol} does not use SASL: use SASL_SSL (or unset it)"
+                )
+
+
+def _check_kafka_tls(s: Settings) -> None:
+    protocol = f"CT_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol}"
+    if not s.kafka_uses_tls:
+        for name, path in (
+            ("CT_KAFKA_SSL_CA_FILE", s.kafka_ssl_ca_file),
+            ("CT_KAFKA_SSL_CERT_FILE", s.kafka_ssl_cert_file),
+            ("CT_KAFKA_SSL_KEY_FILE", s.kafka_ssl_key_file),
+        ):
+            if path is not None:
+                raise SettingConflict(
+                    name, f"is set but {protocol} does not use TLS: use SSL or SASL_SSL"
+                )
+    if (s.kafka_ssl_cert_file is None) != (s.kafka_ssl_key_file is None):
+        missing = (
+            "CT_KAFKA_SSL_KEY_FILE" if s.kafka_ssl_key_file is None else "CT_KAFKA_SSL_CERT_FILE"
+        )
+        raise SettingConflict(missing, "is required too: a client certificate needs its key")
+    if s.kafka_ssl_cert_file is not None and s.kafka_ssl_key_file is not None:
+        try:
+            ssl.create_default_context().load_cert_chain(
+                str(s.kafka_ssl_cert_file), str(s.kafka_ssl_key_file)
+            )
+        except ssl.SSLError:
+            raise SettingConflict(
+                "CT_KAFKA_SSL_KEY_FILE", "is not the private key of CT_KAFKA_SSL_CERT_FILE"
+            ) from None
+
+
+def _check_smtp_security(s: Settings) -> None:
+    if (s.smtp_username is None) != (s.smtp_password is None):
+        missing = "CT_SMTP_PASSWORD" if s.smtp_password is None else "CT_SMTP_USERNAME"
+        raise SettingConflict(missing, "is required too: SMTP AUTH needs a user name and password")
+    if s.smtp_tls == "none":
+        if s.smtp_username is not None:
+            raise SettingConflict(
+                "CT_SMTP_TLS",
+                "is none but CT_SMTP_USERNAME is set: the password would cross the network in "
+                "clear; use starttls (port 587) or tls (port 465)",
+            )
+        if s.smtp_ca_file is not None:
+            raise SettingConflict(
+                "CT_SMTP_CA_FILE",
+                "is set but CT_SMTP_TLS=none does not use TLS: use starttls or tls",
+            )
+
+
+def redact_uri(uri: str) -> str:
+    """A URI without the password of its user part and without secret query options."""
+    try:
+        parts = urlsplit(uri)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, hosts = netloc.rsplit("@", 1)
+            netloc = f"{user.split(':', 1)[0]}:***@{hosts}" if ":" in user else netloc
+        query = urlencode(
+            [
+                (k, "***" if k.lower() in _SECRET_URI_OPTIONS else v)
+                for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            ],
+            safe="/:,*",
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return "<unparseable URI>"
+
+
 def decode_key(text: str) -> bytes:
     try:
         key = base64.urlsafe_b64decode(text.strip().encode("ascii") + b"==")
@@ -114,8 +306,18 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         error = exc.errors()[0]
-        name = "CT_" + str(error["loc"][0]).upper() if error["loc"] else "CT_*"
+        conflict = (error.get("ctx") or {}).get("error")
+        if isinstance(conflict, SettingConflict):
+            raise ConfigError(f"{conflict.variable} {conflict}") from None
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = "CT_" + field.upper() if field else "CT_*"
         raw = error.get("input")
-        shown = "" if "key" in name.lower() or not isinstance(raw, str | int) else f" (got {raw!r})"
-        hint = f"; {ENCRYPTION_KEY_HINT}" if "KEY" in name else ""
-        raise ConfigError(f"{name} is invalid{shown}: {error['msg']}{hint}") from None
+        shown = "" if _is_secret(field) or not isinstance(raw, str | int) else f" (got {raw!r})"
+        hint = f"; {ENCRYPTION_KEY_HINT}" if name.startswith("CT_ENCRYPTION") else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name} is invalid{shown}: {message}{hint}") from None
+
+
+def _is_secret(field: str) -> bool:
+    info = Settings.model_fields.get(field)
+    return info is None or "SecretStr" in str(info.annotation)

@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -51,6 +51,33 @@ class AddressRedactor:
         return event_dict
 
 
+class _CurrentStderr:
+    """sys.stderr as it is when a line is written, not when logging was set up: loggers are
+    cached on first use, and a stream swapped meanwhile (a test's capture) may be closed."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+# aiokafka logs these errors, then raises them to the client's caller, where
+# worker.adapters.kafka_client turns them into one line naming the setting or ACL to fix.
+_AIOKAFKA_RAISED_TOO = (
+    "Unable connect to",  # each bootstrap server it could not use
+    "Unexpected error during InitProducerIdRequest",  # an idempotent producer refused
+)
+
+
+def _replaced_by_diagnosis(record: logging.LogRecord) -> bool:
+    return not (
+        record.name.startswith("aiokafka")
+        and isinstance(record.msg, str)
+        and record.msg.startswith(_AIOKAFKA_RAISED_TOO)
+    )
+
+
 def configure_logging(level: str, fmt: str, alias_domain: str) -> None:
     """Route structlog and the standard library's logging through one redacting pipeline."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -70,7 +97,8 @@ def configure_logging(level: str, fmt: str, alias_domain: str) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # PrintLogger needs only write() and flush() of its file.
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -80,6 +108,7 @@ def configure_logging(level: str, fmt: str, alias_domain: str) -> None:
             foreign_pre_chain=shared,
         )
     )
+    handler.addFilter(_replaced_by_diagnosis)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Library chatter (aiokafka's reconnects, aiosmtpd's per-session lines) only at WARNING.

@@ -81,6 +81,9 @@ class PrivateStack:
             "CT_STACK_MONGO_PORT": str(self.mongo_port),
             "CT_STACK_SMTP_PORT": str(self.smtp_port),
             "CT_STACK_BROKERS": str(self.brokers),
+            # No TLS/SASL listeners, no Mailpit: the faults need none, and their default ports
+            # are the shared stack's.
+            "CT_STACK_SECURE": "0",
         }
 
     def run(self, *args: str, timeout: float = 180) -> None:
@@ -164,7 +167,7 @@ class Pipeline:
         env = {
             **_clean_environ(),
             "CT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            "CT_MONGO_URI": s.mongo_uri,
+            "CT_MONGO_URI": s.mongo_uri.get_secret_value(),
             "CT_MONGO_DB": s.mongo_db,
             "CT_SMTP_HOST": "127.0.0.1",
             "CT_SMTP_PORT": str(s.smtp_port),

@@ -19,6 +19,7 @@ from tests.faults.procs import Run
 from tests.helpers import CODEC, produce
 from tests.support.events import T0, order_event
 from worker.adapters import mongo
+from worker.adapters.kafka_client import client_options
 from worker.config import Settings
 from worker.domain.compose import message_id_for
 from worker.domain.notifications import derived_event_id, status_changed
@@ -76,7 +77,7 @@ async def produce_located(
 ) -> list[tuple[int, int]]:
     """Send (key, value) pairs in order; returns each one's (partition, offset)."""
     producer: AIOKafkaProducer[bytes, bytes] = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True
+        **client_options(settings), enable_idempotence=True
     )
     await producer.start()
     try:
@@ -90,7 +91,7 @@ async def whole_topic(settings: Settings, topic: str, *, timeout: float = 30) ->
     """Every record of a topic up to its current end, read without a consumer group."""
     consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=None,
         auto_offset_reset="earliest",
     )

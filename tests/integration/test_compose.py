@@ -203,10 +203,39 @@ def test_relay_service_maps_smtp_port_25_to_the_pod_port_2525() -> None:
     assert by_name[port["targetPort"]] == 2525
 
 
+SECRET_SETTINGS = {
+    "CT_ENCRYPTION_KEY",
+    "CT_MONGO_URI",
+    "CT_KAFKA_SASL_USERNAME",
+    "CT_KAFKA_SASL_PASSWORD",
+    "CT_SMTP_USERNAME",
+    "CT_SMTP_PASSWORD",
+}
+
+
 def test_secrets_stay_out_of_the_configmap() -> None:
-    """The ConfigMap holds no key; the example Secret holds only a placeholder."""
+    """Keys, passwords and the MongoDB URI come from the Secret, never from the ConfigMap."""
     manifests = load_k8s()
     config = only(manifests["configmap.yaml"], "ConfigMap")["data"]
-    assert not [name for name in config if "KEY" in name]
+    assert not set(config) & SECRET_SETTINGS
+    assert not [name for name in config if "KEY" in name or "PASSWORD" in name]
     secret = only(manifests["secret.example.yaml"], "Secret")
-    assert set(secret["stringData"]) == {"CT_ENCRYPTION_KEY"}
+    assert set(secret["stringData"]) == SECRET_SETTINGS
+
+
+def test_the_configmap_and_secret_make_settings_that_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SASL_SSL with its mechanism and credentials, STARTTLS with AUTH: a combination the
+    workers accept (the example key aside, which is a placeholder on purpose)."""
+    from worker.config import load_settings
+
+    manifests = load_k8s()
+    env = only(manifests["configmap.yaml"], "ConfigMap")["data"]
+    env |= only(manifests["secret.example.yaml"], "Secret")["stringData"]
+    for name in [n for n in os.environ if n.startswith("CT_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name != "CT_ENCRYPTION_KEY":
+            monkeypatch.setenv(name, str(value))
+    settings = load_settings()
+    assert settings.kafka_security_protocol == "SASL_SSL" and settings.smtp_tls == "starttls"
+    assert "REPLACE-WITH-THE-PASSWORD" not in settings.mongo_uri_shown

@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from tests.conftest import REPO, Capture
 from worker.adapters import mongo
+from worker.adapters.kafka_client import client_options
 from worker.apps.sink import read_index
 from worker.config import Settings, load_settings
 
@@ -27,7 +28,7 @@ async def _consume(
 ) -> list[tuple[bytes, bytes]]:
     consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -49,7 +50,7 @@ async def _consume(
 async def test_kafka_consumer_group_resumes_after_its_committed_offset(topics: Settings) -> None:
     topic = topics.topic_order_status
     producer: AIOKafkaProducer[bytes, bytes] = AIOKafkaProducer(
-        bootstrap_servers=topics.kafka_bootstrap, acks="all", enable_idempotence=True
+        **client_options(topics), acks="all", enable_idempotence=True
     )
     await producer.start()
     try:
@@ -73,7 +74,7 @@ async def test_kafka_consumer_group_resumes_after_its_committed_offset(topics: S
         await producer.stop()
 
     check: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        bootstrap_servers=topics.kafka_bootstrap, group_id="g-resume-" + topic
+        **client_options(topics), group_id="g-resume-" + topic
     )
     await check.start()
     try:

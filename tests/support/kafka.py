@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.support.polling import until
+from worker.adapters.kafka_client import admin_client, client_options
 from worker.config import Settings
 
 
 async def topic_size(settings: Settings, topic: str) -> int:
     """Records in a topic now: the sum of its partitions' end offsets (nothing here compacts)."""
     consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None
+        topic, **client_options(settings), group_id=None
     )
     await consumer.start()
     try:
@@ -27,23 +28,30 @@ async def topic_size(settings: Settings, topic: str) -> int:
     return sum(ends.values())
 
 
+async def committed(settings: Settings, topic: str, group: str) -> int:
+    """The sum of the group's committed offsets on the topic (0 when it committed nothing)."""
+    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
+        **client_options(settings), group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        return sum([await consumer.committed(tp) or 0 for tp in partitions])
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(settings: Settings, topics: list[str]) -> list[dict[str, Any]]:
+    async with admin_client(settings, "ct-tests") as admin:
+        described = await admin.describe_topics(topics)
+    return [p for t in described for p in t["partitions"]]
+
+
 async def partition_leaders(settings: Settings, topics: list[str]) -> Counter[int]:
     """How many partitions of these topics each broker (by node id) leads right now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
-    return Counter(p["leader"] for t in described for p in t["partitions"] if p["leader"] >= 0)
+    return Counter(p["leader"] for p in await _partitions(settings, topics) if p["leader"] >= 0)
 
 
 async def under_replicated(settings: Settings, topics: list[str]) -> int:
     """Partitions of these topics whose in-sync replicas are fewer than their replicas."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
-    return sum(len(p["isr"]) < len(p["replicas"]) for t in described for p in t["partitions"])
+    return sum(len(p["isr"]) < len(p["replicas"]) for p in await _partitions(settings, topics))

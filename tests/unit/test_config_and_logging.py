@@ -22,7 +22,7 @@ def test_defaults_are_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
     settings = load_settings()
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
-    assert settings.mongo_uri == "mongodb://127.0.0.1:27017"
+    assert settings.mongo_uri.get_secret_value() == "mongodb://127.0.0.1:27017"
     assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 1025)
     assert settings.domain == "ct.example.com"
     assert settings.alias_ttl_days == 60

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from worker import metrics
 from worker.adapters.kafka import Record, is_transient, make_producer
+from worker.adapters.kafka_client import Consumer
 from worker.config import Settings
 from worker.retry import retry_transient
 
@@ -101,14 +102,11 @@ async def dead_letters(
     settings: Settings, *, group: str | None, commit: bool = False
 ) -> AsyncIterator[DeadLetter]:
     """The DLQ from the group's position (or the start) up to its end as it is now."""
-    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    consumer: AIOKafkaConsumer[bytes, bytes] = Consumer(
+        settings, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = [
             TopicPartition(settings.topic_dlq, p)
             for p in consumer.partitions_for_topic(settings.topic_dlq) or {0}
@@ -134,8 +132,8 @@ async def replay_dead_letters(
     """Re-publish dead letters to their original topic, original key, value and headers."""
     replayed = []
     producer = make_producer(settings, "ct-dlq-replay")
-    await producer.start()
     try:
+        await producer.start()
         async for letter in dead_letters(
             settings, group=None if dry_run else group, commit=not dry_run
         ):

@@ -17,17 +17,30 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
     ProducerFenced,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
     UnknownProducerId,
+    UnknownTopicOrPartitionError,
+    for_code,
 )
 
 from worker import metrics
-from worker.config import Settings
+from worker.adapters.kafka_client import (
+    PERMANENT_ERRORS,
+    Consumer,
+    Producer,
+    admin_client,
+    is_retriable,
+    principal,
+    rejection,
+)
+from worker.config import Rejected, Settings
 
 log = structlog.get_logger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 TOPIC_METADATA_WAIT_S = 30.0
+UNKNOWN_TOPIC_WAIT_S = 3.0
 
 
 # After these an idempotent producer stays broken (seen after a broker restart: its sequence
@@ -42,10 +55,46 @@ PRODUCER_BROKEN = (
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Broker unavailable, leader moving, request timed out: worth another try."""
+    """Broker unavailable, leader moving, request timed out: worth another try. Not: a broken
+    producer, credentials, ACLs, a missing topic, a record too large (see kafka_client)."""
     if isinstance(exc, PRODUCER_BROKEN):
         return False
-    return isinstance(exc, KafkaError | OSError | TimeoutError)
+    return is_retriable(exc)
+
+
+async def require_topics(settings: Settings, topics: Sequence[str]) -> None:
+    """Raise Rejected unless every topic exists and this client may use it.
+
+    A consumer subscribed to a missing topic waits forever with no partitions, and a producer's
+    send to one times out again and again: both look alive while they do nothing. A leader being
+    elected (a broker restarting) is waited out; a missing topic gets a few seconds, for one
+    created a moment ago by another process.
+    """
+    started = time.monotonic()
+    async with admin_client(settings, "ct-preflight") as admin:
+        while True:
+            failed = [t for t in await admin.describe_topics(list(topics)) if t["error_code"]]
+            if not failed:
+                return
+            waited = time.monotonic() - started
+            for topic in failed:
+                error = for_code(topic["error_code"])()
+                if (
+                    isinstance(error, UnknownTopicOrPartitionError)
+                    and waited < UNKNOWN_TOPIC_WAIT_S
+                ):
+                    continue
+                if is_retriable(error) and waited < TOPIC_METADATA_WAIT_S:
+                    continue
+                raise rejection(error, settings, user_of=f"topic {topic['topic']}") or error
+            await asyncio.sleep(0.5)
+
+
+def _patience(error: Exception) -> float:
+    """How long a topic's metadata error is waited out before it counts."""
+    if isinstance(error, UnknownTopicOrPartitionError):
+        return UNKNOWN_TOPIC_WAIT_S
+    return TOPIC_METADATA_WAIT_S if is_retriable(error) else 0.0
 
 
 def make_producer(
@@ -57,8 +106,8 @@ def make_producer(
     holds an SMTP session open until Kafka acknowledges) wants 0: sends made while a request is
     in flight are still batched together.
     """
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    return Producer(
+        settings,
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
@@ -68,8 +117,8 @@ def make_producer(
 
 
 def make_consumer(settings: Settings, topic: str, group: str) -> AIOKafkaConsumer[bytes, bytes]:
-    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    consumer: AIOKafkaConsumer[bytes, bytes] = Consumer(
+        settings,
         group_id=group,
         client_id=group,
         enable_auto_commit=False,
@@ -96,24 +145,27 @@ def topic_specs(settings: Settings, partitions: int, replication: int) -> list[N
 
 async def ensure_topics(settings: Settings, partitions: int, replication: int) -> list[str]:
     """Create the project's topics; existing ones are left alone. Returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="ct-admin")
-    await admin.start()
-    try:
+    async with admin_client(settings, "ct-admin") as admin:
         existing = set(await admin.list_topics())
         wanted = [
             t for t in topic_specs(settings, partitions, replication) if t.name not in existing
         ]
         created = []
         for topic in wanted:
-            try:
-                await admin.create_topics([topic])
-                created.append(topic.name)
-            except TopicAlreadyExistsError:
-                pass  # another process created it between list and create
+            response = await admin.create_topics([topic])
+            for name, code, *_ in response.topic_errors:
+                error = for_code(code)
+                if code == 0:
+                    created.append(name)
+                elif error is TopicAuthorizationFailedError:
+                    raise Rejected(
+                        f"Kafka does not allow {principal(settings)} to create topic {name}: "
+                        "grant it the Create ACL on that topic, or create the topics as an admin"
+                    )
+                elif error is not TopicAlreadyExistsError:  # created meanwhile by another
+                    raise error(f"creating topic {name}")
         await _until_described(admin, [t.name for t in wanted])
         return created
-    finally:
-        await admin.close()
 
 
 async def _until_described(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
@@ -167,8 +219,12 @@ class BatchConsumer:
         name: str,
         max_records: int,
         grace_s: float,
+        settings: Settings | None = None,
+        group: str | None = None,
     ) -> None:
         self._consumer = consumer
+        self._settings = settings
+        self._group = group
         self._topic = topic
         self._handler = handler
         self._name = name
@@ -190,14 +246,14 @@ class BatchConsumer:
             log.warning("commit_failed", consumer=self._name, error=repr(exc))
 
     async def run(self, stopping: asyncio.Event) -> None:
-        await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=_CommitOnRevoke(self))
-        self.ready = True
         try:
+            if self._settings is not None:
+                await require_topics(self._settings, [self._topic])
+            await self._consumer.start()
+            self._consumer.subscribe([self._topic], listener=_CommitOnRevoke(self))
+            self.ready = True
             while not stopping.is_set():
-                batches = await self._consumer.getmany(
-                    timeout_ms=500, max_records=self._max_records
-                )
+                batches = await self._fetch()
                 if not batches:
                     continue
                 async with self.lock:
@@ -213,6 +269,20 @@ class BatchConsumer:
             async with self.lock:
                 await self.commit_pending()
             await self._consumer.stop()
+
+    async def _fetch(self) -> dict[TopicPartition, list[Record]]:
+        try:
+            batches: dict[TopicPartition, list[Record]] = await self._consumer.getmany(
+                timeout_ms=500, max_records=self._max_records
+            )
+        except PERMANENT_ERRORS as exc:
+            # A group ACL missing, say: nothing was fetched, so nothing is committed.
+            self.ready = False
+            if self._settings is None:
+                raise
+            using = f"consumer group {self._group} on topic {self._topic}"
+            raise (rejection(exc, self._settings, user_of=using) or exc) from None
+        return batches
 
     async def _handle(self, records: Sequence[Record], stopping: asyncio.Event) -> bool:
         """Run the handler; once stop is asked, give it at most the grace period to finish."""
@@ -256,4 +326,6 @@ def consume(
         name=name,
         max_records=settings.batch_max_records,
         grace_s=settings.shutdown_grace_s,
+        settings=settings,
+        group=group,
     )

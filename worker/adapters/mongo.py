@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
+    ConfigurationError,
     ConnectionFailure,
     ExecutionTimeout,
     NetworkTimeout,
+    OperationFailure,
     ServerSelectionTimeoutError,
     WriteConcernError,
 )
 
 from worker.adapters.dialect import Dialect, DialectName, Document, detect_dialect
-from worker.config import Settings
+from worker.config import Rejected, Settings, Unreachable
 from worker.retry import retry_transient
 
 Database = AsyncDatabase[Document]
@@ -33,16 +37,51 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
+AUTHENTICATION_FAILED = 18
+_CERTIFICATE_FAILURES = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
+
+
 def connect(
     settings: Settings, *, app_name: str, timeout_ms: int = 5_000
 ) -> AsyncMongoClient[Document]:
-    return AsyncMongoClient(
-        settings.mongo_uri,
-        appname=app_name,
-        tz_aware=True,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
-    )
+    """A client of CT_MONGO_URI; a URI PyMongo cannot use raises Rejected (naming the setting,
+    never showing the URI's secrets)."""
+    try:
+        return AsyncMongoClient(
+            settings.mongo_uri.get_secret_value(),
+            appname=app_name,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+        )
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        raise Rejected(
+            f"CT_MONGO_URI is not usable ({_without_secrets(settings, exc)}); it is "
+            f"{settings.mongo_uri_shown}"
+        ) from None
+
+
+def explain(settings: Settings, exc: BaseException) -> Rejected | Unreachable | None:
+    """A MongoDB failure that an operator must fix, as one line naming CT_MONGO_URI."""
+    shown = f"CT_MONGO_URI={settings.mongo_uri_shown}"
+    if isinstance(exc, OperationFailure) and exc.code == AUTHENTICATION_FAILED:
+        return Rejected(f"MongoDB rejected the credentials in {shown}: fix the user or password")
+    if isinstance(exc, ServerSelectionTimeoutError):
+        reason = _without_secrets(settings, exc).split(", Timeout:")[0]
+        reason = reason.split(" (configured timeouts")[0]
+        if any(marker in str(exc) for marker in _CERTIFICATE_FAILURES):
+            return Rejected(
+                f"MongoDB's TLS certificate is not trusted ({reason}): set tlsCAFile in "
+                f"{shown} to the CA that signed it (or fix the host name)"
+            )
+        return Unreachable(f"cannot reach MongoDB at {shown}: {reason}")
+    return None
+
+
+def _without_secrets(settings: Settings, exc: BaseException) -> str:
+    text = str(exc)
+    password = urlsplit(settings.mongo_uri.get_secret_value()).password
+    return text.replace(password, "***") if password else text
 
 
 async def ensure_indexes(db: Database) -> None:
@@ -67,7 +106,12 @@ async def prepare(db: Database, dialect: DialectName | None = None) -> Dialect:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors that a retry can cure: the server is down, restarting or unreachable."""
+    """Errors that a retry can cure: the server is down, restarting or unreachable. Not: an
+    untrusted certificate, which PyMongo reports as a server selection timeout too."""
+    if isinstance(exc, ServerSelectionTimeoutError) and any(
+        marker in str(exc) for marker in _CERTIFICATE_FAILURES
+    ):
+        return False
     return isinstance(
         exc,
         AutoReconnect

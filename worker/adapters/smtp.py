@@ -7,12 +7,17 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosmtplib
+import structlog
 from aiosmtplib import SMTPStatus
 
 from worker import metrics
+from worker.adapters import smtp_client
+from worker.config import Settings
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
@@ -89,20 +94,56 @@ class PreparedMessage:
 
 
 class SmtpPool:
-    """At most `size` connections, each reused across messages and reopened when it drops."""
+    """At most `size` connections, each reused across messages and reopened when it drops.
 
-    def __init__(self, host: str, port: int, *, size: int, timeout: float) -> None:
-        self._host = host
-        self._port = port
-        self._timeout = timeout
+    Built from the settings, each connection does what CT_SMTP_TLS says (STARTTLS, required, or
+    implicit TLS) and AUTH when it opens; a message then costs no handshake. A refusal that only
+    a setting can fix (535, an untrusted certificate, no STARTTLS) raises Rejected, not
+    SmtpFailure: it is neither the recipient's fault (DELIVERY_FAILED) nor transient.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        size: int,
+        timeout: float,
+        settings: Settings | None = None,
+    ) -> None:
+        self._settings = settings
+        self._options: dict[str, Any] = (
+            smtp_client.connection_options(settings)
+            if settings is not None
+            else {"hostname": host, "port": port, "timeout": timeout, "start_tls": False}
+        )
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
         for _ in range(size):
             self._idle.put_nowait(self._new_client())
 
-    def _new_client(self) -> aiosmtplib.SMTP:
-        return aiosmtplib.SMTP(
-            hostname=self._host, port=self._port, timeout=self._timeout, start_tls=False
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpPool:
+        smtp_client.warn_if_unverified(settings)
+        return cls(
+            settings.smtp_host,
+            settings.smtp_port,
+            size=settings.smtp_pool_size,
+            timeout=settings.smtp_timeout_s,
+            settings=settings,
         )
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(**self._options)
+
+    async def check(self) -> None:
+        """At start: raise Rejected if the upstream refuses the settings. An upstream that is
+        down is only logged: sends retry until it is back."""
+        if self._settings is None:
+            return
+        try:
+            await smtp_client.probe(self._settings)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            log.warning("smtp_upstream_unavailable", error=type(exc).__name__, detail=str(exc))
 
     async def send(self, message: bytes, *, sender: str, recipients: Sequence[str]) -> str:
         """Hand the message over; returns the upstream's reply or raises SmtpFailure."""
@@ -202,10 +243,17 @@ class SmtpPool:
                 if attempt == 2 or not reconnect:
                     raise classify_failure(exc) from exc
             except (aiosmtplib.SMTPException, OSError) as exc:
+                self._raise_if_misconfigured(exc)
                 failure = classify_failure(exc)
                 await self._reset(client, failure)
                 raise failure from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_if_misconfigured(self, exc: BaseException) -> None:
+        if self._settings is not None:
+            problem = smtp_client.misconfiguration(exc, self._settings)
+            if problem is not None:
+                raise problem from None
 
     async def _reset(self, client: aiosmtplib.SMTP, failure: SmtpFailure) -> None:
         """After a refusal the connection is reusable (RSET); after anything else, reopen it."""

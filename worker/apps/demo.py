@@ -307,7 +307,8 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     say(f"  ct timeline {demo.order_ids[0]}        (add --json for the raw entries)")
     say(f"  captured mail: {demo.sink}/*.eml and index.jsonl")
     say(f"  worker logs:   {log_path}")
-    say(f"  MongoDB:       {settings.mongo_uri} db {settings.mongo_db}: orders, aliases, audit")
+    say(f"  MongoDB:       {settings.mongo_uri_shown} db {settings.mongo_db}")
+    say("                 collections orders, aliases, audit")
     say("  ct alias resolve ALIAS --reason '...'  ·  ct dlq list  ·  deploy/local/stack down")
     return 0
 

@@ -17,13 +17,21 @@ from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.dead_letters import DeadLetters
 from worker.adapters.deliveries import Delivery, DeliveryLedger
-from worker.adapters.kafka import PRODUCER_BROKEN, BatchConsumer, Record, consume, make_producer
+from worker.adapters.kafka import (
+    PRODUCER_BROKEN,
+    BatchConsumer,
+    Record,
+    consume,
+    make_producer,
+    require_topics,
+)
 from worker.adapters.kafka import is_transient as kafka_transient
+from worker.adapters.kafka_client import PERMANENT_ERRORS
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.adapters.smtp import is_transient as smtp_transient
 from worker.apps.recorded_send import RecordedSender
 from worker.codec import DecodeError, ValueCodec
-from worker.config import Settings
+from worker.config import ConfigError, Settings
 from worker.crypto import AddressCipher
 from worker.domain import notifications
 from worker.domain.aliases import SystemClock
@@ -38,6 +46,7 @@ log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
 AliasPair = tuple[AliasRecord, AliasRecord]
 T = TypeVar("T")
+NOT_THIS_EVENTS_FAULT = (*PRODUCER_BROKEN, *PERMANENT_ERRORS, ConfigError)
 
 
 class Notifier:
@@ -118,8 +127,10 @@ class Notifier:
         except Unprocessable as exc:
             outcome = "dead_lettered"
             await self._dead_letters.publish(record, str(exc))
-        except PRODUCER_BROKEN:
-            raise  # not this event's fault: the process restarts with a new producer
+        except NOT_THIS_EVENTS_FAULT:
+            # A broken producer, a refused password, certificate or ACL: the process exits,
+            # commits nothing past this event, and its restart (or the fix) sends it then.
+            raise
         except Exception as exc:
             # A bug, not bad data: dead-letter the event (replayable once fixed) instead of
             # crash-looping on it. The reason names the error type only: messages may hold data.
@@ -225,16 +236,14 @@ class NotifierService(Service):
         settings = self._settings
         client = mongo.connect(settings, app_name="ct-notifier")
         producer = make_producer(settings, "ct-notifier")
-        smtp = SmtpPool(
-            settings.smtp_host,
-            settings.smtp_port,
-            size=settings.smtp_pool_size,
-            timeout=settings.smtp_timeout_s,
-        )
+        smtp = SmtpPool.from_settings(settings)
         try:
             db = client[settings.mongo_db]
             dialect = await mongo.prepare(db, settings.mongo_dialect)
             await producer.start()
+            # Refused settings stop the worker now, before it takes a single event.
+            await require_topics(settings, [settings.topic_timeline, settings.topic_dlq])
+            await smtp.check()
             notifier = Notifier(
                 codec=self._codec,
                 aliases=AliasStore(

@@ -12,7 +12,7 @@ import structlog
 from worker import metrics
 from worker.adapters import mongo
 from worker.adapters.dead_letters import DeadLetters
-from worker.adapters.kafka import BatchConsumer, Record, consume, make_producer
+from worker.adapters.kafka import BatchConsumer, Record, consume, make_producer, require_topics
 from worker.adapters.orders import OrdersRepository
 from worker.codec import DecodeError, ValueCodec
 from worker.config import Settings
@@ -92,6 +92,8 @@ class ProjectorService(Service):
             db = client[settings.mongo_db]
             dialect = await mongo.prepare(db, settings.mongo_dialect)
             await producer.start()
+            # Its consumer checks the timeline topic; the dead letters go here.
+            await require_topics(settings, [settings.topic_dlq])
             projector = Projector(
                 self._codec,
                 OrdersRepository(db, dialect=dialect),

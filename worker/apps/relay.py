@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
-from worker.adapters.kafka import make_producer
+from worker.adapters.kafka import make_producer, require_topics
 from worker.adapters.smtp import SmtpPool
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps.relay_handler import RelayEnvelope, RelayHandler
@@ -70,17 +70,15 @@ class RelayService(Service):
         settings = self._settings
         client = mongo.connect(settings, app_name="ct-relay")
         producer = make_producer(settings, "ct-relay", linger_ms=0)
-        smtp = SmtpPool(
-            settings.smtp_host,
-            settings.smtp_port,
-            size=settings.smtp_pool_size,
-            timeout=settings.smtp_timeout_s,
-        )
+        smtp = SmtpPool.from_settings(settings)
         server = None
         try:
             db = client[settings.mongo_db]
             dialect = await mongo.prepare(db, settings.mongo_dialect)
             await producer.start()
+            # Refused settings stop the relay now, before it answers a sender.
+            await require_topics(settings, [settings.topic_timeline])
+            await smtp.check()
             clock = SystemClock()
             handler = RelayHandler(
                 aliases=AliasStore(
@@ -117,6 +115,8 @@ class RelayService(Service):
             server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(handler.idle.wait(), settings.shutdown_grace_s)
+            if handler.misconfigured is not None:
+                raise handler.misconfigured
             if handler.broken.is_set():
                 raise RuntimeError("the Kafka producer can no longer send; restart for a new one")
         finally:

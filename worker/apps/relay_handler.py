@@ -26,6 +26,7 @@ from worker.adapters.kafka import PRODUCER_BROKEN
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.smtp import SmtpFailure, SmtpPool
 from worker.codec import ValueCodec
+from worker.config import ConfigError
 from worker.domain import relay_events
 from worker.domain import relaying as rules
 from worker.domain.aliases import Clock, Party, is_alias_domain
@@ -87,8 +88,10 @@ class RelayHandler:
         self._in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        # Set when the Kafka producer can never send again: the service stops, the process exits.
+        # Set when the Kafka producer can never send again, or when the SMTP upstream refuses
+        # our settings (misconfigured says why): the service stops, the process exits.
         self.broken = asyncio.Event()
+        self.misconfigured: ConfigError | None = None
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -123,6 +126,12 @@ class RelayHandler:
                     break
         except Transient as exc:
             outcome = exc.reply
+        except ConfigError as exc:
+            # The upstream refuses our password or certificate: not the sender's fault, so a
+            # 4xx (it retries later, once the relay is fixed), and the relay stops taking mail.
+            outcome = rules.UPSTREAM_UNAVAILABLE
+            self.misconfigured = exc
+            self.broken.set()
         finally:
             self._in_flight -= 1
             if not self._in_flight:

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import structlog
 
-from worker.config import Settings
+from worker.apps.failures import explain
+from worker.config import ConfigError, Settings
 from worker.http import serve_http
 from worker.service import Service
 
@@ -19,7 +20,9 @@ log = structlog.get_logger(__name__)
 async def run_services(settings: Settings, services: Sequence[Service]) -> int:
     """Run services side by side until SIGTERM/SIGINT or until one of them fails.
 
-    Returns the process exit code: 0 after a clean shutdown, 1 when a service failed.
+    Returns the process exit code: 0 after a clean shutdown, 1 when a service failed, 2 when it
+    failed on its configuration (credentials, certificates, ACLs, a missing topic: retrying as
+    is cannot help, so the orchestrator's restart loop, with its backoff, is the right place).
     """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -29,14 +32,22 @@ async def run_services(settings: Settings, services: Sequence[Service]) -> int:
     tasks = {asyncio.create_task(s.run(stopping), name=s.name): s for s in services}
     log.info("started", services=[s.name for s in services])
     failed = False
+    misconfigured = False
     try:
         pending: set[asyncio.Task[None]] = set(tasks)
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task.exception() is not None:
+                error = task.exception()
+                if error is not None:
                     failed = True
-                    log.error("service_failed", service=task.get_name(), exc_info=task.exception())
+                    problem = explain(error, settings)
+                    if problem is None:
+                        log.error("service_failed", service=task.get_name(), exc_info=error)
+                    else:
+                        # The fix in one line; a traceback would only bury it.
+                        misconfigured = misconfigured or isinstance(problem, ConfigError)
+                        log.error("service_failed", service=task.get_name(), fix=str(problem))
                 elif not stopping.is_set():
                     log.warning("service_exited", service=task.get_name())
             stopping.set()  # one service down takes the process down: the orchestrator restarts it
@@ -56,4 +67,4 @@ async def run_services(settings: Settings, services: Sequence[Service]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped", clean=not failed)
-    return 1 if failed else 0
+    return 2 if misconfigured else 1 if failed else 0
