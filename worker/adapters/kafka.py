@@ -205,6 +205,8 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             "partitions_assigned",
             partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
         )
+        if self._loop.on_assigned is not None:
+            self._loop.on_assigned()
 
 
 class BatchConsumer:
@@ -221,8 +223,12 @@ class BatchConsumer:
         grace_s: float,
         settings: Settings | None = None,
         group: str | None = None,
+        on_assigned: Callable[[], None] | None = None,
     ) -> None:
         self._consumer = consumer
+        # Called on every new assignment, before any record of it is handled: what a handler
+        # knows of its partitions' state from before may be another owner's since.
+        self.on_assigned = on_assigned
         self._settings = settings
         self._group = group
         self._topic = topic
@@ -316,7 +322,13 @@ class BatchConsumer:
 
 
 def consume(
-    settings: Settings, topic: str, group: str, handler: BatchHandler, *, name: str
+    settings: Settings,
+    topic: str,
+    group: str,
+    handler: BatchHandler,
+    *,
+    name: str,
+    on_assigned: Callable[[], None] | None = None,
 ) -> BatchConsumer:
     """A batch consumer of `topic` in consumer group `group`, set up from the settings."""
     return BatchConsumer(
@@ -328,4 +340,5 @@ def consume(
         grace_s=settings.shutdown_grace_s,
         settings=settings,
         group=group,
+        on_assigned=on_assigned,
     )
