@@ -85,9 +85,9 @@ test: install tools stack ## run the whole test suite against the local stack (P
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit 5); that is a failure" >&2; fi; \
 	exit $$rc
 
-# Its own private three-broker cluster, FerretDB and sink (tests/faults/conftest.py), about ten
-# minutes: kept out of `make test` so that the suite stays within its half hour.
-test-cluster: install ## the fault test on a private 3-broker Kafka cluster (PYTEST_ARGS=...)
+# Part of `make test` too; this runs it alone, on its own private three-broker cluster, FerretDB
+# and sink (tests/faults/conftest.py), in about six minutes.
+test-cluster: install ## the fault test on a private 3-broker Kafka cluster alone (PYTEST_ARGS=...)
 	$(VENV)/bin/pytest tests/faults/test_cluster.py -m cluster -s $(PYTEST_ARGS)
 
 test-unit: install ## the pure tests only, in seconds, without the stack (PYTEST_ARGS=...)

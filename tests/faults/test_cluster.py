@@ -1,7 +1,7 @@
 """Scale-out on a real three-broker Kafka cluster: replicas join and leave, brokers die.
 
-`make test-cluster` runs it (it is marked `cluster` and left out of `make test`): a private
-cluster (`deploy/local/stack up` with CT_STACK_BROKERS=3, topics with a replica on every broker,
+Part of `make test`; `make test-cluster` runs it alone (marked `cluster`). A private cluster
+(`deploy/local/stack up` with CT_STACK_BROKERS=3, topics with a replica on every broker,
 min.insync.replicas 2), 20,000 events on 12 partitions, three notifier and two projector
 replicas, and the relay under load from SMTP clients the whole time. CT_CLUSTER_ORDERS (x 10
 events), CT_CLUSTER_BUDGET_S and CT_FAULTS_SEED change the size, the time allowed and the plan.
