@@ -224,6 +224,7 @@ async def _postgres_backend(workdir: Path) -> tuple[str, dict[str, list[int]]] |
         await asyncio.to_thread(_stack, ["up", "postgres", "ferretdb"], env)
     except BenchError as exc:
         print(f"bench: no FerretDB on PostgreSQL, the backend comparison is skipped: {exc}")
+        await asyncio.to_thread(_stack, ["reset"], env)
         return None
     uri = f"mongodb://127.0.0.1:{PRIVATE_PG_PORTS['CT_STACK_MONGO_PORT']}"
     return uri, _server_pids(state, " (postgresql)")
@@ -253,7 +254,12 @@ async def bench_env(*, private: bool, brokers: int = 3) -> AsyncIterator[BenchEn
             )
         stack_env = _private_stack_env(workdir / "state") | {"CT_STACK_BROKERS": str(brokers)}
         print(f"bench: a private stack in {workdir / 'state'} ({brokers} Kafka brokers, FerretDB)")
-        await asyncio.to_thread(_stack, ["up", "kafka", "ferretdb"], stack_env)
+        try:
+            await asyncio.to_thread(_stack, ["up", "kafka", "ferretdb"], stack_env)
+        except BenchError:
+            await asyncio.to_thread(_stack, ["down"], stack_env)  # what did start
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         first = PRIVATE_PORTS["CT_STACK_KAFKA_PORT"]
         overrides = {
             "kafka_bootstrap": ",".join(f"127.0.0.1:{first + k}" for k in range(brokers)),

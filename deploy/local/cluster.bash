@@ -93,26 +93,65 @@ kafka_heap() {
 start_kafka_nodes() {  # node...
   (($#)) || return 0
   install_kafka
-  local node started=$SECONDS
-  for node in "$@"; do
-    local props="$run/$node.properties"
-    write_node_properties "$node" "$props"
-    format_node "$node" "$props"
-    # shellcheck disable=SC2046 # the heap options are words
-    nohup java $(kafka_heap) -XX:+UseG1GC -Djava.awt.headless=true \
-      -Dlog4j2.configurationFile="$here/log4j2.yaml" -Dkafka.logs.dir="$run" \
-      -cp "$kafka_lib/*" kafka.Kafka "$props" >>"$run/$node.log" 2>&1 &
-    echo $! >"$run/$node.pid"
-  done
+  local node started=$SECONDS attempt
+  for node in "$@"; do launch_node "$node"; done
   require_ct
   for node in "$@"; do
-    CT_KAFKA_BOOTSTRAP="127.0.0.1:$((kafka_port + $(node_number "$node") - 1))" \
-      wait_ready "$node" "$ct" check kafka --timeout "$ready_timeout"
+    for attempt in 1 2 3 4 5; do
+      node_ready "$node" && break
+      # A port can be held for a moment by another program's outgoing connection (ports in
+      # the kernel's ephemeral range, 32768-60999 here): try again rather than fail the stack.
+      ((attempt < 5)) || die "$node: $(bind_failure "$node") five times: move it with the CT_STACK_*_PORT variables"
+      say "$node: $(bind_failure "$node"); starting it again"
+      sleep 2
+      launch_node "$node"
+    done
     say "$node: ready in $((SECONDS - started))s (pid $(pid_of "$node"), log $run/$node.log)"
   done
   if [[ "$secure_on" == 1 ]]; then
     ensure_kafka_principals
     # The SASL_SSL listener with the user just made: TLS, SCRAM and the ACLs all answer.
     wait_ready "$1" check_secure_kafka
+  fi
+}
+
+declare -A kafka_log_mark=()
+
+launch_node() {  # node
+  local props="$run/$1.properties"
+  write_node_properties "$1" "$props"
+  format_node "$1" "$props"
+  touch "$run/$1.log"
+  kafka_log_mark[$1]="$(stat -c %s "$run/$1.log")"
+  # shellcheck disable=SC2046 # the heap options are words
+  nohup java $(kafka_heap) -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$here/log4j2.yaml" -Dkafka.logs.dir="$run" \
+    -cp "$kafka_lib/*" kafka.Kafka "$props" >>"$run/$1.log" 2>&1 &
+  echo $! >"$run/$1.pid"
+}
+
+# What this start of the node logged about a port it could not bind, if anything.
+bind_failure() {  # node
+  tail -c +"$((${kafka_log_mark[$1]:-0} + 1))" "$run/$1.log" 2>/dev/null |
+    grep -o 'failed to bind to [0-9.:]*: Address already in use' | tail -n 1
+}
+
+# Like wait_ready, but a node that exits because a port was taken returns 1 instead of failing.
+node_ready() {  # node
+  local port=$((kafka_port + $(node_number "$1") - 1))
+  CT_KAFKA_BOOTSTRAP="127.0.0.1:$port" "$ct" check kafka --timeout "$ready_timeout" \
+    >/dev/null 2>"$run/$1.ready.err" &
+  local checker=$!
+  while kill -0 "$checker" 2>/dev/null; do
+    if ! kill -0 "$(pid_of "$1")" 2>/dev/null; then
+      kill "$checker" 2>/dev/null || true
+      [[ -z "$(bind_failure "$1")" ]] || return 1
+      die "$1 exited during start-up: read $run/$1.log ($(tail -n 1 "$run/$1.log" | cut -c1-300))"
+    fi
+    sleep 0.3
+  done
+  if ! wait "$checker"; then
+    kill "$(pid_of "$1")" 2>/dev/null || true
+    die "$1 did not become ready within ${ready_timeout}s: read $run/$1.log ($(tail -n 1 "$run/$1.ready.err" 2>/dev/null))"
   fi
 }
