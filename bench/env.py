@@ -44,6 +44,7 @@ PRIVATE_PORTS = {
     "CT_STACK_SMTP_PORT": _BLOCK + 25,
 }
 PRIVATE_SMTP_SINK_PORT = _BLOCK + 26
+CLUSTER_BROKERS = 3
 # The second FerretDB of the backend comparison, on PostgreSQL, in a state directory of its own.
 PRIVATE_PG_PORTS = {"CT_STACK_MONGO_PORT": _BLOCK + 18, "CT_STACK_POSTGRES_PORT": _BLOCK + 32}
 
@@ -87,6 +88,25 @@ class BenchEnv:
     brokers: int = 1
     # MongoDB URIs by FerretDB backend ("sqlite", "postgresql"): the backend comparison's.
     mongo_backends: dict[str, str] = field(default_factory=dict)
+    # The environments of the private stacks started for this run, each reset at the end.
+    stacks: list[dict[str, str]] = field(default_factory=list)
+
+    async def use_cluster(self) -> bool:
+        """Swap the private stack's one broker for a cluster of CLUSTER_BROKERS on the same
+        ports (the scale-out rows); False on the shared stack, which keeps its one broker."""
+        if not self.stacks:
+            return False
+        await asyncio.to_thread(_stack, ["down", "kafka"], self.stacks[0])
+        state = self.workdir / "state-cluster"
+        cluster = _private_stack_env(state) | {"CT_STACK_BROKERS": str(CLUSTER_BROKERS)}
+        self.stacks.append(cluster)
+        await asyncio.to_thread(_stack, ["up", "kafka"], cluster)
+        first = PRIVATE_PORTS["CT_STACK_KAFKA_PORT"]
+        bootstrap = ",".join(f"127.0.0.1:{first + k}" for k in range(CLUSTER_BROKERS))
+        self.base = self.base.model_copy(update={"kafka_bootstrap": bootstrap})
+        self.brokers = CLUSTER_BROKERS
+        self.servers["kafka"] = _server_pids(state)["kafka"]
+        return True
 
     def names(
         self, stage: str, upstream: str = "smtp-sink", *, mongo_backend: str | None = None
@@ -214,9 +234,16 @@ def _server_pids(state: Path, suffix: str = "") -> dict[str, list[int]]:
     return servers
 
 
-async def _postgres_backend(workdir: Path) -> tuple[str, dict[str, list[int]]] | None:
-    """FerretDB on PostgreSQL beside the main stack's FerretDB on SQLite: its URI and servers,
-    or None (said why) when the stack cannot run it here."""
+@dataclass(frozen=True)
+class PrivateBackend:
+    uri: str
+    servers: dict[str, list[int]]
+    stack_env: dict[str, str]
+
+
+async def _postgres_backend(workdir: Path) -> PrivateBackend | None:
+    """FerretDB on PostgreSQL beside the main stack's FerretDB on SQLite, or None (said why)
+    when the stack cannot run it here."""
     state = workdir / "state-pg"
     env = _private_stack_env(state) | {"CT_STACK_FERRETDB_BACKEND": "postgresql"}
     env |= {k: str(v) for k, v in PRIVATE_PG_PORTS.items()}
@@ -227,53 +254,51 @@ async def _postgres_backend(workdir: Path) -> tuple[str, dict[str, list[int]]] |
         await asyncio.to_thread(_stack, ["reset"], env)
         return None
     uri = f"mongodb://127.0.0.1:{PRIVATE_PG_PORTS['CT_STACK_MONGO_PORT']}"
-    return uri, _server_pids(state, " (postgresql)")
+    return PrivateBackend(uri, _server_pids(state, " (postgresql)"), env)
 
 
 @contextlib.asynccontextmanager
-async def bench_env(*, private: bool, brokers: int = 3) -> AsyncIterator[BenchEnv]:
+async def bench_env(*, private: bool) -> AsyncIterator[BenchEnv]:
     """The stack (private: started and deleted here), upstreams of the bench's own, cleanup."""
     run_id = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix=f"ct-bench-{run_id}-"))
-    stack_env: dict[str, str] | None = None
     overrides: dict[str, object] = {}
+    stack_env = _private_stack_env(workdir / "state") | {"CT_STACK_BROKERS": "1"}
     if private:
         ports = [*PRIVATE_PORTS.values(), PRIVATE_SMTP_SINK_PORT, *PRIVATE_PG_PORTS.values()]
-        kafka, controller = (
+        for first in (
             PRIVATE_PORTS["CT_STACK_KAFKA_PORT"],
             PRIVATE_PORTS["CT_STACK_CONTROLLER_PORT"],
-        )
-        ports += [kafka + k for k in range(1, brokers)] + [
-            controller + k for k in range(1, brokers)
-        ]
+        ):
+            ports += [first + k for k in range(1, CLUSTER_BROKERS)]
         taken = [p for p in ports if port_in_use(p)]
         if taken:
             raise BenchError(
                 f"ports {taken} are taken: is another private bench stack running? "
                 "CT_BENCH_PORT_OFFSET=100 (say) moves the private stack's ports"
             )
-        stack_env = _private_stack_env(workdir / "state") | {"CT_STACK_BROKERS": str(brokers)}
-        print(f"bench: a private stack in {workdir / 'state'} ({brokers} Kafka brokers, FerretDB)")
+        print(f"bench: a private stack in {workdir / 'state'} (one Kafka broker, FerretDB)")
         try:
             await asyncio.to_thread(_stack, ["up", "kafka", "ferretdb"], stack_env)
         except BenchError:
             await asyncio.to_thread(_stack, ["down"], stack_env)  # what did start
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        first = PRIVATE_PORTS["CT_STACK_KAFKA_PORT"]
         overrides = {
-            "kafka_bootstrap": ",".join(f"127.0.0.1:{first + k}" for k in range(brokers)),
+            "kafka_bootstrap": f"127.0.0.1:{PRIVATE_PORTS['CT_STACK_KAFKA_PORT']}",
             "mongo_uri": f"mongodb://127.0.0.1:{PRIVATE_PORTS['CT_STACK_MONGO_PORT']}",
         }
     base = load_settings(**overrides)
-    env = BenchEnv(base, run_id, workdir, generate_key(), brokers=brokers if private else 1)
+    env = BenchEnv(base, run_id, workdir, generate_key())
     if private:
+        env.stacks.append(stack_env)
         env.servers = _server_pids(workdir / "state")
         env.mongo_backends["sqlite"] = base.mongo_uri.get_secret_value()
         backend = await _postgres_backend(workdir)
         if backend is not None:
-            env.mongo_backends["postgresql"], pg_servers = backend
-            env.servers |= pg_servers
+            env.stacks.append(backend.stack_env)
+            env.mongo_backends["postgresql"] = backend.uri
+            env.servers |= backend.servers
     # The shared sink's index is read by others' tests: the bench files its mail elsewhere.
     capture_port = PRIVATE_PORTS["CT_STACK_SMTP_PORT"] if private else free_port()
     try:
@@ -289,13 +314,9 @@ async def bench_env(*, private: bool, brokers: int = 3) -> AsyncIterator[BenchEn
     finally:
         for upstream in env.upstreams.values():
             upstream.stop()
-        if stack_env is not None:
-            await asyncio.to_thread(_stack, ["down"], stack_env)
-            if "postgresql" in env.mongo_backends:
-                pg_env = _private_stack_env(workdir / "state-pg")
-                pg_env |= {"CT_STACK_FERRETDB_BACKEND": "postgresql"}
-                pg_env |= {k: str(v) for k, v in PRIVATE_PG_PORTS.items()}
-                await asyncio.to_thread(_stack, ["reset"], pg_env)
+        if private:
+            for each in reversed(env.stacks):
+                await asyncio.to_thread(_stack, ["reset"], each)
         else:
             await env.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)

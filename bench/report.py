@@ -17,7 +17,7 @@ RSS_GROWTH_MAX_PCT = 10.0
 COMPARISONS = (
     ("notifier_capture", "smtp_send capture"),
     ("notifier_unrecorded_pool", "smtp_send smtp-sink"),
-    ("relay_smtp_source", "smtp_source smtp-sink"),
+    ("relay_aiosmtplib", "smtp_send smtp-sink"),
     ("relay_capture", "smtp_send capture"),
 )
 
@@ -64,7 +64,7 @@ def verdicts(results: Results) -> list[dict[str, Any]]:
         _row(
             "relay",
             _rate(stages.get("relay")),
-            "smtp-sink accept",
+            "smtp-source into smtp-sink",
             _rate((stages.get("relay") or {}).get("ceiling")),
             RATE_TARGETS["relay"],
         ),
@@ -126,7 +126,7 @@ def table(results: Results) -> str:
     ]
     for name, section in results.get("ceilings", {}).items():
         lines.append(f"  {name:<24} {_fmt(_rate(section), '/s'):>10}   {_detail(section)}")
-    for stage in ("relay", "relay_smtp_source", "relay_capture"):
+    for stage in ("relay", "relay_aiosmtplib", "relay_capture"):
         ceiling = results.get("stages", {}).get(stage, {}).get("ceiling")
         if ceiling:
             lines.append(f"  {stage + ' ceiling':<24} {_fmt(_rate(ceiling), '/s'):>10}")
@@ -174,7 +174,7 @@ def _latency_and_memory(results: Results) -> list[str]:
 def _cpu_per_event(results: Results) -> list[str]:
     """CPU ms per event by component, for the stages that ran on a private stack."""
     lines = []
-    for name in ("notifier", "notifier_capture", "projector", "relay", "relay_smtp_source"):
+    for name in ("notifier", "notifier_capture", "projector", "relay", "relay_aiosmtplib"):
         used = cpu_per_event(results, name)
         if used:
             parts = ", ".join(f"{k} {v}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))

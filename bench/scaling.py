@@ -14,7 +14,9 @@ from typing import Any
 
 from bench import ceilings, stages
 from bench.env import BenchEnv, Names
+from bench.kafka_io import TopicWatcher, produce_all
 from bench.steps import step
+from bench.workload import encoded, lifecycle_events
 from worker.adapters import mongo
 from worker.adapters.deliveries import Delivery, DeliveryLedger
 from worker.adapters.dialect import detect_dialect
@@ -27,6 +29,7 @@ LEDGER_WRITES = 2_000
 
 async def scale_out(results: dict[str, Any], env: BenchEnv, n: int, *, limit_s: float) -> None:
     """Each row on topics of PARTITIONS partitions with a replica on every broker (up to 3)."""
+    await step(env, results, "diagnostics", "cluster_warm_up", partial(warm_up, env, n))
     for kind in ("notifier", "projector"):
         for replicas in REPLICAS:
             stage = f"{kind}_x{replicas}"
@@ -37,14 +40,31 @@ async def scale_out(results: dict[str, Any], env: BenchEnv, n: int, *, limit_s: 
     results["scale_out_summary"] = summarise(results)
 
 
+async def warm_up(env: BenchEnv, n: int) -> dict[str, Any]:
+    """Records through freshly started brokers before the rows: a new JVM compiles its hot
+    paths during its first minute of load, and that CPU would count against the first row."""
+    names = await env.create(env.names("warmup"), PARTITIONS, replication=3)
+    items = encoded(lifecycle_events(max(n, 10_000), f"{env.run_id}warm"))
+    watcher = TopicWatcher(names.settings, names.order_topic)
+    started = time.monotonic()
+    await watcher.start()
+    try:
+        for _ in range(3):
+            await produce_all(names.settings, names.order_topic, items)
+        await watcher.wait_for(3 * len(items), 300)
+    finally:
+        await watcher.stop()
+    return {"records": watcher.count, "seconds": round(time.monotonic() - started, 1)}
+
+
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
     """Per worker: rate per replica count, efficiency against k x one replica, the gain of each
     added replica, and CPU milliseconds per event of each component."""
     rows = results.get("scale_out", {})
     summary: dict[str, Any] = {
-        "brokers": results["meta"].get("brokers"),
+        "brokers": results["meta"].get("brokers_scale_out"),
         "partitions": PARTITIONS,
-        "replication": min(3, results["meta"].get("brokers") or 1),
+        "replication": min(3, results["meta"].get("brokers_scale_out") or 1),
     }
     for kind in ("notifier", "projector"):
         one = _rate(rows.get(f"{kind}_x1"))
