@@ -234,6 +234,11 @@ def _server_pids(state: Path, suffix: str = "") -> dict[str, list[int]]:
     return servers
 
 
+def _tail(run: Path) -> str:
+    """The end of every log of a stack's run directory."""
+    return "".join(log.read_text(errors="replace")[-2000:] for log in run.glob("*.log"))
+
+
 @dataclass(frozen=True)
 class PrivateBackend:
     uri: str
@@ -247,12 +252,17 @@ async def _postgres_backend(workdir: Path) -> PrivateBackend | None:
     state = workdir / "state-pg"
     env = _private_stack_env(state) | {"CT_STACK_FERRETDB_BACKEND": "postgresql"}
     env |= {k: str(v) for k, v in PRIVATE_PG_PORTS.items()}
-    try:
-        await asyncio.to_thread(_stack, ["up", "postgres", "ferretdb"], env)
-    except BenchError as exc:
-        print(f"bench: no FerretDB on PostgreSQL, the backend comparison is skipped: {exc}")
-        await asyncio.to_thread(_stack, ["reset"], env)
-        return None
+    for attempt in range(3):
+        try:
+            await asyncio.to_thread(_stack, ["up", "postgres", "ferretdb"], env)
+            break
+        except BenchError as exc:
+            await asyncio.to_thread(_stack, ["reset"], env)
+            # A port can be held for a moment by an outgoing connection (the ephemeral range).
+            if attempt == 2 or "already in use" not in str(exc) + _tail(state / "run"):
+                print(f"bench: no FerretDB on PostgreSQL, no backend comparison: {exc}")
+                return None
+            await asyncio.sleep(3)
     uri = f"mongodb://127.0.0.1:{PRIVATE_PG_PORTS['CT_STACK_MONGO_PORT']}"
     return PrivateBackend(uri, _server_pids(state, " (postgresql)"), env)
 
