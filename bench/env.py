@@ -45,8 +45,20 @@ PRIVATE_PORTS = {
 }
 PRIVATE_SMTP_SINK_PORT = _BLOCK + 26
 CLUSTER_BROKERS = 3
-# The second FerretDB of the backend comparison, on PostgreSQL, in a state directory of its own.
-PRIVATE_PG_PORTS = {"CT_STACK_MONGO_PORT": _BLOCK + 18, "CT_STACK_POSTGRES_PORT": _BLOCK + 32}
+# The second FerretDB of the backend comparison, on PostgreSQL, in a state directory of its own:
+# two ports of this range that nothing holds at the start (see _bindable).
+PG_PORT_RANGE = range(_BLOCK + 40, _BLOCK + 90)
+
+
+def _bindable(port: int) -> bool:
+    """Whether nothing holds this port, not even an outgoing connection: ports in the kernel's
+    ephemeral range (32768-60999) are lent to clients' connections for a while."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_in_use(port: int) -> bool:
@@ -251,8 +263,12 @@ async def _postgres_backend(workdir: Path) -> PrivateBackend | None:
     when the stack cannot run it here."""
     state = workdir / "state-pg"
     env = _private_stack_env(state) | {"CT_STACK_FERRETDB_BACKEND": "postgresql"}
-    env |= {k: str(v) for k, v in PRIVATE_PG_PORTS.items()}
     for attempt in range(3):
+        mongo_port, postgres_port = [p for p in PG_PORT_RANGE if _bindable(p)][:2]
+        env |= {
+            "CT_STACK_MONGO_PORT": str(mongo_port),
+            "CT_STACK_POSTGRES_PORT": str(postgres_port),
+        }
         try:
             await asyncio.to_thread(_stack, ["up", "postgres", "ferretdb"], env)
             break
@@ -263,7 +279,7 @@ async def _postgres_backend(workdir: Path) -> PrivateBackend | None:
                 print(f"bench: no FerretDB on PostgreSQL, no backend comparison: {exc}")
                 return None
             await asyncio.sleep(3)
-    uri = f"mongodb://127.0.0.1:{PRIVATE_PG_PORTS['CT_STACK_MONGO_PORT']}"
+    uri = f"mongodb://127.0.0.1:{env['CT_STACK_MONGO_PORT']}"
     return PrivateBackend(uri, _server_pids(state, " (postgresql)"), env)
 
 
@@ -275,7 +291,7 @@ async def bench_env(*, private: bool) -> AsyncIterator[BenchEnv]:
     overrides: dict[str, object] = {}
     stack_env = _private_stack_env(workdir / "state") | {"CT_STACK_BROKERS": "1"}
     if private:
-        ports = [*PRIVATE_PORTS.values(), PRIVATE_SMTP_SINK_PORT, *PRIVATE_PG_PORTS.values()]
+        ports = [*PRIVATE_PORTS.values(), PRIVATE_SMTP_SINK_PORT]
         for first in (
             PRIVATE_PORTS["CT_STACK_KAFKA_PORT"],
             PRIVATE_PORTS["CT_STACK_CONTROLLER_PORT"],
