@@ -76,10 +76,11 @@ def _git_rev() -> str:
     return result.stdout.strip() or "unknown"
 
 
-async def run(args: argparse.Namespace, env: BenchEnv) -> dict[str, Any]:
+async def run(args: argparse.Namespace, env: BenchEnv, results: dict[str, Any]) -> None:
+    """Every section into `results`, which the caller writes out even when a section fails."""
     settings, n, timeout = env.base, args.events, args.stage_timeout
     pool = settings.smtp_pool_size
-    results: dict[str, Any] = {
+    results |= {
         "meta": {
             "run_id": env.run_id,
             "git": _git_rev(),
@@ -167,12 +168,13 @@ async def run(args: argparse.Namespace, env: BenchEnv) -> dict[str, Any]:
         results["stages"].pop("memory", None)
     # Last: it swaps the private stack's broker for a three-broker cluster.
     if "scale-out" not in skip:
-        results["meta"]["brokers_scale_out"] = env.brokers
-        if await env.use_cluster():
+        try:
+            await env.use_cluster()
+        except BenchError as exc:
+            results["scale_out"] = {"error": f"no three-broker cluster: {exc}"[:800]}
+        else:
             results["meta"]["brokers_scale_out"] = env.brokers
-        await scaling.scale_out(results, env, n, limit_s=timeout)
-    results["verdicts"] = report.verdicts(results)
-    return results
+            await scaling.scale_out(results, env, n, limit_s=timeout)
 
 
 async def notifier_stages(results: dict[str, Any], args: argparse.Namespace, env: BenchEnv) -> None:
@@ -286,14 +288,19 @@ async def projector_stages(
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    async with bench_env(private=args.private_stack) as env:
-        results = await run(args, env)
-        if args.profile:  # the raw profiles outlive the run's scratch directory
-            kept = args.out.parent / "profiles"
-            kept.mkdir(parents=True, exist_ok=True)
-            for raw in env.workdir.glob("*.pyspy.txt"):
-                shutil.copy(raw, kept / raw.name)
-    report.write(results, args.out)
+    results: dict[str, Any] = {}
+    try:
+        async with bench_env(private=args.private_stack) as env:
+            await run(args, env, results)
+            if args.profile:  # the raw profiles outlive the run's scratch directory
+                kept = args.out.parent / "profiles"
+                kept.mkdir(parents=True, exist_ok=True)
+                for raw in env.workdir.glob("*.pyspy.txt"):
+                    shutil.copy(raw, kept / raw.name)
+    finally:
+        if results:  # whatever was measured before a failure is kept
+            results["verdicts"] = report.verdicts(results)
+            report.write(results, args.out)
     print()
     print(report.table(results))
     print(f"\nresults: {args.out}")

@@ -48,6 +48,8 @@ CLUSTER_BROKERS = 3
 # The second FerretDB of the backend comparison, on PostgreSQL, in a state directory of its own:
 # two ports of this range that nothing holds at the start (see _bindable).
 PG_PORT_RANGE = range(_BLOCK + 40, _BLOCK + 90)
+# The scale-out rows' cluster: brokers and controllers on consecutive ports nothing holds.
+CLUSTER_PORT_RANGE = range(_BLOCK + 100, _BLOCK + 200)
 
 
 def _bindable(port: int) -> bool:
@@ -59,6 +61,21 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _free_runs(ports: range, length: int, count: int) -> list[int]:
+    """The first ports of `count` runs of `length` consecutive bindable ports in `ports`."""
+    starts: list[int] = []
+    port = ports.start
+    while len(starts) < count and port + length <= ports.stop:
+        if all(_bindable(p) for p in range(port, port + length)):
+            starts.append(port)
+            port += length
+        else:
+            port += 1
+    if len(starts) < count:
+        raise BenchError(f"no {count} runs of {length} free ports in {ports.start}-{ports.stop}")
+    return starts
 
 
 def port_in_use(port: int) -> bool:
@@ -110,10 +127,14 @@ class BenchEnv:
             return False
         await asyncio.to_thread(_stack, ["down", "kafka"], self.stacks[0])
         state = self.workdir / "state-cluster"
-        cluster = _private_stack_env(state) | {"CT_STACK_BROKERS": str(CLUSTER_BROKERS)}
+        first, controller = _free_runs(CLUSTER_PORT_RANGE, CLUSTER_BROKERS, 2)
+        cluster = _private_stack_env(state) | {
+            "CT_STACK_BROKERS": str(CLUSTER_BROKERS),
+            "CT_STACK_KAFKA_PORT": str(first),
+            "CT_STACK_CONTROLLER_PORT": str(controller),
+        }
         self.stacks.append(cluster)
         await asyncio.to_thread(_stack, ["up", "kafka"], cluster)
-        first = PRIVATE_PORTS["CT_STACK_KAFKA_PORT"]
         bootstrap = ",".join(f"127.0.0.1:{first + k}" for k in range(CLUSTER_BROKERS))
         self.base = self.base.model_copy(update={"kafka_bootstrap": bootstrap})
         self.brokers = CLUSTER_BROKERS
