@@ -34,8 +34,10 @@ from worker.crypto import generate_key
 STACK = REPO / "deploy" / "local" / "stack"
 PARTITIONS = 6
 # Ports of the private stack, all in one block away from the shared stack's and the fault tests'
-# defaults. CT_BENCH_PORT_OFFSET moves the whole block, so two private benches can run side by side.
-_BLOCK = 39000 + int(os.environ.get("CT_BENCH_PORT_OFFSET", "0"))
+# defaults, and below the kernel's ephemeral range (32768-60999 here), whose ports are lent to
+# outgoing connections: a client reconnecting to a stopped server there can even connect to
+# itself and hold the port. CT_BENCH_PORT_OFFSET moves the whole block (two benches side by side).
+_BLOCK = 30000 + int(os.environ.get("CT_BENCH_PORT_OFFSET", "0"))
 PRIVATE_PORTS = {
     # A cluster's brokers listen on 92, 93, 94 and their controllers on 95, 96, 97.
     "CT_STACK_KAFKA_PORT": _BLOCK + 92,

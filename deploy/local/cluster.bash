@@ -93,17 +93,18 @@ kafka_heap() {
 start_kafka_nodes() {  # node...
   (($#)) || return 0
   install_kafka
-  local node started=$SECONDS attempt
+  local node started=$SECONDS deadline
   for node in "$@"; do launch_node "$node"; done
   require_ct
   for node in "$@"; do
-    for attempt in 1 2 3 4 5; do
-      node_ready "$node" && break
-      # A port can be held for a moment by another program's outgoing connection (ports in
-      # the kernel's ephemeral range, 32768-60999 here): try again rather than fail the stack.
-      ((attempt < 5)) || die "$node: $(bind_failure "$node") five times: move it with the CT_STACK_*_PORT variables"
+    deadline=$((SECONDS + ${CT_STACK_BIND_RETRY_S:-60}))
+    until node_ready "$node"; do
+      # A port in the kernel's ephemeral range (32768-60999 here) can be held by an outgoing
+      # connection, even by a client that, reconnecting to this stopped broker, connected to
+      # itself; it lets go within a minute. So try again rather than fail the stack.
+      ((SECONDS < deadline)) || die "$node: $(bind_failure "$node") for ${CT_STACK_BIND_RETRY_S:-60}s: move it with the CT_STACK_*_PORT variables (below 32768)"
       say "$node: $(bind_failure "$node"); starting it again"
-      sleep 2
+      sleep 3
       launch_node "$node"
     done
     say "$node: ready in $((SECONDS - started))s (pid $(pid_of "$node"), log $run/$node.log)"
