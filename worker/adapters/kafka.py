@@ -301,6 +301,9 @@ class BatchConsumer:
                 await asyncio.wait({work}, timeout=self._grace_s)
             if not work.done():
                 work.cancel()
+                # What the handler finishes on cancellation (the notifier records an email the
+                # upstream is accepting) needs its clients, which close once this returns.
+                await asyncio.wait({work}, timeout=self._grace_s)
                 log.warning(
                     "batch_abandoned_at_shutdown", consumer=self._name, records=len(records)
                 )
