@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 TOPIC_METADATA_WAIT_S = 30.0
+CANCELLED_WORK_WAIT_S = 5.0
 UNKNOWN_TOPIC_WAIT_S = 3.0
 
 
@@ -302,8 +303,9 @@ class BatchConsumer:
             if not work.done():
                 work.cancel()
                 # What the handler finishes on cancellation (the notifier records an email the
-                # upstream is accepting) needs its clients, which close once this returns.
-                await asyncio.wait({work}, timeout=self._grace_s)
+                # upstream is accepting: one round trip and one write) needs its clients, which
+                # close once this returns.
+                await asyncio.wait({work}, timeout=min(self._grace_s, CANCELLED_WORK_WAIT_S))
                 log.warning(
                     "batch_abandoned_at_shutdown", consumer=self._name, records=len(records)
                 )
