@@ -245,12 +245,16 @@ def attribute_duplicates(
     """Blame each extra copy of an email on a notifier process that could have sent it.
 
     A copy is explained when a process that was running when the sink accepted it then died
-    (SIGKILL, or an exit with an error) without logging the event as processed: it died between
+    (SIGKILL, an exit with an error, or a stop that abandoned its batch when its grace ran out)
+    without logging the event as processed: it died between
     the upstream's 250 and the ledger write, the one window the ledger cannot cover. `runs` may
     overlap in time (replicas): among the candidates, the copy goes to the one blamed least so
     far, so that a process is blamed for two only when no other could have sent either.
     """
-    logged = [{line["event_id"] for line in processed_lines(read_logs([run.log]))} for run in runs]
+    scans = [read_logs([run.log]) for run in runs]
+    logged = [{line["event_id"] for line in processed_lines(scan)} for scan in scans]
+    # A stop whose grace ran out abandons its batch: an email in its turn may be left unrecorded.
+    cut = [run.abrupt or _abandoned(scan) for run, scan in zip(runs, scans, strict=True)]
     per_run = [0] * len(runs)
     unexplained: list[str] = []
     for event in events:
@@ -259,7 +263,7 @@ def attribute_duplicates(
             candidates = [
                 i
                 for i, run in enumerate(runs)
-                if run.abrupt
+                if cut[i]
                 and run.started <= at <= (run.ended or at) + 0.5
                 and event.event_id not in logged[i]
             ]
@@ -268,7 +272,11 @@ def attribute_duplicates(
                 continue
             blamed = min(candidates, key=lambda i: (per_run[i], runs[i].ended or at))
             per_run[blamed] += 1
-    return Attribution([n for n, run in zip(per_run, runs, strict=True) if run.abrupt], unexplained)
+    return Attribution([n for n, c in zip(per_run, cut, strict=True) if c], unexplained)
+
+
+def _abandoned(scan: LogScan) -> bool:
+    return any(line.get("event") == "batch_abandoned_at_shutdown" for line in scan.lines)
 
 
 def out_of_order(events: Sequence[OrderStatusChanged], sink: SinkTail, domain: str) -> list[str]:
