@@ -27,19 +27,23 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 #   dnsmasq: the loopback DNS server of the mail-authentication tests (tests/support/dns.py)
 #   openssl: the local stack makes its CA and certificates with it (deploy/local/secure.bash)
 #   postfix: the smarthost that bounces mail in the bounce tests (tests/support/postfix.py), run
-#     as a private instance; installed with debconf's "No configuration", so no system MTA starts
+#     as a private instance, and its smtp-sink and smtp-source: the bench's independent SMTP
+#     ceiling and relay load (bench/upstreams.py); installed with debconf's "No configuration",
+#     so no system MTA starts
 #   Mail::DKIM: the independent DKIM verifier of the signing tests (tests/support/dkim_verify.pl)
 #   chromium: the browser the console's tests drive through Playwright (tests/web/test_browser.py);
 #             Debian's build, never one Playwright downloads
-APT_TOOLS := dnsmasq:dnsmasq-base openssl:openssl postfix:postfix \
-	Mail::DKIM::Verifier:libmail-dkim-perl chromium:chromium
+#   pg_ctlcluster: PostgreSQL, FerretDB's other backend (CT_STACK_FERRETDB_BACKEND=postgresql,
+#     deploy/local/postgres.bash; the bench compares both); the stack runs a server of its own
+APT_TOOLS := dnsmasq:dnsmasq-base openssl:openssl smtp-sink:postfix \
+	Mail::DKIM::Verifier:libmail-dkim-perl chromium:chromium pg_ctlcluster:postgresql
 
-.PHONY: help install tools stack stack-down topics demo console test test-unit lint bench clean
+.PHONY: help install tools stack stack-down topics demo console test test-unit test-cluster lint bench clean
 
 help: ## list the targets
 	@printf 'Conversation Tracker: make TARGET\n\n'
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
-		awk -F'\t' '{ printf "  %-11s %s\n", $$1, $$2 }'
+		awk -F'\t' '{ printf "  %-12s %s\n", $$1, $$2 }'
 	@printf '\nVariables: PYTHON=%s  PYTEST_ARGS (extra pytest arguments)\n' '$(PYTHON)'
 
 install: $(STAMP) ## create .venv and install the project with its dev extra (fast when nothing changed)
@@ -92,6 +96,11 @@ test: install tools stack ## run the whole test suite against the local stack (P
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit 5); that is a failure" >&2; fi; \
 	exit $$rc
+
+# Part of `make test` too; this runs it alone, on its own private three-broker cluster, FerretDB
+# and sink (tests/faults/conftest.py), in about six minutes.
+test-cluster: install ## the fault test on a private 3-broker Kafka cluster alone (PYTEST_ARGS=...)
+	$(VENV)/bin/pytest tests/faults/test_cluster.py -m cluster -s $(PYTEST_ARGS)
 
 test-unit: install ## the pure tests only, in seconds, without the stack (PYTEST_ARGS=...)
 	$(VENV)/bin/pytest tests/unit -q $(PYTEST_ARGS)

@@ -14,20 +14,30 @@ import shutil
 import subprocess
 import sys
 import time
-import traceback
-from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import ceilings, memory, relay, report, stages
-from bench.env import REPO, BenchEnv, BenchError, bench_env
-from bench.workers import cpu_seconds
+from bench import ceilings, memory, pipelines, relay, report, scaling, stages
+from bench.env import BenchEnv, bench_env
+from bench.processes import REPO, BenchError
+from bench.steps import step
 from bench.workload import rendered_messages
 
 SAFE_BATCH = 100
 # Relay messages: every one scans the aliases collection three times on FerretDB 1.24.
 RELAY_MAX = 2_000
-STAGES = ("notifier", "latency", "projector", "relay", "memory")
+STAGES = ("notifier", "latency", "projector", "relay", "scale-out", "backends", "memory")
+# (stage, upstream, load generator): the target run first, loaded by Postfix's smtp-source (C,
+# so that the load does not take the relay's CPU), then the bench's own aiosmtplib client, then
+# the capture server as before.
+RELAY_RUNS = (
+    ("relay", "smtp-sink", "smtp-source", True),
+    # The same load with sender authentication off: what SPF, DKIM and DMARC cost.
+    ("relay_without_auth", "smtp-sink", "smtp-source", False),
+    ("relay_aiosmtplib", "smtp-sink", "aiosmtplib", True),
+    ("relay_capture", "capture", "aiosmtplib", True),
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,65 +78,49 @@ def _git_rev() -> str:
     return result.stdout.strip() or "unknown"
 
 
-async def _step(
-    env: BenchEnv,
-    results: dict[str, Any],
-    section: str,
-    name: str,
-    work: Callable[[], Awaitable[Any]],
-) -> Any:
-    """Run one measurement; a failure is recorded in the results and the run goes on."""
-    print(f"bench: {section}/{name} ...", flush=True)
-    started, load = time.monotonic(), os.getloadavg()[0]
-    ferret = cpu_seconds(env.ferret_pid) if env.ferret_pid else None
-    try:
-        value = await work()
-    except Exception as exc:
-        traceback.print_exc()
-        value = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-    results.setdefault(section, {})[name] = value
-    # The machine is shared: a load above its CPU count means the numbers of this step are low.
-    results.setdefault("resources", {})[name] = {
-        "seconds": round(time.monotonic() - started, 1),
-        "load1_start": round(load, 2),
-        "load1_end": round(os.getloadavg()[0], 2),
-        "ferretdb_cpu_s": None
-        if ferret is None or env.ferret_pid is None
-        else round(cpu_seconds(env.ferret_pid) - ferret, 1),
-    }
-    print(f"bench: {section}/{name} done in {time.monotonic() - started:.1f}s", flush=True)
-    return value
-
-
-async def run(args: argparse.Namespace, env: BenchEnv) -> dict[str, Any]:
+async def run(args: argparse.Namespace, env: BenchEnv, results: dict[str, Any]) -> None:
+    """Every section into `results`, which the caller writes out even when a section fails."""
     settings, n, timeout = env.base, args.events, args.stage_timeout
     pool = settings.smtp_pool_size
-    results: dict[str, Any] = {
+    results |= {
         "meta": {
             "run_id": env.run_id,
             "git": _git_rev(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "stack": "private" if args.private_stack else "shared",
+            "brokers": env.brokers,
             "cpus": os.cpu_count(),
             "load_avg_at_start": os.getloadavg(),
             "events": n,
             "smtp_pool_size": pool,
             "batch_max_records": settings.batch_max_records,
             "notifier_concurrency": settings.notifier_concurrency,
-            "smtp_target": "`ct sink` subprocess of the bench's own (same program as the stack's)",
+            "upstreams": {u.name: u.port for u in env.upstreams.values()},
         }
     }
-    results["cpu"] = await asyncio.to_thread(ceilings.cpu_paths, min(n, 5_000), settings.domain)
     mails = rendered_messages(settings.domain)
-    await _step(
+    results["cpu"] = await asyncio.to_thread(ceilings.cpu_paths, min(n, 5_000), settings.domain)
+    results["pipelines"] = await asyncio.to_thread(
+        pipelines.all_stages, n, settings.domain, relay.sample_mails(settings.domain)
+    )
+    for target in env.upstreams.values():
+        await step(
+            env,
+            results,
+            "ceilings",
+            f"smtp_send {target.name}",
+            partial(ceilings.smtp_send, target.port, n, pool, mails),
+        )
+    await step(
         env,
         results,
         "ceilings",
-        "smtp_send",
-        lambda: ceilings.smtp_send(env.smtp_port, n, pool, mails),
+        "smtp_source smtp-sink",
+        lambda: ceilings.smtp_source_send(env.upstreams["smtp-sink"].port, n, mails),
     )
+    await step(env, results, "diagnostics", "kafka_warm_up", partial(scaling.warm_up, env, n))
     bulk = await env.create(env.names("bulk"))
-    await _step(
+    await step(
         env,
         results,
         "ceilings",
@@ -135,77 +129,35 @@ async def run(args: argparse.Namespace, env: BenchEnv) -> dict[str, Any]:
     )
     skip = set(args.skip)
     if "notifier" not in skip:
-        notifier = await _step(
-            env,
-            results,
-            "stages",
-            "notifier",
-            lambda: stages.notifier(env, n, limit_s=timeout, profile=args.profile),
-        )
-        await _step(
-            env,
-            results,
-            "stages",
-            "notifier_unrecorded_pool",
-            lambda: stages.notifier(
-                env,
-                n,
-                limit_s=timeout,
-                profile=False,
-                stage="notifier_unrecorded_pool",
-                max_unrecorded=pool,
-            ),
-        )
-        names = env.names("notifier")
-        await _step(
-            env,
-            results,
-            "ceilings",
-            "kafka_consume",
-            lambda: ceilings.kafka_consume(
-                names.settings, names.order_topic, n, f"{names.prefix}-ceiling"
-            ),
-        )
-        await _step(
-            env,
-            results,
-            "diagnostics",
-            "alias_lookup",
-            lambda: ceilings.alias_lookups(names.settings),
-        )
-        if "latency" not in skip and notifier.get("rate"):
-            rate = float(notifier["rate"]) / 2
-            await _step(
-                env,
-                results,
-                "stages",
-                "latency",
-                lambda: stages.latency(env, rate=rate, seconds=args.latency_s),
-            )
+        await notifier_stages(results, args, env)
     if "projector" not in skip:
         await projector_stages(results, args, env)
     if "relay" not in skip:
         m = max(10, min(n // 4, RELAY_MAX))
-        await _step(
-            env,
-            results,
-            "stages",
-            "relay",
-            lambda: relay.relay(env, m, pool=pool, limit_s=timeout, profile=args.profile),
-        )
-        # The same messages with sender authentication off: what authentication costs.
-        await _step(
-            env,
-            results,
-            "stages",
-            "relay_without_auth",
-            lambda: relay.relay(
-                env, m, pool=pool, limit_s=timeout, profile=False, authenticate=False
-            ),
-        )
+        for stage, upstream, load, authenticate in RELAY_RUNS:
+            await step(
+                env,
+                results,
+                "stages",
+                stage,
+                partial(
+                    relay.relay,
+                    env,
+                    m,
+                    pool=pool if load == "aiosmtplib" else relay.SOURCE_SESSIONS,
+                    limit_s=timeout,
+                    profile=args.profile and stage == "relay",
+                    upstream=upstream,
+                    load=load,
+                    stage=stage,
+                    authenticate=authenticate,
+                ),
+            )
+    if "backends" not in skip:
+        await scaling.backends(results, env, n, limit_s=timeout)
     if "memory" not in skip:
         results["memory"] = (
-            await _step(
+            await step(
                 env,
                 results,
                 "stages",
@@ -217,8 +169,70 @@ async def run(args: argparse.Namespace, env: BenchEnv) -> dict[str, Any]:
             or {}
         )
         results["stages"].pop("memory", None)
-    results["verdicts"] = report.verdicts(results)
-    return results
+    # Last: it swaps the private stack's broker for a three-broker cluster.
+    if "scale-out" not in skip:
+        try:
+            await env.use_cluster()
+        except BenchError as exc:
+            results["scale_out"] = {"error": f"no three-broker cluster: {exc}"[:800]}
+        else:
+            results["meta"]["brokers_scale_out"] = env.brokers
+            await scaling.scale_out(results, env, n, limit_s=timeout)
+
+
+async def notifier_stages(results: dict[str, Any], args: argparse.Namespace, env: BenchEnv) -> None:
+    """Against smtp-sink (the target), against the capture server, and without the one-duplicate
+    bound; then the raw Kafka read of the same events, the alias reads and the latency probe."""
+    n, timeout, pool = args.events, args.stage_timeout, env.base.smtp_pool_size
+    notifier = await step(
+        env,
+        results,
+        "stages",
+        "notifier",
+        lambda: stages.notifier(env, n, limit_s=timeout, profile=args.profile),
+    )
+    for stage, upstream, unrecorded in (
+        ("notifier_capture", "capture", 1),
+        ("notifier_unrecorded_pool", "smtp-sink", pool),
+    ):
+        await step(
+            env,
+            results,
+            "stages",
+            stage,
+            partial(
+                stages.notifier,
+                env,
+                n,
+                limit_s=timeout,
+                profile=False,
+                stage=stage,
+                max_unrecorded=unrecorded,
+                upstream=upstream,
+            ),
+        )
+    names = env.names("notifier")
+    await step(
+        env,
+        results,
+        "ceilings",
+        "kafka_consume",
+        lambda: ceilings.kafka_consume(
+            names.settings, names.order_topic, n, f"{names.prefix}-ceiling"
+        ),
+    )
+    await step(
+        env, results, "diagnostics", "alias_lookup", lambda: ceilings.alias_lookups(names.settings)
+    )
+    if "latency" not in args.skip and notifier.get("rate"):
+        rate = float(notifier["rate"]) / 2
+        await step(
+            env,
+            results,
+            "stages",
+            "latency",
+            lambda: stages.latency(env, rate=rate, seconds=args.latency_s),
+        )
 
 
 async def projector_stages(
@@ -233,7 +247,7 @@ async def projector_stages(
     """
     n, limit_s = args.events, args.stage_timeout
     replay = await env.create(env.names("projwrites"))
-    await _step(
+    await step(
         env,
         results,
         "diagnostics",
@@ -245,14 +259,14 @@ async def projector_stages(
     if args.private_stack:
         probe_db = f"ct_bench_{env.run_id}_wedge"
         env.databases.append(probe_db)
-        await _step(
+        await step(
             env,
             results,
             "diagnostics",
             "ferret_wedge",
             lambda: ceilings.ferret_wedge(env.base, probe_db),
         )
-        deployed = await _step(
+        deployed = await step(
             env,
             results,
             "stages",
@@ -263,8 +277,9 @@ async def projector_stages(
         )
         if not deployed.get("stalled"):
             results["stages"]["projector"] = results["stages"].pop("projector_as_deployed")
+            results["resources"]["projector"] = results["resources"].pop("projector_as_deployed")
             return
-    await _step(
+    await step(
         env,
         results,
         "stages",
@@ -276,14 +291,19 @@ async def projector_stages(
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    async with bench_env(private=args.private_stack) as env:
-        results = await run(args, env)
-        if args.profile:  # the raw profiles outlive the run's scratch directory
-            kept = args.out.parent / "profiles"
-            kept.mkdir(parents=True, exist_ok=True)
-            for raw in env.workdir.glob("*.pyspy.txt"):
-                shutil.copy(raw, kept / raw.name)
-    report.write(results, args.out)
+    results: dict[str, Any] = {}
+    try:
+        async with bench_env(private=args.private_stack) as env:
+            await run(args, env, results)
+            if args.profile:  # the raw profiles outlive the run's scratch directory
+                kept = args.out.parent / "profiles"
+                kept.mkdir(parents=True, exist_ok=True)
+                for raw in env.workdir.glob("*.pyspy.txt"):
+                    shutil.copy(raw, kept / raw.name)
+    finally:
+        if results:  # whatever was measured before a failure is kept
+            results["verdicts"] = report.verdicts(results)
+            report.write(results, args.out)
     print()
     print(report.table(results))
     print(f"\nresults: {args.out}")

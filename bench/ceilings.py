@@ -14,6 +14,7 @@ import aiosmtplib
 from aiokafka.abc import ConsumerRebalanceListener
 from pymongo import InsertOne, UpdateOne
 
+from bench.upstreams import smtp_source
 from bench.workload import CODEC, lifecycle_events, order_document, render_mail, timeline_lifecycle
 from worker.adapters import mongo
 from worker.adapters.dialect import detect_dialect
@@ -298,3 +299,22 @@ def signing_rates(
         elapsed = time.perf_counter() - started
         rates[f"render_compose_serialise_sign_{name}_per_s"] = round(len(sample) / elapsed)
     return rates
+
+
+async def smtp_source_send(
+    port: int, n: int, messages: list[tuple[str, str, bytes]]
+) -> dict[str, Any]:
+    """(b') Postfix's smtp-source sends the same notifications: a C client's view of the upstream.
+
+    One process per message, two sessions each, connections kept open (-d).
+    """
+    per_message = -(-n // len(messages))
+    run = await smtp_source(port, messages, per_message, sessions=2)
+    return {
+        "messages": run.messages,
+        "pool": run.sessions,
+        "seconds": round(run.seconds, 3),
+        "rate": round(run.messages / run.seconds),
+        "generator_cpu_s": round(run.cpu_s, 2),
+        "failures": run.failures,
+    }

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.env import poll_until
+from bench.processes import poll_until
 from worker.adapters.kafka_client import client_options
 from worker.codec import SingleObjectCodec
 from worker.config import Settings

@@ -8,9 +8,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bench.env import BenchEnv, BenchError, Names, poll_until
+from bench.env import BenchEnv, Names
 from bench.kafka_io import TopicWatcher, committed, produce_all, producer
-from bench.workers import WorkerProcess, inclusive_share, top_frames
+from bench.processes import BenchError, poll_until
+from bench.workers import WorkerGroup, WorkerProcess, inclusive_share, top_frames
 from bench.workload import (
     CODEC,
     LIFECYCLE,
@@ -65,29 +66,37 @@ async def notifier(
     profile: bool,
     stage: str = "notifier",
     max_unrecorded: int = 1,
+    upstream: str = "smtp-sink",
+    replicas: int = 1,
+    names: Names | None = None,
 ) -> dict[str, Any]:
     """Events/s from the first produce until the timeline holds 2n events (or `limit_s`).
 
     `max_unrecorded` is the worker's CT_NOTIFIER_MAX_UNRECORDED: 1 as deployed by default (at
-    most one duplicate email per kill); more shows what that guarantee costs.
+    most one duplicate email per kill); more shows what that guarantee costs. `replicas`
+    processes share the consumer group; the clock starts once they have split the partitions.
+    `names` runs on a stage's topics and database made elsewhere (the backend comparison).
     """
-    names = await env.create(env.names(stage))
+    names = names or await env.create(env.names(stage, upstream))
     items = encoded(lifecycle_events(n, f"{env.run_id}{stage}"))
     worker_env = env.worker_env(names) | {"CT_NOTIFIER_MAX_UNRECORDED": str(max_unrecorded)}
-    worker = WorkerProcess("notifier", worker_env, env.workdir / f"{stage}.log")
+    group = WorkerGroup("notifier", worker_env, env.workdir / f"{stage}.log", replicas)
     watcher = TopicWatcher(names.settings, names.timeline_topic)
-    sink_before = env.sink_count()
+    sink_before = names.upstream.accepted()
     try:
-        await worker.assigned()
+        await group.balanced(names.partitions)
         await watcher.start()
-        cpu0, started = worker.cpu_seconds(), time.monotonic()
-        prof = _profile(worker, env, stage, 30) if profile else None
+        cpu0, started = group.cpu_seconds(), time.monotonic()
+        prof = _profile(group.members[0], env, stage, 30) if profile else None
         produce_s = await produce_all(names.settings, names.order_topic, items)
         finished = await watcher.wait_for(2 * n, limit_s)
         elapsed = time.monotonic() - started
         done = watcher.count // 2
+        cpu = group.cpu_seconds() - cpu0
         result: dict[str, Any] = {
-            "mode": "subprocess `ct run notifier`",
+            "mode": f"{replicas} x subprocess `ct run notifier`",
+            "replicas": replicas,
+            "upstream": names.upstream.name,
             "max_unrecorded": max_unrecorded,
             "events": n,
             "completed": done,
@@ -95,16 +104,17 @@ async def notifier(
             "seconds": round(elapsed, 2),
             "rate": round(done / elapsed, 1),
             "produce_seconds": round(produce_s, 2),
-            "worker_cpu_share": round((worker.cpu_seconds() - cpu0) / elapsed, 2),
-            "rss_kb": worker.memory_kb(),
-            "emails_at_sink": env.sink_count() - sink_before,
+            "worker_cpu_s": round(cpu, 2),
+            "worker_cpu_share": round(cpu / elapsed, 2),
+            "rss_kb": group.rss_kb(),
+            "emails_at_upstream": names.upstream.accepted() - sink_before,
             "dlq": await topic_size(names.settings, names.settings.topic_dlq),
             "progress": [(round(t - started, 1), c // 2) for t, c in watcher.progress],
         }
     finally:
         await watcher.stop()
-        await worker.stop()
-    durations = [float(e["duration_ms"]) for e in worker.lines("event_processed")]
+        await group.stop()
+    durations = [float(e["duration_ms"]) for e in group.lines("event_processed")]
     if durations:
         result["event_ms_p50"] = round(statistics.median(durations), 1)
         result["event_ms_p99"] = round(percentile(durations, 0.99), 1)
@@ -123,7 +133,8 @@ async def latency(env: BenchEnv, *, rate: float, seconds: float) -> dict[str, An
     """
     base = env.names("latency")
     db = env.names("notifier").settings.mongo_db
-    names = await env.create(Names(base.prefix, base.settings.model_copy(update={"mongo_db": db})))
+    settings = base.settings.model_copy(update={"mongo_db": db})
+    names = await env.create(Names(base.prefix, settings, base.upstream))
     count = max(1, round(rate * seconds))
     worker = WorkerProcess("notifier", env.worker_env(names), env.workdir / "latency.log")
     watcher = TopicWatcher(names.settings, names.timeline_topic, from_end=True)
@@ -167,23 +178,31 @@ async def latency(env: BenchEnv, *, rate: float, seconds: float) -> dict[str, An
 
 
 async def projector(
-    env: BenchEnv, n: int, *, limit_s: float, profile: bool, batch: int | None, stage: str
+    env: BenchEnv,
+    n: int,
+    *,
+    limit_s: float,
+    profile: bool,
+    batch: int | None,
+    stage: str,
+    replicas: int = 1,
+    names: Names | None = None,
 ) -> dict[str, Any]:
-    """Pre-produce n timeline events; events/s from partition assignment until all are merged.
+    """Events/s from the first produce of n timeline events until all are merged.
 
-    "Merged" is read from the projector's own `batch_projected` lines (logged after each
+    The `replicas` processes split the partitions before the first record is produced.
+    "Merged" is read from the projectors' own `batch_projected` lines (logged after each
     bulk_write returned) and checked against committed offsets and the documents afterwards.
     `batch` overrides CT_BATCH_MAX_RECORDS. No new batch for STALL_S, or for three times the
-    slowest batch so far if that is longer, means the worker is stuck (FerretDB wedged): the
+    slowest batch so far if that is longer, means a worker is stuck (FerretDB wedged): the
     stage ends there and says so.
     """
-    names = await env.create(env.names(stage))
+    names = names or await env.create(env.names(stage))
     items = encoded_timeline(timeline_lifecycle(n, f"{env.run_id}{stage}"))
-    await produce_all(names.settings, names.timeline_topic, items)
     worker_env = env.worker_env(names)
     if batch is not None:
         worker_env["CT_BATCH_MAX_RECORDS"] = str(batch)
-    worker = WorkerProcess("projector", worker_env, env.workdir / f"{stage}.log")
+    group = WorkerGroup("projector", worker_env, env.workdir / f"{stage}.log", replicas)
     progress: dict[str, Any] = {"merged": 0, "done_at": None, "moved": time.monotonic()}
     progress["stall_s"] = STALL_S
 
@@ -191,34 +210,38 @@ async def projector(
         return max([STALL_S, *(3 * float(e["duration_ms"]) / 1000 for e in lines)])
 
     def merged_all() -> bool:
-        lines = list(worker.lines("batch_projected"))
+        lines = list(group.lines("batch_projected"))
         merged = sum(int(e["records"]) for e in lines)
         if merged > progress["merged"]:
             progress["merged"], progress["moved"] = merged, time.monotonic()
         if merged >= n:
-            progress["done_at"] = datetime.fromisoformat(lines[-1]["timestamp"]).timestamp()
+            progress["done_at"] = max(
+                datetime.fromisoformat(e["timestamp"]).timestamp() for e in lines
+            )
             return True
         progress["stall_s"] = stall_s(lines)
         return time.monotonic() - float(progress["moved"]) > float(progress["stall_s"])
 
     try:
-        assigned = await worker.assigned()
-        cpu0 = worker.cpu_seconds()
-        prof = _profile(worker, env, stage, 20) if profile else None
+        await group.balanced(names.partitions)
+        cpu0, started = group.cpu_seconds(), time.time()
+        prof = _profile(group.members[0], env, stage, 20) if profile else None
+        await produce_all(names.settings, names.timeline_topic, items)
         progress["moved"] = time.monotonic()
         await poll_until(merged_all, limit_s, 0.25)
         merged, done_at = int(progress["merged"]), progress["done_at"]
         now = time.time()
-        elapsed = (done_at or now) - assigned
-        cpu = worker.cpu_seconds() - cpu0
+        elapsed = (done_at or now) - started
+        cpu = group.cpu_seconds() - cpu0
         offsets = await committed(names.settings, names.settings.group_projector)
     finally:
-        await worker.stop()
-    batches = list(worker.lines("batch_projected"))
+        await group.stop()
+    batches = list(group.lines("batch_projected"))
     batch_ms = [float(e["duration_ms"]) for e in batches]
     stalled = done_at is None and time.monotonic() - progress["moved"] > progress["stall_s"]
     return {
-        "mode": "subprocess `ct run projector`",
+        "mode": f"{replicas} x subprocess `ct run projector`",
+        "replicas": replicas,
         "batch_max_records": batch or env.base.batch_max_records,
         "events": n,
         "completed": merged,
@@ -226,12 +249,12 @@ async def projector(
         "stalled": stalled,
         "seconds": round(elapsed, 2),
         "rate": round(merged / elapsed, 1),
-        "worker_cpu_share": round(cpu / max(now - assigned, 1e-3), 2),
+        "worker_cpu_s": round(cpu, 2),
+        "worker_cpu_share": round(cpu / max(now - started, 1e-3), 2),
         "committed_offsets": offsets,
         "entries_in_orders": None if stalled else await _entries(names),
         "batches": len(batches),
         "batch_ms_p50": round(statistics.median(batch_ms), 1) if batch_ms else None,
-        "batch_ms_first_last": [batch_ms[0], batch_ms[-1]] if batch_ms else None,
         "profile": _profile_summary(prof),
     }
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.env import CT, BenchError, poll_until, spawn
+from bench.processes import CT, BenchError, cpu_seconds, poll_until, spawn
 
 PY_SPY = CT.parent / "py-spy"
 
@@ -111,15 +111,6 @@ class WorkerProcess:
         return self.proc.returncode
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc/<pid>/stat); 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, USER_HZ is 100 on Linux
-
-
 def top_frames(collapsed: Path, limit: int = 12) -> list[tuple[str, float]]:
     """Self time per function from a py-spy raw (collapsed) profile, as shares of all samples."""
     if not collapsed.exists():
@@ -152,3 +143,47 @@ def inclusive_share(collapsed: Path, needles: dict[str, str]) -> dict[str, float
             if needle in stack:
                 hits[label] += int(count)
     return {label: round(n / max(total, 1), 3) for label, n in hits.items()}
+
+
+class WorkerGroup:
+    """`replicas` processes of one worker in one consumer group: the scale-out rows."""
+
+    def __init__(self, worker: str, env: dict[str, str], logs: Path, replicas: int) -> None:
+        self.members = [
+            WorkerProcess(worker, env, logs.with_name(f"{logs.stem}-{k}{logs.suffix}"))
+            for k in range(replicas)
+        ]
+
+    async def balanced(self, partitions: int, limit_s: float = 120) -> float:
+        """Wait until the members own every partition between them, each its own share; returns
+        that moment (Unix time). Each rebalance logs every member's whole new assignment."""
+        for member in self.members:
+            await member.assigned(limit_s)
+
+        def split() -> bool:
+            latest = [list(m.lines("partitions_assigned"))[-1]["partitions"] for m in self.members]
+            owned = [p for parts in latest for p in parts]
+            return len(owned) == len(set(owned)) == partitions and all(latest)
+
+        if not await poll_until(split, limit_s, 0.2):
+            raise BenchError(f"{len(self.members)} members never split {partitions} partitions")
+        return max(
+            datetime.fromisoformat(
+                list(m.lines("partitions_assigned"))[-1]["timestamp"]
+            ).timestamp()
+            for m in self.members
+        )
+
+    def lines(self, event: str) -> Iterator[dict[str, Any]]:
+        for member in self.members:
+            yield from member.lines(event)
+
+    def cpu_seconds(self) -> float:
+        return sum(member.cpu_seconds() for member in self.members)
+
+    def rss_kb(self) -> list[int]:
+        return [member.memory_kb().get("VmRSS", 0) for member in self.members]
+
+    async def stop(self) -> None:
+        for member in self.members:
+            await member.stop()

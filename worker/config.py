@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     topic_replication: int = Field(default=1, ge=1, le=32)
 
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
+    # Order documents a projector remembers as it wrote them, so that the next batch of the same
+    # orders need not read them again (0: read every time). Forgotten on every rebalance.
+    projector_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
     notifier_concurrency: int = Field(default=64, ge=1, le=10_000)
     # Emails a notifier may have had accepted upstream but not yet recorded in its ledger: the
     # most a kill can make it send twice. Raising it buys throughput (worker/apps/recorded_send.py).

@@ -65,14 +65,14 @@ password_of() {  # name: the password in $secure/NAME.password, made on first us
 
 kafka_tool() {  # class, arguments...: one of Kafka's command-line tools against this broker
   java -Xms64m -Xmx256m -Dlog4j2.configurationFile="$here/log4j2.yaml" -cp "$kafka_lib/*" \
-    "$1" --bootstrap-server "127.0.0.1:$kafka_port" "${@:2}" >>"$run/kafka.log" 2>&1
+    "$1" --bootstrap-server "$kafka_bootstrap" "${@:2}" >>"$run/${kafka_nodes[0]}.log" 2>&1
 }
 
 # SCRAM users and ACLs live in the cluster's metadata, so they are made once per formatted
 # storage: the stamp names the cluster id and a hash of what was granted.
 ensure_kafka_principals() {
   local cluster_id stamp="$secure/kafka-principals.done" wanted
-  cluster_id="$(sed -n 's/^cluster.id=//p' "$state/kafka-data/meta.properties")"
+  cluster_id="$(sed -n 's/^cluster.id=//p' "$(kafka_data_of "${kafka_nodes[0]}")/meta.properties")"
   wanted="$cluster_id $( (declare -f ensure_kafka_principals; echo "${acl_topic_prefixes[*]} ${acl_group_prefixes[*]}"
                           password_of "kafka-$kafka_user"; password_of "kafka-$kafka_noacl_user") | sha256sum | cut -c1-16)"
   [[ "$(cat "$stamp" 2>/dev/null)" == "$wanted" ]] && return
@@ -112,7 +112,7 @@ secure_mongo_uri() {
 # `export NAME=value` lines, values quoted for the shell.
 secure_assignments() {
   local -a pairs=(
-    CT_KAFKA_BOOTSTRAP "127.0.0.1:$kafka_sasl_port"
+    CT_KAFKA_BOOTSTRAP "$(listener_bootstrap "$kafka_sasl_port")"
     CT_KAFKA_SECURITY_PROTOCOL SASL_SSL
     CT_KAFKA_SASL_MECHANISM SCRAM-SHA-512
     CT_KAFKA_SASL_USERNAME "$kafka_user"
@@ -129,8 +129,8 @@ secure_assignments() {
     # Not worker settings: what the tests need besides, to reach the other secure servers.
     CT_STACK_MAILPIT_TLS_SMTP "127.0.0.1:$mailpit_tls_smtp_port"
     CT_STACK_MAILPIT_TLS_API "http://127.0.0.1:$mailpit_tls_api_port"
-    CT_STACK_KAFKA_PLAINTEXT "127.0.0.1:$kafka_port"
-    CT_STACK_KAFKA_MTLS_BOOTSTRAP "127.0.0.1:$kafka_ssl_port"
+    CT_STACK_KAFKA_PLAINTEXT "$kafka_bootstrap"
+    CT_STACK_KAFKA_MTLS_BOOTSTRAP "$(listener_bootstrap "$kafka_ssl_port")"
     CT_STACK_KAFKA_CLIENT_CERT "$secure/client.pem"
     CT_STACK_KAFKA_CLIENT_KEY "$secure/client.key"
     CT_STACK_KAFKA_NOACL_USERNAME "$kafka_noacl_user"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +56,22 @@ class Chaos:
         await self.stack.arun("restart", "kafka")
         self.note("kafka restarted")
 
+    async def kill_broker(self, node: int, *, down_s: float) -> None:
+        """SIGKILL one Kafka broker of a cluster (no controlled shutdown: its partitions lose
+        their leader at once), then start it again after `down_s`."""
+        pid = self.stack.broker_pid(node)
+        self.note("broker sigkill", broker=node, pid=pid)
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(down_s)
+        await self.stack.arun("up", f"kafka-{node}")
+        self.note("broker restarted", broker=node)
+
+    async def stop_broker(self, node: int) -> None:
+        """A graceful stop (SIGTERM: controlled shutdown moves its leaders away first)."""
+        self.note("broker stop begins", broker=node)
+        await self.stack.arun("down", f"kafka-{node}")
+        self.note("broker stopped", broker=node)
+
     async def ferretdb_outage(self, seconds: float) -> None:
         self.note("ferretdb down")
         await self.stack.arun("down", "ferretdb")
@@ -92,7 +110,10 @@ class Chaos:
     async def supervise(self) -> None:
         """Restart a worker that exited on its own, and keep the evidence: that is a crash."""
         while True:
-            for kind, worker in self.workers.items():
+            # A copy: scaling adds and removes replicas while a restart is awaited here.
+            for kind, worker in list(self.workers.items()):
+                if kind not in self.workers:
+                    continue
                 if kind in self._busy or worker.running:
                     continue
                 code = worker.reap()

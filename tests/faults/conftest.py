@@ -10,6 +10,7 @@ seconds. Ports can be moved with CT_FAULTS_KAFKA_PORT, ..._CONTROLLER_PORT, ..._
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -33,6 +34,7 @@ from worker.config import Settings, load_settings
 from worker.crypto import generate_key
 
 PARTITIONS = 6
+CLUSTER_PARTITIONS = 12
 # Settings a developer's shell may carry must not leak into the private stack or its workers.
 KEPT_CT_VARIABLES = {"CT_CACHE_DIR"}
 
@@ -54,6 +56,8 @@ class PrivateStack:
     controller_port: int
     mongo_port: int
     smtp_port: int
+    # A cluster's broker k (1-based) listens on kafka_port + k - 1, its controller likewise.
+    brokers: int = 1
 
     @property
     def sink_dir(self) -> Path:
@@ -61,7 +65,11 @@ class PrivateStack:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{self.kafka_port + k}" for k in range(self.brokers))
+
+    def broker_pid(self, node: int) -> int:
+        """The PID of broker `node` (1-based) of a cluster, from the PID file the stack wrote."""
+        return int((self.state_dir / "run" / f"kafka-{node}.pid").read_text().strip())
 
     @property
     def mongo_uri(self) -> str:
@@ -75,6 +83,7 @@ class PrivateStack:
             "CT_STACK_CONTROLLER_PORT": str(self.controller_port),
             "CT_STACK_MONGO_PORT": str(self.mongo_port),
             "CT_STACK_SMTP_PORT": str(self.smtp_port),
+            "CT_STACK_BROKERS": str(self.brokers),
             # No TLS/SASL listeners, no Mailpit: the faults need none, and their default ports
             # are the shared stack's.
             "CT_STACK_SECURE": "0",
@@ -99,16 +108,13 @@ def _taken(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture(scope="session")
-def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateStack]:
-    stack = PrivateStack(
-        state_dir=tmp_path_factory.mktemp("ct-faults-stack"),
-        kafka_port=_port("KAFKA", 29092),
-        controller_port=_port("CONTROLLER", 29093),
-        mongo_port=_port("MONGO", 37017),
-        smtp_port=_port("SMTP", 21025),
-    )
-    ports = (stack.kafka_port, stack.controller_port, stack.mongo_port, stack.smtp_port)
+def _running(stack: PrivateStack) -> Iterator[PrivateStack]:
+    ports = [
+        *(stack.kafka_port + k for k in range(stack.brokers)),
+        *(stack.controller_port + k for k in range(stack.brokers)),
+        stack.mongo_port,
+        stack.smtp_port,
+    ]
     if busy := [p for p in ports if _taken(p)]:
         pytest.fail(
             f"ports {busy} are taken: another private stack runs? Set CT_FAULTS_*_PORT to move.",
@@ -119,6 +125,34 @@ def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateS
         yield stack
     finally:
         stack.run("down", timeout=180)
+
+
+@pytest.fixture(scope="session")
+def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateStack]:
+    yield from _running(
+        PrivateStack(
+            state_dir=tmp_path_factory.mktemp("ct-faults-stack"),
+            kafka_port=_port("KAFKA", 29092),
+            controller_port=_port("CONTROLLER", 29093),
+            mongo_port=_port("MONGO", 37017),
+            smtp_port=_port("SMTP", 21025),
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateStack]:
+    """Three KRaft brokers (each also a controller voter), FerretDB and the sink, private."""
+    yield from _running(
+        PrivateStack(
+            state_dir=tmp_path_factory.mktemp("ct-faults-cluster"),
+            kafka_port=_port("CLUSTER_KAFKA", 29192),
+            controller_port=_port("CLUSTER_CONTROLLER", 29195),
+            mongo_port=_port("CLUSTER_MONGO", 37117),
+            smtp_port=_port("CLUSTER_SMTP", 21125),
+            brokers=3,
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -174,6 +208,42 @@ def fault_dns(dns_server: LoopbackDns) -> LoopbackDns:
     return dns_server
 
 
+@contextlib.asynccontextmanager
+async def _slice(
+    stack: PrivateStack,
+    key: str,
+    tmp_path: Path,
+    *,
+    partitions: int,
+    dkim_keys: DkimKeys,
+    dns: LoopbackDns,
+) -> AsyncIterator[Pipeline]:
+    run = uuid.uuid4().hex[:8]
+    settings = load_settings(
+        **dkim_keys.settings(),
+        kafka_bootstrap=stack.kafka_bootstrap,
+        mongo_uri=stack.mongo_uri,
+        mongo_db=f"ct_faults_{run}",
+        smtp_port=stack.smtp_port,
+        topic_order_status=f"f-{run}-orders",
+        topic_timeline=f"f-{run}-timeline",
+        topic_dlq=f"f-{run}-dlq",
+        group_notifier=f"f-{run}-notifier",
+        group_projector=f"f-{run}-projector",
+        encryption_key=key,
+        topic_partitions=partitions,
+        shutdown_grace_s=10,
+    )
+    # A cluster's topics have a replica on every broker, as `ct topics create --replication 3`.
+    await ensure_topics(settings, partitions, stack.brokers)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    # The sink is shared by the session's tests: no test may leave it refusing mail.
+    (stack.sink_dir / "FAULT").unlink(missing_ok=True)
+    yield Pipeline(stack, settings, log_dir, run, dns.resolver)
+    (stack.sink_dir / "FAULT").unlink(missing_ok=True)
+
+
 @pytest.fixture
 async def pipeline(
     private_stack: PrivateStack,
@@ -182,29 +252,34 @@ async def pipeline(
     tmp_path: Path,
     fault_dns: LoopbackDns,
 ) -> AsyncIterator[Pipeline]:
-    run = uuid.uuid4().hex[:8]
-    settings = load_settings(
-        **dkim_keys.settings(),
-        kafka_bootstrap=private_stack.kafka_bootstrap,
-        mongo_uri=private_stack.mongo_uri,
-        mongo_db=f"ct_faults_{run}",
-        smtp_port=private_stack.smtp_port,
-        topic_order_status=f"f-{run}-orders",
-        topic_timeline=f"f-{run}-timeline",
-        topic_dlq=f"f-{run}-dlq",
-        group_notifier=f"f-{run}-notifier",
-        group_projector=f"f-{run}-projector",
-        encryption_key=fault_key,
-        topic_partitions=PARTITIONS,
-        shutdown_grace_s=10,
-    )
-    await ensure_topics(settings, PARTITIONS, 1)
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    # The sink is shared by the session's tests: no test may leave it refusing mail.
-    (private_stack.sink_dir / "FAULT").unlink(missing_ok=True)
-    yield Pipeline(private_stack, settings, log_dir, run, fault_dns.resolver)
-    (private_stack.sink_dir / "FAULT").unlink(missing_ok=True)
+    async with _slice(
+        private_stack,
+        fault_key,
+        tmp_path,
+        partitions=PARTITIONS,
+        dkim_keys=dkim_keys,
+        dns=fault_dns,
+    ) as slice_:
+        yield slice_
+
+
+@pytest.fixture
+async def cluster_pipeline(
+    cluster_stack: PrivateStack,
+    fault_key: str,
+    dkim_keys: DkimKeys,
+    tmp_path: Path,
+    fault_dns: LoopbackDns,
+) -> AsyncIterator[Pipeline]:
+    async with _slice(
+        cluster_stack,
+        fault_key,
+        tmp_path,
+        partitions=CLUSTER_PARTITIONS,
+        dkim_keys=dkim_keys,
+        dns=fault_dns,
+    ) as slice_:
+        yield slice_
 
 
 @pytest.fixture
@@ -223,5 +298,25 @@ async def fault_db(pipeline: Pipeline) -> AsyncIterator[mongo.Database]:
     )
     try:
         yield client[pipeline.settings.mongo_db]
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def cluster_workers(cluster_pipeline: Pipeline) -> Iterator[WorkerPool]:
+    pool = WorkerPool(cluster_pipeline.worker_env(), cluster_pipeline.log_dir)
+    try:
+        yield pool
+    finally:
+        pool.cleanup()
+
+
+@pytest.fixture
+async def cluster_db(cluster_pipeline: Pipeline) -> AsyncIterator[mongo.Database]:
+    client: AsyncMongoClient[dict[str, Any]] = mongo.connect(
+        cluster_pipeline.settings, app_name="ct-fault-tests"
+    )
+    try:
+        yield client[cluster_pipeline.settings.mongo_db]
     finally:
         await client.close()

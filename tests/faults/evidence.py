@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,13 @@ async def read_orders(db: mongo.Database, order_ids: Iterable[str]) -> dict[str,
     return docs
 
 
-async def entries_written(db: mongo.Database) -> int:
-    """Sum of every order's entryCount: the projector's progress, cheap enough to poll."""
+async def entries_written(db: mongo.Database, excluding: Iterable[str] = ()) -> int:
+    """Sum of every order's entryCount but those `excluding`: the projector's progress."""
+    skipped = set(excluding)
     total = 0
     async for doc in db["orders"].find({}, {"entryCount": 1}):
-        total += int(doc.get("entryCount", 0))
+        if doc["_id"] not in skipped:
+            total += int(doc.get("entryCount", 0))
     return total
 
 
@@ -242,27 +245,55 @@ class Attribution:
 def attribute_duplicates(
     events: Sequence[OrderStatusChanged], sink: SinkTail, domain: str, runs: Sequence[Run]
 ) -> Attribution:
-    """Blame each extra copy of an email on the notifier process that sent it.
+    """Blame each extra copy of an email on a notifier process that could have sent it.
 
-    A copy is explained when the process that was running when the sink accepted it then died
-    (SIGKILL, or an exit with an error) without logging the event as processed: it died between
-    the upstream's 250 and the ledger write, the one window the ledger cannot cover.
+    A copy is explained when a process that was running when the sink accepted it then died
+    (SIGKILL, an exit with an error, or a stop that abandoned its batch when its grace ran out)
+    without logging the event as processed: it died between
+    the upstream's 250 and the ledger write, the one window the ledger cannot cover. `runs` may
+    overlap in time (replicas): among the candidates, the copy goes to the one blamed least so
+    far, so that a process is blamed for two only when no other could have sent either.
     """
-    logged = [{line["event_id"] for line in processed_lines(read_logs([run.log]))} for run in runs]
+    scans = [read_logs([run.log]) for run in runs]
+    logged = [{line["event_id"] for line in processed_lines(scan)} for scan in scans]
+    # A stop whose grace ran out abandons its batch: an email in its turn may be left unrecorded.
+    cut = [run.abrupt or _abandoned(scan) for run, scan in zip(runs, scans, strict=True)]
     per_run = [0] * len(runs)
     unexplained: list[str] = []
     for event in events:
         copies = sorted(sink.received.get(message_id_for(event.event_id, domain), []))
         for at in copies[:-1]:  # every copy but the last needs a crash to account for it
-            sender = next(
-                (i for i, run in enumerate(runs) if run.started <= at <= (run.ended or at) + 0.5),
-                None,
-            )
-            if sender is None or not runs[sender].abrupt or event.event_id in logged[sender]:
+            candidates = [
+                i
+                for i, run in enumerate(runs)
+                if cut[i]
+                and run.started <= at <= (run.ended or at) + 0.5
+                and event.event_id not in logged[i]
+            ]
+            if not candidates:
                 unexplained.append(event.event_id)
-            else:
-                per_run[sender] += 1
-    return Attribution([n for n, run in zip(per_run, runs, strict=True) if run.abrupt], unexplained)
+                continue
+            blamed = min(candidates, key=lambda i: (per_run[i], runs[i].ended or at))
+            per_run[blamed] += 1
+    return Attribution([n for n, c in zip(per_run, cut, strict=True) if c], unexplained)
+
+
+def _abandoned(scan: LogScan) -> bool:
+    return any(line.get("event") == "batch_abandoned_at_shutdown" for line in scan.lines)
+
+
+def out_of_order(events: Sequence[OrderStatusChanged], sink: SinkTail, domain: str) -> list[str]:
+    """Orders whose emails the upstream first accepted in another order than their events'.
+
+    `events` lists each order's events in the order they were produced (one partition per
+    order). A notifier sends an order's next email only once the previous one is accepted and
+    recorded, so the first copies must arrive in that order even across kills and rebalances.
+    """
+    by_order: dict[str, list[float]] = {}
+    for event in events:
+        copies = sink.received.get(message_id_for(event.event_id, domain), [])
+        by_order.setdefault(event.order_id, []).append(min(copies, default=float("inf")))
+    return [order for order, firsts in by_order.items() if any(b < a for a, b in pairwise(firsts))]
 
 
 def emailed(events: Sequence[OrderStatusChanged], sink: SinkTail, domain: str) -> int:

@@ -63,6 +63,8 @@ class Worker:
     relay_port: int = field(default_factory=free_port)
     runs: list[Run] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)
+    # Names this slot's log files apart from other slots of the same kind (replicas).
+    slot: int = 1
 
     @property
     def logs(self) -> list[Path]:
@@ -72,7 +74,7 @@ class Worker:
         if self.running:
             raise RuntimeError(f"{self.kind} is already running")
         self.http_port = free_port()
-        log_path = self.log_dir / f"{self.kind}-{len(self.logs) + 1}.log"
+        log_path = self.log_dir / f"{self.kind}-{self.slot}-{len(self.logs) + 1}.log"
         self.runs.append(Run(log_path, time.time()))
         with log_path.open("ab") as log_file:
             # A new session: the process and anything it spawns form a group we can kill whole.
@@ -179,7 +181,8 @@ class WorkerPool:
     workers: list[Worker] = field(default_factory=list)
 
     def new(self, kind: str) -> Worker:
-        worker = Worker(kind, dict(self.env), self.log_dir)
+        slot = 1 + sum(w.kind == kind for w in self.workers)
+        worker = Worker(kind, dict(self.env), self.log_dir, slot=slot)
         self.workers.append(worker)
         return worker
 

@@ -9,7 +9,6 @@ CT_FAULTS_BUDGET_S (default 660) change the size and the time allowed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -20,7 +19,6 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from pymongo.errors import PyMongoError
 
 from tests.faults.chaos import Chaos, supervised
 from tests.faults.conftest import Pipeline
@@ -33,7 +31,6 @@ from tests.faults.evidence import (
     customer_address,
     emailed,
     emit,
-    entries_written,
     expected_entries,
     order_events,
     processed_lines,
@@ -42,12 +39,12 @@ from tests.faults.evidence import (
     read_orders,
     real_addresses,
     store_address,
-    symptoms,
     timeline_problems,
     whole_topic,
     write_report,
 )
 from tests.faults.procs import WorkerPool, http_get
+from tests.faults.settle import wait_done
 from tests.helpers import CODEC
 from tests.support.events import T0, order_event
 from tests.support.polling import eventually
@@ -60,51 +57,6 @@ CRASH_ORDERS = int(os.environ.get("CT_FAULTS_ORDERS", "2000"))
 CRASH_BUDGET_S = float(os.environ.get("CT_FAULTS_BUDGET_S", "660"))
 EVENTS_PER_ORDER = 10
 PROCESSED_KEYS = {"order_id", "event_id", "outcome", "duration_ms"}
-
-
-async def wait_done(
-    pipeline: Pipeline,
-    db: mongo.Database,
-    events: list[OrderStatusChanged],
-    sink: SinkTail,
-    workers: WorkerPool,
-    *,
-    timeout: float,
-    stall_s: float = 150,
-) -> float:
-    """Until every event is emailed and the timelines hold 2 entries per event; returns seconds.
-
-    Fails early, with what the workers' logs keep repeating, once nothing moved for `stall_s`
-    (longer than any fault or rebalance here lasts): a wedged worker must not cost the budget.
-    """
-    started = last_change = time.monotonic()
-    mailed, written = 0, -1  # -1: not read yet (only once all mail is out)
-    last = (mailed, written)
-    while (now := time.monotonic()) - started < timeout:
-        mailed = emailed(events, sink, pipeline.settings.domain)
-        if mailed == len(events):
-            # Reading every order costs FerretDB a full scan: only once the mail is all out.
-            with contextlib.suppress(PyMongoError):  # FerretDB down: ask again later
-                written = await entries_written(db)
-            if written >= 2 * len(events):
-                return now - started
-        if (mailed, written) != last:
-            last, last_change = (mailed, written), now
-        elif now - last_change > stall_s:
-            raise AssertionError(
-                f"nothing moved for {stall_s:.0f}s: {_state(mailed, written, len(events))}; "
-                "the workers keep logging:\n" + symptoms(workers.log_files())
-            )
-        await asyncio.sleep(2)
-    raise AssertionError(
-        f"after {timeout:.0f}s: {_state(mailed, written, len(events))}; "
-        "the workers keep logging:\n" + symptoms(workers.log_files())
-    )
-
-
-def _state(mailed: int, written: int, events: int) -> str:
-    entries = f"{written}/{2 * events}" if written >= 0 else "not read yet (mail first)"
-    return f"{mailed}/{events} emailed, timeline entries {entries}"
 
 
 async def assert_delivered_exactly(

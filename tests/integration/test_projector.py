@@ -227,3 +227,47 @@ async def test_a_batch_touching_150_existing_orders_is_written(
         added = await repo.project({o: [timeline_event(o, minutes=1)] for o in orders})
     assert added == 150
     assert await db["orders"].count_documents({"entryCount": 2}) == 150
+
+
+async def test_documents_remembered_between_batches_are_the_documents_a_read_gives(
+    db: mongo.Database, dialect: Dialect
+) -> None:
+    """The projector's cache of what it wrote: three batches of the same orders through a
+    remembering repository leave documents identical to a repository that reads every time,
+    datetimes to the millisecond included (BSON keeps milliseconds)."""
+    remembering = OrdersRepository(db, dialect=dialect, cache_size=100)
+    reading = OrdersRepository(db, dialect=dialect)
+    for batch in range(3):
+        for repo, prefix in ((remembering, "o-mem"), (reading, "o-read")):
+            await repo.project(
+                {
+                    f"{prefix}-{i}": [
+                        timeline_event(f"{prefix}-{i}", minutes=batch * 10 + k) for k in range(2)
+                    ]
+                    for i in range(5)
+                }
+            )
+    for i in range(5):
+        mem = await db["orders"].find_one({"_id": f"o-mem-{i}"}, {"_id": 0})
+        read = await db["orders"].find_one({"_id": f"o-read-{i}"}, {"_id": 0})
+        assert mem is not None and read is not None
+        assert mem["entryCount"] == read["entryCount"] == 6
+        assert [e["occurredAt"] for e in mem["timeline"]] == [
+            e["occurredAt"] for e in read["timeline"]
+        ]
+
+
+async def test_after_forget_a_document_another_writer_changed_is_read_again(
+    db: mongo.Database, dialect: Dialect
+) -> None:
+    """A rebalance (`forget`) between two batches: the order's other owner in between wrote
+    an entry, and the next merge starts from it instead of from what this writer remembers."""
+    mine = OrdersRepository(db, dialect=dialect, cache_size=100)
+    other = OrdersRepository(db, dialect=dialect)
+    first, between, later = (timeline_event("o-moved", minutes=m) for m in (1, 2, 3))
+    await mine.project({"o-moved": [first]})
+    await other.project({"o-moved": [between]})
+    mine.forget()
+    await mine.project({"o-moved": [later]})
+    entries = await _entries(db, "o-moved")
+    assert [e["eventId"] for e in entries] == [first.event_id, between.event_id, later.event_id]

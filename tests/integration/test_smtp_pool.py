@@ -149,3 +149,33 @@ async def test_a_send_cancelled_while_waiting_for_its_turn_is_dropped_not_sent_l
         await pool.close()
     subjects = [m["headers"]["Subject"] for m in capture.messages()]
     assert sorted(subjects) == ["message 1", "message 3", "message 4"]
+
+
+async def test_a_send_cancelled_in_its_turn_still_records_what_the_upstream_accepted(
+    capture: Capture,
+) -> None:
+    """A graceful stop whose grace runs out cancels the notifier's batch. A send cancelled while
+    the upstream accepts its message (its turn) records it before the cancellation goes on, so
+    only a kill, never a stop, can send an email twice."""
+    pool = SmtpPool("127.0.0.1", capture.port, size=1, timeout=10)
+    sender = RecordedSender(pool)
+    in_turn = asyncio.Event()
+    recorded: list[str] = []
+
+    async def record() -> None:
+        in_turn.set()
+        await asyncio.sleep(0.3)  # the ledger write still under way when the cancel comes
+        recorded.append("recorded")
+
+    send = asyncio.ensure_future(
+        sender.send(_message(1), sender=SENDER, recipient=RECIPIENT, record=record)
+    )
+    try:
+        await asyncio.wait_for(in_turn.wait(), 10)
+        send.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await send
+    finally:
+        await pool.close()
+    assert capture.handler.accepted == 1
+    assert recorded == ["recorded"]

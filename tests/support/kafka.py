@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.support.polling import until
-from worker.adapters.kafka_client import client_options
+from worker.adapters.kafka_client import admin_client, client_options
 from worker.config import Settings
 
 
@@ -36,3 +39,19 @@ async def committed(settings: Settings, topic: str, group: str) -> int:
         return sum([await consumer.committed(tp) or 0 for tp in partitions])
     finally:
         await consumer.stop()
+
+
+async def _partitions(settings: Settings, topics: list[str]) -> list[dict[str, Any]]:
+    async with admin_client(settings, "ct-tests") as admin:
+        described = await admin.describe_topics(topics)
+    return [p for t in described for p in t["partitions"]]
+
+
+async def partition_leaders(settings: Settings, topics: list[str]) -> Counter[int]:
+    """How many partitions of these topics each broker (by node id) leads right now."""
+    return Counter(p["leader"] for p in await _partitions(settings, topics) if p["leader"] >= 0)
+
+
+async def under_replicated(settings: Settings, topics: list[str]) -> int:
+    """Partitions of these topics whose in-sync replicas are fewer than their replicas."""
+    return sum(len(p["isr"]) < len(p["replicas"]) for p in await _partitions(settings, topics))

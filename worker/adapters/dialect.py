@@ -41,7 +41,8 @@ class Dialect:
     guarded_updates: bool
     # FerretDB v1 holds one SQLite connection per matched update until the whole command ends,
     # from a pool of 100: a bulk_write with 100 or more updates of existing documents never
-    # answers and wedges that database until FerretDB restarts.
+    # answers and wedges that database until FerretDB restarts. The local stack's build fixes
+    # that (deploy/local/ferretdb-sqlite-id-index.patch); a FerretDB v1 from elsewhere has it.
     writes_per_command: int
 
     async def find_each(

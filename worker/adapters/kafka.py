@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 TOPIC_METADATA_WAIT_S = 30.0
+CANCELLED_WORK_WAIT_S = 5.0
 UNKNOWN_TOPIC_WAIT_S = 3.0
 
 
@@ -205,6 +206,8 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             "partitions_assigned",
             partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
         )
+        if self._loop.on_assigned is not None:
+            self._loop.on_assigned()
 
 
 class BatchConsumer:
@@ -221,8 +224,12 @@ class BatchConsumer:
         grace_s: float,
         settings: Settings | None = None,
         group: str | None = None,
+        on_assigned: Callable[[], None] | None = None,
     ) -> None:
         self._consumer = consumer
+        # Called on every new assignment, before any record of it is handled: what a handler
+        # knows of its partitions' state from before may be another owner's since.
+        self.on_assigned = on_assigned
         self._settings = settings
         self._group = group
         self._topic = topic
@@ -295,6 +302,10 @@ class BatchConsumer:
                 await asyncio.wait({work}, timeout=self._grace_s)
             if not work.done():
                 work.cancel()
+                # What the handler finishes on cancellation (the notifier records an email the
+                # upstream is accepting: one round trip and one write) needs its clients, which
+                # close once this returns.
+                await asyncio.wait({work}, timeout=min(self._grace_s, CANCELLED_WORK_WAIT_S))
                 log.warning(
                     "batch_abandoned_at_shutdown", consumer=self._name, records=len(records)
                 )
@@ -316,7 +327,13 @@ class BatchConsumer:
 
 
 def consume(
-    settings: Settings, topic: str, group: str, handler: BatchHandler, *, name: str
+    settings: Settings,
+    topic: str,
+    group: str,
+    handler: BatchHandler,
+    *,
+    name: str,
+    on_assigned: Callable[[], None] | None = None,
 ) -> BatchConsumer:
     """A batch consumer of `topic` in consumer group `group`, set up from the settings."""
     return BatchConsumer(
@@ -328,4 +345,5 @@ def consume(
         grace_s=settings.shutdown_grace_s,
         settings=settings,
         group=group,
+        on_assigned=on_assigned,
     )

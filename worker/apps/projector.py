@@ -94,9 +94,10 @@ class ProjectorService(Service):
             await producer.start()
             # Its consumer checks the timeline topic; the dead letters go here.
             await require_topics(settings, [settings.topic_dlq])
+            orders = OrdersRepository(db, dialect=dialect, cache_size=settings.projector_cache_size)
             projector = Projector(
                 self._codec,
-                OrdersRepository(db, dialect=dialect),
+                orders,
                 DeadLetters(producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s),
                 settings.retry_max_delay_s,
             )
@@ -106,6 +107,8 @@ class ProjectorService(Service):
                 settings.group_projector,
                 projector.handle,
                 name=COMPONENT,
+                # Another projector may have written these orders while it owned the partitions.
+                on_assigned=orders.forget,
             )
             await self._consumer.run(stopping)
         finally:

@@ -14,10 +14,11 @@ latency + ledger-write latency) emails per second (docs/performance.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from worker.adapters.smtp import SmtpPool
+from worker.adapters.smtp import PreparedMessage, SmtpPool
 
 T = TypeVar("T")
 
@@ -39,5 +40,19 @@ class RecordedSender:
         prepare = self._smtp.prepare(message, sender=sender, recipient=recipient)
         # The turn is taken once the message is prepared: only the end of DATA and the record wait.
         async with prepare as prepared, self._turns:
-            await prepared.finish()
-            return await record()
+            turn = asyncio.ensure_future(self._finish_and_record(prepared, record))
+            try:
+                return await asyncio.shield(turn)
+            except asyncio.CancelledError:
+                # A graceful stop whose grace ran out cancels the batch: an email the upstream
+                # may be accepting now is recorded first, so that only a kill can re-send one.
+                with contextlib.suppress(Exception):
+                    await turn
+                raise
+
+    @staticmethod
+    async def _finish_and_record(
+        prepared: PreparedMessage, record: Callable[[], Awaitable[T]]
+    ) -> T:
+        await prepared.finish()
+        return await record()
