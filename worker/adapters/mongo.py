@@ -40,6 +40,13 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 AUTHENTICATION_FAILED = 18
 _CERTIFICATE_FAILURES = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
+# Server answers that a retry cures: a member shutting down or stepping down, a network error
+# between members (MongoDB's retryable-writes specification lists these; PyMongo retries a write
+# once on them, we retry for as long as it takes).
+_RETRYABLE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+# FerretDB answers a request it was serving when it stops (SIGTERM, a restart) with its Go
+# context's cancellation as an InternalError (code 1), not with ShutdownInProgress.
+_FERRETDB_INTERRUPTED = (1, "context canceled")
 
 
 def connect(
@@ -115,6 +122,13 @@ def is_transient(exc: BaseException) -> bool:
         marker in str(exc) for marker in _CERTIFICATE_FAILURES
     ):
         return False
+    if type(exc) is OperationFailure:  # not its subclasses: a duplicate key is an answer
+        code, message = exc.code, str(exc)
+        return (
+            code in _RETRYABLE_CODES
+            or exc.has_error_label("RetryableWriteError")
+            or (code == _FERRETDB_INTERRUPTED[0] and _FERRETDB_INTERRUPTED[1] in message)
+        )
     return isinstance(
         exc,
         AutoReconnect
