@@ -282,8 +282,8 @@ async def cluster_pipeline(
         yield slice_
 
 
-@pytest.fixture
-def workers(pipeline: Pipeline) -> Iterator[WorkerPool]:
+@contextlib.contextmanager
+def _worker_pool(pipeline: Pipeline) -> Iterator[WorkerPool]:
     pool = WorkerPool(pipeline.worker_env(), pipeline.log_dir)
     try:
         yield pool
@@ -291,8 +291,8 @@ def workers(pipeline: Pipeline) -> Iterator[WorkerPool]:
         pool.cleanup()
 
 
-@pytest.fixture
-async def fault_db(pipeline: Pipeline) -> AsyncIterator[mongo.Database]:
+@contextlib.asynccontextmanager
+async def _database(pipeline: Pipeline) -> AsyncIterator[mongo.Database]:
     client: AsyncMongoClient[dict[str, Any]] = mongo.connect(
         pipeline.settings, app_name="ct-fault-tests"
     )
@@ -303,20 +303,24 @@ async def fault_db(pipeline: Pipeline) -> AsyncIterator[mongo.Database]:
 
 
 @pytest.fixture
-def cluster_workers(cluster_pipeline: Pipeline) -> Iterator[WorkerPool]:
-    pool = WorkerPool(cluster_pipeline.worker_env(), cluster_pipeline.log_dir)
-    try:
+def workers(pipeline: Pipeline) -> Iterator[WorkerPool]:
+    with _worker_pool(pipeline) as pool:
         yield pool
-    finally:
-        pool.cleanup()
+
+
+@pytest.fixture
+async def fault_db(pipeline: Pipeline) -> AsyncIterator[mongo.Database]:
+    async with _database(pipeline) as db:
+        yield db
+
+
+@pytest.fixture
+def cluster_workers(cluster_pipeline: Pipeline) -> Iterator[WorkerPool]:
+    with _worker_pool(cluster_pipeline) as pool:
+        yield pool
 
 
 @pytest.fixture
 async def cluster_db(cluster_pipeline: Pipeline) -> AsyncIterator[mongo.Database]:
-    client: AsyncMongoClient[dict[str, Any]] = mongo.connect(
-        cluster_pipeline.settings, app_name="ct-fault-tests"
-    )
-    try:
-        yield client[cluster_pipeline.settings.mongo_db]
-    finally:
-        await client.close()
+    async with _database(cluster_pipeline) as db:
+        yield db
