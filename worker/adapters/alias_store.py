@@ -80,6 +80,8 @@ class AliasRecord:
     name: str | None
     created_at: datetime
     expires_at: datetime
+    # The person behind it asked to be erased: no real address, no name, mail refused.
+    erased: bool = False
 
     def expired(self, now: datetime) -> bool:
         return rules.is_expired(self.expires_at, now)
@@ -354,7 +356,9 @@ class AliasStore:
         seen = rewritten = 0
         async for doc in self._aliases.find({}):
             seen += 1
-            if self._cipher.needs_reencrypt(bytes(doc["realEnc"])):
+            if doc.get("realEnc") is not None and self._cipher.needs_reencrypt(
+                bytes(doc["realEnc"])
+            ):
                 await self._reencrypt(doc)
                 rewritten += 1
                 if rewritten % 500 == 0:
@@ -391,9 +395,36 @@ class AliasStore:
             role=ParticipantRole(doc["role"]),
             mask=MaskType(doc["mask"]),
             token=doc.get("token"),
-            real_address=self._cipher.decrypt(bytes(doc["realEnc"]), doc["_id"]),
+            real_address=(
+                self._cipher.decrypt(bytes(doc["realEnc"]), doc["_id"])
+                if doc.get("realEnc") is not None
+                else ""
+            ),
             real_hash=doc["realHash"],
             name=doc.get("name"),
             created_at=doc["createdAt"],
             expires_at=doc["expiresAt"],
+            erased=doc.get("erasedAt") is not None,
         )
+
+    async def of_person(self, address: str) -> list[AliasRecord]:
+        """Every alias whose real address is `address` (any order, any role), by its keyed hash:
+        a scan, for the rare data-subject requests only."""
+        docs = self._aliases.find({"realHash": self._cipher.address_hash(address)})
+        return await self._windowed([self._record(doc) async for doc in docs])
+
+    async def erase_person(self, address: str) -> list[str]:
+        """Remove the real address and name from each of the person's aliases; the aliases stay
+        (so mail to them is refused, not unknown) and the order ids are returned."""
+        address_hash = self._cipher.address_hash(address)
+        orders = []
+        async for doc in self._aliases.find({"realHash": address_hash}, {"orderId": 1}):
+            await self._aliases.update_one(
+                {"_id": doc["_id"]},
+                {"$set": {"realEnc": None, "name": None, "erasedAt": self._clock.now()}},
+            )
+            orders.append(str(doc["orderId"]))
+        if self._orders is not None and self._by_address is not None:
+            self._orders.clear()
+            self._by_address.clear()
+        return sorted(set(orders))

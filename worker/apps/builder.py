@@ -16,10 +16,12 @@ from worker.adapters.dialect import Dialect
 from worker.adapters.messages import MessageStore
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
+from worker.adapters.subject_keys import SubjectKeys
 from worker.adapters.suppressions import Suppressions
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Clock, SystemClock
+from worker.services.subjects import Subjects
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,18 @@ class Stores:
     def messages(self) -> MessageStore:
         return MessageStore(
             self.db, self.cipher, retention_days=self.settings.message_retention_days,
-            clock=self.clock, dialect=self.dialect,
+            clock=self.clock, dialect=self.dialect, subject_keys=self.subject_keys,
         )  # fmt: skip
+
+    @cached_property
+    def subject_keys(self) -> SubjectKeys:
+        size = self.settings.alias_cache_size if self.cache_aliases else 0
+        return SubjectKeys(self.db, self.cipher, clock=self.clock, cache_size=size)
+
+    @cached_property
+    def subjects(self) -> Subjects:
+        """Seals and opens personal fields of timeline events per data subject."""
+        return Subjects(self.subject_keys, self.aliases)
 
     @cached_property
     def suppressions(self) -> Suppressions:

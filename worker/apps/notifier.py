@@ -85,6 +85,7 @@ class NotifierService(Service):
                 domain=settings.domain,
                 concurrency=settings.notifier_concurrency,
                 max_delay=settings.retry_max_delay_s,
+                subjects=stores.subjects,
             )
             self._consumer = consume(
                 settings,

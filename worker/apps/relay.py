@@ -106,6 +106,7 @@ class RelayService(Service):
                     suppressions=stores.suppressions,
                     cipher=self._cipher,
                 ),
+                subjects=stores.subjects,
             )
             server = await start_smtp_server(
                 handler,

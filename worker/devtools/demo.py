@@ -25,17 +25,21 @@ from typing import Any
 import aiosmtplib
 
 from worker.adapters import mongo
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.dialect import Dialect, detect_dialect
 from worker.adapters.dkim_keys import generate_key as generate_dkim_key
 from worker.adapters.dkim_keys import write_key
 from worker.adapters.kafka import ensure_topics, make_producer
 from worker.adapters.stores import StoreSettings
+from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.codec import SingleObjectCodec
 from worker.contracts.events import Customer, Item, OrderStatus, OrderStatusChanged, Store
-from worker.core.config import Settings
-from worker.core.crypto import generate_key
+from worker.core.config import Settings, decode_key
+from worker.core.crypto import AddressCipher, generate_key
 from worker.devtools.demo_bounce import BOUNCED_CUSTOMER, PROVIDER, delivery_status_notification
 from worker.devtools.sink import read_index
-from worker.domain.aliases import MaskType
+from worker.domain.aliases import MaskType, SystemClock
+from worker.services.subjects import Subjects
 from worker.services.timeline import format_table, get_timeline
 
 JOURNEY = [
@@ -370,7 +374,8 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         worker.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(worker.wait(), settings.shutdown_grace_s + 15)
         demo.step(f"workers stopped on SIGTERM (exit {code})")
-    await show(demo, db)
+    dialect = await detect_dialect(db, settings.mongo_dialect)
+    await show(demo, db, _subjects(settings, db, key, dialect))
     await client.close()
     say("\nWhere to look next:")
     say(f"  ct timeline {demo.order_ids[0]}        (add --json for the raw entries)")
@@ -408,7 +413,18 @@ async def _entries(db: mongo.Database, order_ids: list[str], want: int) -> bool:
     return sum(len(entries or []) for entries in timelines) >= want
 
 
-async def show(demo: Demo, db: mongo.Database) -> None:
+def _subjects(settings: Settings, db: mongo.Database, key: str, dialect: Dialect) -> Subjects:
+    """What opens the timelines' personal fields, with the demo's key."""
+    cipher = AddressCipher([decode_key(key)])
+    clock = SystemClock()
+    aliases = AliasStore(
+        db, cipher, domain=settings.domain, ttl_days=settings.alias_ttl_days, clock=clock,
+        dialect=dialect,
+    )  # fmt: skip
+    return Subjects(SubjectKeys(db, cipher, clock=clock), aliases)
+
+
+async def show(demo: Demo, db: mongo.Database, subjects: Subjects) -> None:
     mail = demo.my_mail()
     say(f"\nEmails captured by the SMTP sink ({len(mail)}): the real address only in the envelope")
     say(f"  {'envelope to (real)':<36} {'From (masked)':<72} Subject")
@@ -416,5 +432,5 @@ async def show(demo: Demo, db: mongo.Database) -> None:
         sender = m["headers"].get("From", "")[:72]
         say(f"  {m['rcptTos'][0]:<36} {sender:<72} {m['headers'].get('Subject', '')[:70]}")
     for order_id in [*demo.order_ids, *([demo.bounced_order] if demo.bounced_order else [])]:
-        entries = await get_timeline(db, order_id) or []
+        entries = await get_timeline(db, order_id, subjects) or []
         say("\n" + format_table(order_id, entries))

@@ -22,6 +22,7 @@ from worker.domain.aliases import AliasExpiry, MaskType
 from worker.domain.conversation import Conversation, MessageItem, conversation
 from worker.domain.mime_view import AttachmentFile, MessageView, attachment_file, view_message
 from worker.services.accounts import Principal
+from worker.services.subjects import Subjects
 from worker.services.timeline import get_timeline
 
 
@@ -73,7 +74,9 @@ class Console:
 
     async def order_page(self, order_id: str) -> OrderPage:
         summary = await self.orders.summary(order_id)
-        entries = await get_timeline(self._db, order_id)
+        keys = self._messages.subject_keys
+        subjects = Subjects(keys, self._aliases) if keys is not None else None
+        entries = await get_timeline(self._db, order_id, subjects)
         if summary is None or entries is None:
             raise Missing(f"no order {order_id!r}: check the id, or search by an alias")
         thread = conversation(entries, self.domain)

@@ -49,10 +49,12 @@ from worker.domain.notifications import notification_event_id, notification_part
 from worker.domain.templates import TemplateRenderer
 from worker.services.outbound import Outbound
 from worker.services.recorded_send import RecordedSender
+from worker.services.subjects import Subjects
 
 log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
 SUPPRESSED = "suppressed"  # the reason of a notification not sent to a bouncing address
+ERASED = "erased"  # the reason of a notification not sent: its customer asked to be erased
 TERMINAL = frozenset({OrderStatus.DELIVERED, OrderStatus.CANCELED})
 AliasPair = tuple[AliasRecord, AliasRecord]
 T = TypeVar("T")
@@ -78,8 +80,12 @@ class Notifier:
         domain: str,
         concurrency: int,
         max_delay: float,
+        subjects: Subjects | None = None,
     ) -> None:
         self._codec = codec
+        # Seals each timeline event's personal fields before it is kept or published; None only
+        # in tests of other concerns.
+        self._subjects = subjects
         self._aliases = aliases
         self._ledger = ledger
         self._messages = messages
@@ -198,11 +204,15 @@ class Notifier:
             customer_alias=customer_alias.address,
             domain=self._domain,
         )
+        if customer_alias.erased:
+            # The order's customer was erased: their later status events email nobody.
+            return await self._record(prepared, failure=ERASED)
         if order.suppression is not None:
             metrics.NOTIFICATIONS_SUPPRESSED.inc()
             report = suppressed_report(order.suppression.status, order.suppression.since)
             return await self._record(prepared, failure=SUPPRESSED, delivery=report)
-        sent = SentMessage.of(prepared.outcome(at=datetime.now(UTC)), customer_alias.expires_at)
+        outcome = await self._seal([prepared.outcome(at=datetime.now(UTC))])
+        sent = SentMessage.of(outcome[0], customer_alias.expires_at)
         sealed = self._outbound.seal(prepared.raw, sent)
         prepared = replace(prepared, raw=sealed.raw)
         # Kept before it is sent, under its outcome's event id: whatever the outcome (sent,
@@ -215,6 +225,7 @@ class Notifier:
                 store_id=event.store_id,
                 raw=prepared.raw,
                 sent=sent,
+                subject_id=outcome[0].subject_id,
             ),
             "messages.keep",
         )
@@ -280,16 +291,23 @@ class Notifier:
     ) -> Delivery:
         """The outcome in the ledger; a redelivered event finds it there and is not re-sent."""
         at = datetime.now(UTC)
+        timeline = await self._seal(prepared.timeline(at=at, failure=failure, delivery=delivery))
         outcome = Delivery(
             event_id=prepared.event.event_id,
             order_id=prepared.event.order_id,
             sent=failure is None,
             at=at,
-            timeline=[
-                e.to_record() for e in prepared.timeline(at=at, failure=failure, delivery=delivery)
-            ],
+            timeline=[e.to_record() for e in timeline],
         )
         return await self._mongo(lambda: self._ledger.record(outcome), "ledger.record")
+
+    async def _seal(self, events: list[TimelineEvent]) -> list[TimelineEvent]:
+        """The events with their personal fields sealed: the ledger, the message store and
+        Kafka only ever see them so."""
+        subjects = self._subjects
+        if subjects is None:
+            return events
+        return await self._mongo(lambda: subjects.seal_all(events), "subjects.seal")
 
     async def _publish(self, events: list[TimelineEvent]) -> None:
         async def send_all() -> None:

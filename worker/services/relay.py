@@ -69,6 +69,7 @@ from worker.domain.transactions import fits_transaction
 from worker.services.bounce_intake import BounceIntake
 from worker.services.outbound import Outbound
 from worker.services.screening import Screened, SenderScreen
+from worker.services.subjects import Subjects
 
 log = structlog.get_logger(__name__)
 KAFKA_TIMEOUT_S = 20.0
@@ -116,8 +117,12 @@ class RelayHandler:
         clock: Clock,
         screen: SenderScreen,
         outbound: Outbound,
+        subjects: Subjects | None = None,
     ) -> None:
         self._aliases = aliases
+        # Seals each timeline event's personal fields before it is kept or published; None only
+        # in tests of other concerns.
+        self._subjects = subjects
         self._messages = messages
         self._screen = screen
         self._outbound = outbound
@@ -228,10 +233,9 @@ class RelayHandler:
                 metrics.MESSAGES_REJECTED.labels(reason="unknown_alias").inc()
                 return UNKNOWN_ALIAS, None
             recipient = await self._recipient(record)
-            if record.expired(self._clock.now()):
-                metrics.MESSAGES_REJECTED.labels(reason="expired").inc()
-                await self._record_rejection(recipient, mail_from, ALIAS_EXPIRED)
-                return ALIAS_EXPIRED, None
+            closed = await self._closed(record, recipient, mail_from)
+            if closed is not None:
+                return closed, None
             if record.role is ParticipantRole.EXTERNAL:
                 # Decided now on the envelope; the From header is checked again at DATA.
                 sender = mail_from.strip("<>").lower()
@@ -241,6 +245,22 @@ class RelayHandler:
         except Transient as exc:
             return exc.reply, None
         return RECIPIENT_OK, recipient
+
+    async def _closed(
+        self, record: AliasRecord, recipient: Recipient, mail_from: str
+    ) -> str | None:
+        """The refusal of an alias that takes no more mail, recorded; None when it is open."""
+        if record.erased or not recipient.parties.customer.real_address:
+            # The order's customer was erased: their conversation takes no more mail, and it
+            # answers like an unknown address (the rejection recorded has no personal data).
+            metrics.MESSAGES_REJECTED.labels(reason="erased").inc()
+            await self._record_rejection(recipient, mail_from, "erased", participant=False)
+            return UNKNOWN_ALIAS
+        if record.expired(self._clock.now()):
+            metrics.MESSAGES_REJECTED.labels(reason="expired").inc()
+            await self._record_rejection(recipient, mail_from, ALIAS_EXPIRED)
+            return ALIAS_EXPIRED
+        return None
 
     async def _resolve(self, address: str) -> Recipient:
         """A recipient RCPT accepted without leaving what it found (a foreign envelope)."""
@@ -297,6 +317,7 @@ class RelayHandler:
             decision, summary, forwarded, at=self._clock.now(), authentication=accepted.verdicts
         )
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
+        event = await self._seal(event)
         sent = SentMessage.of(event, recipient.expires_at)
         sealed = self._outbound.seal(forwarded, sent)
         # The bytes the recipient gets, kept before they go (a retried delivery keeps them
@@ -308,6 +329,7 @@ class RelayHandler:
                 store_id=event.store_id,
                 raw=sealed.raw,
                 sent=sent,
+                subject_id=event.subject_id,
             )
         )
         try:
@@ -365,7 +387,12 @@ class RelayHandler:
         except Transient:
             log.warning("rejection_not_recorded", alias=recipient.alias.address)
 
+    async def _seal(self, event: TimelineEvent) -> TimelineEvent:
+        subjects = self._subjects
+        return event if subjects is None else await self._mongo(lambda: subjects.seal(event))
+
     async def _publish(self, event: TimelineEvent) -> None:
+        event = await self._seal(event)
         try:
             async with asyncio.timeout(KAFKA_TIMEOUT_S):
                 await self._producer.send_and_wait(

@@ -1,0 +1,74 @@
+"""Data subjects: the one boundary where personal data is sealed, opened and erased.
+
+Producers call `seal` on each timeline event just before it is written anywhere (the ledger, the
+message store, Kafka): the event's personal fields are sealed under the key of the order's
+customer (worker/domain/personal.py says which fields), so the projector, the topic and every
+copy of it hold ciphertext only. Readers call `open`. `erase` destroys the subject's key (what
+was sealed under it becomes unreadable wherever it is, on Kafka's log too) and removes what is
+kept in clear or under the deployment key: the aliases' real addresses and names, the kept
+messages, the suppressions. A customer erased and back with a new order is a new subject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from worker.adapters.alias_store import AliasRecord, AliasStore
+from worker.adapters.subject_keys import SubjectKeys
+from worker.contracts.events import ParticipantRole, TimelineEvent
+from worker.core.crypto import SubjectKey
+from worker.domain.personal import ERASED_SUBJECT, open_event, redact_event, seal_event
+
+
+class NoCustomer(LookupError):
+    """An event of an order without a customer alias: there is nobody to seal it for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    subject_ids: list[str]  # the subjects whose keys were destroyed now
+    already: list[str]  # erased before (erasing twice is one erasure)
+    orders: list[str]
+    messages_deleted: int
+
+
+class Subjects:
+    def __init__(self, keys: SubjectKeys, aliases: AliasStore) -> None:
+        self.keys = keys
+        self._aliases = aliases
+
+    async def seal(self, event: TimelineEvent) -> TimelineEvent:
+        """The event with its personal fields sealed under its order's customer's key; with
+        nothing personal at all once that customer was erased. Idempotent."""
+        if event.subject_id is not None:
+            return event
+        customer = await self._customer(event.order_id)
+        if customer.erased or not customer.real_address:
+            return redact_event(event)
+        return seal_event(event, await self.keys.for_address(customer.real_address))
+
+    async def seal_all(self, events: Iterable[TimelineEvent]) -> list[TimelineEvent]:
+        return [await self.seal(e) for e in events]
+
+    async def subject_of(self, order_id: str) -> SubjectKey | None:
+        """The key of the order's customer; None once they were erased."""
+        customer = await self._customer(order_id)
+        if customer.erased or not customer.real_address:
+            return None
+        return await self.keys.for_address(customer.real_address)
+
+    async def open(self, events: list[TimelineEvent]) -> list[TimelineEvent]:
+        """The events as written; an erased subject's fields read `erased`."""
+        keys: dict[str, SubjectKey | None] = {}
+        for subject_id in {e.subject_id for e in events if e.subject_id}:
+            keys[subject_id] = (
+                None if subject_id == ERASED_SUBJECT else await self.keys.key(subject_id)
+            )
+        return [open_event(e, keys.get(e.subject_id or "")) for e in events]
+
+    async def _customer(self, order_id: str) -> AliasRecord:
+        for record in await self._aliases.of_order(order_id):
+            if record.role is ParticipantRole.CUSTOMER:
+                return record
+        raise NoCustomer(f"order {order_id!r} has no customer alias to seal its events for")
