@@ -413,6 +413,15 @@ class AliasStore:
         docs = self._aliases.find({"realHash": self._cipher.address_hash(address)})
         return await self._windowed([self._record(doc) async for doc in docs])
 
+    async def latest_customer_alias(self) -> dict[str, datetime]:
+        """Per customer address hash, when their newest order's alias was made (one scan)."""
+        latest: dict[str, datetime] = {}
+        query = {"role": ParticipantRole.CUSTOMER.value, "erasedAt": None}
+        async for doc in self._aliases.find(query, {"realHash": 1, "createdAt": 1}):
+            known = latest.get(doc["realHash"])
+            latest[doc["realHash"]] = max(known, doc["createdAt"]) if known else doc["createdAt"]
+        return latest
+
     async def erase_person(self, address: str) -> list[str]:
         """Remove the real address and name from each of the person's aliases; the aliases stay
         (so mail to them is refused, not unknown) and the order ids are returned."""

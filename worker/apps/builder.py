@@ -21,6 +21,8 @@ from worker.adapters.suppressions import Suppressions
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Clock, SystemClock
+from worker.services.retention import Retention
+from worker.services.subject_requests import SubjectRequests
 from worker.services.subjects import Subjects
 
 
@@ -78,3 +80,19 @@ class Stores:
     @cached_property
     def store_settings(self) -> StoreSettings:
         return StoreSettings(self.db)
+
+    @cached_property
+    def subject_requests(self) -> SubjectRequests:
+        """A person's export and erasure."""
+        return SubjectRequests(
+            db=self.db, subjects=self.subjects, aliases=self.aliases, messages=self.messages,
+            suppressions=self.suppressions, audit=self.audit, clock=self.clock,
+        )  # fmt: skip
+
+    @cached_property
+    def retention(self) -> Retention:
+        return Retention(
+            messages=self.messages, keys=self.subject_keys, aliases=self.aliases,
+            audit=self.audit, clock=self.clock,
+            subject_retention_days=self.settings.subject_retention_days,
+        )  # fmt: skip

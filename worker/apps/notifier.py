@@ -7,6 +7,7 @@ stores on the orderFlow expiry policy each status event moves the order's alias 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 
@@ -28,6 +29,7 @@ from worker.domain.templates import TemplateRenderer
 from worker.services.notify import COMPONENT, Notifier
 from worker.services.outbound import MailKeys, Outbound
 from worker.services.recorded_send import RecordedSender
+from worker.services.retention import run_daily
 
 log = structlog.get_logger(__name__)
 
@@ -57,10 +59,15 @@ class NotifierService(Service):
         client = mongo.connect(settings, app_name="ct-notifier")
         producer = make_producer(settings, "ct-notifier")
         smtp = SmtpPool.from_settings(settings)
+        retention: asyncio.Task[None] | None = None
         try:
             db = client[settings.mongo_db]
             dialect = await mongo.prepare(db, settings.mongo_dialect)
             stores = Stores(db, dialect, settings, self._cipher)
+            # Daily in every notifier: each step of a run is idempotent, so replicas may overlap.
+            retention = asyncio.create_task(
+                run_daily(stores.retention, operator=COMPONENT), name="retention"
+            )
             await producer.start()
             # Refused settings stop the worker now, before it takes a single event.
             await require_topics(settings, [settings.topic_timeline, settings.topic_dlq])
@@ -96,6 +103,10 @@ class NotifierService(Service):
             )
             await self._consumer.run(stopping)
         finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             await smtp.close()
             await producer.stop()
             await client.close()

@@ -12,7 +12,6 @@ messages, the suppressions. A customer erased and back with a new order is a new
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.subject_keys import SubjectKeys
@@ -23,14 +22,6 @@ from worker.domain.personal import ERASED_SUBJECT, open_event, redact_event, sea
 
 class NoCustomer(LookupError):
     """An event of an order without a customer alias: there is nobody to seal it for."""
-
-
-@dataclass(frozen=True, slots=True)
-class Erasure:
-    subject_ids: list[str]  # the subjects whose keys were destroyed now
-    already: list[str]  # erased before (erasing twice is one erasure)
-    orders: list[str]
-    messages_deleted: int
 
 
 class Subjects:
