@@ -43,6 +43,7 @@ from worker.domain.aliases import Clock, normalize_address
 
 CACHE_TTL_S: Final = 60.0
 _ADDRESS: Final = "address"
+_UNATTRIBUTED: Final = "dead-letter:unattributed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,13 @@ class SubjectKeys:
                 await self._ids.delete_one({"_id": doc["addressHash"]})
             rewrapped += 1
         return seen, rewrapped
+
+    def seal_unattributed(self, value: bytes) -> bytes:
+        """A value whose subject cannot be told (it does not decode), under the deployment key."""
+        return self._cipher.encrypt_bytes(value, _UNATTRIBUTED)
+
+    def open_unattributed(self, blob: bytes) -> bytes:
+        return self._cipher.decrypt_bytes(blob, _UNATTRIBUTED)
 
     async def _current(self, address_hash: str) -> SubjectKey | None:
         claim = await self._ids.find_one({"_id": address_hash})

@@ -30,6 +30,7 @@ from worker.services.notify import COMPONENT, Notifier
 from worker.services.outbound import MailKeys, Outbound
 from worker.services.recorded_send import RecordedSender
 from worker.services.retention import run_daily
+from worker.services.subjects import DeadLetterSeal
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +87,11 @@ class NotifierService(Service):
                 ),
                 producer=producer,
                 dead_letters=DeadLetters(
-                    producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s
+                    producer,
+                    settings.topic_dlq,
+                    COMPONENT,
+                    settings.retry_max_delay_s,
+                    seal=DeadLetterSeal(self._codec, stores.subject_keys).seal,
                 ),
                 timeline_topic=settings.topic_timeline,
                 domain=settings.domain,

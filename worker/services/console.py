@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.audit import AuditEntry, AuditLog
@@ -18,10 +19,11 @@ from worker.adapters.messages import KeptMessage, MessageStore
 from worker.adapters.mongo import Database
 from worker.adapters.order_queries import OrderQueries, OrderSummary
 from worker.adapters.stores import StoreSetting, StoreSettings
-from worker.domain.aliases import AliasExpiry, MaskType
+from worker.domain.aliases import AliasExpiry, InvalidAddress, MaskType, normalize_address
 from worker.domain.conversation import Conversation, MessageItem, conversation
 from worker.domain.mime_view import AttachmentFile, MessageView, attachment_file, view_message
 from worker.services.accounts import Principal
+from worker.services.subject_requests import Erasure, SubjectRequests
 from worker.services.subjects import Subjects
 from worker.services.timeline import get_timeline
 
@@ -62,7 +64,9 @@ class Console:
         orders: OrderQueries,
         dead_letters: DeadLetterQueue,
         domain: str,
+        subject_requests: SubjectRequests | None = None,
     ) -> None:
+        self._subject_requests = subject_requests
         self._db = db
         self._aliases = aliases
         self._messages = messages
@@ -218,3 +222,27 @@ class Console:
         return await self.audit.page(
             action=action, operator=operator, order_id=order_id, cursor=cursor, limit=limit
         )
+
+    async def export_subject(self, email: str, reason: str, principal: Principal) -> dict[str, Any]:
+        """Everything held about one customer (admin; audited by the export itself)."""
+        return await self._subject_request().export(
+            self._address(email), reason=reason, operator=principal.operator
+        )
+
+    async def erase_subject(self, email: str, reason: str, principal: Principal) -> Erasure:
+        """Erase one customer everywhere (admin; audited with the keyed hash only)."""
+        return await self._subject_request().erase(
+            self._address(email), reason=reason, operator=principal.operator
+        )
+
+    def _subject_request(self) -> SubjectRequests:
+        if self._subject_requests is None:
+            raise Invalid("data-subject requests are not set up on this console")
+        return self._subject_requests
+
+    @staticmethod
+    def _address(email: str) -> str:
+        try:
+            return normalize_address(email)
+        except InvalidAddress as exc:
+            raise Invalid(f"email is not an address: {exc}") from None

@@ -12,12 +12,20 @@ messages, the suppressions. A customer erased and back with a new order is a new
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from worker.adapters.alias_store import AliasRecord, AliasStore
+from worker.adapters.dead_letters import DeadLetter, Headers
+from worker.adapters.kafka import Record
 from worker.adapters.subject_keys import SubjectKeys
-from worker.contracts.events import ParticipantRole, TimelineEvent
+from worker.contracts.codec import DecodeError, ValueCodec
+from worker.contracts.events import OrderStatusChanged, ParticipantRole, TimelineEvent
 from worker.core.crypto import SubjectKey
 from worker.domain.personal import ERASED_SUBJECT, open_event, redact_event, seal_event
+
+SUBJECT_HEADER: Final = "ct.sealed-subject"
+UNATTRIBUTED: Final = "-"  # sealed under the deployment key: whose it is cannot be told
+_DEAD_LETTER: Final = "dead-letter"
 
 
 class NoCustomer(LookupError):
@@ -63,3 +71,46 @@ class Subjects:
             if record.role is ParticipantRole.CUSTOMER:
                 return record
         raise NoCustomer(f"order {order_id!r} has no customer alias to seal its events for")
+
+
+class DeadLetterSeal:
+    """Seals a dead letter's value before it reaches the DLQ, and opens it for a replay.
+
+    An order-status event is sealed under its customer's subject key (erasure makes the dead
+    letter unreadable and `ct dlq replay` skips it); a value that does not decode may hold
+    anything and is sealed under the deployment key; a timeline event is sealed already.
+    """
+
+    def __init__(self, codec: ValueCodec, keys: SubjectKeys) -> None:
+        self._codec = codec
+        self._keys = keys
+
+    async def seal(self, record: Record) -> tuple[bytes, Headers]:
+        value = record.value or b""
+        try:
+            event = self._codec.decode(value, OrderStatusChanged)
+        except DecodeError:
+            if self._is_timeline(value):
+                return value, []
+            return self._keys.seal_unattributed(value), [(SUBJECT_HEADER, UNATTRIBUTED.encode())]
+        key = await self._keys.for_address(event.customer.email)
+        sealed = key.seal_bytes(value, _DEAD_LETTER)
+        return sealed, [(SUBJECT_HEADER, key.subject_id.encode())]
+
+    async def open(self, letter: DeadLetter) -> bytes | None:
+        headers = dict(letter.record.headers or ())
+        subject = headers.get(SUBJECT_HEADER)
+        value = letter.record.value or b""
+        if subject is None:
+            return value  # not sealed: dead-lettered before sealing, or a timeline event
+        if subject.decode() == UNATTRIBUTED:
+            return self._keys.open_unattributed(value)
+        key = await self._keys.key(subject.decode())
+        return None if key is None else key.open_bytes(value, _DEAD_LETTER)
+
+    def _is_timeline(self, value: bytes) -> bool:
+        try:
+            self._codec.decode(value, TimelineEvent)
+        except DecodeError:
+            return False
+        return True
