@@ -15,6 +15,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
@@ -284,9 +285,14 @@ async def test_export_then_erasure_leaves_nothing_that_names_the_person(
     emailed = len([m for m in capture.messages() if m["rcptTos"] == [person.email]])
     async with running(NotifierService(settings, CODEC, cipher), ProjectorService(settings, CODEC)):
         new_order = f"{order_a}-new"
+        # A later status of an erased order emails nobody; the new order is a new subject.
+        await _emit(settings, person.event(order_a, store_a, OrderStatus.SHIPPED, at=_later()))
         await _emit(settings, person.event(new_order, store_a, OrderStatus.PAYMENT_APPROVED))
         await eventually(
             lambda: _has(settings, db, new_order, TimelineKind.NOTIFICATION_SENT), what="new"
+        )
+        await eventually(
+            lambda: _has(settings, db, order_a, TimelineKind.DELIVERY_FAILED), what="not sent"
         )
     assert len([m for m in capture.messages() if m["rcptTos"] == [person.email]]) == emailed + 1
     entries = await opened_timeline(settings, db, new_order) or []
@@ -294,6 +300,10 @@ async def test_export_then_erasure_leaves_nothing_that_names_the_person(
     assert sent.message is not None and sent.message.to.name == f"{person.first} {person.last}"
     subjects = await Stores(db, dialect, settings, cipher).subject_keys.of_address(person.email)
     assert len(subjects) == 2 and subjects[0].erased_at and not subjects[1].erased_at
+
+
+def _later() -> datetime:
+    return datetime.now(UTC)
 
 
 def _flatten(scan: dict[str, Any]) -> list[tuple[str, list[str]]]:
