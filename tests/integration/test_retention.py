@@ -29,6 +29,7 @@ async def _person(stores: Stores, order_id: str, email: str) -> str:
         order_id, "store-1", Party(email, "Old Customer"), Party("orders@shop.example.com", "Shop")
     )
     key = await stores.subject_keys.for_address(email)
+    assert key is not None
     assert await stores.messages.keep(
         event_id=f"e-{order_id}", order_id=order_id, store_id="store-1",
         raw=b"Subject: old\r\n\r\nold body", subject_id=key.subject_id,

@@ -371,6 +371,7 @@ async def test_subject_keys_are_rewrapped_on_rotation_and_erasure_stays_final(
     email = f"rot.{uuid.uuid4().hex[:8]}@example.org"
     before = Stores(db, dialect, settings, AddressCipher(settings.data_keys()))
     key = await before.subject_keys.for_address(email)
+    assert key is not None
     sealed = seal_event(timeline_event("o-rot", kind=TimelineKind.NOTIFICATION_SENT), key)
     assert await before.messages.keep(
         event_id="e-rot", order_id="o-rot", store_id="store-1", raw=b"Subject: hi\r\n\r\nbody",
@@ -389,7 +390,8 @@ async def test_subject_keys_are_rewrapped_on_rotation_and_erasure_stays_final(
     reopened = await after.subject_keys.key(key.subject_id)
     assert reopened is not None
     assert open_event(sealed, reopened) == open_event(sealed, key)
-    assert (await after.subject_keys.for_address(email)).subject_id == key.subject_id  # rehashed
+    again = await after.subject_keys.for_address(email)
+    assert again is not None and again.subject_id == key.subject_id  # rehashed, the same subject
     assert await after.messages.open("e-rot", "o-rot") == b"Subject: hi\r\n\r\nbody"
 
     [subject] = await after.subject_keys.of_address(email)
@@ -400,3 +402,22 @@ async def test_subject_keys_are_rewrapped_on_rotation_and_erasure_stays_final(
     assert await everything.messages.open("e-rot", "o-rot") is None
     message = open_event(sealed, None).message
     assert message is not None and message.subject == ERASED
+
+
+async def test_an_erased_address_gets_a_new_key_only_for_an_order_made_after_the_erasure(
+    settings: Settings, db: mongo.Database, dialect: Dialect
+) -> None:
+    """A worker whose caches still hold an erased person's old order must not give it a key."""
+    keys = Stores(db, dialect, settings, AddressCipher(settings.data_keys())).subject_keys
+    email = f"stale.{uuid.uuid4().hex[:8]}@example.org"
+    first = await keys.for_address(email)
+    assert first is not None
+    ordered_before = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    assert await keys.erase(first.subject_id) and not await keys.erase(first.subject_id)
+    assert await keys.for_address(email, since=ordered_before) is None
+    assert await keys.for_address(email) is None  # nothing says the order is newer
+    await asyncio.sleep(0.01)
+    newer = await keys.for_address(email, since=datetime.now(UTC))
+    assert newer is not None and newer.subject_id != first.subject_id
+    assert [s.erased_at is not None for s in await keys.of_address(email)] == [True, False]

@@ -71,15 +71,25 @@ class SubjectKeys:
     def address_hash(self, address: str) -> str:
         return self._cipher.address_hash(_canonical(address))
 
-    async def for_address(self, address: str) -> SubjectKey:
-        """The current subject's key of `address`, created on first use (a new subject)."""
+    async def for_address(self, address: str, since: datetime | None = None) -> SubjectKey | None:
+        """The current subject's key of `address`, created on first use (a new subject).
+
+        None when the address was erased and what asks began before that (`since`: when the
+        order's aliases were made): an old order of an erased person never gets a new key,
+        even from a worker whose caches still hold the address; a newer order starts a new
+        subject.
+        """
         address = _canonical(address)
         address_hash = self._cipher.address_hash(address)
         if self._by_hash is not None and address_hash in self._by_hash:
             return self._by_hash[address_hash]
-        key = await self._current(address_hash)
+        claim = await self._ids.find_one({"_id": address_hash})
+        key = await self.key(str(claim["subjectId"])) if claim and claim.get("subjectId") else None
         if key is None:
-            key = await self._create(address, address_hash)
+            erased_at = claim.get("erasedAt") if claim else None
+            if erased_at is not None and (since is None or since <= erased_at):
+                return None
+            key = await self._create(address, address_hash, replacing=claim is not None)
         if self._by_hash is not None:
             self._by_hash[address_hash] = key
         return key
@@ -123,8 +133,12 @@ class SubjectKeys:
             {"_id": subject_id},
             {"$set": {"erasedAt": self._clock.now(), "wrapped": None, "addressEnc": None}},
         )
-        # Only if it still names this subject: a newer subject of the address keeps its claim.
-        await self._ids.delete_one({"_id": doc["addressHash"], "subjectId": subject_id})
+        # The claim becomes a tombstone (only if it still names this subject: a newer subject of
+        # the address keeps its claim), so that old orders never get a new key.
+        await self._ids.update_one(
+            {"_id": doc["addressHash"], "subjectId": subject_id},
+            {"$set": {"subjectId": None, "erasedAt": self._clock.now()}},
+        )
         self._forget(subject_id, doc["addressHash"])
         return True
 
@@ -168,11 +182,11 @@ class SubjectKeys:
 
     async def _current(self, address_hash: str) -> SubjectKey | None:
         claim = await self._ids.find_one({"_id": address_hash})
-        if claim is None:
+        if claim is None or not claim.get("subjectId"):
             return None
         return await self.key(str(claim["subjectId"]))
 
-    async def _create(self, address: str, address_hash: str) -> SubjectKey:
+    async def _create(self, address: str, address_hash: str, *, replacing: bool) -> SubjectKey:
         subject_id = str(uuid.uuid4())
         data_key = SubjectKey.new_key()
         key = SubjectKey(subject_id, data_key)
@@ -185,6 +199,9 @@ class SubjectKeys:
             "createdAt": self._clock.now(),
             "erasedAt": None,
         })  # fmt: skip
+        if replacing:
+            # The tombstone of an erased subject, or a claim whose subject is gone.
+            await self._ids.delete_one({"_id": address_hash})
         try:
             await self._ids.insert_one({"_id": address_hash, "subjectId": subject_id})
         except DuplicateKeyError:

@@ -46,6 +46,7 @@ from worker.domain import notifications
 from worker.domain.bounces import SentMessage, private_terms, smtp_reply_report, suppressed_report
 from worker.domain.errors import Unprocessable
 from worker.domain.notifications import notification_event_id, notification_parties
+from worker.domain.personal import is_erased
 from worker.domain.templates import TemplateRenderer
 from worker.services.outbound import Outbound
 from worker.services.recorded_send import RecordedSender
@@ -212,6 +213,8 @@ class Notifier:
             report = suppressed_report(order.suppression.status, order.suppression.since)
             return await self._record(prepared, failure=SUPPRESSED, delivery=report)
         outcome = await self._seal([prepared.outcome(at=datetime.now(UTC))])
+        if is_erased(outcome[0]):  # erased since this worker cached the order's aliases
+            return await self._record(prepared, failure=ERASED)
         sent = SentMessage.of(outcome[0], customer_alias.expires_at)
         sealed = self._outbound.seal(prepared.raw, sent)
         prepared = replace(prepared, raw=sealed.raw)

@@ -42,6 +42,7 @@ from worker.domain import relay_events
 from worker.domain.aliases import Clock, Party, is_alias_domain
 from worker.domain.bounces import SentMessage
 from worker.domain.headers import read_header
+from worker.domain.personal import is_erased
 from worker.domain.replies import (
     ALIAS_EXPIRED,
     FORWARDED,
@@ -78,6 +79,14 @@ T = TypeVar("T")
 
 class Transient(Exception):
     """Something we depend on is down: answer 4xx so that the sender retries."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class Closed(Exception):
+    """The conversation takes no more mail (its customer was erased): answer `reply`."""
 
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
@@ -185,7 +194,7 @@ class RelayHandler:
                 if reply is not None:
                     outcome = reply
                     break
-        except Transient as exc:
+        except (Transient, Closed) as exc:
             outcome = exc.reply
         except ConfigError as exc:
             # The upstream refuses our password or certificate: not the sender's fault, so a
@@ -317,7 +326,7 @@ class RelayHandler:
             decision, summary, forwarded, at=self._clock.now(), authentication=accepted.verdicts
         )
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
-        event = await self._seal(event)
+        event = await self._seal_forward(event)
         sent = SentMessage.of(event, recipient.expires_at)
         sealed = self._outbound.seal(forwarded, sent)
         # The bytes the recipient gets, kept before they go (a retried delivery keeps them
@@ -390,6 +399,13 @@ class RelayHandler:
     async def _seal(self, event: TimelineEvent) -> TimelineEvent:
         subjects = self._subjects
         return event if subjects is None else await self._mongo(lambda: subjects.seal(event))
+
+    async def _seal_forward(self, event: TimelineEvent) -> TimelineEvent:
+        event = await self._seal(event)
+        if is_erased(event):  # erased since this relay cached the order's aliases
+            metrics.MESSAGES_REJECTED.labels(reason="erased").inc()
+            raise Closed(UNKNOWN_ALIAS)
+        return event
 
     async def _publish(self, event: TimelineEvent) -> None:
         event = await self._seal(event)

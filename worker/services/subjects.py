@@ -42,10 +42,8 @@ class Subjects:
         nothing personal at all once that customer was erased. Idempotent."""
         if event.subject_id is not None:
             return event
-        customer = await self._customer(event.order_id)
-        if customer.erased or not customer.real_address:
-            return redact_event(event)
-        return seal_event(event, await self.keys.for_address(customer.real_address))
+        key = await self.subject_of(event.order_id)
+        return redact_event(event) if key is None else seal_event(event, key)
 
     async def seal_all(self, events: Iterable[TimelineEvent]) -> list[TimelineEvent]:
         return [await self.seal(e) for e in events]
@@ -55,7 +53,7 @@ class Subjects:
         customer = await self._customer(order_id)
         if customer.erased or not customer.real_address:
             return None
-        return await self.keys.for_address(customer.real_address)
+        return await self.keys.for_address(customer.real_address, since=customer.created_at)
 
     async def open(self, events: list[TimelineEvent]) -> list[TimelineEvent]:
         """The events as written; an erased subject's fields read `erased`."""
@@ -93,7 +91,9 @@ class DeadLetterSeal:
             if self._is_timeline(value):
                 return value, []
             return self._keys.seal_unattributed(value), [(SUBJECT_HEADER, UNATTRIBUTED.encode())]
-        key = await self._keys.for_address(event.customer.email)
+        key = await self._keys.for_address(event.customer.email, since=event.occurred_at)
+        if key is None:  # the customer was erased: whose it is must not be kept either
+            return self._keys.seal_unattributed(value), [(SUBJECT_HEADER, UNATTRIBUTED.encode())]
         sealed = key.seal_bytes(value, _DEAD_LETTER)
         return sealed, [(SUBJECT_HEADER, key.subject_id.encode())]
 
