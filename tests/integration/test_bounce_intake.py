@@ -64,11 +64,12 @@ async def intake(topics: Settings, db: mongo.Database) -> AsyncIterator[Intake]:
     )
     await producer.start()
 
+    keys = SubjectKeys(db, cipher, clock=clock)
     aliases = AliasStore(
         db, cipher, domain=topics.domain, ttl_days=topics.alias_ttl_days, clock=clock,
-        dialect=dialect,
+        dialect=dialect, subject_keys=keys,
     )  # fmt: skip
-    subjects = Subjects(SubjectKeys(db, cipher, clock=clock), aliases)
+    subjects = Subjects(keys, aliases)
 
     async def publish(event: TimelineEvent) -> None:
         # Sealed as the relay's publish seals it.

@@ -38,8 +38,9 @@ from worker.adapters.alias_windows import AliasWindows
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
+from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.events import ParticipantRole
-from worker.core.crypto import AddressCipher
+from worker.core.crypto import AddressCipher, SubjectKey
 from worker.domain import aliases as rules
 from worker.domain.aliases import AliasExpiry, AliasWindow, Clock, MaskType, Party
 
@@ -52,6 +53,11 @@ ROLES = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
 OrderAliases = dict[ParticipantRole, "AliasRecord"]
 # ASCII unit separator: refused inside order ids, so ("a", "b\x1fc") and ("a\x1fb", "c") differ.
 KEY_SEPARATOR: Final = "\x1f"
+
+
+def _associated(alias: str) -> str:
+    # A purpose of its own, so that a sealed address opens as nothing else.
+    return f"alias:{alias.strip().lower()}"
 
 
 def order_key(order_id: str, role: ParticipantRole, sender_hash: str | None = None) -> str:
@@ -99,7 +105,12 @@ class AliasStore:
         dialect: Dialect,
         cache_size: int = 0,
         grace_days: int = 7,
+        subject_keys: SubjectKeys | None = None,
     ) -> None:
+        # With subject keys, a customer's real address and name are sealed under their own key
+        # (erasure shreds them in backups too); stores' and external parties' stay under the
+        # deployment key, as business data.
+        self._subject_keys = subject_keys
         self._dialect = dialect
         self._windows = AliasWindows(db)
         self._grace_days = grace_days
@@ -127,7 +138,7 @@ class AliasStore:
         doc = await self._aliases.find_one({"_id": address})
         if doc is None:
             return None
-        [record] = await self._windowed([self._record(doc)])
+        [record] = await self._windowed(await self._records([doc]))
         if self._by_address is not None and record.role is not ParticipantRole.EXTERNAL:
             self._by_address[address] = record
         return record
@@ -181,7 +192,7 @@ class AliasStore:
     async def _by_keys(self, keys: Iterable[str]) -> list[AliasRecord]:
         claims = await self._dialect.find_each(self._keys, "_id", keys)
         docs = await self._dialect.find_each(self._aliases, "_id", [c["alias"] for c in claims])
-        return await self._windowed([self._record(d) for d in docs])
+        return await self._windowed(await self._records(docs))
 
     async def _expiry_policy(self, store_id: str) -> AliasExpiry:
         """The store's alias expiry policy; remembered POLICY_TTL_S when this store caches."""
@@ -320,11 +331,10 @@ class AliasStore:
                 "role": role.value,
                 "mask": mask.value,
                 "token": token,
-                "realEnc": Binary(self._cipher.encrypt(party.address, address)),
                 "realHash": self._cipher.address_hash(party.address),
-                "name": party.name,
                 "createdAt": created,
                 "expiresAt": rules.expires_at(created, self._ttl_days),
+                **await self._sealed_party(party, address, role, created),
             }
             try:
                 await self._aliases.insert_one(doc)
@@ -340,7 +350,7 @@ class AliasStore:
                 if winner:
                     return winner[0]
                 raise
-            return (await self._windowed([self._record(doc)]))[0]
+            return (await self._windowed(await self._records([doc])))[0]
         raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
 
     def address_hash(self, address: str) -> str:
@@ -387,7 +397,46 @@ class AliasStore:
             update["orderKey"] = new_key
         await self._aliases.update_one({"_id": doc["_id"]}, {"$set": update})
 
-    def _record(self, doc: Document) -> AliasRecord:
+    async def _sealed_party(
+        self, party: Party, address: str, role: ParticipantRole, created: datetime
+    ) -> Document:
+        """The real address and name as stored: under the customer's subject key, else under
+        the deployment key (and the name in clear)."""
+        subject = None
+        if self._subject_keys is not None and role is ParticipantRole.CUSTOMER:
+            subject = await self._subject_keys.for_address(party.address, since=created)
+        if subject is None:
+            real = Binary(self._cipher.encrypt(party.address, address))
+            return {"realEnc": real, "name": party.name}
+        sealed = subject.seal_bytes(party.address.encode("utf-8"), _associated(address))
+        return {
+            "realEnc": None,
+            "realSealed": Binary(sealed),
+            "subjectId": subject.subject_id,
+            "name": subject.seal_text(party.name) if party.name else None,
+        }
+
+    async def _records(self, docs: Iterable[Document]) -> list[AliasRecord]:
+        """Records of these documents, each opened with its subject's key where it has one."""
+        docs = list(docs)
+        keys: dict[str, SubjectKey | None] = {}
+        for subject_id in {d["subjectId"] for d in docs if d.get("subjectId")}:
+            keys[subject_id] = (
+                await self._subject_keys.key(subject_id) if self._subject_keys else None
+            )
+        return [self._record(doc, keys) for doc in docs]
+
+    def _record(self, doc: Document, keys: dict[str, SubjectKey | None]) -> AliasRecord:
+        subject_id = doc.get("subjectId")
+        real, name = self._real(doc), doc.get("name")
+        erased = doc.get("erasedAt") is not None
+        if subject_id:
+            key = keys.get(subject_id)
+            erased = erased or key is None  # its subject's key is gone: so is the person
+            real = "" if key is None or doc.get("realSealed") is None else (
+                key.open_bytes(bytes(doc["realSealed"]), _associated(doc["_id"])).decode()
+            )  # fmt: skip
+            name = key.open_text(name) if key is not None and name else None
         return AliasRecord(
             address=doc["_id"],
             order_id=doc["orderId"],
@@ -395,23 +444,24 @@ class AliasStore:
             role=ParticipantRole(doc["role"]),
             mask=MaskType(doc["mask"]),
             token=doc.get("token"),
-            real_address=(
-                self._cipher.decrypt(bytes(doc["realEnc"]), doc["_id"])
-                if doc.get("realEnc") is not None
-                else ""
-            ),
+            real_address=real,
             real_hash=doc["realHash"],
-            name=doc.get("name"),
+            name=name,
             created_at=doc["createdAt"],
             expires_at=doc["expiresAt"],
-            erased=doc.get("erasedAt") is not None,
+            erased=erased,
         )
+
+    def _real(self, doc: Document) -> str:
+        if doc.get("realEnc") is None:
+            return ""
+        return self._cipher.decrypt(bytes(doc["realEnc"]), doc["_id"])
 
     async def of_person(self, address: str) -> list[AliasRecord]:
         """Every alias whose real address is `address` (any order, any role), by its keyed hash:
         a scan, for the rare data-subject requests only."""
         docs = self._aliases.find({"realHash": self._cipher.address_hash(address)})
-        return await self._windowed([self._record(doc) async for doc in docs])
+        return await self._windowed(await self._records([doc async for doc in docs]))
 
     async def latest_customer_alias(self) -> dict[str, datetime]:
         """Per customer address hash, when their newest order's alias was made (one scan)."""
@@ -430,8 +480,11 @@ class AliasStore:
         async for doc in self._aliases.find({"realHash": address_hash}, {"orderId": 1}):
             await self._aliases.update_one(
                 {"_id": doc["_id"]},
-                {"$set": {"realEnc": None, "name": None, "erasedAt": self._clock.now()}},
-            )
+                {"$set": {
+                    "realEnc": None, "realSealed": None, "name": None,
+                    "erasedAt": self._clock.now(),
+                }},
+            )  # fmt: skip
             orders.append(str(doc["orderId"]))
         if self._orders is not None and self._by_address is not None:
             self._orders.clear()

@@ -45,7 +45,7 @@ class Stores:
         return AliasStore(
             self.db, self.cipher, domain=s.domain, ttl_days=s.alias_ttl_days, clock=self.clock,
             dialect=self.dialect, cache_size=s.alias_cache_size if self.cache_aliases else 0,
-            grace_days=s.alias_grace_days,
+            grace_days=s.alias_grace_days, subject_keys=self.subject_keys,
         )  # fmt: skip
 
     @cached_property

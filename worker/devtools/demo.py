@@ -417,11 +417,12 @@ def _subjects(settings: Settings, db: mongo.Database, key: str, dialect: Dialect
     """What opens the timelines' personal fields, with the demo's key."""
     cipher = AddressCipher([decode_key(key)])
     clock = SystemClock()
+    keys = SubjectKeys(db, cipher, clock=clock)
     aliases = AliasStore(
         db, cipher, domain=settings.domain, ttl_days=settings.alias_ttl_days, clock=clock,
-        dialect=dialect,
+        dialect=dialect, subject_keys=keys,
     )  # fmt: skip
-    return Subjects(SubjectKeys(db, cipher, clock=clock), aliases)
+    return Subjects(keys, aliases)
 
 
 async def show(demo: Demo, db: mongo.Database, subjects: Subjects) -> None:
