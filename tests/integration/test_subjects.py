@@ -14,7 +14,7 @@ import asyncio
 import json
 import subprocess
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -221,6 +221,11 @@ async def test_export_then_erasure_leaves_nothing_that_names_the_person(
         opened = await seal.open(letter)  # replayable while the person is not erased
         assert opened is not None
         assert CODEC.decode(opened, OrderStatusChanged).customer.email == person.email
+        replay = await _ct(settings, "dlq", "replay")  # back to the OMS topic, opened
+        assert "replayed 1 record(s)" in replay.stdout
+        await eventually(  # the notifier refuses it again: a second dead letter, sealed too
+            lambda: _at_least(topic_size(settings, settings.topic_dlq), 2), what="dead again"
+        )
 
         # Even before erasure nothing in MongoDB holds the person in clear: it is all sealed.
         before = await _scan_mongo(db, person.traces())
@@ -239,7 +244,7 @@ async def test_export_then_erasure_leaves_nothing_that_names_the_person(
             lambda: _has(settings, db, order_a, TimelineKind.MESSAGE_REJECTED), what="refusal"
         )
         assert await seal.open(letter) is None  # the dead letter stays sealed for good
-        replay = await _ct(settings, "dlq", "replay")
+        replay = await _ct(settings, "dlq", "replay")  # the second letter: not replayable
         assert "replayed 0 record(s)" in replay.stdout
 
     traces = person.traces()
@@ -301,6 +306,10 @@ async def test_export_then_erasure_leaves_nothing_that_names_the_person(
     assert sent.message is not None and sent.message.to.name == f"{person.first} {person.last}"
     subjects = await Stores(db, dialect, settings, cipher).subject_keys.of_address(person.email)
     assert len(subjects) == 2 and subjects[0].erased_at and not subjects[1].erased_at
+
+
+async def _at_least(count: Awaitable[int], want: int) -> bool:
+    return await count >= want
 
 
 def _later() -> datetime:
