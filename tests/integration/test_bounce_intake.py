@@ -37,7 +37,8 @@ from worker.core.config import Settings
 from worker.core.crypto import AddressCipher, generate_key
 from worker.domain.aliases import SystemClock
 from worker.services.bounce_intake import RECIPIENT_OK, REPORT_RECEIVED, BounceIntake
-from worker.services.outbound import MailKeys, Outbound
+from worker.services.outbound import MailKeys
+from worker.services.suppression import CustomerSuppression
 from worker.services.timeline import get_timeline
 
 pytestmark = pytest.mark.stack
@@ -71,17 +72,17 @@ async def intake(topics: Settings, db: mongo.Database) -> AsyncIterator[Intake]:
         db, cipher, domain=topics.domain, ttl_days=topics.alias_ttl_days, clock=clock,
         dialect=dialect,
     )  # fmt: skip
-    outbound = Outbound(
-        MailKeys.load(topics),
-        suppressions=Suppressions(db, dialect, store_wide=topics.bounce_suppress_store),
-        cipher=cipher,
+    suppression = CustomerSuppression(
+        Suppressions(db, dialect, store_wide=topics.bounce_suppress_store),
+        aliases,
+        store_wide=topics.bounce_suppress_store,
     )
     try:
         bounce_intake = BounceIntake(
             addresses=MailKeys.load(topics).bounce_addresses,
             messages=MessageStore(db, cipher, retention_days=60, clock=clock, dialect=dialect),
             aliases=aliases,
-            outbound=outbound,
+            suppression=suppression,
             publish=publish,
             clock=clock,
         )
