@@ -35,6 +35,7 @@ class FaultyCapture(CaptureHandler):
     def __init__(self, directory: Path) -> None:
         super().__init__(directory)
         self.refusal: str | None = None
+        self.refused = 0  # messages answered with a refusal: proof that a sender tried
 
     def refuse(self, reply: str) -> None:
         self.refusal = reply
@@ -48,6 +49,7 @@ class FaultyCapture(CaptureHandler):
     ) -> str:
         fault = self.refusal or self._fault_file()
         if fault:
+            self.refused += 1
             return fault
         return await super().handle_DATA(server, session, envelope)
 
