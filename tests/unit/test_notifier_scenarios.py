@@ -111,3 +111,17 @@ async def test_an_undecodable_record_is_dead_lettered_and_the_rest_of_the_batch_
     [(dead, reason)] = ports.dead_letters.published
     assert dead.value == b"not avro" and reason
     assert len(ports.upstream.delivered) == 1
+
+
+async def test_an_orders_events_are_emailed_in_their_order_while_orders_run_side_by_side() -> None:
+    ports = Ports()
+    statuses = [OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING, OrderStatus.SHIPPED]
+    events = [order_event(o, s) for s in statuses for o in ("o-a", "o-b")]
+    await notifier(ports).handle([record(e, offset=i) for i, e in enumerate(events)])
+    status_of = {
+        ports.messages.kept[notification_event_id(e.event_id)].raw: (e.order_id, e.status)
+        for e in events
+    }
+    emailed = [status_of[d.raw] for d in ports.upstream.delivered]
+    for order_id in ("o-a", "o-b"):
+        assert [s for o, s in emailed if o == order_id] == statuses
