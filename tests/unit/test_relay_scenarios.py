@@ -186,3 +186,35 @@ async def test_a_forged_or_expired_verp_address_is_550_and_recorded_nowhere(
     assert await scene.transaction(dsn, mail_from="", to=address) == (replies.UNKNOWN_ALIAS, "")
     assert len(scene.ports.producer.sent) == published
     assert scene.ports.records.records == {}
+
+
+@pytest.mark.parametrize(
+    ("fixture", "kind", "failure_type"),
+    [
+        ("postfix-mailbox-full-delayed.eml", TimelineKind.DELIVERY_FAILED, FailureType.SOFT_BOUNCE),
+        ("arf-abuse.eml", TimelineKind.COMPLAINT_RECEIVED, FailureType.COMPLAINT),
+    ],
+    ids=["soft-bounce", "complaint"],
+)
+async def test_a_soft_bounce_or_a_complaint_is_recorded_without_suppressing(
+    scene: Scene, fixture: str, kind: TimelineKind, failure_type: FailureType
+) -> None:
+    return_path, sent = await _sent_notification(scene)
+    report = (FIXTURES / fixture).read_bytes()
+    assert await scene.transaction(report, mail_from="", to=return_path) == (
+        RECIPIENT_OK, REPORT_RECEIVED,
+    )  # fmt: skip
+    entry = scene.ports.timeline()[-1]
+    assert (entry.kind, entry.causation_id) == (kind, sent.event_id)
+    assert entry.delivery is not None and entry.delivery.failure_type is failure_type
+    assert scene.ports.records.records == {}
+
+
+async def test_an_auto_reply_to_a_return_path_is_taken_and_recorded_nowhere(scene: Scene) -> None:
+    return_path, _ = await _sent_notification(scene)
+    published = len(scene.ports.producer.sent)
+    reply = (FIXTURES / "vacation-reply.eml").read_bytes()
+    assert await scene.transaction(reply, mail_from="jane@example.org", to=return_path) == (
+        RECIPIENT_OK, REPORT_RECEIVED,
+    )  # fmt: skip
+    assert len(scene.ports.producer.sent) == published and scene.ports.records.records == {}
