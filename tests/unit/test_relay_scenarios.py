@@ -21,11 +21,11 @@ from pymongo.errors import AutoReconnect
 from tests.memory.harness import Ports, relay
 from worker.adapters.alias_store import AliasRecord
 from worker.contracts.events import FailureType, ParticipantRole, TimelineKind
-from worker.domain import relaying as replies
+from worker.domain import replies
 from worker.domain.aliases import Party
 from worker.domain.bounces import SentMessage
-from worker.services.bounce_intake import RECIPIENT_OK, REPORT_RECEIVED
-from worker.services.relay import FORWARDED, RelayEnvelope, RelayHandler
+from worker.domain.replies import FORWARDED, RECIPIENT_OK, REPORT_RECEIVED
+from worker.services.relay import RelayEnvelope, RelayHandler
 
 CUSTOMER = "jane.roe@example.org"
 STORE = "orders@shop.example.com"

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from worker.adapters import mongo
 from worker.adapters.kafka import is_transient as kafka_transient
-from worker.domain.relaying import TEMPORARY_FAILURE
+from worker.domain.replies import TEMPORARY_FAILURE
 
 
 class Transient(Exception):
