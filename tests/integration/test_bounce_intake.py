@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, running
 from tests.support.clock import MovableClock
+from tests.support.kafka import consumed_to_the_end
 from tests.support.polling import eventually
 from tests.support.timelines import emit_status, opened_timeline, timeline_when
 from worker.adapters import mongo
@@ -39,8 +40,9 @@ from worker.core.crypto import AddressCipher, generate_key
 from worker.domain.aliases import SystemClock
 from worker.domain.replies import RECIPIENT_OK, REPORT_RECEIVED
 from worker.services.bounce_intake import BounceIntake
-from worker.services.outbound import MailKeys, Outbound
+from worker.services.outbound import MailKeys
 from worker.services.subjects import Subjects
+from worker.services.suppression import CustomerSuppression
 
 pytestmark = pytest.mark.stack
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bounces"
@@ -78,10 +80,10 @@ async def intake(topics: Settings, db: mongo.Database) -> AsyncIterator[Intake]:
             topics.topic_timeline, key=event.order_id.encode(), value=value
         )
 
-    outbound = Outbound(
-        MailKeys.load(topics),
-        suppressions=Suppressions(db, dialect, store_wide=topics.bounce_suppress_store),
-        cipher=cipher,
+    suppression = CustomerSuppression(
+        Suppressions(db, dialect, store_wide=topics.bounce_suppress_store),
+        aliases,
+        store_wide=topics.bounce_suppress_store,
     )
     try:
         bounce_intake = BounceIntake(
@@ -95,7 +97,7 @@ async def intake(topics: Settings, db: mongo.Database) -> AsyncIterator[Intake]:
                 subject_keys=subjects.keys,
             ),
             aliases=aliases,
-            outbound=outbound,
+            suppression=suppression,
             publish=publish,
             clock=clock,
         )
@@ -109,6 +111,12 @@ def _services(settings: Settings) -> tuple[NotifierService, ProjectorService]:
         settings, CODEC, AddressCipher(settings.data_keys()), MailKeys.load(settings)
     )
     return notifier, ProjectorService(settings, CODEC)
+
+
+async def _settled(settings: Settings) -> None:
+    """The notifier and then the projector have done all there is to do (their commits)."""
+    await consumed_to_the_end(settings, settings.topic_order_status, settings.group_notifier)
+    await consumed_to_the_end(settings, settings.topic_timeline, settings.group_projector)
 
 
 async def ct(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -147,7 +155,7 @@ async def test_a_hard_bounce_is_recorded_once_and_suppresses_the_next_notificati
             timeline_when(db, order_id, lambda e: len(e) >= 5, topics),
             what="the suppressed notification",
         )
-        await asyncio.sleep(1)
+        await _settled(with_capture)
         entries = await opened_timeline(topics, db, order_id) or []
     assert [e.kind for e in entries] == [
         TimelineKind.STATUS_CHANGED, TimelineKind.NOTIFICATION_SENT, TimelineKind.DELIVERY_FAILED,
@@ -227,7 +235,7 @@ async def test_forged_expired_and_unknown_return_paths_are_refused_and_recorded_
             assert await intake.intake.receive(dsn, address) == "550 5.1.1 No such address"
         intake.clock.advance(timedelta(days=topics.alias_ttl_days, hours=1))
         assert await intake.intake.check_recipient(real) == "550 5.1.1 No such address"
-        await asyncio.sleep(1.5)
+        await _settled(with_capture)
         entries = await opened_timeline(topics, db, order_id) or []
     assert [e.kind for e in entries] == [
         TimelineKind.STATUS_CHANGED,

@@ -369,6 +369,7 @@ def _console(
         db=db, aliases=stores.aliases, messages=stores.messages, audit=stores.audit,
         stores=stores.store_settings, orders=OrderQueries(db),
         dead_letters=DeadLetterQueue(settings, db, SystemClock(), dialect),
+        suppression=stores.suppression,
         domain=settings.domain, subject_requests=stores.subject_requests,
     )  # fmt: skip
 

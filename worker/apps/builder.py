@@ -24,6 +24,7 @@ from worker.domain.aliases import Clock, SystemClock
 from worker.services.retention import Retention
 from worker.services.subject_requests import SubjectRequests
 from worker.services.subjects import Subjects
+from worker.services.suppression import CustomerSuppression
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,13 @@ class Stores:
         return Suppressions(self.db, self.dialect, store_wide=self.settings.bounce_suppress_store)
 
     @cached_property
+    def suppression(self) -> CustomerSuppression:
+        """The one owner of suppression, over the records above."""
+        return CustomerSuppression(
+            self.suppressions, self.aliases, store_wide=self.settings.bounce_suppress_store
+        )
+
+    @cached_property
     def ledger(self) -> DeliveryLedger:
         return DeliveryLedger(self.db, dialect=self.dialect)
 
@@ -86,7 +94,7 @@ class Stores:
         """A person's export and erasure."""
         return SubjectRequests(
             db=self.db, subjects=self.subjects, aliases=self.aliases, messages=self.messages,
-            suppressions=self.suppressions, audit=self.audit, clock=self.clock,
+            suppression=self.suppression, audit=self.audit, clock=self.clock,
         )  # fmt: skip
 
     @cached_property

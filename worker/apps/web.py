@@ -181,6 +181,7 @@ class WebService(Service):
                 stores.dialect,
                 open_value=DeadLetterSeal(SingleObjectCodec(), stores.subject_keys).open,
             ),
+            suppression=stores.suppression,
             domain=settings.domain,
             subject_requests=stores.subject_requests,
         )

@@ -1,7 +1,11 @@
-"""`ct run notifier`: order-status events become emails sent through the order's masked aliases.
+"""The notifier's use case: order-status events become emails sent through the order's aliases.
 
-Each email is kept whole in the message store before it is sent (the console shows it), and for
-stores on the orderFlow expiry policy each status event moves the order's alias window.
+Per batch, orders run concurrently (bounded) and each order's events strictly in order. Each
+email is rendered, sealed (`Outbound`), kept whole in the message store before it is sent (the
+console shows it, a bounce finds it), then sent and recorded by `RecordedSender`, the owner of
+"no duplicate email"; `CustomerSuppression` decides whether a customer is emailed at all. The
+outcome's timeline events go to Kafka; a record that cannot be processed is dead-lettered.
+For stores on the orderFlow expiry policy each status event moves the order's alias window.
 """
 
 from __future__ import annotations
@@ -15,42 +19,41 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import structlog
-from aiokafka import AIOKafkaProducer
 
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasRecord, AliasStore
-from worker.adapters.dead_letters import DeadLetters
-from worker.adapters.deliveries import Delivery, DeliveryLedger
+from worker.adapters.alias_store import AliasRecord
+from worker.adapters.deliveries import Delivery
 from worker.adapters.kafka import (
     PRODUCER_BROKEN,
     Record,
 )
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.kafka_client import PERMANENT_ERRORS
-from worker.adapters.messages import MessageStore
 from worker.adapters.smtp import SmtpFailure
 from worker.adapters.smtp import is_transient as smtp_transient
 from worker.adapters.suppressions import Suppression
 from worker.contracts.codec import DecodeError, ValueCodec
 from worker.contracts.events import (
     DeliveryReport,
-    FailureType,
     OrderStatus,
     OrderStatusChanged,
+    ParticipantRole,
     TimelineEvent,
 )
 from worker.core import metrics
 from worker.core.config import ConfigError
 from worker.core.retry import retry_transient
 from worker.domain import notifications
-from worker.domain.bounces import SentMessage, private_terms, smtp_reply_report, suppressed_report
+from worker.domain.bounces import SentMessage, private_terms, smtp_reply_report
 from worker.domain.errors import Unprocessable
 from worker.domain.notifications import notification_event_id, notification_parties
 from worker.domain.personal import is_erased
 from worker.domain.templates import TemplateRenderer
 from worker.services.outbound import Outbound
+from worker.services.ports import Aliases, DeadLetterSink, Messages, Producer
 from worker.services.recorded_send import RecordedSender
-from worker.services.subjects import Subjects
+from worker.services.subjects import Seal, Subjects
+from worker.services.suppression import CustomerSuppression
 
 log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
@@ -69,14 +72,14 @@ class Notifier:
         self,
         *,
         codec: ValueCodec,
-        aliases: AliasStore,
-        ledger: DeliveryLedger,
-        messages: MessageStore,
+        aliases: Aliases,
+        messages: Messages,
         renderer: TemplateRenderer,
         sender: RecordedSender,
         outbound: Outbound,
-        producer: AIOKafkaProducer[bytes, bytes],
-        dead_letters: DeadLetters,
+        suppression: CustomerSuppression,
+        producer: Producer,
+        dead_letters: DeadLetterSink,
         timeline_topic: str,
         domain: str,
         concurrency: int,
@@ -88,11 +91,11 @@ class Notifier:
         # in tests of other concerns.
         self._subjects = subjects
         self._aliases = aliases
-        self._ledger = ledger
         self._messages = messages
         self._renderer = renderer
         self._sender = sender
         self._outbound = outbound
+        self._suppression = suppression
         self._producer = producer
         self._dead_letters = dead_letters
         self._timeline_topic = timeline_topic
@@ -121,15 +124,12 @@ class Notifier:
         first = items[0][1]
         async with self._slots:
             done, suppression = await asyncio.gather(
+                self._sender.outcomes([event.event_id for _, event in items]),
                 self._mongo(
-                    lambda: self._ledger.find_many([event.event_id for _, event in items]),
-                    "ledger.find_many",
-                ),
-                self._mongo(
-                    lambda: self._outbound.suppression(
+                    lambda: self._suppression.in_force(
                         first.order_id, first.store_id, first.customer.email
                     ),
-                    "suppressions.active",
+                    "suppressions.in_force",
                 ),
             )
         order = _OrderState(pair=None, suppression=suppression)
@@ -198,6 +198,9 @@ class Notifier:
                 "aliases.order_pair",
             )
         customer_alias, store_alias = order.pair
+        if order.seal is None:
+            order.seal = await self._sealer(event.order_id)
+        seal = order.seal
         prepared = notifications.prepare(
             event,
             rendered,
@@ -207,15 +210,14 @@ class Notifier:
         )
         if customer_alias.erased:
             # The order's customer was erased: their later status events email nobody.
-            return await self._record(prepared, failure=ERASED)
+            return await self._record(prepared, seal, failure=ERASED)
         if order.suppression is not None:
-            metrics.NOTIFICATIONS_SUPPRESSED.inc()
-            report = suppressed_report(order.suppression.status, order.suppression.since)
-            return await self._record(prepared, failure=SUPPRESSED, delivery=report)
-        outcome = await self._seal([prepared.outcome(at=datetime.now(UTC))])
-        if is_erased(outcome[0]):  # erased since this worker cached the order's aliases
-            return await self._record(prepared, failure=ERASED)
-        sent = SentMessage.of(outcome[0], customer_alias.expires_at)
+            report = self._suppression.not_sent_report(order.suppression)
+            return await self._record(prepared, seal, failure=SUPPRESSED, delivery=report)
+        outcome = seal(prepared.outcome(at=datetime.now(UTC)))
+        if is_erased(outcome):  # erased since this worker cached the order's aliases
+            return await self._record(prepared, seal, failure=ERASED)
+        sent = SentMessage.of(outcome, customer_alias.expires_at)
         sealed = self._outbound.seal(prepared.raw, sent)
         prepared = replace(prepared, raw=sealed.raw)
         # Kept before it is sent, under its outcome's event id: whatever the outcome (sent,
@@ -228,17 +230,17 @@ class Notifier:
                 store_id=event.store_id,
                 raw=prepared.raw,
                 sent=sent,
-                subject_id=outcome[0].subject_id,
+                subject_id=outcome.subject_id,
             ),
             "messages.keep",
         )
         try:
             delivery = await retry_transient(
-                lambda: self._sender.send(
+                lambda: self._sender.send_recorded(
                     sealed.raw,
                     sender=sealed.return_path,
                     recipient=customer.address,
-                    record=lambda: self._record(prepared, failure=None),
+                    outcome=lambda: _outcome(prepared, seal, failure=None),
                 ),
                 name="smtp.send",
                 is_transient=smtp_transient,
@@ -260,57 +262,44 @@ class Notifier:
         """The upstream refused for good: recorded with its reply, addresses removed; a refusal
         that says the address does not exist suppresses it like a bounce would."""
         report = smtp_reply_report(reply, private_terms(customer_address))
-        delivery = await self._record(prepared, failure=report.diagnostic, delivery=report)
-        if report.failure_type is FailureType.HARD_BOUNCE:
-            event = prepared.event
-            await self._mongo(
-                lambda: self._outbound.suppress(
-                    order_id=event.order_id,
-                    store_id=event.store_id,
-                    customer_address=customer_address,
-                    status=report.status or "5.0.0",
-                    cause_event_id=notification_event_id(event.event_id),
-                    at=delivery.at,
-                ),
-                "suppressions.suppress",
-            )
-            # The order's later events in this batch are not sent either.
-            order.suppression = Suppression(
-                scope="order",
+        seal = order.seal or _unsealed
+        delivery = await self._record(prepared, seal, failure=report.diagnostic, delivery=report)
+        event = prepared.event
+        started = await self._mongo(
+            lambda: self._suppression.after_failure(
+                report,
+                to=ParticipantRole.CUSTOMER,
                 order_id=event.order_id,
                 store_id=event.store_id,
-                status=report.status or "5.0.0",
+                address=customer_address,
                 cause_event_id=notification_event_id(event.event_id),
-                since=delivery.at,
-            )
+                at=delivery.at,
+            ),
+            "suppressions.after_failure",
+        )
+        if started is not None:
+            order.suppression = started  # the order's later events in this batch wait too
         return delivery
 
     async def _record(
         self,
         prepared: notifications.PreparedNotification,
+        seal: Seal,
         *,
         failure: str | None,
         delivery: DeliveryReport | None = None,
     ) -> Delivery:
         """The outcome in the ledger; a redelivered event finds it there and is not re-sent."""
-        at = datetime.now(UTC)
-        timeline = await self._seal(prepared.timeline(at=at, failure=failure, delivery=delivery))
-        outcome = Delivery(
-            event_id=prepared.event.event_id,
-            order_id=prepared.event.order_id,
-            sent=failure is None,
-            at=at,
-            timeline=[e.to_record() for e in timeline],
-        )
-        return await self._mongo(lambda: self._ledger.record(outcome), "ledger.record")
+        outcome = _outcome(prepared, seal, failure=failure, delivery=delivery)
+        return await self._sender.record(outcome)
 
-    async def _seal(self, events: list[TimelineEvent]) -> list[TimelineEvent]:
-        """The events with their personal fields sealed: the ledger, the message store and
-        Kafka only ever see them so."""
+    async def _sealer(self, order_id: str) -> Seal:
+        """What seals the order's timeline events (its customer's key, from the cache): the
+        ledger, the message store and Kafka only ever see them sealed."""
         subjects = self._subjects
         if subjects is None:
-            return events
-        return await self._mongo(lambda: subjects.seal_all(events), "subjects.seal")
+            return _unsealed
+        return await self._mongo(lambda: subjects.sealer(order_id), "subjects.key")
 
     async def _publish(self, events: list[TimelineEvent]) -> None:
         async def send_all() -> None:
@@ -335,9 +324,35 @@ class Notifier:
         )
 
 
+def _unsealed(event: TimelineEvent) -> TimelineEvent:
+    return event
+
+
+def _outcome(
+    prepared: notifications.PreparedNotification,
+    seal: Seal,
+    *,
+    failure: str | None,
+    delivery: DeliveryReport | None = None,
+) -> Delivery:
+    """The ledger's record of an event's outcome, now, with the timeline events it publishes."""
+    at = datetime.now(UTC)
+    return Delivery(
+        event_id=prepared.event.event_id,
+        order_id=prepared.event.order_id,
+        sent=failure is None,
+        at=at,
+        timeline=[
+            seal(e).to_record()
+            for e in prepared.timeline(at=at, failure=failure, delivery=delivery)
+        ],
+    )
+
+
 @dataclass
 class _OrderState:
     """What an order's events share within a batch."""
 
     pair: AliasPair | None
     suppression: Suppression | None
+    seal: Seal | None = None

@@ -21,11 +21,11 @@ from worker.adapters.messages import MessageStore
 from worker.adapters.mongo import Database
 from worker.adapters.order_queries import OrderQueries
 from worker.adapters.subject_keys import SubjectRecord
-from worker.adapters.suppressions import Suppressions
 from worker.contracts.events import ParticipantRole
 from worker.domain.aliases import Clock, normalize_address
 from worker.domain.mime_view import view_message
 from worker.services.subjects import Subjects
+from worker.services.suppression import CustomerSuppression
 from worker.services.timeline import get_timeline
 
 EXPORTED: Final = "subject.export"
@@ -54,7 +54,7 @@ class SubjectRequests:
         subjects: Subjects,
         aliases: AliasStore,
         messages: MessageStore,
-        suppressions: Suppressions,
+        suppression: CustomerSuppression,
         audit: AuditLog,
         clock: Clock,
     ) -> None:
@@ -62,7 +62,7 @@ class SubjectRequests:
         self._subjects = subjects
         self._aliases = aliases
         self._messages = messages
-        self._suppressions = suppressions
+        self._suppression = suppression
         self._audit = audit
         self._clock = clock
 
@@ -80,7 +80,7 @@ class SubjectRequests:
             "aliases": [_alias(a) for a in aliases],
             "orders": [await self._order(order_id) for order_id in orders],
             "messages": await self._kept_messages(orders),
-            "suppressions": await self._suppressed(orders, address_hash),
+            "suppressions": await self._suppressed(orders),
         }
 
     async def erase(self, email: str, *, reason: str, operator: str) -> Erasure:
@@ -91,7 +91,7 @@ class SubjectRequests:
         orders = _customer_orders(await self._aliases.of_person(address))
         lifted = 0
         for order_id, store_id in orders.items():
-            lifted += len(await self._suppressions.lift(order_id, store_id, address_hash))
+            lifted += len(await self._suppression.lift(order_id, store_id))
         deleted = await self._messages.delete_orders(orders)
         erased = 0
         for subject in await keys.of_address(address):
@@ -137,10 +137,10 @@ class SubjectRequests:
             })  # fmt: skip
         return sorted(found, key=lambda m: (m["orderId"], m["keptAt"]))
 
-    async def _suppressed(self, orders: dict[str, str], address_hash: str) -> list[dict[str, Any]]:
+    async def _suppressed(self, orders: dict[str, str]) -> list[dict[str, Any]]:
         found = []
         for order_id, store_id in orders.items():
-            active = await self._suppressions.active(order_id, store_id, address_hash, every=True)
+            active = await self._suppression.for_operators(order_id, store_id)
             found += [
                 {"scope": s.scope, "orderId": s.order_id, "storeId": s.store_id,
                  "status": s.status, "since": s.since.isoformat()}

@@ -11,7 +11,7 @@ messages, the suppressions. A customer erased and back with a new order is a new
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from worker.adapters.alias_store import AliasRecord, AliasStore
@@ -28,6 +28,9 @@ UNATTRIBUTED: Final = "-"  # sealed under the deployment key: whose it is cannot
 _DEAD_LETTER: Final = "dead-letter"
 
 
+Seal = Callable[[TimelineEvent], TimelineEvent]
+
+
 class NoCustomer(LookupError):
     """An event of an order without a customer alias: there is nobody to seal it for."""
 
@@ -42,8 +45,15 @@ class Subjects:
         nothing personal at all once that customer was erased. Idempotent."""
         if event.subject_id is not None:
             return event
-        key = await self.subject_of(event.order_id)
-        return redact_event(event) if key is None else seal_event(event, key)
+        return (await self.sealer(event.order_id))(event)
+
+    async def sealer(self, order_id: str) -> Seal:
+        """What seals this order's events, without another lookup: under its customer's key, or
+        to nothing personal once they were erased."""
+        key = await self.subject_of(order_id)
+        if key is None:
+            return redact_event
+        return lambda event: seal_event(event, key)
 
     async def seal_all(self, events: Iterable[TimelineEvent]) -> list[TimelineEvent]:
         return [await self.seal(e) for e in events]
