@@ -34,13 +34,14 @@ from bson import Binary
 from cachetools import TTLCache
 from pymongo.errors import DuplicateKeyError
 
+from worker.adapters.alias_sealing import AliasSealing, Keys
 from worker.adapters.alias_windows import AliasWindows
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
 from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.events import ParticipantRole
-from worker.core.crypto import AddressCipher, SubjectKey
+from worker.core.crypto import AddressCipher
 from worker.domain import aliases as rules
 from worker.domain.aliases import AliasExpiry, AliasWindow, Clock, MaskType, Party
 
@@ -53,11 +54,6 @@ ROLES = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
 OrderAliases = dict[ParticipantRole, "AliasRecord"]
 # ASCII unit separator: refused inside order ids, so ("a", "b\x1fc") and ("a\x1fb", "c") differ.
 KEY_SEPARATOR: Final = "\x1f"
-
-
-def _associated(alias: str) -> str:
-    # A purpose of its own, so that a sealed address opens as nothing else.
-    return f"alias:{alias.strip().lower()}"
 
 
 def order_key(order_id: str, role: ParticipantRole, sender_hash: str | None = None) -> str:
@@ -107,10 +103,8 @@ class AliasStore:
         grace_days: int = 7,
         subject_keys: SubjectKeys | None = None,
     ) -> None:
-        # With subject keys, a customer's real address and name are sealed under their own key
-        # (erasure shreds them in backups too); stores' and external parties' stay under the
-        # deployment key, as business data.
-        self._subject_keys = subject_keys
+        # With subject keys, a customer's real address and name are sealed under their own key.
+        self._sealing = AliasSealing(cipher, subject_keys)
         self._dialect = dialect
         self._windows = AliasWindows(db)
         self._grace_days = grace_days
@@ -334,7 +328,7 @@ class AliasStore:
                 "realHash": self._cipher.address_hash(party.address),
                 "createdAt": created,
                 "expiresAt": rules.expires_at(created, self._ttl_days),
-                **await self._sealed_party(party, address, role, created),
+                **await self._sealing.sealed(party, address, role, created),
             }
             try:
                 await self._aliases.insert_one(doc)
@@ -397,46 +391,14 @@ class AliasStore:
             update["orderKey"] = new_key
         await self._aliases.update_one({"_id": doc["_id"]}, {"$set": update})
 
-    async def _sealed_party(
-        self, party: Party, address: str, role: ParticipantRole, created: datetime
-    ) -> Document:
-        """The real address and name as stored: under the customer's subject key, else under
-        the deployment key (and the name in clear)."""
-        subject = None
-        if self._subject_keys is not None and role is ParticipantRole.CUSTOMER:
-            subject = await self._subject_keys.for_address(party.address, since=created)
-        if subject is None:
-            real = Binary(self._cipher.encrypt(party.address, address))
-            return {"realEnc": real, "name": party.name}
-        sealed = subject.seal_bytes(party.address.encode("utf-8"), _associated(address))
-        return {
-            "realEnc": None,
-            "realSealed": Binary(sealed),
-            "subjectId": subject.subject_id,
-            "name": subject.seal_text(party.name) if party.name else None,
-        }
-
     async def _records(self, docs: Iterable[Document]) -> list[AliasRecord]:
         """Records of these documents, each opened with its subject's key where it has one."""
         docs = list(docs)
-        keys: dict[str, SubjectKey | None] = {}
-        for subject_id in {d["subjectId"] for d in docs if d.get("subjectId")}:
-            keys[subject_id] = (
-                await self._subject_keys.key(subject_id) if self._subject_keys else None
-            )
+        keys = await self._sealing.keys(docs)
         return [self._record(doc, keys) for doc in docs]
 
-    def _record(self, doc: Document, keys: dict[str, SubjectKey | None]) -> AliasRecord:
-        subject_id = doc.get("subjectId")
-        real, name = self._real(doc), doc.get("name")
-        erased = doc.get("erasedAt") is not None
-        if subject_id:
-            key = keys.get(subject_id)
-            erased = erased or key is None  # its subject's key is gone: so is the person
-            real = "" if key is None or doc.get("realSealed") is None else (
-                key.open_bytes(bytes(doc["realSealed"]), _associated(doc["_id"])).decode()
-            )  # fmt: skip
-            name = key.open_text(name) if key is not None and name else None
+    def _record(self, doc: Document, keys: Keys) -> AliasRecord:
+        party = self._sealing.opened(doc, keys)
         return AliasRecord(
             address=doc["_id"],
             order_id=doc["orderId"],
@@ -444,18 +406,13 @@ class AliasStore:
             role=ParticipantRole(doc["role"]),
             mask=MaskType(doc["mask"]),
             token=doc.get("token"),
-            real_address=real,
+            real_address=party.real_address,
             real_hash=doc["realHash"],
-            name=name,
+            name=party.name,
             created_at=doc["createdAt"],
             expires_at=doc["expiresAt"],
-            erased=erased,
+            erased=party.erased,
         )
-
-    def _real(self, doc: Document) -> str:
-        if doc.get("realEnc") is None:
-            return ""
-        return self._cipher.decrypt(bytes(doc["realEnc"]), doc["_id"])
 
     async def of_person(self, address: str) -> list[AliasRecord]:
         """Every alias whose real address is `address` (any order, any role), by its keyed hash:
