@@ -57,7 +57,7 @@ def is_erased(event: TimelineEvent) -> bool:
 
 
 def personal_texts(event: TimelineEvent) -> list[str]:
-    """The personal values of an event as they stand (sealed or not): what export lists."""
+    """The personal values of an event as they stand (sealed or not), to check what is left."""
     found: list[str] = []
 
     def collect(text: str) -> str:

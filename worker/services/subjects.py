@@ -3,15 +3,16 @@
 Producers call `seal` on each timeline event just before it is written anywhere (the ledger, the
 message store, Kafka): the event's personal fields are sealed under the key of the order's
 customer (worker/domain/personal.py says which fields), so the projector, the topic and every
-copy of it hold ciphertext only. Readers call `open`. `erase` destroys the subject's key (what
-was sealed under it becomes unreadable wherever it is, on Kafka's log too) and removes what is
-kept in clear or under the deployment key: the aliases' real addresses and names, the kept
-messages, the suppressions. A customer erased and back with a new order is a new subject.
+copy of it hold ciphertext only. Readers call `open`. Erasure (services/subject_requests.py)
+destroys the subject's key, so what was sealed under it becomes unreadable wherever it is, on
+Kafka's log too; events of an erased customer's orders are then written with nothing personal.
+A customer erased and back with a new order is a new subject. `DeadLetterSeal` does the same
+for the notifier's dead letters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final
 
 from worker.adapters.alias_store import AliasRecord, AliasStore
@@ -54,9 +55,6 @@ class Subjects:
         if key is None:
             return redact_event
         return lambda event: seal_event(event, key)
-
-    async def seal_all(self, events: Iterable[TimelineEvent]) -> list[TimelineEvent]:
-        return [await self.seal(e) for e in events]
 
     async def subject_of(self, order_id: str) -> SubjectKey | None:
         """The key of the order's customer; None once they were erased."""
