@@ -144,6 +144,7 @@ class DeadLetterOut(Document):
     reason: str
     replayed_at: datetime | None
     replayed_by: str | None
+    store_id: str | None = Field(description="the store its record names; null: unreadable")
 
 
 class DeadLetterListOut(Document):
@@ -167,6 +168,7 @@ class AuditEntryOut(Document):
     reason: str | None
     order_id: str | None
     alias: str | None
+    store_id: str | None = Field(description="the store it concerns; null: no store")
     detail: dict[str, object]
 
 
@@ -179,3 +181,4 @@ class MeOut(Document):
     name: str
     role: Literal["support", "admin"]
     via: Literal["session", "token"]
+    stores: list[str] | None = Field(description="the stores it may see; null: every store")
