@@ -34,11 +34,12 @@ from worker.core.crypto import AddressCipher
 from worker.devtools.sink import CaptureHandler
 from worker.domain.accounts import Role
 from worker.domain.aliases import SystemClock
-from worker.services.accounts import Accounts
+from worker.services.accounts import Accounts, platform_operator
 
 PORTS = range(18100, 18999)
 ADMIN, SUPPORT = "ada", "sam"
 PASSWORD = "a long and correct password"
+TESTS = platform_operator("tests")
 _HIDDEN = re.compile(r'name="(csrf_token|login_token)" value="([^"]+)"')
 
 
@@ -134,10 +135,10 @@ class Console:
 async def console(
     web_settings: Settings, story: Story, accounts: Accounts
 ) -> AsyncIterator[Console]:
-    await accounts.add_user(ADMIN, Role.ADMIN, PASSWORD, by="tests")
-    await accounts.add_user(SUPPORT, Role.SUPPORT, PASSWORD, by="tests")
-    admin_token, _ = await accounts.create_token(ADMIN, "tests", by="tests")
-    support_token, _ = await accounts.create_token(SUPPORT, "tests", by="tests")
+    await accounts.add_user(ADMIN, Role.ADMIN, PASSWORD, by=TESTS)
+    await accounts.add_user(SUPPORT, Role.SUPPORT, PASSWORD, by=TESTS)
+    admin_token, _ = await accounts.create_token(ADMIN, "tests", by=TESTS)
+    support_token, _ = await accounts.create_token(SUPPORT, "tests", by=TESTS)
     service = WebService(web_settings, AddressCipher(web_settings.data_keys()))
     stopping = asyncio.Event()
     task = asyncio.create_task(service.run(stopping))
