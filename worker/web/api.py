@@ -41,6 +41,8 @@ from worker.web.schemas import (
 from worker.web.security import api_principal, api_role, console_of
 
 _problem: dict[str, Any] = {"model": ProblemOut, "content": {PROBLEM_JSON: {}}}
+# Routes that take a body can also answer 400 (a body that is not JSON) and 413 (too large).
+_BODY_PROBLEMS: dict[int | str, dict[str, Any]] = {400: _problem, 413: _problem}
 router = APIRouter(
     prefix="/api",
     responses={401: _problem, 403: _problem, 404: _problem, 422: _problem},
@@ -229,6 +231,7 @@ async def store_settings(request: Request, principal: Admin, store_id: StoreId) 
 @router.put(
     "/stores/{storeId}/settings",
     summary="Set a store's mask type and alias expiry (for orders whose aliases are new)",
+    responses=_BODY_PROBLEMS,
 )
 async def put_store_settings(
     request: Request, principal: Admin, store_id: StoreId, body: StoreSettingsIn
@@ -263,7 +266,13 @@ async def dlq(
     )
 
 
-@router.post("/dlq/replay", summary="Re-publish dead letters to their original topics")
+@router.post(
+    "/dlq/replay",
+    summary="Re-publish dead letters to their original topics",
+    description="Offsets of dead letters that do not exist, or that your stores do not "
+    "reach, are listed in `notFound`.",
+    responses=_BODY_PROBLEMS,
+)
 async def dlq_replay(request: Request, principal: Admin, body: ReplayIn) -> ReplayOut:
     replayed, missing = await console_of(request).replay(set(body.offsets), principal)
     return ReplayOut(replayed=replayed, not_found=missing)

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from worker.adapters.paging import BadCursor
 from worker.domain.accounts import AccountError
@@ -91,7 +92,9 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 _SIMPLE: dict[type[Exception], tuple[int, str]] = {
     Missing: (404, "not-found"),
-    BadCursor: (400, "bad-cursor"),
+    # The page a cursor names does not exist when the cursor is not one we gave out: 404, as
+    # for an order that does not exist (a schema cannot tell a client which strings we gave).
+    BadCursor: (404, "bad-cursor"),
     Invalid: (422, "invalid-request"),
     AccountError: (422, "invalid-request"),
 }
@@ -115,11 +118,25 @@ def to_problem(exc: Exception) -> Problem:
     return Problem(500, "internal error; the server log has the details", kind="internal")
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes: GET and PUT of one path are two routes, and
+    the one that refused knows only its own."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods - {"HEAD"}))
+
+
 def install_problem_handlers(app: FastAPI, render_page: Any) -> None:
     """API paths answer problem+json; console pages answer with `render_page(request, problem)`."""
 
     async def handle(request: Request, exc: Exception) -> Response:
         problem = to_problem(exc)
+        if problem.status == 405:
+            problem.headers["Allow"] = allowed_methods(request)
         if problem.status >= 500:
             log.error("request_failed", path=request.url.path, exc_info=exc)
         if request.url.path.startswith(("/api/", "/metrics")):

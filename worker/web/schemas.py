@@ -8,9 +8,10 @@ with `from`/`to` participants carrying `emailAlias`, `aliasMaskType` and `role`,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from worker.contracts.events import Direction, OrderStatus, ParticipantRole
@@ -151,8 +152,19 @@ class DeadLetterListOut(Document):
     items: list[DeadLetterOut]
 
 
+def _number_not_bool_or_text(value: object) -> object:
+    """JSON `false` or `"0"` is no offset: pydantic's lax mode would read both as 0. A float
+    without a fraction stays, as JSON Schema counts 8154.0 an integer too."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("an offset is a JSON number, not a boolean or a string")  # noqa: TRY004 - pydantic turns ValueError into a 422
+    return value
+
+
+Offset = Annotated[int, BeforeValidator(_number_not_bool_or_text), Ge(0), Le(2**63 - 1)]
+
+
 class ReplayIn(Document):
-    offsets: list[int] = Field(min_length=1, max_length=1000)
+    offsets: list[Offset] = Field(min_length=1, max_length=1000)
 
 
 class ReplayOut(Document):
