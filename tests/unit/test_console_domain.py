@@ -12,12 +12,12 @@ from worker.contracts.events import OrderStatus, TimelineKind
 from worker.domain.accounts import (
     AccountError,
     Role,
+    backoff,
     check_new_password,
     hash_password,
     new_api_token,
     normalize_user_name,
     parse_api_token,
-    backoff,
     parse_duration,
     verify_password,
 )

@@ -23,8 +23,8 @@ from tests.web.conftest import TESTS
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.apps.web import WebService, build_accounts
-from worker.config import Settings
-from worker.crypto import AddressCipher
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
 from worker.domain.accounts import Role
 from worker.domain.aliases import SystemClock
 

@@ -76,9 +76,7 @@ def register(sub: Any) -> None:
     revoke.set_defaults(handler=cmd_token_revoke)
     token_sub.add_parser(
         "list", help="print the tokens (ids, users, stores, expiry, last use)"
-    ).set_defaults(
-        handler=cmd_token_list
-    )
+    ).set_defaults(handler=cmd_token_list)
 
     messages = sub.add_parser("messages", help="kept messages")
     messages_sub = messages.add_subparsers(dest="action", required=True)
