@@ -243,3 +243,21 @@ async def test_the_workers_kept_every_message_whole_the_refused_one_too(console:
     # The hard order: 3 notifications, the carrier's notice, the reply, the hostile message;
     # the soft order: 3 notifications and the one the upstream refused.
     assert console.story.kept == 10
+
+
+async def test_a_boolean_or_a_string_is_no_dead_letter_offset(console: Console) -> None:
+    async with console.client(headers=bearer(console.admin_token)) as client:
+        for offsets in ([False], [True], ["0"], [0.5], [-1]):
+            refused = await client.post("/api/dlq/replay", json={"offsets": offsets})
+            assert refused.status_code == 422, offsets
+            assert refused.headers["content-type"] == "application/problem+json"
+        not_json = await client.post(
+            "/api/dlq/replay", content=b"\xff", headers={"content-type": "application/json"}
+        )
+        assert not_json.status_code in (400, 422)
+
+
+async def test_a_refused_method_names_every_method_of_its_path(console: Console) -> None:
+    async with console.client(headers=bearer(console.admin_token)) as client:
+        refused = await client.request("DELETE", "/api/stores/aurora/settings")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, PUT"

@@ -160,7 +160,8 @@ def _number_not_bool_or_text(value: object) -> object:
     return value
 
 
-Offset = Annotated[int, BeforeValidator(_number_not_bool_or_text), Ge(0), Le(2**63 - 1)]
+# At most 2^53 - 1: JSON numbers above it are not exact in most clients (and validators).
+Offset = Annotated[int, Ge(0), Le(2**53 - 1), BeforeValidator(_number_not_bool_or_text)]
 
 
 class ReplayIn(Document):
