@@ -6,6 +6,8 @@ credential), 403 "you may not" (a known user without the role, or a form without
 
 from __future__ import annotations
 
+import functools
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -13,8 +15,9 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from worker.adapters.paging import BadCursor
 from worker.domain.accounts import AccountError
@@ -122,12 +125,15 @@ def allowed_methods(request: Request) -> str:
     """Every method some route of this path takes: GET and PUT of one path are two routes, and
     the one that refused knows only its own."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        route_methods = getattr(route, "methods", None)
-        if match is not Match.NONE and route_methods:
-            methods |= set(route_methods)
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.path and route.methods and _pattern(route.path).fullmatch(request.url.path):
+            methods |= set(route.methods)
     return ", ".join(sorted(methods - {"HEAD"}))
+
+
+@functools.cache
+def _pattern(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
 
 
 def install_problem_handlers(app: FastAPI, render_page: Any) -> None:
