@@ -86,5 +86,7 @@ async def test_schemathesis_finds_nothing_the_document_does_not_say(
         subprocess.run, command, capture_output=True, text=True, timeout=240, cwd=tmp_path
     )
     output = run.stdout + run.stderr
+    summary = output[output.rfind("Test cases:") :]
+    print(f"\nschemathesis: {' '.join(summary.split())}")  # the run's counts and seed (-s)
     assert run.returncode == 0, output[-12000:]
     assert "No issues found" in output or "passed" in output, output[-3000:]
