@@ -301,3 +301,18 @@ async def test_ct_manages_scoped_users_and_tokens(
     tokens = await _ct(settings, "token", "list")
     assert "expires never" in tokens.stdout and "stores aurora" in tokens.stdout
     assert "stores (its user's)" in tokens.stdout and "used never" in tokens.stdout
+
+
+async def test_the_audit_page_says_when_a_chain_does_not_verify(
+    console: Console, web_db: mongo.Database, admin: Session, tenants: Tenants
+) -> None:
+    audit, store = AuditLog(web_db), f"tamper-{uuid.uuid4().hex[:6]}"
+    for n in range(3):
+        await audit.record("store.settings", operator="ada", store=store, step=n)
+    await web_db["audit"].update_one({"_id": f"{store}:000000000002"}, {"$set": {"step": 7}})
+    page = await admin.get("/audit")
+    assert "The audit chain does not verify" in page.text
+    assert f"<strong>{store}</strong> breaks at entry 2" in page.text
+    async with console.client() as client:  # a store's admin sees its own chains only
+        own = await Session(client, tenants.cookies["aurora-admin"], SESSION).get("/audit")
+        assert "The audit chain verifies" in own.text and store not in own.text
