@@ -316,3 +316,24 @@ async def test_the_audit_page_says_when_a_chain_does_not_verify(
     async with console.client() as client:  # a store's admin sees its own chains only
         own = await Session(client, tenants.cookies["aurora-admin"], SESSION).get("/audit")
         assert "The audit chain verifies" in own.text and store not in own.text
+
+
+async def test_a_scoped_admins_pages_give_only_its_own_stores(
+    console: Console, tenants: Tenants
+) -> None:
+    async with console.client() as client:
+        page = Session(client, tenants.cookies["aurora-admin"], SESSION)
+        csrf = await page.csrf("/users")
+        name = f"paged-{uuid.uuid4().hex[:6]}"
+        wider = await page.post("/users", {"csrf_token": csrf, "name": name, "role": "support",
+                                           "stores": "aurora bazar"})  # fmt: skip
+        assert wider.status_code == 422 and "stores that are yours" in wider.text
+        platform = await page.post("/users", {"csrf_token": csrf, "name": name, "role": "admin"})
+        assert platform.status_code == 422 and "platform admin" in platform.text
+        added = await page.post("/users", {"csrf_token": csrf, "name": name, "role": "support",
+                                           "stores": "aurora"})  # fmt: skip
+        assert added.status_code == 200 and f"Password for <strong>{name}</strong>" in added.text
+        theirs = await page.post("/tokens", {"csrf_token": csrf, "user": "bazar-support"})
+        assert theirs.status_code == 422 and "No user named" in theirs.text
+        made = await page.post("/tokens", {"csrf_token": csrf, "user": name, "expires_in": "12h"})
+        assert made.status_code == 200 and "shown only now" in made.text
