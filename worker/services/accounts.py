@@ -13,6 +13,7 @@ as a user that does not exist.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -263,10 +264,21 @@ class Accounts:
         except ScopeError as exc:
             raise AccountError(str(exc)) from None
         await self._users.update(user.name, stores=scope.listed())
-        await self._audit_user("user.scope", user, by, added=sorted(add), removed=sorted(remove))
-        changed = await self._users.get(user.name)
-        assert changed is not None  # noqa: S101 - just updated; a concurrent removal is a 'no user' next time
-        return changed
+        # In the chain of every store it concerns: those it had and those it has now (a platform
+        # operator's scope is the platform chain).
+        chains: set[str | None] = set()
+        for each in (user.scope, scope):
+            chains |= set(each.stores) if each.stores is not None else {None}
+        for store in sorted(chains, key=lambda c: c or ""):
+            await self._audit.record(
+                "user.scope",
+                operator=by.operator,
+                store=store,
+                user=user.name,
+                added=sorted(add),
+                removed=sorted(remove),
+            )
+        return dataclasses.replace(user, scope=scope)
 
     async def set_disabled(self, name: str, disabled: bool, *, by: Principal) -> None:
         user = await self._managed(name, by)
