@@ -1,7 +1,10 @@
 """Who may call what: every route of the app, walked without credentials and with the wrong role.
 
 The tables below are the access policy; the walk fails when a route exists that they do not
-name, so a new route cannot ship without a decision about who may call it.
+name, so a new route cannot ship without a decision about who may call it. With two stores as
+tenants, the walk also asks every route that names an order, a message, an attachment, a store
+or a dead letter for the other store's, as each store's support user and admin, and compares
+the answer with the one for a resource that does not exist.
 """
 
 from __future__ import annotations
