@@ -19,6 +19,7 @@ from worker.apps.builder import Stores
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Party
+from worker.domain.scope import PLATFORM
 from worker.services.retention import ACTION
 
 pytestmark = pytest.mark.stack
@@ -64,7 +65,7 @@ async def test_a_run_purges_old_messages_and_shreds_subjects_whose_every_order_i
     assert [a.real_address for a in await stores.aliases.of_person(f"old.{run}@example.org")] == [
         "", ""
     ]  # fmt: skip
-    entries, _ = await stores.audit.page(action=ACTION)
+    entries, _ = await stores.audit.page(scope=PLATFORM, action=ACTION)
     assert [(e.detail["messages"], e.detail["subjects"]) for e in entries] == [(0, 2), (3, 0)]
 
 

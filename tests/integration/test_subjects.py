@@ -55,6 +55,7 @@ from worker.core.crypto import AddressCipher, generate_key
 from worker.devtools.demo_bounce import delivery_status_notification
 from worker.domain.aliases import SystemClock
 from worker.domain.personal import ERASED, open_event, seal_event
+from worker.services.accounts import platform_operator
 from worker.services.console import Console
 from worker.services.subjects import DeadLetterSeal
 from worker.services.timeline import get_timeline
@@ -250,7 +251,9 @@ async def test_export_then_erasure_leaves_nothing_that_names_the_person(
     traces = person.traces()
     shown = await _ct(settings, "timeline", order_a)
     assert ERASED in shown.stdout and not [t for t in traces.values() if t.decode() in shown.stdout]
-    page = await _console(settings, db, dialect, cipher).order_page(order_a)
+    page = await _console(settings, db, dialect, cipher).order_page(
+        order_a, platform_operator("dpo")
+    )
     erased_items = [m for m in page.conversation.messages if m.subject == ERASED]
     assert len(erased_items) == 2  # the notification and the carrier's message; kinds stay
     [forwarded] = [m for m in erased_items if m.attachment_names]

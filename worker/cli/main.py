@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from worker.cli import (
     accounts,
     aliases,
+    audit,
     dlq,
     events,
     keys,
@@ -31,7 +32,9 @@ from worker.devtools.emit import EmitError
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 # In the order `ct --help` lists them.
-GROUPS = (workers, events, stores, aliases, subjects, retention, dlq, keys, mail, accounts)
+GROUPS = (
+    workers, events, stores, aliases, subjects, retention, dlq, keys, mail, accounts, audit,
+)  # fmt: skip
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -66,7 +66,7 @@ class Retention:
                     shredded += 1
         done = RetentionRun(purged, shredded, self._subject_days)
         await self._audit.record(
-            ACTION, operator=operator, messages=purged, subjects=shredded,
+            ACTION, operator=operator, store=None, messages=purged, subjects=shredded,
             subjectRetentionDays=self._subject_days,
         )  # fmt: skip
         log.info("retention_run", messages=purged, subjects=shredded)

@@ -24,6 +24,7 @@ from worker.adapters.subject_keys import SubjectRecord
 from worker.contracts.events import ParticipantRole
 from worker.domain.aliases import Clock, normalize_address
 from worker.domain.mime_view import view_message
+from worker.domain.scope import PLATFORM, Scope
 from worker.services.subjects import Subjects
 from worker.services.suppression import CustomerSuppression
 from worker.services.timeline import get_timeline
@@ -66,19 +67,26 @@ class SubjectRequests:
         self._audit = audit
         self._clock = clock
 
-    async def export(self, email: str, *, reason: str, operator: str) -> dict[str, Any]:
-        """Everything held about the person of `email`, audited (by hash) before it is shown."""
+    async def export(
+        self, email: str, *, reason: str, operator: str, scope: Scope = PLATFORM
+    ) -> dict[str, Any]:
+        """Everything held about the person of `email` in the stores of `scope`, audited (by
+        hash, in each store's chain) before it is shown."""
         address = normalize_address(email)
         address_hash = self._subjects.keys.address_hash(address)
-        await self._audit.record(EXPORTED, operator=operator, reason=reason, subject=address_hash)
-        aliases = await self._aliases.of_person(address)
+        aliases = [a for a in await self._aliases.of_person(address) if scope.allows(a.store_id)]
+        for store in _audited_stores(scope, aliases):
+            await self._audit.record(
+                EXPORTED, operator=operator, store=store, reason=reason, subject=address_hash
+            )
         orders = _customer_orders(aliases)
+        subjects = await self._subjects.keys.of_address(address) if scope.platform else []
         return {
             "exportedAt": self._clock.now().isoformat(),
             "email": address,
-            "subjects": [_subject(s) for s in await self._subjects.keys.of_address(address)],
+            "subjects": [_subject(s) for s in subjects],
             "aliases": [_alias(a) for a in aliases],
-            "orders": [await self._order(order_id) for order_id in orders],
+            "orders": [await self._order(order_id, scope) for order_id in orders],
             "messages": await self._kept_messages(orders),
             "suppressions": await self._suppressed(orders),
         }
@@ -99,14 +107,14 @@ class SubjectRequests:
         await self._aliases.erase_person(address)
         erasure = Erasure(address_hash, erased, len(aliases), len(orders), deleted, lifted)
         await self._audit.record(
-            ERASED, operator=operator, reason=reason, subject=address_hash,
+            ERASED, operator=operator, store=None, reason=reason, subject=address_hash,
             outcome="already erased" if erasure.already else "erased", keys=erased,
             aliases=len(aliases), orders=len(orders), messages=deleted,
         )  # fmt: skip
         return erasure
 
-    async def _order(self, order_id: str) -> dict[str, Any]:
-        summary = await OrderQueries(self._db).summary(order_id)
+    async def _order(self, order_id: str, scope: Scope) -> dict[str, Any]:
+        summary = await OrderQueries(self._db).summary(order_id, scope)
         entries = await get_timeline(self._db, order_id, self._subjects) or []
         return {
             "orderId": order_id,
@@ -155,6 +163,16 @@ def _subject(record: SubjectRecord) -> dict[str, Any]:
         "createdAt": record.created_at.isoformat(),
         "erasedAt": record.erased_at.isoformat() if record.erased_at else None,
     }
+
+
+def _audited_stores(scope: Scope, aliases: list[AliasRecord]) -> list[str | None]:
+    """Which audit chains an export goes into: the platform's for a platform operator, else each
+    of the principal's stores it read from (the first of its stores when it found nothing)."""
+    chains: list[str | None] = [None]
+    if scope.stores is not None:
+        found = sorted({a.store_id for a in aliases}) or sorted(scope.stores)[:1]
+        chains = [*found] if found else [None]
+    return chains
 
 
 def _customer_orders(aliases: list[AliasRecord]) -> dict[str, str]:
