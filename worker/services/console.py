@@ -26,7 +26,7 @@ from worker.adapters.mongo import Database
 from worker.adapters.order_queries import OrderQueries, OrderSummary
 from worker.adapters.stores import StoreSetting, StoreSettings
 from worker.adapters.suppressions import Suppression
-from worker.domain.aliases import AliasExpiry, InvalidAddress, MaskType, normalize_address
+from worker.domain.aliases import AliasExpiry, MaskType
 from worker.domain.audit_chain import ChainReport
 from worker.domain.conversation import Conversation, MessageItem, conversation
 from worker.domain.mime_view import AttachmentFile, MessageView, attachment_file, view_message
@@ -297,9 +297,8 @@ class Console:
     async def export_subject(self, email: str, reason: str, principal: Principal) -> dict[str, Any]:
         """Everything held about one customer (admin; audited by the export itself)."""
         return await self._subject_request().export(
-            self._address(email), reason=reason, operator=principal.operator,
-            scope=principal.scope,
-        )  # fmt: skip
+            email, reason=reason, operator=principal.operator, scope=principal.scope
+        )
 
     async def erase_subject(self, email: str, reason: str, principal: Principal) -> Erasure:
         """Erase one customer everywhere (a platform admin: it reaches every store; audited
@@ -307,17 +306,10 @@ class Console:
         if not principal.scope.platform:
             raise Refused("erasure reaches every store: it is for a platform admin")
         return await self._subject_request().erase(
-            self._address(email), reason=reason, operator=principal.operator
+            email, reason=reason, operator=principal.operator
         )
 
     def _subject_request(self) -> SubjectRequests:
         if self._subject_requests is None:
             raise Invalid("data-subject requests are not set up on this console")
         return self._subject_requests
-
-    @staticmethod
-    def _address(email: str) -> str:
-        try:
-            return normalize_address(email)
-        except InvalidAddress as exc:
-            raise Invalid(f"email is not an address: {exc}") from None

@@ -22,7 +22,7 @@ from worker.adapters.mongo import Database
 from worker.adapters.order_queries import OrderQueries
 from worker.adapters.subject_keys import SubjectRecord
 from worker.contracts.events import ParticipantRole
-from worker.domain.aliases import Clock, normalize_address
+from worker.domain.aliases import Clock, InvalidAddress, normalize_address
 from worker.domain.mime_view import view_message
 from worker.domain.scope import PLATFORM, Scope
 from worker.services.subjects import Subjects
@@ -72,7 +72,7 @@ class SubjectRequests:
     ) -> dict[str, Any]:
         """Everything held about the person of `email` in the stores of `scope`, audited (by
         hash, in each store's chain) before it is shown."""
-        address = normalize_address(email)
+        address = _canonical(email)
         address_hash = self._subjects.keys.address_hash(address)
         aliases = [a for a in await self._aliases.of_person(address) if scope.allows(a.store_id)]
         for store in _audited_stores(scope, aliases):
@@ -92,7 +92,7 @@ class SubjectRequests:
         }
 
     async def erase(self, email: str, *, reason: str, operator: str) -> Erasure:
-        address = normalize_address(email)
+        address = _canonical(email)
         keys = self._subjects.keys
         address_hash = keys.address_hash(address)
         aliases = [a for a in await self._aliases.of_person(address) if not a.erased]
@@ -163,6 +163,15 @@ def _subject(record: SubjectRecord) -> dict[str, Any]:
         "createdAt": record.created_at.isoformat(),
         "erasedAt": record.erased_at.isoformat() if record.erased_at else None,
     }
+
+
+def _canonical(email: str) -> str:
+    """The address as aliases and keys were made from it; a string no alias could have been
+    made from is looked up as it is, and finds nothing."""
+    try:
+        return normalize_address(email)
+    except InvalidAddress:
+        return email.strip().lower()
 
 
 def _audited_stores(scope: Scope, aliases: list[AliasRecord]) -> list[str | None]:

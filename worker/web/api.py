@@ -290,14 +290,22 @@ async def dlq_replay(request: Request, principal: Admin, body: ReplayIn) -> Repl
     return ReplayOut(replayed=replayed, not_found=missing)
 
 
-@router.post("/subjects/export", summary="Everything held about one customer (audited)")
+@router.post(
+    "/subjects/export",
+    summary="Everything held about one customer (audited)",
+    responses=_BODY_PROBLEMS,
+)
 async def subject_export(
     request: Request, principal: Admin, body: SubjectRequestIn
 ) -> dict[str, Any]:
     return await console_of(request).export_subject(body.email, body.reason, principal)
 
 
-@router.post("/subjects/erase", summary="Erase one customer everywhere (audited, idempotent)")
+@router.post(
+    "/subjects/erase",
+    summary="Erase one customer everywhere (audited, idempotent)",
+    responses=_BODY_PROBLEMS,
+)
 async def subject_erase(
     request: Request, principal: Admin, body: SubjectRequestIn
 ) -> SubjectErasureOut:
