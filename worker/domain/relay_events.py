@@ -27,10 +27,21 @@ _EVENT_NAMESPACE: Final = uuid.UUID("5d0c6a4e-2b1f-5c8e-9a43-7f1e0c2d9b61")
 REJECTION_WINDOW: Final = timedelta(hours=1)
 
 
-def message_key(raw: bytes, message_id: str | None) -> str:
-    """What identifies a message across delivery retries: its Message-ID, else its bytes."""
+def message_key(raw: bytes, message_id: str | None, *, context: str = "") -> str:
+    """What identifies a message across delivery retries: its Message-ID and its content.
+
+    A Message-ID alone is the sender's to choose: a second, different message under a used one
+    would take the first one's event id and never be kept. The body's digest (the rewrite leaves
+    body bytes untouched, so every retry of one message has the same) tells them apart, while a
+    redelivery of the same message keeps its one id. `context`: what else makes it the same
+    message (its sender and subject).
+    """
     message_id = (message_id or "").strip()
-    return message_id or f"sha256:{sha256_hex(raw)}"
+    if not message_id:
+        return f"sha256:{sha256_hex(raw)}"
+    body = raw.partition(b"\r\n\r\n")[2]
+    digest = sha256_hex(context.encode() + b"\n" + body)
+    return f"{message_id}|{digest[:32]}"
 
 
 def forward_event_id(message_key: str, recipient_alias: str) -> str:
@@ -58,7 +69,9 @@ def forwarded(
 ) -> TimelineEvent:
     """MESSAGE_FORWARDED for one recipient of a relayed message, with the sender's verdicts."""
     recipient = route.recipient_alias
-    key = message_key(forwarded_bytes, summary.message_id)
+    key = message_key(
+        forwarded_bytes, summary.message_id, context=f"{route.sender_alias}\n{summary.subject}"
+    )
     return TimelineEvent(
         event_id=forward_event_id(key, recipient.address),
         order_id=recipient.order_id,

@@ -41,12 +41,13 @@ from worker.core.offload import off_loop_if_large
 from worker.domain import relay_events
 from worker.domain.aliases import Clock, Party, is_alias_domain
 from worker.domain.bounces import SentMessage
-from worker.domain.headers import read_header
+from worker.domain.headers import ParsedMessage
 from worker.domain.replies import (
     ALIAS_EXPIRED,
     FORWARDED,
+    LOOP_DETECTED,
     NEEDS_OWN_TRANSACTION,
-    ONLY_CUSTOMER,
+    NOT_AUTHENTICATED,
     RECIPIENT_OK,
     RELAY_DENIED,
     TEMPORARY_FAILURE,
@@ -62,6 +63,7 @@ from worker.domain.routing import (
     Refusal,
     Route,
     decide_route,
+    signed_by,
 )
 from worker.domain.sender_auth import Refused
 from worker.domain.summary import MessageSummary, summarize
@@ -169,19 +171,26 @@ class RelayHandler:
         known = envelope.recipients if isinstance(envelope, RelayEnvelope) else {}
         sender = _Sender.of(session, envelope.mail_from or "")
         outcome = FORWARDED
+        message: ParsedMessage | None = None
         try:
             # One route per transaction (RCPT saw to it), so this is one forward in practice.
             for address in dict.fromkeys(envelope.rcpt_tos):
                 if self._bounces.handles(address):
                     outcome = await self._bounces.receive(raw, address)
                     break
+                # Split once: screening, routing and the rewrite read this one value.
+                if message is None:
+                    message = await off_loop_if_large(len(raw), ParsedMessage.parse, raw)
                 recipient = known.get(address) or await self._resolve(address)
-                reply = await self._forward(raw, sender, recipient)
+                reply = await self._forward(message, sender, recipient)
                 if reply is not None:
                     outcome = reply
                     break
         except Transient as exc:
             outcome = exc.reply
+        except MessageRejected as exc:
+            metrics.MESSAGES_REJECTED.labels(reason=f"rejected_{exc.code}").inc()
+            outcome = exc.text
         except ConfigError as exc:
             # The upstream refuses our password or certificate: not the sender's fault, so a
             # 4xx (it retries later, once the relay is fixed), and the relay stops taking mail.
@@ -232,12 +241,8 @@ class RelayHandler:
                 metrics.MESSAGES_REJECTED.labels(reason="expired").inc()
                 await self._record_rejection(recipient, mail_from, ALIAS_EXPIRED)
                 return ALIAS_EXPIRED, None
-            if record.role is ParticipantRole.EXTERNAL:
-                # Decided now on the envelope; the From header is checked again at DATA.
-                sender = mail_from.strip("<>").lower()
-                if sender != recipient.parties.customer.real_address:
-                    metrics.MESSAGES_REJECTED.labels(reason="not_customer").inc()
-                    return ONLY_CUSTOMER, None
+            # A reverse alias is decided at DATA, after authentication: comparing the envelope
+            # with the customer's real address here would answer whether a guess was right.
         except Transient as exc:
             return exc.reply, None
         return RECIPIENT_OK, recipient
@@ -253,26 +258,29 @@ class RelayHandler:
         parties = await self._parties(record.order_id)
         return Recipient(self._view(record), parties, record.expires_at)
 
-    async def _forward(self, raw: bytes, sender: _Sender, recipient: Recipient) -> str | None:
+    async def _forward(
+        self, message: ParsedMessage, sender: _Sender, recipient: Recipient
+    ) -> str | None:
         """Forward to one recipient; None when done, else the SMTP reply that refuses it."""
         target, parties, mail_from = recipient.alias, recipient.parties, sender.mail_from
         structlog.contextvars.bind_contextvars(order_id=target.order_id)
         screened = await self._screen.screen(
-            raw, client_ip=sender.client_ip, mail_from=mail_from, helo=sender.helo,
+            message, client_ip=sender.client_ip, mail_from=mail_from, helo=sender.helo,
             recipient=target, parties=parties,
         )  # fmt: skip
         if isinstance(screened.outcome, Refused):
             return await self._refuse(recipient, mail_from, screened, screened.outcome)
         accepted = screened.outcome
         structlog.contextvars.bind_contextvars(authentication=accepted.verdicts)
-        header_from = read_header(raw, "From")
+        header_from = message.header("From")
+        signed_by_us = signed_by(message.headers("DKIM-Signature"), self._domain)
 
         def route(
             reverse: AliasView | None,
         ) -> Route | NeedsReverseAlias | Refusal:
             return decide_route(
                 target, parties, mail_from, header_from, reverse, domain=self._domain,
-                sender_verified=accepted.sender_verified,
+                sender_verified=accepted.sender_verified, signed_by_us=signed_by_us,
             )  # fmt: skip
 
         decision = route(None)
@@ -282,13 +290,19 @@ class RelayHandler:
             decision = route(self._view(reverse))
         if isinstance(decision, Refusal):
             metrics.MESSAGES_REJECTED.labels(reason=f"refused_{decision.code}").inc()
+            # Recorded like the screening's refusals: a replay or a sender refused at a reverse
+            # alias shows on the order (once per sender, reason and window).
+            await self._record_rejection(
+                recipient, mail_from, f"{_refusal_keyword(decision)}; {accepted.verdicts}",
+                participant=False,
+            )  # fmt: skip
             return decision.text
         if not isinstance(decision, Route):
             return TEMPORARY_FAILURE
         try:
             forwarded, summary = await off_loop_if_large(
-                len(raw), _rewrite_and_summarize, raw, decision, parties, self._domain,
-                screened.authentication_results,
+                len(message.raw), _rewrite_and_summarize, message, decision, parties,
+                self._domain, screened.authentication_results,
             )  # fmt: skip
         except MessageRejected as exc:
             metrics.MESSAGES_REJECTED.labels(reason=f"rejected_{exc.code}").inc()
@@ -423,8 +437,15 @@ class _Sender:
         return cls(client_ip, session.host_name or "", mail_from)
 
 
+def _refusal_keyword(refusal: Refusal) -> str:
+    """The timeline's reason keyword for a routing refusal (no address, no secret)."""
+    return {LOOP_DETECTED: "loop-or-replay", NOT_AUTHENTICATED: "sender-not-authenticated"}.get(
+        refusal.text, f"refused-{refusal.code}"
+    )
+
+
 def _rewrite_and_summarize(
-    raw: bytes,
+    raw: ParsedMessage,
     route: Route,
     parties: OrderParties,
     domain: str,
