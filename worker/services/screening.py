@@ -90,7 +90,7 @@ class SenderScreen:
 
     async def screen(
         self,
-        message: ParsedMessage,
+        message: ParsedMessage | bytes,
         *,
         client_ip: str,
         mail_from: str,
@@ -98,6 +98,7 @@ class SenderScreen:
         recipient: AliasView,
         parties: OrderParties,
     ) -> Screened:
+        message = ParsedMessage.of(message)
         auth: Authentication | None = None
         if self._authenticator is not None:
             auth = await self._authenticator.authenticate(
