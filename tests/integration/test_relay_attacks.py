@@ -1,0 +1,233 @@
+"""The relay attacked from outside (issue 19), against the real relay, dnsmasq, Kafka and FerretDB.
+
+A hard alias keeps the customer's real address from whoever holds the alias. These tests are the
+attacker: one who guesses the customer's real address and watches the replies, one who sends our
+own forwards back, one who floods refusals. For a right and a wrong guess, every reply, whether
+and how the message is forwarded, and the time class of the answer must be the same.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.policy import default as default_policy
+from typing import Any
+
+import pytest
+
+from tests.conftest import Capture
+from tests.helpers import CODEC, read_topic
+from tests.integration.test_relay import FORGER, STORE, Relay, _mail
+from tests.integration.test_relay import relay as relay  # noqa: PLC0414 - the fixture, shared
+from tests.integration.test_relay import sender_dns as sender_dns  # noqa: PLC0414
+from tests.integration.test_relay_auth import _relay_with
+from tests.support.dns import LoopbackDns
+from tests.support.senders import SenderDomain, publish_all
+from worker.adapters import mongo
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.dialect import detect_dialect
+from worker.contracts.events import TimelineEvent, TimelineKind
+from worker.core.crypto import AddressCipher
+from worker.domain.aliases import Party, SystemClock
+from worker.domain.replies import LOOP_DETECTED, NOT_AUTHENTICATED, RATE_LIMITED
+
+pytestmark = pytest.mark.stack
+POLICIES = {
+    "reject": "v=DMARC1; p=reject",
+    "quarantine": "v=DMARC1; p=quarantine",
+    "none": "v=DMARC1; p=none",
+    "absent": None,
+}
+# Where the attacker writes: the customer's alias, the store's, a carrier's reverse alias.
+TARGETS = ("customer", "store", "reverse")
+
+
+def _subject() -> str:
+    return f"Attempt {uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Attempt:
+    reply: tuple[int, str]
+    forwarded: bool
+    shown_as: str  # the forward's From display name, "" when nothing was forwarded
+    seconds: float
+
+
+@dataclass
+class Order:
+    customer_real: str
+    aliases: dict[str, str]  # target -> alias
+
+
+async def _order(relay: Relay, db: mongo.Database, unique: Any, customer_domain: str) -> Order:
+    store = AliasStore(
+        db, AddressCipher(relay.settings.data_keys()), domain=relay.settings.domain,
+        ttl_days=60, clock=SystemClock(), dialect=await detect_dialect(db),
+    )  # fmt: skip
+    real = f"jane.roe@{customer_domain}"
+    order_id = unique("o-guess")
+    customer, shop = await store.order_pair(
+        order_id, "store-1", Party(real, "Jane Roe"), Party(STORE, "Shop Example")
+    )
+    carrier = await store.reverse_alias(order_id, Party("track@carrier.example.net", "Carrier"))
+    return Order(
+        real, {"customer": customer.address, "store": shop.address, "reverse": carrier.address}
+    )
+
+
+async def _attempt(relay: Relay, capture: Capture, guess: str, to: str, subject: str) -> Attempt:
+    """The forger (127.0.0.3) claims `guess` in MAIL FROM and From, writing to `to`."""
+    message = _mail(f"Jane Roe <{guess}>", to, subject)
+    started = time.perf_counter()
+    reply = await relay.send(message, sender=guess, to=to, source=FORGER)
+    seconds = time.perf_counter() - started
+    found = [m for m in capture.messages() if m["headers"].get("Subject") == subject]
+    shown = ""
+    if found:
+        forwarded = message_from_bytes(capture.raw(found[0]), policy=default_policy)
+        shown = str(forwarded["From"].addresses[0].display_name)
+    return Attempt(reply, bool(found), shown, seconds)
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+async def test_no_oracle_a_right_and_a_wrong_guess_get_the_same_replies_forwards_and_times(
+    relay: Relay, capture: Capture, db: mongo.Database, unique: Any, dns_server: LoopbackDns,
+    *, policy: str,
+) -> None:  # fmt: skip
+    domain = SenderDomain(f"{unique('guess')}.example", "127.0.0.1", POLICIES[policy])
+    publish_all(dns_server, domain)
+    order = await _order(relay, db, unique, domain.name)
+    wrong = f"john.doe@{domain.name}"
+    rows = []
+    for target in TARGETS:
+        to = order.aliases[target]
+        # Twice each, alternating: the first attempt of a session warms caches for both.
+        right = [await _attempt(relay, capture, order.customer_real, to, _subject()) for _ in "ab"]
+        guess = [await _attempt(relay, capture, wrong, to, _subject()) for _ in "ab"]
+        for a, b in zip(right, guess, strict=True):
+            assert a.reply == b.reply, (target, a, b)
+            assert (a.forwarded, a.shown_as) == (b.forwarded, b.shown_as), (target, a, b)
+            assert "Jane" not in a.shown_as and "Shop" not in a.shown_as
+        # The same time class: no DNS or database step done for one and not the other.
+        assert abs(right[1].seconds - guess[1].seconds) < 0.25, (right, guess)
+        rows.append((target, right[1], guess[1]))
+    print(f"\nDMARC {policy}: right guess | wrong guess")
+    for target, a, b in rows:
+        print(
+            f"  to {target:8} {a.reply[0]} {a.reply[1][:60]!r} fwd={a.forwarded} "
+            f"{a.shown_as!r} {a.seconds * 1000:.0f} ms | {b.reply[0]} fwd={b.forwarded} "
+            f"{b.shown_as!r} {b.seconds * 1000:.0f} ms"
+        )
+    expected = (550, NOT_AUTHENTICATED[4:])
+    assert rows[2][1].reply == expected  # nobody but the authenticated customer at a reverse alias
+    if policy in ("reject", "quarantine"):
+        assert all(row[1].reply == expected and not row[1].forwarded for row in rows)
+    else:
+        assert [row[1].forwarded for row in rows] == [True, True, False]
+        assert rows[0][1].shown_as == f"External sender ({domain.name})"
+
+
+async def test_rcpt_to_a_reverse_alias_answers_the_same_whatever_the_envelope(
+    relay: Relay, db: mongo.Database, unique: Any
+) -> None:
+    import aiosmtplib
+
+    order = await _order(relay, db, unique, "example.org")
+    replies = []
+    for sender in (order.customer_real, "john.doe@example.org"):
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, start_tls=False)
+        await client.connect(source_address=(FORGER, 0))
+        try:
+            await client.ehlo()
+            await client.mail(sender)
+            answer = await client.rcpt(order.aliases["reverse"])
+            replies.append((answer.code, answer.message))
+        finally:
+            await client.quit()
+    assert replies[0] == replies[1] == (250, "2.1.5 Recipient OK")
+
+
+async def test_refusals_count_against_the_alias_limit_so_guessing_is_slow(
+    relay: Relay, capture: Capture, db: mongo.Database, unique: Any
+) -> None:
+    async with _relay_with(relay, relay_rate_per_alias=3) as limited:
+        order = await _order(limited, db, unique, "example.org")
+        to = order.aliases["reverse"]
+        candidates = [f"candidate{i}@example.org" for i in range(5)] + [order.customer_real]
+        replies = [
+            (await _attempt(limited, capture, guess, to, _subject())).reply[0]
+            for guess in candidates
+        ]
+    # Three refusals, then 451 for every further guess, the right one included.
+    assert replies == [550, 550, 550, 451, 451, 451]
+    events = [
+        CODEC.decode(r.value, TimelineEvent)
+        for r in await read_topic(relay.settings, relay.settings.topic_timeline, want=4)
+    ]
+    reasons = [e.message.reason or "" for e in events if e.message]
+    assert [r.split(";")[0].split(" (")[0] for r in reasons] == [
+        "sender-not-authenticated", "sender-not-authenticated", "sender-not-authenticated",
+        "rate-limited",
+    ]  # fmt: skip
+    assert RATE_LIMITED.startswith("451 4.7.1")
+
+
+def _replayed_variants(forward: bytes, other_alias: str, own_alias: str) -> dict[str, bytes]:
+    head, _, body = forward.partition(b"\r\n\r\n")
+    to_other = re.sub(rb"(?m)^To: .*$", b"To: " + other_alias.encode(), head)
+    return {
+        "as sent": forward,
+        "to another alias": to_other + b"\r\n\r\n" + body,
+        "a header added": b"X-Extra: 1\r\n" + forward,
+        "signature removed": re.sub(rb"(?ms)^DKIM-Signature:.*?(?=^\S)", b"", head)
+        + b"\r\n\r\n"
+        + body,
+        "From re-encoded": re.sub(
+            rb"(?m)^From: .*$", b"From: =?utf-8?q?Shop?= <" + own_alias.encode() + b">", head
+        )
+        + b"\r\n\r\n"
+        + body,
+        "body changed": head + b"\r\n\r\nPay here: https://evil.example/\r\n",
+    }
+
+
+async def test_our_own_forward_sent_back_is_refused_in_every_variant_and_recorded(
+    relay: Relay, capture: Capture, db: mongo.Database, unique: Any
+) -> None:
+    """Our signature is no credential: whatever was changed, a forward of ours is a replay."""
+    from tests.integration.test_relay import SHOP
+
+    async with _relay_with(
+        relay, relay_rate_per_alias=0, relay_rate_per_ip=0, relay_rate_per_domain=0
+    ) as unlimited:
+        await _replays_refused(unlimited, capture, db, unique, SHOP)
+    events = [
+        CODEC.decode(r.value, TimelineEvent)
+        for r in await read_topic(relay.settings, relay.settings.topic_timeline, want=3)
+    ]
+    rejected = [e for e in events if e.kind is TimelineKind.MESSAGE_REJECTED]
+    assert rejected
+    assert all((e.message.reason or "").startswith("loop-or-replay") for e in rejected if e.message)
+
+
+async def _replays_refused(
+    relay: Relay, capture: Capture, db: mongo.Database, unique: Any, shop: SenderDomain
+) -> None:
+    order = await _order(relay, db, unique, "example.org")
+    store_mail = shop.sign(_mail(STORE, order.aliases["customer"], "Original").as_bytes())
+    assert (await relay.send(store_mail, sender=STORE, to=order.aliases["customer"]))[0] == 250
+    [entry] = [m for m in capture.messages() if m["headers"].get("Subject") == "Original"]
+    forward = capture.raw(entry)
+    other = await _order(relay, db, unique, "example.org")
+    variants = _replayed_variants(forward, other.aliases["store"], order.aliases["store"])
+    for name, raw in variants.items():
+        for to in (order.aliases["store"], order.aliases["customer"], other.aliases["customer"]):
+            code, text = await relay.send(raw, sender=STORE, to=to, source=FORGER)
+            assert (code, text) == (550, LOOP_DETECTED[4:]), name
+            code, text = await relay.send(raw, sender=entry["mailFrom"], to=to)
+            assert code == 550, name
+    assert [m["headers"].get("Subject") for m in capture.messages()] == ["Original"]
