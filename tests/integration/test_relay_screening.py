@@ -10,7 +10,7 @@ from tests.support.dns import LoopbackDns
 from tests.support.senders import SenderDomain, publish_all
 from tests.unit.test_relaying import CUSTOMER, PARTIES, STORE
 from worker.core.config import load_settings
-from worker.domain.replies import NOT_AUTHENTICATED, MARKETING_REFUSED, RATE_LIMITED
+from worker.domain.replies import MARKETING_REFUSED, NOT_AUTHENTICATED, RATE_LIMITED
 from worker.domain.routing import AliasView, OrderParties
 from worker.domain.screening import Accepted
 from worker.domain.sender_auth import Refused

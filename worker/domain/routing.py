@@ -13,7 +13,7 @@ from email.utils import parseaddr
 
 from worker.contracts.events import Direction, ParticipantRole
 from worker.domain.aliases import is_alias_domain
-from worker.domain.headers import decode_words
+from worker.domain.headers import decode_words, without_controls
 from worker.domain.replies import (
     ALIAS_EXPIRED,
     BOUNCE_NOT_RELAYED,
@@ -184,7 +184,7 @@ def _parse_from(header_from: str | None) -> tuple[str | None, str]:
 
 def safe_name(name: str | None) -> str | None:
     """A display name fit for a header; None when it is empty or would show an address."""
-    name = " ".join((name or "").split()).strip("\"'")
+    name = " ".join(without_controls(name or "").split()).strip("\"'").strip()
     return None if not name or "@" in name else name
 
 
