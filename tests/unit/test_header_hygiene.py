@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_relaying import CUSTOMER, DOMAIN, PARTIES, STORE
-from worker.domain.headers import ParsedMessage, decode_words, without_controls
+from worker.domain.headers import ParsedMessage, decode_words, decoded_or_none, without_controls
 from worker.domain.replies import MessageRejected
 from worker.domain.rewrite import rewrite_for_forward
 from worker.domain.routing import (
@@ -83,6 +83,9 @@ def test_a_subject_in_encoded_words_parses_back_to_exactly_what_was_meant(
     out, message = _forward(b"To: " + CUSTOMER.address.encode() + b"\r\nSubject: " + encoded)
     _header_lines_are_clean(out)
     subjects = message.get_all("Subject") or []  # type: ignore[attr-defined]
+    if decoded_or_none(encoded.decode("ascii")) is None:
+        assert subjects == []  # unreadable in its own charset: dropped, not passed on
+        return
     assert len(subjects) == 1
     want = _meant(text)
     for party in (CUSTOMER, STORE):  # real addresses masked, as everywhere
@@ -113,7 +116,7 @@ def test_display_names_in_an_address_list_parse_back_to_the_names_meant(
     masked = {CUSTOMER.real_address: CUSTOMER.address, STORE.real_address: STORE.address}
     # What the relay means: the decoded name without controls (`safe_name`: none at all when
     # it would show an address), the address masked.
-    want = [(safe_name(decode_words(n)) or "", masked.get(a, a)) for n, a in pairs]
+    want = [(safe_name(decoded_or_none(n)) or "", masked.get(a, a)) for n, a in pairs]
     assert [(" ".join(n.split()), a) for n, a in got] == want
     assert CUSTOMER.real_address not in out.decode("ascii", "replace")
 

@@ -33,13 +33,15 @@ from worker.contracts.events import (
     TimelineEvent,
     TimelineKind,
 )
+from worker.core.patterns import LinearMatch, LinearPattern
 from worker.domain.notifications import derived_event_id
 
 MAX_DIAGNOSTIC: Final = 300
 ADDRESS_MASK: Final = "<address>"
 REDACTED: Final = "<redacted>"
 # An address with its angle brackets, if any, so that `<jane@x>` becomes `<address>`.
-_ADDRESS: Final = re.compile(r"<?[^\s<>()\[\]\"',;:]+@[A-Za-z0-9.\-\[\]]*[A-Za-z0-9\]]>?")
+_ADDRESS: Final = LinearPattern(r"<?[^\s<>()\[\]\"',;:]+@[A-Za-z0-9.\-\[\]]*[A-Za-z0-9\]]>?")
+# Bounded quantifiers: at most 15 characters looked at from each position, so linear in `re`.
 _IPV4: Final = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
 _STATUS: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _DIAGNOSTIC_TYPE: Final = re.compile(r"^\s*[A-Za-z][\w.-]*\s*;\s*")
@@ -99,14 +101,29 @@ def classify(status: str, action: str = "failed") -> FailureType:
 
 def scrub(text: str, private: Iterable[str] = ()) -> str:
     """`text` on one line, cut short, without addresses, IP addresses or the recipient's address
-    parts (a domain with its hosts: `mx2.example.org` goes with `example.org`)."""
+    parts (a domain with its hosts: `mx2.example.org` goes with `example.org`).
+
+    Linear in the length of `text`, whatever it holds: every pattern is RE2's (`LinearPattern`).
+    """
     text = _IPV4.sub("<ip>", _ADDRESS.sub(ADDRESS_MASK, text))
     for term in sorted({t.strip().lower() for t in private if len(t.strip()) >= 3}, key=len)[::-1]:
-        hosts = r"(?:[A-Za-z0-9-]+\.)*" if "." in term and "@" not in term else ""
-        pattern = rf"(?<![\w.+-]){hosts}{re.escape(term)}(?![\w-])"
-        text = re.sub(pattern, REDACTED, text, flags=re.IGNORECASE)
+        text = _private_term(term).sub(_keep_edges, text)
+        # A match takes the character after it, which may be the one before the next
+        # occurrence: a second pass masks what the first one left ("jane jane").
+        text = _private_term(term).sub(_keep_edges, text)
     text = " ".join(text.split())
     return text if len(text) <= MAX_DIAGNOSTIC else text[: MAX_DIAGNOSTIC - 1] + "…"
+
+
+def _private_term(term: str) -> LinearPattern:
+    """`term` where it stands alone; a domain with its hosts. RE2 has no lookaround, so the
+    characters on either side are matched as groups and given back by `_keep_edges`."""
+    hosts = r"(?:[A-Za-z0-9-]+\.)*" if "." in term and "@" not in term else ""
+    return LinearPattern(rf"(^|[^\w.+-]){hosts}{re.escape(term)}($|[^\w-])", ignore_case=True)
+
+
+def _keep_edges(match: LinearMatch) -> str:
+    return (match.group(1) or "") + REDACTED + (match.group(2) or "")
 
 
 def private_terms(real_address: str) -> tuple[str, ...]:

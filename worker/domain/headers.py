@@ -11,7 +11,6 @@ field the relay strips, or smuggle a line into a log.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 from email.errors import MessageError
@@ -46,11 +45,23 @@ def without_controls(text: str) -> str:
 
 
 def decode_words(text: str) -> str:
-    """RFC 2047 encoded words decoded; the result never holds a control character."""
+    """RFC 2047 encoded words decoded; the result never holds a control character.
+
+    Unreadable encoded words stay as the sender wrote them (for reading a name or a subject);
+    `decoded_or_none` tells them apart, for what is written back into a forward.
+    """
+    decoded = decoded_or_none(text)
+    return without_controls(text) if decoded is None else decoded
+
+
+def decoded_or_none(text: str) -> str | None:
+    """`text` with its encoded words decoded and control characters removed; None when an
+    encoded word cannot be decoded (an unknown charset, bytes the charset has no reading of)."""
     if "=?" in text:
-        # Unreadable encoded words stay as the sender wrote them.
-        with contextlib.suppress(*_UNREADABLE):
+        try:
             text = str(make_header(decode_header(text)))
+        except _UNREADABLE:
+            return None
     return without_controls(text)
 
 

@@ -8,7 +8,7 @@ from email.header import Header
 from email.utils import formataddr, getaddresses
 from typing import Final
 
-from worker.domain.headers import Field, ParsedMessage, decode_words, without_controls
+from worker.domain.headers import Field, ParsedMessage, decoded_or_none, without_controls
 from worker.domain.routing import OrderParties, Route, safe_name
 from worker.domain.summary import sha256_hex
 
@@ -134,13 +134,16 @@ def _mask_addresses(text: str, masker: _Masker) -> bytes | None:
     if not pairs:
         # Unparseable but holding an address: drop the field rather than risk passing one on.
         return text.encode() if "@" not in text and text.isascii() else None
-    return b",\r\n ".join(_address(decode_words(name), address) for name, address in pairs)
+    # A name that cannot be decoded is left out; the address stays.
+    return b",\r\n ".join(_address(decoded_or_none(name), address) for name, address in pairs)
 
 
-def _unstructured(field: Field, masker: _Masker) -> bytes:
+def _unstructured(field: Field, masker: _Masker) -> bytes | None:
     # Decoded first, so an address hidden in an RFC 2047 encoded word is found too.
     text = field.text()
-    decoded = decode_words(text)
+    decoded = decoded_or_none(text)
+    if decoded is None:
+        return None  # an encoded word nobody can read: dropped, never passed on as it came
     masked = masker.text(decoded)
     if masked == text and all(line.isascii() for line in field.lines):
         return field.raw()  # plain ASCII, nothing to mask: keep the sender's folding
