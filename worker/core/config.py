@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     relay_rate_per_alias: int = Field(default=20, ge=0, le=1_000_000)
     relay_rate_per_domain: int = Field(default=500, ge=0, le=1_000_000)
     relay_rate_per_ip: int = Field(default=500, ge=0, le=1_000_000)
+    # Concurrent SMTP sessions, in total and per client IP: one sender cannot take every slot
+    # of the relay's loop; beyond either, a new connection gets 421 and is closed.
+    relay_max_sessions: int = Field(default=500, ge=1, le=100_000)
+    relay_max_sessions_per_ip: int = Field(default=20, ge=1, le=100_000)
 
     # DNS for sender authentication: comma-separated host:port, unset for the system's resolvers.
     dns_resolvers: str | None = None

@@ -37,6 +37,8 @@ from worker.core.patterns import LinearMatch, LinearPattern
 from worker.domain.notifications import derived_event_id
 
 MAX_DIAGNOSTIC: Final = 300
+# How much of a diagnostic is read at all: ample for MAX_DIAGNOSTIC characters once masked.
+_SCRUBBED_PREFIX: Final = 16 * 1024
 ADDRESS_MASK: Final = "<address>"
 REDACTED: Final = "<redacted>"
 # An address with its angle brackets, if any, so that `<jane@x>` becomes `<address>`.
@@ -103,8 +105,14 @@ def scrub(text: str, private: Iterable[str] = ()) -> str:
     """`text` on one line, cut short, without addresses, IP addresses or the recipient's address
     parts (a domain with its hosts: `mx2.example.org` goes with `example.org`).
 
-    Linear in the length of `text`, whatever it holds: every pattern is RE2's (`LinearPattern`).
+    Bounded whatever `text` holds: only its start is read (what is kept is shorter still), cut
+    before the word the cut goes through, and the address pattern is RE2's (`LinearPattern`).
     """
+    if len(text) > _SCRUBBED_PREFIX:
+        cut = text[:_SCRUBBED_PREFIX]
+        if not text[_SCRUBBED_PREFIX].isspace():
+            cut = cut[: len(cut.rstrip()) - len(cut.split()[-1])] if cut.split() else ""
+        text = cut
     text = _IPV4.sub("<ip>", _ADDRESS.sub(ADDRESS_MASK, text))
     for term in sorted({t.strip().lower() for t in private if len(t.strip()) >= 3}, key=len)[::-1]:
         text = _private_term(term).sub(_keep_edges, text)
