@@ -124,7 +124,7 @@ async def test_a_second_session_is_answered_while_a_hostile_dsn_and_dkim_key_are
 
     dsn_task = asyncio.create_task(hostile_dsn())
     dkim_task = asyncio.create_task(hostile_dkim())
-    busy = []
+    busy: list[tuple[float, float]] = []
     while not (dsn_task.done() and dkim_task.done()) or not busy:
         busy.append(await _timed_session(relay, f"busy {len(busy)}"))
     (dsn_reply, dsn_s), (dkim_reply, dkim_s) = await dsn_task, await dkim_task

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from worker.adapters.dkim_bounds import KeyRefused, usable_key
+from worker.adapters.dns import DnsUnavailable
 from worker.adapters.mail_auth import MAX_DKIM_SIGNATURES, _verify_all
 from worker.domain.sender_auth import Result
 
@@ -66,7 +67,9 @@ def test_an_8192_bit_key_with_an_exponent_as_large_is_a_permerror_at_once() -> N
     signed = _signed(private, b"s2", signed)
     signed = _signed(private, b"s3", signed)
     signatures = [("signer.test", s) for s in ("s3", "s2", "s1")]
-    keys = {f"{s}._domainkey.signer.test": hostile for _, s in signatures}
+    keys: dict[str, bytes | DnsUnavailable | None] = {
+        f"{s}._domainkey.signer.test": hostile for _, s in signatures
+    }
     started = time.perf_counter()
     results = _verify_all(signed, signatures, keys)
     assert time.perf_counter() - started < 0.2  # pure-Python RSA took seconds here
@@ -92,7 +95,7 @@ def test_keys_within_the_bounds_are_usable() -> None:
 def test_rsa_sha1_signatures_are_a_permerror() -> None:
     private, record = _real_key(1024)
     signed = _signed(private).replace(b"a=rsa-sha256", b"a=rsa-sha1")
-    keys = {"s1._domainkey.signer.test": record}
+    keys: dict[str, bytes | DnsUnavailable | None] = {"s1._domainkey.signer.test": record}
     assert _verify_all(signed, [("signer.test", "s1")], keys) == [Result.PERMERROR]
 
 

@@ -48,7 +48,7 @@ def rewrite_for_forward(
     domain: str,
     authentication_results: str | None = None,
 ) -> bytes:
-    """The message as the recipient gets it: participants masked, body bytes untouched.
+    """The message as the recipient gets it: participants masked in headers and body.
 
     `authentication_results`: the value of this relay's Authentication-Results, written on top.
     Every received one is dropped (`_DROPPED`), forged ones that claim our authserv-id included,
@@ -57,7 +57,7 @@ def rewrite_for_forward(
     """
     parsed = ParsedMessage.of(message)
     fields, body, raw = parsed.fields, parsed.body, parsed.raw
-    masker = _Masker(parties, route)
+    masker = Masker(parties, route)
     out = [
         b"From: " + _address(route.sender_name, route.sender_alias),
         b"Reply-To: " + _address(None, route.sender_alias),
@@ -75,15 +75,16 @@ def rewrite_for_forward(
             out.append(kept)
     if not any(f.key == "message-id" and f.text() for f in fields):
         out.append(f"Message-ID: <ct-relay-{sha256_hex(raw)[:32]}@{domain}>".encode())
-    # A last pass over every field kept, whatever its kind: a real address never goes out.
-    return masker.raw(b"\r\n".join(out)) + b"\r\n\r\n" + body
+    # A last pass over every field kept, whatever its kind: a real address never goes out; and
+    # over the body (text and HTML parts, quoted replies, attached messages' headers).
+    return masker.raw(b"\r\n".join(out)) + b"\r\n\r\n" + masker.body(body)
 
 
 # What the standard library's header functions raise on values they cannot read or write.
 _UNREADABLE: Final = (MessageError, LookupError, UnicodeError, ValueError, TypeError, IndexError)
 
 
-def _rewritten(field: Field, masker: _Masker) -> bytes | None:
+def _rewritten(field: Field, masker: Masker) -> bytes | None:
     """The field as forwarded, or None to drop it."""
     if field.key in _ADDRESS_FIELDS:
         value = _mask_addresses(field.text(), masker)
@@ -93,8 +94,12 @@ def _rewritten(field: Field, masker: _Masker) -> bytes | None:
     return _unstructured(field, masker)
 
 
-class _Masker:
+class Masker:
     """Replaces the participants' real addresses with their aliases, in text or in raw bytes."""
+
+    @classmethod
+    def of(cls, parties: OrderParties, route: Route) -> Masker:
+        return cls(parties, route)
 
     def __init__(self, parties: OrderParties, route: Route) -> None:
         # The sender's own address first: whatever address an unauthenticated sender claims,
@@ -118,6 +123,16 @@ class _Masker:
     def raw(self, value: bytes) -> bytes:
         return self._bytes.sub(lambda m: self.alias_for(m.group(1).decode()).encode(), value)
 
+    def body(self, body: bytes) -> bytes:
+        """The body with real addresses replaced where they are written as text (7bit, 8bit,
+        quoted-printable, HTML); a megabyte without one costs one case-folded copy and a
+        substring search per participant, the pattern runs only where one appears. Addresses
+        inside base64 parts stay encoded (`summarize` masks what it shows of them)."""
+        lowered = body.lower()
+        if not any(real.encode() in lowered for real in self._aliases if real):
+            return body
+        return self.raw(body)
+
 
 def _address(name: str | None, address: str) -> bytes:
     # formataddr RFC 2047-encodes a non-ASCII name; a name's control characters never reach it.
@@ -125,7 +140,7 @@ def _address(name: str | None, address: str) -> bytes:
     return formataddr((shown or "", without_controls(address)), charset="utf-8").encode()
 
 
-def _mask_addresses(text: str, masker: _Masker) -> bytes | None:
+def _mask_addresses(text: str, masker: Masker) -> bytes | None:
     if len(text) > _MAX_ADDRESS_LIST:
         return None
     pairs = [(n, masker.alias_for(a)) for n, a in getaddresses([text]) if "@" in a]
@@ -138,7 +153,7 @@ def _mask_addresses(text: str, masker: _Masker) -> bytes | None:
     return b",\r\n ".join(_address(decoded_or_none(name), address) for name, address in pairs)
 
 
-def _unstructured(field: Field, masker: _Masker) -> bytes | None:
+def _unstructured(field: Field, masker: Masker) -> bytes | None:
     # Decoded first, so an address hidden in an RFC 2047 encoded word is found too.
     text = field.text()
     decoded = decoded_or_none(text)

@@ -55,7 +55,7 @@ from worker.domain.replies import (
     UPSTREAM_UNAVAILABLE,
     MessageRejected,
 )
-from worker.domain.rewrite import rewrite_for_forward
+from worker.domain.rewrite import Masker, rewrite_for_forward
 from worker.domain.routing import (
     AliasView,
     NeedsReverseAlias,
@@ -454,4 +454,4 @@ def _rewrite_and_summarize(
     forwarded = rewrite_for_forward(
         raw, route, parties, domain=domain, authentication_results=authentication_results
     )
-    return forwarded, summarize(forwarded)
+    return forwarded, summarize(forwarded, mask=Masker.of(parties, route).text)
