@@ -231,3 +231,86 @@ async def _replays_refused(
             code, text = await relay.send(raw, sender=entry["mailFrom"], to=to)
             assert code == 550, name
     assert [m["headers"].get("Subject") for m in capture.messages()] == ["Original"]
+
+
+INJECTIONS = {
+    "subject hides CRLF and a Bcc": b"Subject: =?utf-8?q?Hi=0D=0ABcc:_victim@elsewhere.example?=",
+    "subject hides a blank line": b"Subject: =?utf-8?b?SGkNCg0KQm9keQ==?=",
+    "sender name hides CRLF": (
+        b"From: =?utf-8?q?Shop=0D=0ASender:_x@y.example?= <orders@shop.example.com>"
+    ),
+    "unknown charset": b"Subject: =?x-no-such-charset?q?hello?=",
+    "broken base64": b"Subject: =?utf-8?b?!!!?=",
+    "NUL and ESC raw": b"Subject: a\x00b\x1b[31mc",
+    "Bcc in capitals, space before colon": b"BCC : victim@elsewhere.example",
+    "lone CR": b"Subject: one\rBcc: victim@elsewhere.example",
+}
+
+
+@pytest.mark.parametrize("header", list(INJECTIONS.values()), ids=list(INJECTIONS))
+async def test_header_injection_never_adds_a_field_nor_gets_451(
+    relay: Relay, capture: Capture, header: bytes
+) -> None:
+    to = relay.order.customer_alias
+    marker = uuid.uuid4().hex
+    head = [b"To: " + to.encode(), b"Message-ID: <" + marker.encode() + b"@shop.example.com>"]
+    if not header.startswith(b"From:"):
+        head.insert(0, b"From: Shop <" + STORE.encode() + b">")
+    raw = b"\r\n".join([*head, header]) + b"\r\n\r\nbody " + marker.encode() + b"\r\n"
+    # Unsigned: the store's SPF pass (127.0.0.1) authenticates it, and dkimpy would refuse to
+    # sign some of these headers.
+    code, text = await relay.send(raw, sender=STORE, to=to)
+    assert code in (250, 550), (code, text)  # never a 451 the sender would retry forever
+    if code == 550:
+        assert text.startswith("5.6.0")
+        return
+    [entry] = [m for m in capture.messages() if marker.encode() in capture.raw(m)]
+    forwarded = message_from_bytes(capture.raw(entry), policy=default_policy)
+    for stripped in ("Bcc", "Sender"):
+        assert forwarded.get_all(stripped) is None
+    assert len(forwarded.get_all("Subject") or []) <= 1
+    head_bytes = capture.raw(entry).split(b"\r\n\r\n", 1)[0]
+    # Whatever text was hidden stays text inside its own field: no line starts a new field.
+    fields = [line.split(b":", 1)[0].strip().lower() for line in head_bytes.split(b"\r\n")]
+    assert b"bcc" not in fields and b"sender" not in fields
+    assert not any(b < 0x20 and b not in (0x09, 0x0A, 0x0D) for b in head_bytes)
+    assert forwarded.get_body(("plain",)) is not None
+
+
+async def test_a_reused_message_id_is_kept_and_shown_twice_and_a_redelivery_once(
+    relay: Relay, capture: Capture
+) -> None:
+    to = relay.order.customer_alias
+    reused = f"<{uuid.uuid4().hex}@shop.example.com>"
+    first = _mail(STORE, to, "First", "the first text", Message_ID=reused)
+    second = _mail(STORE, to, "Second", "another text", Message_ID=reused)
+    for message in (first, second, first):  # the third is a redelivery of the first
+        assert (await relay.send(message, sender=STORE, to=to))[0] == 250
+    events = [
+        CODEC.decode(r.value, TimelineEvent)
+        for r in await read_topic(relay.settings, relay.settings.topic_timeline, want=3)
+    ]
+    forwards = [e for e in events if e.kind is TimelineKind.MESSAGE_FORWARDED]
+    assert len(forwards) == 3
+    assert len({e.event_id for e in forwards}) == 2  # the redelivery is the same entry
+    assert {e.message.subject for e in forwards if e.message} == {"First", "Second"}
+
+
+async def test_a_real_address_in_a_body_reaches_nobody(relay: Relay, capture: Capture) -> None:
+    from tests.integration.test_relay import CUSTOMER as CUSTOMER_REAL
+
+    to = relay.order.store_alias
+    body = f"Hi, I am {CUSTOMER_REAL}.\n\n> On Monday <{CUSTOMER_REAL}> wrote:\n> hello"
+    message = _mail(CUSTOMER_REAL, to, "About my order", body)
+    message.add_alternative(
+        f"<p>Mail me: <a href='mailto:{CUSTOMER_REAL}'>me</a></p>", subtype="html"
+    )
+    assert (await relay.send(message, sender=CUSTOMER_REAL, to=to))[0] == 250
+    [entry] = [m for m in capture.messages() if m["headers"].get("Subject") == "About my order"]
+    assert CUSTOMER_REAL.encode() not in capture.raw(entry).lower()
+    [event] = [
+        CODEC.decode(r.value, TimelineEvent)
+        for r in await read_topic(relay.settings, relay.settings.topic_timeline, want=1)
+    ]
+    assert event.message is not None and CUSTOMER_REAL not in event.message.first_words
+    assert relay.order.customer_alias in event.message.first_words
