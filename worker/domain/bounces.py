@@ -15,7 +15,7 @@ known address parts, replaced before it leaves this module.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
@@ -61,6 +61,13 @@ class Bounce:
     status: str
     action: str
     diagnostic: str
+    # The report names, as the recipient that failed, the address the message was sent to (as
+    # `read_report`'s `is_recipient` judged it). Only such a hard bounce suppresses anyone:
+    # whoever sees a return path can post a report, but cannot know the address behind it.
+    names_recipient: bool = False
+
+
+RecipientCheck = Callable[[str], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +147,21 @@ def private_terms(real_address: str) -> tuple[str, ...]:
     return tuple(t for t in (real_address, local, domain) if t)
 
 
-def read_report(raw: bytes, *, private: Sequence[str] = ()) -> Report | None:
-    """The bounce or complaint `raw` carries; None when it is neither (never raises)."""
+def read_report(
+    raw: bytes, *, private: Sequence[str] = (), is_recipient: RecipientCheck | None = None
+) -> Report | None:
+    """The bounce or complaint `raw` carries; None when it is neither (never raises).
+
+    `is_recipient(address)`: whether an address the report names is the one the message went
+    to (the caller compares keyed hashes; no address leaves this module).
+    """
+    check = is_recipient or (lambda _address: False)
     try:
         message = BytesParser(policy=compat32).parsebytes(raw)
         return (
             _feedback_report(message, private)
-            or _delivery_status(message, private)
-            or _non_standard(message, private)
+            or _delivery_status(message, private, check)
+            or _non_standard(message, private, check)
         )
     except Exception:  # noqa: BLE001 - the stdlib parser and the detectors raise many types
         return None
@@ -186,7 +200,15 @@ def _feedback_report(message: Message, private: Sequence[str]) -> Complaint | No
     )
 
 
-def _delivery_status(message: Message, private: Sequence[str]) -> Bounce | None:
+def _named(field: str | None) -> str:
+    """The address of a `Final-Recipient: rfc822; <addr>` field, lower-cased."""
+    value = (field or "")[:1024].rpartition(";")[2]
+    return value.strip().strip("<>").strip().lower()
+
+
+def _delivery_status(
+    message: Message, private: Sequence[str], is_recipient: RecipientCheck
+) -> Bounce | None:
     report = _report_part(message, "delivery-status")
     if report is None:
         return None
@@ -206,16 +228,20 @@ def _delivery_status(message: Message, private: Sequence[str]) -> Bounce | None:
     diagnostic = _DIAGNOSTIC_TYPE.sub("", _unfold(block.get("Diagnostic-Code") or ""))
     status = _status(block.get("Status") or "") or _status(diagnostic)
     status = status or ("4.0.0" if action == "delayed" else "5.0.0")
+    named = [_named(block.get(f)) for f in ("Final-Recipient", "Original-Recipient")]
     return Bounce(
         source=ReportSource.DSN,
         failure_type=classify(status, action),
         status=status,
         action=action,
         diagnostic=scrub(diagnostic, private),
+        names_recipient=any(address and is_recipient(address) for address in named),
     )
 
 
-def _non_standard(message: Message, private: Sequence[str]) -> Bounce | None:
+def _non_standard(
+    message: Message, private: Sequence[str], is_recipient: RecipientCheck
+) -> Bounce | None:
     temporary, permanent = all_failures(message)
     if not temporary and not permanent:
         return None
@@ -230,6 +256,9 @@ def _non_standard(message: Message, private: Sequence[str]) -> Bounce | None:
         status=status,
         action=action,
         diagnostic=scrub(explanation, private),
+        names_recipient=any(
+            is_recipient(a.decode("ascii", "replace").strip().lower()) for a in failed
+        ),
     )
 
 

@@ -9,7 +9,9 @@ to a customer also suppresses that customer's address for the order (see adapter
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import structlog
 
@@ -19,6 +21,7 @@ from worker.adapters.messages import MessageStore
 from worker.contracts.events import FailureType, ParticipantRole, TimelineEvent
 from worker.core import metrics
 from worker.core.offload import off_loop_if_large
+from worker.domain.abuse import OverLimit, RateKeys, RateLimit, SlidingWindowLimiter
 from worker.domain.aliases import Clock
 from worker.domain.bounces import (
     Bounce,
@@ -27,11 +30,22 @@ from worker.domain.bounces import (
     private_terms,
     read_report,
 )
-from worker.domain.replies import RECIPIENT_OK, REPORT_RECEIVED, TEMPORARY_FAILURE, UNKNOWN_ALIAS
+from worker.domain.replies import (
+    RATE_LIMITED,
+    RECIPIENT_OK,
+    REPORT_RECEIVED,
+    TEMPORARY_FAILURE,
+    UNKNOWN_ALIAS,
+)
 from worker.domain.verp import BounceAddresses, BounceRef
 from worker.services.outbound import Outbound
 
 log = structlog.get_logger(__name__)
+# Reports per hour: one return path names one message, which a server reports a few times at
+# most (delayed, then failed); one client IP may be a large provider's MX reporting for many.
+REPORTS_PER_RETURN_PATH: Final = 5
+REPORTS_PER_IP: Final = 500
+REPORT_WINDOW_S: Final = 3600.0
 Publish = Callable[[TimelineEvent], Awaitable[None]]
 
 
@@ -45,6 +59,7 @@ class BounceIntake:
         outbound: Outbound,
         publish: Publish,
         clock: Clock,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._addresses = addresses
         self._messages = messages
@@ -52,6 +67,13 @@ class BounceIntake:
         self._outbound = outbound
         self._publish = publish
         self._clock = clock
+        self._limiter = SlidingWindowLimiter(
+            [
+                RateLimit("alias", REPORTS_PER_RETURN_PATH, 3600.0),
+                RateLimit("ip", REPORTS_PER_IP, 3600.0),
+            ]
+        )
+        self._now = monotonic
 
     def handles(self, recipient: str) -> bool:
         """Whether `recipient` is for us to answer (it has the form of a VERP address)."""
@@ -66,12 +88,19 @@ class BounceIntake:
                 return TEMPORARY_FAILURE
             raise
 
-    async def receive(self, raw: bytes, recipient: str) -> str:
+    async def receive(self, raw: bytes, recipient: str, *, client_ip: str = "") -> str:
         """DATA for one VERP recipient: record the report it carries; returns the SMTP reply.
 
         Transient failures (MongoDB, or Kafka through `publish`) propagate as `publish` raises
-        them or answer 451, so that the reporting server keeps the report and retries.
+        them or answer 451, so that the reporting server keeps the report and retries. Reports
+        are limited per return path and per client IP (`REPORT_LIMITS`): a genuine mail server
+        sends one or two per message, a flood gets 451 and records nothing.
         """
+        over = self._limiter.admit(RateKeys(recipient, ip=client_ip or None), now=self._now())
+        if isinstance(over, OverLimit):
+            metrics.BOUNCES_RECEIVED.labels(outcome="rate_limited").inc()
+            log.info("report_rate_limited", scope=over.scope)
+            return RATE_LIMITED
         try:
             sent = await self._sent_message(recipient)
             if sent is None:  # expired between RCPT and DATA
@@ -79,9 +108,15 @@ class BounceIntake:
             structlog.contextvars.bind_contextvars(order_id=sent.order_id)
             recipient_alias = await self._aliases.lookup(sent.message.to.alias)
             real = recipient_alias.real_address if recipient_alias else ""
+            sent_to = self._aliases.address_hash(real) if real else None
+
+            def is_recipient(address: str) -> bool:
+                return sent_to is not None and self._aliases.address_hash(address) == sent_to
+
             report = await off_loop_if_large(
-                len(raw), read_report, raw, private=private_terms(real) if real else ()
-            )
+                len(raw), read_report, raw, private=private_terms(real) if real else (),
+                is_recipient=is_recipient,
+            )  # fmt: skip
             if report is None:
                 # An auto-reply to the return path, say: nothing to record, nothing to bounce.
                 metrics.BOUNCES_RECEIVED.labels(outcome="not_a_report").inc()
@@ -115,9 +150,12 @@ class BounceIntake:
 
     @staticmethod
     def _suppresses(bounce: Bounce, sent: SentMessage) -> bool:
-        """A hard bounce of mail to a customer: their address does not work."""
+        """A hard bounce of mail to a customer that names the address it was sent to (keyed
+        hashes compared): that address does not work. A report that names another address, or
+        none, is recorded but suppresses nobody: anyone who sees a return path can post one."""
         return (
             bounce.failure_type is FailureType.HARD_BOUNCE
+            and bounce.names_recipient
             and sent.message.to.role is ParticipantRole.CUSTOMER
         )
 

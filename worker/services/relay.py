@@ -176,7 +176,7 @@ class RelayHandler:
             # One route per transaction (RCPT saw to it), so this is one forward in practice.
             for address in dict.fromkeys(envelope.rcpt_tos):
                 if self._bounces.handles(address):
-                    outcome = await self._bounces.receive(raw, address)
+                    outcome = await self._bounces.receive(raw, address, client_ip=sender.client_ip)
                     break
                 # Split once: screening, routing and the rewrite read this one value.
                 if message is None:
