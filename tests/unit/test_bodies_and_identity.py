@@ -78,3 +78,21 @@ def test_two_messages_under_one_message_id_are_two_entries_and_a_redelivery_is_o
 
 def _now() -> datetime:
     return datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_rejections_listed_per_order_and_hour_are_bounded_and_repeats_pass() -> None:
+    from datetime import timedelta
+
+    from worker.domain.relay_events import RejectionBudget, rejected
+
+    budget = RejectionBudget(per_order=3)
+    at = _now()
+
+    def refusal(sender: str, when: datetime = at) -> bool:
+        event = rejected(CUSTOMER, None, sender_key=sender, reason="sender-not-authenticated",
+                         at=when)  # fmt: skip
+        return budget.admit(event, now=when)
+
+    assert [refusal(f"guess-{i}") for i in range(6)] == [True, True, True, False, False, False]
+    assert refusal("guess-0")  # the same entry again adds nothing: let through
+    assert refusal("guess-9", at + timedelta(hours=1))  # a new window

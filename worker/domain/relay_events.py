@@ -7,6 +7,7 @@ same id and the projector keeps one entry.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -25,6 +26,40 @@ _EVENT_NAMESPACE: Final = uuid.UUID("5d0c6a4e-2b1f-5c8e-9a43-7f1e0c2d9b61")
 # Refusals of one sender at one alias for one reason count once per window: senders retry, and
 # the conversation should show that mail was refused, not every attempt.
 REJECTION_WINDOW: Final = timedelta(hours=1)
+
+
+# MESSAGE_REJECTED entries listed per order per window (the relay process's count).
+REJECTIONS_LISTED_PER_ORDER: Final = 5
+
+
+class RejectionBudget:
+    """At most `per_order` distinct MESSAGE_REJECTED per order per REJECTION_WINDOW.
+
+    A repeat of an event already listed (same id: same cause in the same window) is always let
+    through, since it adds nothing. Memory is bounded: windows of orders seen least recently are
+    forgotten first. Pure: it is given the time.
+    """
+
+    def __init__(
+        self, per_order: int = REJECTIONS_LISTED_PER_ORDER, *, max_orders: int = 100_000
+    ) -> None:
+        self._per_order = per_order
+        self._max_orders = max_orders
+        self._listed: OrderedDict[tuple[str, int], set[str]] = OrderedDict()
+
+    def admit(self, event: TimelineEvent, *, now: datetime) -> bool:
+        window = int(now.timestamp() // REJECTION_WINDOW.total_seconds())
+        key = (event.order_id, window)
+        listed = self._listed.setdefault(key, set())
+        self._listed.move_to_end(key)
+        if len(self._listed) > self._max_orders:
+            self._listed.popitem(last=False)
+        if event.event_id in listed:
+            return True
+        if len(listed) >= self._per_order:
+            return False
+        listed.add(event.event_id)
+        return True
 
 
 def message_key(raw: bytes, message_id: str | None, *, context: str = "") -> str:

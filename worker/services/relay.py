@@ -133,6 +133,7 @@ class RelayHandler:
         self._topic = timeline_topic
         self._domain = domain
         self._clock = clock
+        self._rejections = relay_events.RejectionBudget()
         self._in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -374,6 +375,12 @@ class RelayHandler:
             reason=reason,
             at=self._clock.now(),
         )
+        if not self._rejections.admit(event, now=self._clock.now()):
+            # The order already shows this hour's refusals: the rest are counted, not listed,
+            # so that senders cycling through addresses cannot grow a timeline without bound.
+            metrics.MESSAGES_REJECTED.labels(reason="not_listed").inc()
+            log.info("rejection_not_listed", order_id=recipient.alias.order_id)
+            return
         try:
             await self._publish(event)
         except Transient:
