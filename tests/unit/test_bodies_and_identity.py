@@ -96,3 +96,13 @@ def test_rejections_listed_per_order_and_hour_are_bounded_and_repeats_pass() -> 
     assert [refusal(f"guess-{i}") for i in range(6)] == [True, True, True, False, False, False]
     assert refusal("guess-0")  # the same entry again adds nothing: let through
     assert refusal("guess-9", at + timedelta(hours=1))  # a new window
+
+
+def test_a_participant_writing_to_its_own_alias_is_refused_so_masking_is_no_oracle() -> None:
+    from worker.domain.replies import LOOP_DETECTED
+    from worker.domain.routing import Refusal
+
+    decision = decide_route(
+        STORE, PARTIES, STORE.real_address, f"<{STORE.real_address}>", None, domain=DOMAIN
+    )
+    assert decision == Refusal.of(LOOP_DETECTED)

@@ -83,7 +83,7 @@ class Refusal:
         return cls(int(reply[:3]), reply)
 
 
-def decide_route(
+def decide_route(  # noqa: PLR0911 - one return per rule, in the order they apply
     recipient: AliasView,
     parties: OrderParties,
     envelope_from: str,
@@ -129,6 +129,10 @@ def decide_route(
             return NeedsReverseAlias(address, name)
         if (sender.real_address, sender.order_id) != (address, recipient.order_id):
             raise ValueError("the reverse alias is not this sender's in this order")
+    if sender.address == recipient.address:
+        # Writing to one's own alias has no use, and the masked copy coming back would tell
+        # the sender whether an address it wrote in the body is a participant's real one.
+        return Refusal.of(LOOP_DETECTED)
     return _route(recipient, sender, name, parties)
 
 
