@@ -101,7 +101,9 @@ def _mail(
 async def relay(
     topics: Settings, with_capture: Settings, db: mongo.Database, unique: Any, sender_dns: Any
 ) -> AsyncIterator[Relay]:
-    settings = with_capture.model_copy(update={"relay_port": 0})
+    # Every test sender shares 127.0.0.1: the per-IP session cap is a test of its own
+    # (test_relay_bounded.py), not a limit on the 200 concurrent sessions below.
+    settings = with_capture.model_copy(update={"relay_port": 0, "relay_max_sessions_per_ip": 500})
     await mongo.ensure_indexes(db)
     aliases = AliasStore(
         db,

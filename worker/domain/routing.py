@@ -109,9 +109,7 @@ def decide_route(  # noqa: PLR0911 - one return per rule, in the order they appl
         # A null reverse path marks a bounce, and bounces quote the failed message together with
         # its recipient's real address: relaying one would unmask that participant.
         return Refusal.of(ALIAS_EXPIRED if recipient.expired else BOUNCE_NOT_RELAYED)
-    # Nothing from outside writes as our own domain: a forward of ours sent back (to this order
-    # or another), whatever was changed in it, is a replay, and our signature is no credential.
-    if signed_by_us or is_alias_domain(from_address, domain) or is_alias_domain(envelope, domain):
+    if signed_by_us or is_our_own(envelope, header_from, domain=domain):
         return Refusal.of(LOOP_DETECTED)
     if recipient.role is ParticipantRole.EXTERNAL:
         # Both are forgeable; requiring both at least stops a stranger who sets only one of them.
@@ -134,6 +132,16 @@ def decide_route(  # noqa: PLR0911 - one return per rule, in the order they appl
         # the sender whether an address it wrote in the body is a participant's real one.
         return Refusal.of(LOOP_DETECTED)
     return _route(recipient, sender, name, parties)
+
+
+def is_our_own(envelope_from: str, header_from: str | None, *, domain: str) -> bool:
+    """Whether the envelope or From is under our own domain. Nothing from outside writes as our
+    domain: a forward of ours sent back (to this order or another), whatever was changed in it,
+    is a replay, and our signature is no credential. Decided before authentication, so that the
+    answer never depends on how our domain's DMARC judged the altered copy."""
+    _, from_address = _parse_from(header_from)
+    envelope = envelope_from.strip().strip("<>").lower()
+    return is_alias_domain(from_address, domain) or is_alias_domain(envelope, domain)
 
 
 def _route(

@@ -63,6 +63,7 @@ from worker.domain.routing import (
     Refusal,
     Route,
     decide_route,
+    is_our_own,
     signed_by,
 )
 from worker.domain.sender_auth import Refused
@@ -259,12 +260,19 @@ class RelayHandler:
         parties = await self._parties(record.order_id)
         return Recipient(self._view(record), parties, record.expires_at)
 
-    async def _forward(
+    async def _forward(  # noqa: PLR0911 - one return per way a forward ends, in their order
         self, message: ParsedMessage, sender: _Sender, recipient: Recipient
     ) -> str | None:
         """Forward to one recipient; None when done, else the SMTP reply that refuses it."""
         target, parties, mail_from = recipient.alias, recipient.parties, sender.mail_from
         structlog.contextvars.bind_contextvars(order_id=target.order_id)
+        signed_by_us = signed_by(message.headers("DKIM-Signature"), self._domain)
+        header_from = message.header("From")
+        if mail_from and (signed_by_us or is_our_own(mail_from, header_from, domain=self._domain)):
+            # One of our forwards coming back, however altered: refused before authentication.
+            metrics.MESSAGES_REJECTED.labels(reason="loop_or_replay").inc()
+            await self._record_rejection(recipient, mail_from, "loop-or-replay", participant=False)
+            return LOOP_DETECTED
         screened = await self._screen.screen(
             message, client_ip=sender.client_ip, mail_from=mail_from, helo=sender.helo,
             recipient=target, parties=parties,
@@ -273,8 +281,6 @@ class RelayHandler:
             return await self._refuse(recipient, mail_from, screened, screened.outcome)
         accepted = screened.outcome
         structlog.contextvars.bind_contextvars(authentication=accepted.verdicts)
-        header_from = message.header("From")
-        signed_by_us = signed_by(message.headers("DKIM-Signature"), self._domain)
 
         def route(
             reverse: AliasView | None,
