@@ -295,6 +295,7 @@ async def test_an_order_past_its_size_budget_moves_old_entries_out_and_still_sho
         await repo.project({order: events[start : start + 10]})
         doc = await db["orders"].find_one({"_id": order})
         assert doc is not None and len(bson.encode(doc)) < budget + 2000
+    assert doc is not None
     assert doc["status"] == OrderStatus.HANDLING.value  # its entry moved out, the status stays
     assert doc["overflowCount"] > 0 and doc["entryCount"] == 61
     shown = await read_timeline(db, order)
