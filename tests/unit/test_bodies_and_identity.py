@@ -45,6 +45,30 @@ def test_real_addresses_in_text_html_quotes_and_attached_messages_are_masked() -
     assert parsed.get_body(("plain",)) is not None  # the MIME structure survives
 
 
+def test_a_base64_text_part_is_decoded_masked_and_encoded_again() -> None:
+    message = EmailMessage()
+    message["From"] = STORE.real_address
+    message["To"] = CUSTOMER.address
+    message["Subject"] = "b64"
+    message.set_content(f"contato: {REAL}, obrigado", cte="base64")
+    message.add_attachment(b"%PDF-1.4 " + REAL.encode(), maintype="application", subtype="pdf")
+    out = rewrite_for_forward(message.as_bytes(), _route(), PARTIES, domain=DOMAIN)
+    parsed = BytesParser(policy=policy.default).parsebytes(out)
+    body = parsed.get_body(("plain",))
+    assert body is not None and CUSTOMER.address in body.get_content()
+    assert REAL not in body.get_content()
+    # An attachment that is not text is passed on as it came.
+    [attachment] = list(parsed.iter_attachments())
+    assert attachment.get_content() == b"%PDF-1.4 " + REAL.encode()
+    single = EmailMessage()
+    single["Subject"] = "one part"
+    single.set_content(f"sou {REAL}", cte="base64")
+    parsed = BytesParser(policy=policy.default).parsebytes(
+        rewrite_for_forward(single.as_bytes(), _route(), PARTIES, domain=DOMAIN)
+    )
+    assert REAL not in parsed.get_content() and CUSTOMER.address in parsed.get_content()
+
+
 def test_first_words_never_hold_a_real_address_even_from_a_base64_body() -> None:
     raw = make_mail(text=f"Olá, sou {REAL}, aguardo", attachment=None)
     out = rewrite_for_forward(raw, _route(), PARTIES, domain=DOMAIN)

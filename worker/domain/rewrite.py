@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from email.errors import MessageError
+from email.generator import BytesGenerator
 from email.header import Header
+from email.parser import BytesParser
+from email.policy import compat32
 from email.utils import formataddr, getaddresses
+from io import BytesIO
 from typing import Final
 
 from worker.domain.headers import Field, ParsedMessage, decoded_or_none, without_controls
@@ -77,7 +82,12 @@ def rewrite_for_forward(
         out.append(f"Message-ID: <ct-relay-{sha256_hex(raw)[:32]}@{domain}>".encode())
     # A last pass over every field kept, whatever its kind: a real address never goes out; and
     # over the body (text and HTML parts, quoted replies, attached messages' headers).
-    return masker.raw(b"\r\n".join(out)) + b"\r\n\r\n" + masker.body(body)
+    content = b"\r\n".join(f.raw() for f in fields if f.key.startswith("content-"))
+    try:
+        masked_body = masker.body(body, content)
+    except _UNREADABLE:
+        masked_body = masker.raw(body)  # MIME the parser cannot walk: the text pass at least
+    return masker.raw(b"\r\n".join(out)) + b"\r\n\r\n" + masked_body
 
 
 # What the standard library's header functions raise on values they cannot read or write.
@@ -123,15 +133,42 @@ class Masker:
     def raw(self, value: bytes) -> bytes:
         return self._bytes.sub(lambda m: self.alias_for(m.group(1).decode()).encode(), value)
 
-    def body(self, body: bytes) -> bytes:
-        """The body with real addresses replaced where they are written as text (7bit, 8bit,
-        quoted-printable, HTML); a megabyte without one costs one case-folded copy and a
-        substring search per participant, the pattern runs only where one appears. Addresses
-        inside base64 parts stay encoded (`summarize` masks what it shows of them)."""
-        lowered = body.lower()
-        if not any(real.encode() in lowered for real in self._aliases if real):
+    def holds_one(self, data: bytes) -> bool:
+        """Whether a real address may be in `data`: one case-folded copy, a substring search
+        per participant; the pattern runs only where this says yes."""
+        lowered = data.lower()
+        return any(real.encode() in lowered for real in self._aliases if real)
+
+    def body(self, body: bytes, content_fields: bytes = b"") -> bytes:
+        """The body with real addresses replaced: where they are written as text (7bit, 8bit,
+        quoted-printable, HTML, attached messages' headers), and inside base64 text parts,
+        which are decoded, masked and encoded again. `content_fields`: the message's own
+        Content-* fields, which say how a single-part body is encoded."""
+        if self.holds_one(body):
+            body = self.raw(body)
+        if b"base64" in body.lower() or b"base64" in content_fields.lower():
+            body = self._base64_parts(content_fields, body)
+        return body
+
+    def _base64_parts(self, content_fields: bytes, body: bytes) -> bytes:
+        message = BytesParser(policy=compat32).parsebytes(content_fields + b"\r\n" + body)
+        changed = False
+        for part in message.walk():
+            encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+            if part.is_multipart() or encoding != "base64" or part.get_content_maintype() != "text":
+                continue
+            decoded = part.get_payload(decode=True)
+            if isinstance(decoded, bytes) and self.holds_one(decoded):
+                encoded = base64.encodebytes(self.raw(decoded)).decode("ascii")
+                part.set_payload(encoded.replace("\n", "\r\n"))
+                changed = True
+        if not changed:
             return body
-        return self.raw(body)
+        out = BytesIO()
+        BytesGenerator(out, mangle_from_=False, policy=compat32.clone(linesep="\r\n")).flatten(
+            message
+        )
+        return out.getvalue().partition(b"\r\n\r\n")[2]
 
 
 def _address(name: str | None, address: str) -> bytes:
