@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from tests.conftest import Capture
 from tests.support.dkim import DkimKeys
 from tests.support.dns import LoopbackDns
+from tests.support.smtp import FaultyCapture
 from tests.web.story import Story, tell
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
@@ -31,7 +32,6 @@ from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps.web import WebService, build_accounts
 from worker.core.config import Settings, load_settings
 from worker.core.crypto import AddressCipher
-from worker.devtools.sink import CaptureHandler
 from worker.domain.accounts import Role
 from worker.domain.aliases import SystemClock
 from worker.services.accounts import Accounts
@@ -99,7 +99,7 @@ async def story(
     dns_server: LoopbackDns,
 ) -> AsyncIterator[Story]:
     await ensure_topics(web_settings, 1, 1)
-    handler = CaptureHandler(tmp_path_factory.mktemp("web-mail"))
+    handler = FaultyCapture(tmp_path_factory.mktemp("web-mail"))
     server = await start_smtp_server(
         handler, "127.0.0.1", 0, hostname="web-sink", data_size_limit=64 * 1024 * 1024
     )

@@ -67,6 +67,13 @@ async def test_a_refused_email_is_a_failure_of_the_soft_order(console: Console) 
     assert body["progress"][-1] == {"status": "DELIVERED", "state": "current",
                                     "date": body["statusChanges"][-1]["date"]}  # fmt: skip
     assert all(m["from"]["aliasMaskType"] == "soft" for m in body["messages"])
+    # 5.1.1 says the mailbox does not exist: the customer is suppressed, and the console says so.
+    suppressed = body["customerSuppressed"]
+    assert (suppressed["status"], suppressed["scope"]) == ("5.1.1", "order"), body
+    hard = await _get(
+        console, f"/api/orders/{story.hard_order}/conversation", console.support_token
+    )
+    assert hard.json()["customerSuppressed"] is None
 
 
 async def test_real_addresses_need_the_admin_role_and_a_reason_and_are_audited(

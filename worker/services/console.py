@@ -18,10 +18,12 @@ from worker.adapters.messages import KeptMessage, MessageStore
 from worker.adapters.mongo import Database
 from worker.adapters.order_queries import OrderQueries, OrderSummary
 from worker.adapters.stores import StoreSetting, StoreSettings
+from worker.adapters.suppressions import Suppression
 from worker.domain.aliases import AliasExpiry, MaskType
 from worker.domain.conversation import Conversation, MessageItem, conversation
 from worker.domain.mime_view import AttachmentFile, MessageView, attachment_file, view_message
 from worker.services.accounts import Principal
+from worker.services.suppression import CustomerSuppression
 from worker.services.timeline import get_timeline
 
 
@@ -40,6 +42,8 @@ class OrderPage:
     kept: dict[str, KeptMessage]
     revealed: dict[str, str]  # alias -> real address, only after an audited unmasking
     aliases_until: datetime | None = None  # when the order's aliases stop working
+    # Why the order's customer is not emailed (the earliest suppression), if they are not.
+    suppressed: Suppression | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class Console:
         stores: StoreSettings,
         orders: OrderQueries,
         dead_letters: DeadLetterQueue,
+        suppression: CustomerSuppression,
         domain: str,
     ) -> None:
         self._db = db
@@ -69,6 +74,7 @@ class Console:
         self._stores = stores
         self.orders = orders
         self._dlq = dead_letters
+        self._suppression = suppression
         self.domain = domain
 
     async def order_page(self, order_id: str) -> OrderPage:
@@ -79,7 +85,9 @@ class Console:
         thread = conversation(entries, self.domain)
         kept = await self._messages.describe(m.event_id for m in thread.messages)
         until = min((r.expires_at for r in await self._aliases.of_order(order_id)), default=None)
-        return OrderPage(summary, thread, kept, {}, until)
+        found = await self._suppression.for_operators(order_id, summary.store_id)
+        suppressed = min(found, key=lambda s: s.since) if found else None
+        return OrderPage(summary, thread, kept, {}, until, suppressed)
 
     async def unmask(self, page: OrderPage, principal: Principal, reason: str) -> OrderPage:
         """The page with the real addresses behind its aliases; audited before anything is read."""

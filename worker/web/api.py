@@ -37,6 +37,7 @@ from worker.web.schemas import (
     StepOut,
     StoreSettingsIn,
     StoreSettingsOut,
+    SuppressionOut,
 )
 from worker.web.security import api_principal, api_role, console_of
 
@@ -139,6 +140,15 @@ async def order_conversation(
         order_id=page.order.order_id,
         store_id=page.order.store_id,
         status=page.order.status,
+        customer_suppressed=(
+            SuppressionOut(
+                status=page.suppressed.status,
+                since=page.suppressed.since,
+                scope=page.suppressed.scope,
+            )
+            if page.suppressed
+            else None
+        ),
         unmasked=bool(page.revealed),
         progress=[StepOut(status=s.status, state=s.state, date=s.at) for s in thread.steps],
         messages=messages,

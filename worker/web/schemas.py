@@ -74,10 +74,21 @@ class StepOut(Document):
     date: datetime | None
 
 
+class SuppressionOut(Document):
+    status: str = Field(description="the hard bounce's status code, e.g. 5.1.1")
+    since: datetime
+    scope: str = Field(description="`order`, or `store`: every order of the store")
+
+
 class ConversationOut(Document):
     order_id: str
     store_id: str
     status: str | None
+    customer_suppressed: SuppressionOut | None = Field(
+        None,
+        description="set while the customer is not emailed: their address bounced hard "
+        "(`ct alias unsuppress` lifts it)",
+    )
     unmasked: bool
     progress: list[StepOut]
     messages: list[MessageOut] = Field(description="oldest first, failed ones included")
