@@ -45,6 +45,10 @@ POLICIES = {
 TARGETS = ("customer", "store", "reverse")
 
 
+def _secs(attempt: Attempt) -> float:
+    return attempt.seconds
+
+
 def _subject() -> str:
     return f"Attempt {uuid.uuid4().hex[:12]}"
 
@@ -105,16 +109,21 @@ async def test_no_oracle_a_right_and_a_wrong_guess_get_the_same_replies_forwards
     rows = []
     for target in TARGETS:
         to = order.aliases[target]
-        # Twice each, alternating: the first attempt of a session warms caches for both.
-        right = [await _attempt(relay, capture, order.customer_real, to, _subject()) for _ in "ab"]
-        guess = [await _attempt(relay, capture, wrong, to, _subject()) for _ in "ab"]
+        # Three each, interleaved; the first attempt warms caches for both. The machine is
+        # shared, so the time class is compared on each side's fastest answer.
+        right, guess = [], []
+        for _ in range(3):
+            right.append(await _attempt(relay, capture, order.customer_real, to, _subject()))
+            guess.append(await _attempt(relay, capture, wrong, to, _subject()))
         for a, b in zip(right, guess, strict=True):
             assert a.reply == b.reply, (target, a, b)
             assert (a.forwarded, a.shown_as) == (b.forwarded, b.shown_as), (target, a, b)
             assert "Jane" not in a.shown_as and "Shop" not in a.shown_as
         # The same time class: no DNS or database step done for one and not the other.
-        assert abs(right[1].seconds - guess[1].seconds) < 0.25, (right, guess)
-        rows.append((target, right[1], guess[1]))
+        fastest_right = min(a.seconds for a in right[1:])
+        fastest_wrong = min(b.seconds for b in guess[1:])
+        assert abs(fastest_right - fastest_wrong) < 0.15, (right, guess)
+        rows.append((target, min(right[1:], key=_secs), min(guess[1:], key=_secs)))
     print(f"\nDMARC {policy}: right guess | wrong guess")
     for target, a, b in rows:
         print(
