@@ -16,6 +16,7 @@ async def resolve_alias(
     await audit.record(
         "alias.reveal" if reveal else "alias.resolve",
         operator=operator,
+        store=record.store_id if record else None,
         reason=reason,
         alias=alias.strip().lower(),
         found=record is not None,
@@ -39,6 +40,7 @@ async def unsuppress_alias(
     await audit.record(
         "alias.unsuppress",
         operator=operator,
+        store=record.store_id if record else None,
         reason=reason,
         alias=alias.strip().lower(),
         found=record is not None,
