@@ -76,7 +76,7 @@ tools: ## install the system tools the tests need (Debian packages: see APT_TOOL
 		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; fi; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
-stack: install tools ## start the local stack (Kafka, FerretDB, SMTP sink, Mailpit) on 127.0.0.1
+stack: install tools ## start the local stack (Kafka, FerretDB, SMTP sink, Mailpit, DNS) on 127.0.0.1
 	$(STACK) up
 
 stack-down: ## stop the local stack (its data stays; `deploy/local/stack reset` deletes it)

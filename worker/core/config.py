@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     # Order documents a projector remembers as it wrote them, so that the next batch of the same
     # orders need not read them again (0: read every time). Forgotten on every rebalance.
     projector_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
+    # Past this, an order's oldest timeline entries move to the overflow collection (MongoDB
+    # refuses documents over 16 MiB, which failed the projector's whole batch).
+    projector_max_document_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=16 * 1024, le=12 * 1024 * 1024
+    )
     notifier_concurrency: int = Field(default=64, ge=1, le=10_000)
     # Emails a notifier may have had accepted upstream but not yet recorded in its ledger: the
     # most a kill can make it send twice. Raising it buys throughput
@@ -145,6 +150,10 @@ class Settings(BaseSettings):
     relay_rate_per_alias: int = Field(default=20, ge=0, le=1_000_000)
     relay_rate_per_domain: int = Field(default=500, ge=0, le=1_000_000)
     relay_rate_per_ip: int = Field(default=500, ge=0, le=1_000_000)
+    # Concurrent SMTP sessions, in total and per client IP: one sender cannot take every slot
+    # of the relay's loop; beyond either, a new connection gets 421 and is closed.
+    relay_max_sessions: int = Field(default=500, ge=1, le=100_000)
+    relay_max_sessions_per_ip: int = Field(default=20, ge=1, le=100_000)
 
     # DNS for sender authentication: comma-separated host:port, unset for the system's resolvers.
     dns_resolvers: str | None = None

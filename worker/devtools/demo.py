@@ -54,6 +54,11 @@ CUSTOMERS = [
     ("Rafael", "Souza", "rafael.souza@example.net"),
 ]
 CARRIER = ("Speedy Carrier", "tracking@speedy-carrier.example")
+# The demo's senders write from 127.0.0.1, which their domains' SPF records authorise
+# (deploy/local/demo-zone.conf, served by the stack's dnsmasq); the forger from 127.0.0.3.
+GENUINE_SOURCE, FORGER_SOURCE = "127.0.0.1", "127.0.0.3"
+DEMO_HTTP_PORT = 9464
+DEMO_DNS = f"127.0.0.1:{os.environ.get('CT_STACK_DNS_PORT', '5353')}"
 STEP_TIMEOUT_S = 60.0
 
 
@@ -209,7 +214,9 @@ class Demo:
             for c in self.customers.values()
         )
 
-    async def relay(self, message: EmailMessage, sender: str, to: str) -> None:
+    async def relay(
+        self, message: EmailMessage, sender: str, to: str, source: str = GENUINE_SOURCE
+    ) -> None:
         await aiosmtplib.send(
             message,
             hostname="127.0.0.1",
@@ -217,7 +224,28 @@ class Demo:
             sender=sender,
             recipients=[to],
             start_tls=False,
+            source_address=(source, 0),
         )
+
+    async def forged_carrier(self, order_id: str) -> None:
+        """Someone not the carrier, writing as the carrier from another address: refused."""
+        self.step("someone forges the carrier's address (its domain publishes DMARC p=reject):")
+        notification = await wait_for(
+            lambda: asyncio.to_thread(self._notification_to, self.customers[order_id]),
+            f"the emails of {order_id}",
+        )
+        customer_alias = parseaddr(notification["headers"]["To"])[1]
+        forged = EmailMessage()
+        forged["From"] = f"{CARRIER[0]} <{CARRIER[1]}>"
+        forged["To"] = customer_alias
+        forged["Subject"] = f"Customs fee due for your parcel ({self.run})"
+        forged.set_content("Pay the customs fee at https://pay.example/ within 24 hours.")
+        try:
+            await self.relay(forged, CARRIER[1], customer_alias, source=FORGER_SOURCE)
+        except aiosmtplib.SMTPResponseException as exc:
+            self.step(f"  forger at {FORGER_SOURCE} as {CARRIER[1]}: {exc.code} {exc.message}")
+            return
+        raise RuntimeError("the relay forwarded a forged sender: sender authentication is off?")
 
     async def carrier_and_reply(self, order_id: str) -> None:
         customer = self.customers[order_id]
@@ -305,8 +333,7 @@ class Demo:
 
 
 async def run_demo(settings: Settings, orders_per_store: int) -> int:
-    key = demo_key(settings)
-    settings = settings.model_copy(update={"encryption_key": None})
+    key, settings = demo_key(settings), settings.model_copy(update={"encryption_key": None})
     demo = Demo(settings, orders_per_store)
     say(f"Conversation Tracker demo (run {demo.run}) on the local stack")
     created = await ensure_topics(settings, settings.topic_partitions, 1)
@@ -316,19 +343,12 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     for store_id, name, _, mask, _, _ in STORES:
         await StoreSettings(db).set_mask(store_id, mask)
         demo.step(f"store {store_id} ({name}): {mask.value} aliases")
-    http_port = 9464
+    http_port = DEMO_HTTP_PORT
     log_path = state_dir() / "run" / "demo-workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        # The demo's carrier and customers write from loopback for example domains that no DNS
-        # serves: sender authentication would refuse them (451 4.4.3). A real relay enforces it.
-        "CT_RELAY_SENDER_AUTH": "off",
-        **os.environ,
-        "CT_ENCRYPTION_KEY": key,
-        **demo_dkim(settings),
-        "CT_HTTP_PORT": str(http_port),
-        "CT_LOG_FORMAT": "json",
-    }
+    if not await _dns_answers(DEMO_DNS):
+        return 1
+    env = _worker_env(settings, key, http_port)
     with log_path.open("ab") as log_file:
         worker = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -350,7 +370,7 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         demo.step(
             f"workers up in one process (pid {worker.pid}): notifier, projector, "
             f"relay on :{settings.relay_port} (sender authentication "
-            f"{env['CT_RELAY_SENDER_AUTH']}: no DNS serves the demo's senders)"
+            f"{env['CT_RELAY_SENDER_AUTH']}, DNS {env['CT_DNS_RESOLVERS']})"
         )
         demo.step("orders of two stores, one hard-masked and one soft:")
         demo.plan_orders()
@@ -360,6 +380,7 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         demo.step("a carrier writes to a customer's alias; the customer answers through the relay:")
         await demo.carrier_and_reply(demo.order_ids[0])
         await demo.carrier_and_reply(demo.order_ids[-1])
+        await demo.forged_carrier(demo.order_ids[0])
         await demo.emit_step(len(JOURNEY) - 1)
         demo.step("a customer's mailbox does not exist; their provider bounces the email:")
         await demo.bounce_story(db)
@@ -386,6 +407,31 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         f" {demo.order_ids[0]}; it prints a one-time admin password)"
     )
     return 0
+
+
+def _worker_env(settings: Settings, key: str, http_port: int) -> dict[str, str]:
+    return {
+        # The stack's dnsmasq publishes the demo senders' SPF and DMARC records: the relay
+        # authenticates every sender as it would on the internet.
+        "CT_RELAY_SENDER_AUTH": "enforce",
+        "CT_DNS_RESOLVERS": DEMO_DNS,
+        **os.environ,
+        "CT_ENCRYPTION_KEY": key,
+        **demo_dkim(settings),
+        "CT_HTTP_PORT": str(http_port),
+        "CT_LOG_FORMAT": "json",
+    }
+
+
+async def _dns_answers(resolver: str) -> bool:
+    host, _, port = resolver.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
+    except (OSError, TimeoutError):
+        say(f"error: no DNS server on {resolver}: start the stack's, deploy/local/stack up dns")
+        return False
+    writer.close()
+    return True
 
 
 async def _ready(port: int) -> bool:
