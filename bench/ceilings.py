@@ -18,13 +18,13 @@ from bench.upstreams import smtp_source
 from bench.workload import CODEC, lifecycle_events, order_document, render_mail, timeline_lifecycle
 from worker.adapters import mongo
 from worker.adapters.dialect import detect_dialect
+from worker.adapters.dkim_keys import generate_key as generate_dkim_key
 from worker.adapters.kafka import make_consumer
-from worker.config import Settings
-from worker.dkim_keys import generate_key as generate_dkim_key
+from worker.contracts.events import OrderStatusChanged, TimelineEvent
+from worker.core.config import Settings
 from worker.domain.dkim import DkimSigner, SigningKey
 from worker.domain.projection import Entry, merge
 from worker.domain.templates import TemplateRenderer
-from worker.events import OrderStatusChanged, TimelineEvent
 
 BULK_BATCH = 500
 UPDATE_CHUNK = 50

@@ -25,13 +25,13 @@ from bench.processes import REPO, BenchError, cpu_seconds, tree_cpu_seconds
 from bench.upstreams import CaptureSink, PostfixSink, Upstream
 from tests.support.net import free_port
 from worker.adapters import mongo
+from worker.adapters.dkim_keys import generate_key as generate_dkim_key
+from worker.adapters.dkim_keys import write_key
 from worker.adapters.kafka import ensure_topics
 from worker.adapters.kafka_client import client_options
 from worker.apps import checks
-from worker.config import Settings, load_settings
-from worker.crypto import generate_key
-from worker.dkim_keys import generate_key as generate_dkim_key
-from worker.dkim_keys import write_key
+from worker.core.config import Settings, load_settings
+from worker.core.crypto import generate_key
 
 STACK = REPO / "deploy" / "local" / "stack"
 PARTITIONS = 6

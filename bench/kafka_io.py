@@ -12,9 +12,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.processes import poll_until
 from worker.adapters.kafka_client import client_options
-from worker.codec import SingleObjectCodec
-from worker.config import Settings
-from worker.events import TimelineEvent, TimelineKind
+from worker.contracts.codec import SingleObjectCodec
+from worker.contracts.events import TimelineEvent, TimelineKind
+from worker.core.config import Settings
 
 CODEC = SingleObjectCodec()
 PROGRESS_EVERY_S = 10.0

@@ -20,14 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.workload import CODEC, lifecycle_events, timeline_lifecycle
-from worker.dkim_keys import generate_key as generate_dkim_key
+from worker.adapters.dkim_keys import generate_key as generate_dkim_key
+from worker.contracts.events import OrderStatusChanged, ParticipantRole, TimelineEvent
 from worker.domain import notifications, relay_events
 from worker.domain import relaying as rules
 from worker.domain.dkim import DkimSigner, SigningKey
 from worker.domain.projection import Entry, merge
 from worker.domain.templates import TemplateRenderer
 from worker.domain.verp import BounceAddresses
-from worker.events import OrderStatusChanged, ParticipantRole, TimelineEvent
 
 BATCH = 500
 
@@ -37,7 +37,7 @@ def _rate(count: int, started: float) -> int:
 
 
 class _Seal:
-    """What `Outbound.seal` computes (worker/apps/outbound.py): a signature, a VERP address."""
+    """What `Outbound.seal` computes (worker/services/outbound.py): a signature, a VERP address."""
 
     def __init__(self, domain: str) -> None:
         self.signer = DkimSigner(domain, [SigningKey("bench", generate_dkim_key("rsa"))])

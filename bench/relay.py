@@ -34,8 +34,8 @@ from tests.support.senders import SenderDomain, publish_all
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
-from worker.config import decode_key
-from worker.crypto import AddressCipher
+from worker.core.config import decode_key
+from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Party, SystemClock
 
 MESSAGES_PER_ORDER = 5

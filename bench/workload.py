@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.support.events import order_event, timeline_event
-from worker.codec import SingleObjectCodec
+from worker.contracts.codec import SingleObjectCodec
+from worker.contracts.events import OrderStatus, OrderStatusChanged, TimelineEvent, TimelineKind
 from worker.domain.compose import compose_notification
 from worker.domain.notifications import derived_event_id
 from worker.domain.projection import merge
 from worker.domain.templates import TemplateRenderer
-from worker.events import OrderStatus, OrderStatusChanged, TimelineEvent, TimelineKind
 
 CODEC = SingleObjectCodec()
 LIFECYCLE = (

@@ -26,10 +26,10 @@ from worker.adapters.dialect import Dialect, detect_dialect
 from worker.adapters.kafka import ensure_topics
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps import checks
-from worker.apps.sink import CaptureHandler, read_index
-from worker.config import Settings, load_settings
-from worker.crypto import generate_key
-from worker.logging import configure_logging
+from worker.core.config import Settings, load_settings
+from worker.core.crypto import generate_key
+from worker.core.logging import configure_logging
+from worker.devtools.sink import CaptureHandler, read_index
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "deploy" / "local" / "stack"

@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
 from worker.adapters.kafka_client import client_options
-from worker.codec import SingleObjectCodec
-from worker.config import Settings
-from worker.service import Service
+from worker.contracts.codec import SingleObjectCodec
+from worker.core.config import Settings
+from worker.core.service import Service
 
 CODEC = SingleObjectCodec()
 

@@ -1,6 +1,7 @@
 """Conversation Tracker: masked order conversations between stores and customers.
 
-Public API for other programs: `worker.timeline.get_timeline` (typed timeline entries of an order).
+Public API for other programs: `worker.services.timeline.get_timeline` (an order's typed
+timeline entries).
 """
 
 __version__ = "0.1.0"

@@ -30,8 +30,8 @@ from tests.support.dkim import DkimKeys
 from tests.support.dns import LoopbackDns
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
-from worker.config import Settings, load_settings
-from worker.crypto import generate_key
+from worker.core.config import Settings, load_settings
+from worker.core.crypto import generate_key
 
 PARTITIONS = 6
 CLUSTER_PARTITIONS = 12

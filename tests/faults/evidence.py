@@ -20,10 +20,10 @@ from tests.helpers import CODEC, produce
 from tests.support.events import T0, order_event
 from worker.adapters import mongo
 from worker.adapters.kafka_client import client_options
-from worker.config import Settings
+from worker.contracts.events import OrderStatus, OrderStatusChanged, TimelineKind
+from worker.core.config import Settings
 from worker.domain.compose import message_id_for
 from worker.domain.notifications import derived_event_id, status_changed
-from worker.events import OrderStatus, OrderStatusChanged, TimelineKind
 
 # Every status that has an email; a 10-event order walks through them and wraps around.
 STATUSES = [s for s in OrderStatus if s != OrderStatus.UNKNOWN]

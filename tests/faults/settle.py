@@ -13,7 +13,7 @@ from tests.faults.conftest import Pipeline
 from tests.faults.evidence import SinkTail, emailed, entries_written, symptoms
 from tests.faults.procs import WorkerPool
 from worker.adapters import mongo
-from worker.events import OrderStatusChanged
+from worker.contracts.events import OrderStatusChanged
 
 
 async def wait_done(

@@ -49,7 +49,7 @@ from tests.helpers import CODEC
 from tests.support.events import T0, order_event
 from tests.support.polling import eventually
 from worker.adapters import mongo
-from worker.events import OrderStatusChanged
+from worker.contracts.events import OrderStatusChanged
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 CRASH_ORDERS = int(os.environ.get("CT_FAULTS_ORDERS", "2000"))
@@ -146,7 +146,7 @@ async def test_kills_and_outages_lose_nothing_and_duplicate_only_mail_in_flight(
     assert mail.missing == [], f"{len(mail.missing)} events never emailed"
     assert problems == []
     # A SIGKILL re-sends only an email caught between the upstream's 250 and its ledger write,
-    # and sends take turns through that window (worker/apps/recorded_send.py): one per kill.
+    # and sends take turns through that window (worker/services/recorded_send.py): one per kill.
     assert blame.unexplained == [], report_path
     assert all(n <= 1 for n in blame.per_abrupt_exit), report_path
     assert leaks == []

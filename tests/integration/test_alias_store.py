@@ -16,10 +16,10 @@ from tests.support.clock import MovableClock
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import Dialect
-from worker.config import Settings
-from worker.crypto import AddressCipher
+from worker.contracts.events import ParticipantRole
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
 from worker.domain.aliases import MaskType, Party
-from worker.events import ParticipantRole
 
 pytestmark = pytest.mark.stack
 HARD = re.compile(r"^[0-9a-f]{32}@ct\.example\.com$")

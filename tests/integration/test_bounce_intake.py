@@ -30,15 +30,15 @@ from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
 from worker.adapters.messages import MessageStore
 from worker.adapters.suppressions import Suppressions
-from worker.apps.bounce_intake import RECIPIENT_OK, REPORT_RECEIVED, BounceIntake
 from worker.apps.notifier import NotifierService
-from worker.apps.outbound import MailKeys, Outbound
 from worker.apps.projector import ProjectorService
-from worker.config import Settings
-from worker.crypto import AddressCipher, generate_key
+from worker.contracts.events import FailureType, OrderStatus, TimelineEvent, TimelineKind
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher, generate_key
 from worker.domain.aliases import SystemClock
-from worker.events import FailureType, OrderStatus, TimelineEvent, TimelineKind
-from worker.timeline import get_timeline
+from worker.services.bounce_intake import RECIPIENT_OK, REPORT_RECEIVED, BounceIntake
+from worker.services.outbound import MailKeys, Outbound
+from worker.services.timeline import get_timeline
 
 pytestmark = pytest.mark.stack
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bounces"

@@ -242,7 +242,7 @@ def test_secrets_stay_out_of_the_configmap() -> None:
 def test_the_configmap_and_secret_make_settings_that_start(monkeypatch: pytest.MonkeyPatch) -> None:
     """SASL_SSL with its mechanism and credentials, STARTTLS with AUTH: a combination the
     workers accept (the example key aside, which is a placeholder on purpose)."""
-    from worker.config import load_settings
+    from worker.core.config import load_settings
 
     manifests = load_k8s()
     env = only(manifests["configmap.yaml"], "ConfigMap")["data"]

@@ -12,9 +12,9 @@ import pytest
 
 from tests.conftest import REPO
 from worker.adapters import mongo
-from worker.apps.demo import CARRIER, CUSTOMERS, JOURNEY, STORES, state_dir
-from worker.apps.demo_bounce import BOUNCED_CUSTOMER
-from worker.config import Settings
+from worker.core.config import Settings
+from worker.devtools.demo import CARRIER, CUSTOMERS, JOURNEY, STORES, state_dir
+from worker.devtools.demo_bounce import BOUNCED_CUSTOMER
 
 pytestmark = pytest.mark.stack
 ORDERS_PER_STORE = 2

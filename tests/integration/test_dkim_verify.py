@@ -22,6 +22,7 @@ import pytest
 from tests.support.dkim import ED25519_SELECTOR, SELECTOR, DkimKeys, dns_txt, mail_dkim
 from tests.support.dns import LoopbackDns
 from tests.support.events import order_event
+from worker.contracts.events import OrderStatus, ParticipantRole
 from worker.domain import aliases
 from worker.domain.compose import compose_notification
 from worker.domain.relaying import (
@@ -32,7 +33,6 @@ from worker.domain.relaying import (
     rewrite_for_forward,
 )
 from worker.domain.templates import TemplateRenderer
-from worker.events import OrderStatus, ParticipantRole
 
 DOMAIN = "ct.example.com"
 # Debian 12's Mail::DKIM (1.20230212) predates its Ed25519 support: it passes the RSA signature

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.adapters.kafka import make_consumer
 from worker.adapters.kafka_client import client_options
-from worker.config import Settings
+from worker.core.config import Settings
 
 RECORDS_PER_PARTITION = 1_500
 RECORD = b"x" * 400  # 1,500 of them are 600 KB: under a default fetch's 1 MiB per partition

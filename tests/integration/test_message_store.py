@@ -12,9 +12,9 @@ from tests.support.clock import MovableClock
 from worker.adapters import mongo
 from worker.adapters.dialect import FERRETDB
 from worker.adapters.messages import BUCKET, MessageStore
-from worker.crypto import AddressCipher, DecryptError
+from worker.contracts.events import ConversationMessage, Direction, Participant, ParticipantRole
+from worker.core.crypto import AddressCipher, DecryptError
 from worker.domain.bounces import SentMessage
-from worker.events import ConversationMessage, Direction, Participant, ParticipantRole
 
 pytestmark = pytest.mark.stack
 KEY = os.urandom(32)

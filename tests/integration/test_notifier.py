@@ -23,14 +23,14 @@ from tests.support.kafka import topic_size
 from tests.support.polling import eventually
 from worker.adapters import mongo
 from worker.apps.notifier import NotifierService
-from worker.apps.outbound import MailKeys
 from worker.apps.projector import ProjectorService
-from worker.config import Settings
-from worker.crypto import AddressCipher, generate_key
+from worker.contracts.events import OrderStatus, OrderStatusChanged
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher, generate_key
 from worker.domain.notifications import notification_event_id
 from worker.domain.verp import BounceRef
-from worker.events import OrderStatus, OrderStatusChanged
-from worker.timeline import get_timeline
+from worker.services.outbound import MailKeys
+from worker.services.timeline import get_timeline
 
 pytestmark = pytest.mark.stack
 HARD = r"[0-9a-f]{32}@ct\.example\.com"

@@ -16,11 +16,11 @@ from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import Dialect
 from worker.apps.notifier import NotifierService
-from worker.apps.outbound import MailKeys
-from worker.config import Settings, decode_key
-from worker.crypto import AddressCipher, generate_key
+from worker.contracts.events import OrderStatus
+from worker.core.config import Settings, decode_key
+from worker.core.crypto import AddressCipher, generate_key
 from worker.domain.aliases import Party, SystemClock
-from worker.events import OrderStatus
+from worker.services.outbound import MailKeys
 
 pytestmark = pytest.mark.stack
 CT = str(REPO / ".venv/bin/ct")

@@ -26,11 +26,11 @@ from worker.adapters.stores import StoreSettings
 from worker.apps.notifier import NotifierService
 from worker.apps.projector import ProjectorService
 from worker.apps.relay import RelayService
-from worker.config import Settings
-from worker.crypto import AddressCipher
+from worker.contracts.events import OrderStatus, OrderStatusChanged, TimelineEvent, TimelineKind
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
 from worker.domain.aliases import AliasExpiry, SystemClock
-from worker.events import OrderStatus, OrderStatusChanged, TimelineEvent, TimelineKind
-from worker.timeline import get_timeline
+from worker.services.timeline import get_timeline
 
 pytestmark = pytest.mark.stack
 CARRIER = "tracking@carrier.example.net"

@@ -17,10 +17,11 @@ from worker.adapters.dead_letters import DeadLetters
 from worker.adapters.dialect import MONGODB, Dialect
 from worker.adapters.kafka import make_consumer, make_producer
 from worker.adapters.orders import OrdersRepository, _write_for
-from worker.apps.projector import Projector, ProjectorService
-from worker.config import Settings
+from worker.apps.projector import ProjectorService
+from worker.contracts.events import OrderStatus, TimelineEvent, TimelineKind
+from worker.core.config import Settings
 from worker.domain.projection import merge
-from worker.events import OrderStatus, TimelineEvent, TimelineKind
+from worker.services.projection import Projector
 
 pytestmark = pytest.mark.stack
 

@@ -30,10 +30,10 @@ from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
 from worker.apps.projector import ProjectorService
 from worker.apps.relay import RelayService
-from worker.config import Settings
-from worker.crypto import AddressCipher
+from worker.contracts.events import TimelineEvent
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Party, SystemClock
-from worker.events import TimelineEvent
 
 pytestmark = pytest.mark.stack
 CUSTOMER = "jane.roe@example.org"

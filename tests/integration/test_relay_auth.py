@@ -39,9 +39,9 @@ from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
 from worker.apps.relay import RelayService
-from worker.crypto import AddressCipher
+from worker.contracts.events import TimelineEvent, TimelineKind
+from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Party, SystemClock
-from worker.events import TimelineEvent, TimelineKind
 
 pytestmark = pytest.mark.stack
 

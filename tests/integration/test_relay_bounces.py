@@ -25,15 +25,21 @@ from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
 from worker.apps.notifier import NotifierService
-from worker.apps.outbound import MailKeys
 from worker.apps.projector import ProjectorService
 from worker.apps.relay import RelayService
-from worker.config import Settings
-from worker.crypto import AddressCipher
+from worker.contracts.events import (
+    Direction,
+    FailureType,
+    OrderStatus,
+    ParticipantRole,
+    TimelineKind,
+)
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Party, SystemClock
 from worker.domain.dkim import normalize_line_endings
-from worker.events import Direction, FailureType, OrderStatus, ParticipantRole, TimelineKind
-from worker.timeline import get_timeline
+from worker.services.outbound import MailKeys
+from worker.services.timeline import get_timeline
 
 pytestmark = pytest.mark.stack
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bounces"

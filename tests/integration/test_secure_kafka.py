@@ -21,7 +21,7 @@ from tests.support.processes import CT, assert_no_secret, ct, untrusted_ca
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.apps.projector import ProjectorService
-from worker.config import Rejected, Settings, load_settings
+from worker.core.config import Rejected, Settings, load_settings
 
 pytestmark = pytest.mark.stack
 WRONG_PASSWORD = "not-the-password-0000"

@@ -29,11 +29,11 @@ from worker.adapters.smtp import SmtpPool
 from worker.apps.notifier import NotifierService
 from worker.apps.projector import ProjectorService
 from worker.apps.relay import RelayService
-from worker.config import Rejected, Settings, load_settings
-from worker.crypto import AddressCipher
+from worker.contracts.events import OrderStatus, OrderStatusChanged
+from worker.core.config import Rejected, Settings, load_settings
+from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Party, SystemClock
-from worker.events import OrderStatus, OrderStatusChanged
-from worker.timeline import get_timeline
+from worker.services.timeline import get_timeline
 
 pytestmark = pytest.mark.stack
 WRONG_PASSWORD = "not-the-smtp-password-0000"

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import Capture
 from worker.adapters.smtp import SmtpFailure, SmtpPool
-from worker.apps.recorded_send import RecordedSender
+from worker.services.recorded_send import RecordedSender
 
 SENDER = "store@ct.example.com"
 RECIPIENT = "customer@example.org"

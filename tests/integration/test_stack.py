@@ -16,8 +16,8 @@ from pymongo.errors import DuplicateKeyError
 from tests.conftest import REPO, Capture
 from worker.adapters import mongo
 from worker.adapters.kafka_client import client_options
-from worker.apps.sink import read_index
-from worker.config import Settings, load_settings
+from worker.core.config import Settings, load_settings
+from worker.devtools.sink import read_index
 
 pytestmark = pytest.mark.stack
 STACK_SINK_DIR = "sink"

@@ -17,8 +17,8 @@ from pathlib import Path
 import dns.resolver
 
 from tests.support.dns import LoopbackDns
-from worker.config import load_settings
-from worker.dkim_keys import generate_key, load_signer, write_key
+from worker.adapters.dkim_keys import generate_key, load_signer, write_key
+from worker.core.config import load_settings
 from worker.domain.dkim import DkimSigner
 from worker.domain.dns_records import alias_domain_records
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.events import (
+from worker.contracts.events import (
     ConversationMessage,
     Customer,
     Direction,

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.support.polling import until
 from worker.adapters.kafka_client import admin_client, client_options
-from worker.config import Settings
+from worker.core.config import Settings
 
 
 async def topic_size(settings: Settings, topic: str) -> int:

@@ -10,9 +10,9 @@ from tests.helpers import CODEC, produce
 from tests.support.events import order_event
 from tests.support.polling import Condition
 from worker.adapters import mongo
-from worker.config import Settings
-from worker.events import OrderStatus, TimelineEvent, TimelineKind
-from worker.timeline import get_timeline
+from worker.contracts.events import OrderStatus, TimelineEvent, TimelineKind
+from worker.core.config import Settings
+from worker.services.timeline import get_timeline
 
 
 async def emit_status(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.adapters.alias_store import order_key
-from worker.events import ParticipantRole
+from worker.contracts.events import ParticipantRole
 
 
 def test_order_keys_are_one_per_order_role_and_sender() -> None:

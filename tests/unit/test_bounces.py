@@ -14,6 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from worker.contracts.events import (
+    ConversationMessage,
+    Direction,
+    FailureType,
+    Participant,
+    ParticipantRole,
+    ReportSource,
+    TimelineKind,
+)
 from worker.domain.bounces import (
     Bounce,
     Complaint,
@@ -23,15 +32,6 @@ from worker.domain.bounces import (
     private_terms,
     read_report,
     scrub,
-)
-from worker.events import (
-    ConversationMessage,
-    Direction,
-    FailureType,
-    Participant,
-    ParticipantRole,
-    ReportSource,
-    TimelineKind,
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bounces"

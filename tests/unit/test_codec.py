@@ -10,7 +10,7 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from tests.support.events import order_event, timeline_event
-from worker.codec import (
+from worker.contracts.codec import (
     MAGIC,
     DecodeError,
     SchemaSet,
@@ -19,7 +19,7 @@ from worker.codec import (
     load_schema,
     schemas_dir,
 )
-from worker.events import (
+from worker.contracts.events import (
     DeliveryReport,
     FailureType,
     OrderStatus,

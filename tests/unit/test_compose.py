@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.events import order_event
+from worker.contracts.events import OrderStatus, OrderStatusChanged
 from worker.domain.compose import (
     ComposedEmail,
     UnsafeHeader,
@@ -25,7 +26,6 @@ from worker.domain.compose import (
     sanitize_header_text,
 )
 from worker.domain.templates import RenderedEmail, TemplateRenderer
-from worker.events import OrderStatus, OrderStatusChanged
 
 DOMAIN = "ct.example.com"
 STORE_ALIAS = "shop@acme.test-207700027841b.ct.example.com"

@@ -12,9 +12,9 @@ import pytest
 import structlog
 
 from tests.conftest import REPO
-from worker.config import ConfigError, load_settings
-from worker.crypto import generate_key
-from worker.logging import AddressRedactor, configure_logging
+from worker.core.config import ConfigError, load_settings
+from worker.core.crypto import generate_key
+from worker.core.logging import AddressRedactor, configure_logging
 
 
 def test_defaults_are_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,7 @@ from aiokafka.errors import (
 from worker.adapters.kafka import is_transient
 from worker.adapters.kafka_client import bootstrap_hosts, client_options, rejection
 from worker.adapters.smtp_client import connection_options, misconfiguration
-from worker.config import ConfigError, Settings, load_settings, redact_uri
+from worker.core.config import ConfigError, Settings, load_settings, redact_uri
 
 SASL = {
     "kafka_security_protocol": "SASL_SSL",

@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.events import timeline_event
 from worker.adapters.paging import BadCursor, decode_cursor, encode_cursor
+from worker.contracts.events import OrderStatus, TimelineKind
 from worker.domain.accounts import (
     AccountError,
     Role,
@@ -28,7 +29,6 @@ from worker.domain.conversation import (
     mask_of,
     progress,
 )
-from worker.events import OrderStatus, TimelineKind
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 

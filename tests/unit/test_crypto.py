@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from worker.config import decode_key
-from worker.crypto import NONCE_BYTES, AddressCipher, DecryptError, generate_key, key_id
+from worker.core.config import decode_key
+from worker.core.crypto import NONCE_BYTES, AddressCipher, DecryptError, generate_key, key_id
 
 ALIAS = "ff2e6348a53a4d449af92be2a1011328@ct.example.com"
 OTHER_ALIAS = "0e2c3cf1b5f54c4aa4e4a0bfb2f7f0c1@ct.example.com"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.adapters.dialect import FERRETDB, MONGODB, dialect_of
-from worker.config import ConfigError, load_settings
+from worker.core.config import ConfigError, load_settings
 
 
 def test_ferretdb_names_itself_in_build_info_and_mongodb_does_not() -> None:

@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from worker.config import ConfigError, load_settings
-from worker.dkim_keys import generate_key, load_signer, read_key, write_key
+from worker.adapters.dkim_keys import generate_key, load_signer, read_key, write_key
+from worker.core.config import ConfigError, load_settings
 from worker.domain.dkim import DkimSigner, SigningKey, WeakKey, normalize_line_endings
 
 MESSAGE = (

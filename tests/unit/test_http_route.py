@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from worker.http import route
-from worker.service import Service
+from worker.core.http import route
+from worker.core.service import Service
 
 
 class Fake(Service):

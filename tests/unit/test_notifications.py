@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.events import order_event
+from worker.contracts.events import OrderStatus, TimelineKind
 from worker.domain.aliases import InvalidAddress
 from worker.domain.compose import UnsafeHeader, message_id_for
 from worker.domain.errors import Unprocessable
@@ -14,7 +15,6 @@ from worker.domain.notifications import (
     prepare,
 )
 from worker.domain.templates import TemplateRenderer, UnsupportedStatus
-from worker.events import OrderStatus, TimelineKind
 
 DOMAIN = "ct.example.com"
 STORE_ALIAS = "a" * 32 + "@ct.example.com"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from tests.support.events import T0, timeline_event
+from worker.contracts.events import OrderStatus, TimelineKind
 from worker.domain.projection import entry_of, merge
-from worker.events import OrderStatus, TimelineKind
 
 
 def test_new_events_are_merged_in_time_order_whatever_their_arrival_order() -> None:

@@ -12,6 +12,7 @@ from email.utils import getaddresses
 
 import pytest
 
+from worker.contracts.events import Direction, ParticipantRole
 from worker.domain.relay_events import forward_event_id, message_key
 from worker.domain.relaying import (
     BOUNCE_NOT_RELAYED,
@@ -29,7 +30,6 @@ from worker.domain.relaying import (
     rewrite_for_forward,
     summarize,
 )
-from worker.events import Direction, ParticipantRole
 
 DOMAIN = "relay.example"
 CUSTOMER = AliasView(

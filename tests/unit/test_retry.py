@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from worker.retry import backoff_delay, retry_transient
+from worker.core.retry import backoff_delay, retry_transient
 
 
 class Flaky(Exception):

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from worker.contracts.events import ParticipantRole
 from worker.domain.abuse import MARKETING_REFUSED, RATE_LIMITED, OverLimit
 from worker.domain.screening import Accepted, Claim, claimed_sender, rate_refused, screen
 from worker.domain.sender_auth import (
@@ -24,7 +25,6 @@ from worker.domain.sender_auth import (
     Trusted,
     judge_sender,
 )
-from worker.events import ParticipantRole
 
 CUSTOMER, STORE, EXTERNAL = (
     ParticipantRole.CUSTOMER,

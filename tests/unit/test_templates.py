@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from worker.contracts.events import OrderStatus, OrderStatusChanged
 from worker.domain.templates import (
     PACKAGED_TEMPLATES,
     SUPPORTED_LOCALES,
@@ -17,7 +18,6 @@ from worker.domain.templates import (
     choose_locale,
     is_safe_store_id,
 )
-from worker.events import OrderStatus, OrderStatusChanged
 
 STATUSES = [s for s in OrderStatus if s is not OrderStatus.UNKNOWN]
 PARTS = ("subject.txt", "txt", "html")

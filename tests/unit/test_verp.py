@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from worker.config import decode_key
-from worker.crypto import bounce_token_keys, generate_key
+from worker.core.config import decode_key
+from worker.core.crypto import bounce_token_keys, generate_key
 from worker.domain.verp import BounceAddresses, BounceRef, TokenRejected
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)

@@ -25,16 +25,16 @@ from tests.conftest import Capture
 from tests.support.dkim import DkimKeys
 from tests.support.dns import LoopbackDns
 from tests.web.story import Story, tell
-from worker.accounts import Accounts
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
 from worker.adapters.smtp_server import bound_port, start_smtp_server
-from worker.apps.sink import CaptureHandler
 from worker.apps.web import WebService, build_accounts
-from worker.config import Settings, load_settings
-from worker.crypto import AddressCipher
+from worker.core.config import Settings, load_settings
+from worker.core.crypto import AddressCipher
+from worker.devtools.sink import CaptureHandler
 from worker.domain.accounts import Role
 from worker.domain.aliases import SystemClock
+from worker.services.accounts import Accounts
 
 PORTS = range(18100, 18999)
 ADMIN, SUPPORT = "ada", "sam"

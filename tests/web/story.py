@@ -26,15 +26,15 @@ from worker.adapters import mongo
 from worker.adapters.dialect import detect_dialect
 from worker.adapters.messages import MessageStore
 from worker.adapters.stores import StoreSettings
-from worker.apps.demo import CARRIER, STORES, _event
 from worker.apps.notifier import NotifierService
 from worker.apps.projector import ProjectorService
 from worker.apps.relay import RelayService
-from worker.config import Settings
-from worker.crypto import AddressCipher
+from worker.contracts.events import OrderStatus, OrderStatusChanged
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
+from worker.devtools.demo import CARRIER, STORES, _event
 from worker.domain.aliases import SystemClock
-from worker.events import OrderStatus, OrderStatusChanged
-from worker.timeline import get_timeline
+from worker.services.timeline import get_timeline
 
 RUN = "web"
 # The story's customers write from a domain of its own whose SPF authorises 127.0.0.1, the

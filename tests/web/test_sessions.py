@@ -16,8 +16,8 @@ from tests.web.conftest import (
     set_cookie,
     sign_in,
 )
-from worker.accounts import Accounts
 from worker.domain.accounts import Role
+from worker.services.accounts import Accounts
 
 pytestmark = pytest.mark.stack
 SESSION = "__Host-ct-session"

@@ -1,1 +1,1 @@
-"""The only modules that do I/O: Kafka, MongoDB and SMTP."""
+"""All I/O: Kafka, MongoDB, SMTP, DNS, key files; the only modules that talk to servers."""

@@ -38,10 +38,10 @@ from worker.adapters.alias_windows import AliasWindows
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
-from worker.crypto import AddressCipher
+from worker.contracts.events import ParticipantRole
+from worker.core.crypto import AddressCipher
 from worker.domain import aliases as rules
 from worker.domain.aliases import AliasExpiry, AliasWindow, Clock, MaskType, Party
-from worker.events import ParticipantRole
 
 log = structlog.get_logger(__name__)
 MAX_COLLISIONS = 8

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from worker import metrics
 from worker.adapters.kafka import Record, is_transient, make_producer
 from worker.adapters.kafka_client import Consumer
-from worker.config import Settings
-from worker.retry import retry_transient
+from worker.core import metrics
+from worker.core.config import Settings
+from worker.core.retry import retry_transient
 
 log = structlog.get_logger(__name__)
 

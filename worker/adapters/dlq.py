@@ -17,7 +17,7 @@ from worker.adapters.dead_letters import DeadLetter, dead_letters, republish
 from worker.adapters.dialect import Dialect
 from worker.adapters.kafka import make_producer
 from worker.adapters.mongo import Database
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.domain.aliases import Clock
 
 

@@ -9,10 +9,8 @@ repeated sender costs no lookup. A lookup returns plain values; a timeout or SER
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
 import dns.asyncresolver
 import dns.exception
@@ -21,11 +19,14 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from worker.core.nameservers import DEFAULT_PORT, Nameserver, parse_resolvers
+
+__all__ = ["DEFAULT_PORT", "DnsClient", "DnsUnavailable", "Nameserver", "parse_resolvers"]
+
 RecordType = Literal["A", "AAAA", "MX", "PTR", "TXT"]
 # What a lookup returns per record type: addresses and host names as text, MX as
 # (preference, exchange), TXT as the record's character-strings (bytes, unjoined).
 Record = str | tuple[int, str] | tuple[bytes, ...]
-DEFAULT_PORT: Final = 53
 
 
 class DnsUnavailable(Exception):
@@ -35,45 +36,6 @@ class DnsUnavailable(Exception):
         super().__init__(f"{rdtype} {name}: {cause}")
         self.name = name
         self.rdtype = rdtype
-
-
-@dataclass(frozen=True, slots=True)
-class Nameserver:
-    host: str
-    port: int = DEFAULT_PORT
-
-
-def parse_resolvers(text: str) -> tuple[Nameserver, ...]:
-    """`CT_DNS_RESOLVERS`: comma-separated `host:port` (`[v6]:port`; the port defaults to 53).
-
-    Hosts are IP addresses: resolving the resolver's own name would need a resolver.
-    """
-    servers = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        host, port = item, DEFAULT_PORT
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            if rest:
-                port = _port(rest.removeprefix(":"), item)
-        elif item.count(":") == 1:
-            host, _, rest = item.partition(":")
-            port = _port(rest, item)
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address with an optional :port") from None
-        servers.append(Nameserver(host, port))
-    if not servers:
-        raise ValueError("no resolver given; leave it unset for the system's resolvers")
-    return tuple(servers)
-
-
-def _port(text: str, item: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ValueError(f"{item!r} has no valid port")
-    return int(text)
 
 
 class DnsClient:

@@ -23,7 +23,6 @@ from aiokafka.errors import (
     for_code,
 )
 
-from worker import metrics
 from worker.adapters.kafka_client import (
     PERMANENT_ERRORS,
     Consumer,
@@ -33,7 +32,8 @@ from worker.adapters.kafka_client import (
     principal,
     rejection,
 )
-from worker.config import Rejected, Settings
+from worker.core import metrics
+from worker.core.config import Rejected, Settings
 
 log = structlog.get_logger(__name__)
 

@@ -39,7 +39,7 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 
 from worker.adapters.tls import verify_reason
-from worker.config import Rejected, Settings, Unreachable
+from worker.core.config import Rejected, Settings, Unreachable
 
 PROBE_TIMEOUT_S = 10.0
 AUTHENTICATION_ERRORS = (

@@ -31,10 +31,10 @@ from pymongo.errors import DuplicateKeyError
 
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
-from worker.crypto import AddressCipher
+from worker.contracts.events import ConversationMessage
+from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Clock
 from worker.domain.bounces import SentMessage
-from worker.events import ConversationMessage
 
 log = structlog.get_logger(__name__)
 INLINE_MAX_BYTES = 1024 * 1024

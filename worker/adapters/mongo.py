@@ -19,8 +19,8 @@ from pymongo.errors import (
 )
 
 from worker.adapters.dialect import Dialect, DialectName, Document, detect_dialect
-from worker.config import Rejected, Settings, Unreachable
-from worker.retry import retry_transient
+from worker.core.config import Rejected, Settings, Unreachable
+from worker.core.retry import retry_transient
 
 Database = AsyncDatabase[Document]
 

@@ -1,7 +1,7 @@
 """Finding orders for people: by id, by an alias of theirs, by store and status, newest first.
 
 Reads only; the projector owns these documents' timeline fields (worker.adapters.orders). The
-timeline itself is read through worker.timeline. Lists never load the timelines.
+timeline itself is read through worker.services.timeline. Lists never load the timelines.
 """
 
 from __future__ import annotations

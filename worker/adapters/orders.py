@@ -13,8 +13,8 @@ from pymongo.errors import BulkWriteError
 
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
+from worker.contracts.events import TimelineEvent
 from worker.domain.projection import merge
-from worker.events import TimelineEvent
 
 DUPLICATE_KEY = 11000
 MAX_CONFLICT_ROUNDS = 20

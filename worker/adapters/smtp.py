@@ -13,9 +13,9 @@ import aiosmtplib
 import structlog
 from aiosmtplib import SMTPStatus
 
-from worker import metrics
 from worker.adapters import smtp_client
-from worker.config import Settings
+from worker.core import metrics
+from worker.core.config import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ import aiosmtplib
 import structlog
 
 from worker.adapters.tls import verify_reason
-from worker.config import Rejected, Settings
+from worker.core.config import Rejected, Settings
 
 log = structlog.get_logger(__name__)
 # RFC 4954: 530 authentication required, 534 mechanism too weak, 535 credentials invalid,

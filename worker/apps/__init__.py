@@ -1,1 +1,1 @@
-"""Composition roots: each wires domain and adapters into one worker."""
+"""Composition roots, wiring only: each builds one worker from the stores, clients, services."""

@@ -10,7 +10,7 @@ import aiosmtplib
 
 from worker.adapters import mongo, smtp_client
 from worker.adapters.kafka_client import admin_client
-from worker.config import ConfigError, Settings
+from worker.core.config import ConfigError, Settings
 
 
 async def kafka_answers(settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from worker.adapters import mongo
 from worker.adapters.kafka_client import rejection
-from worker.config import ConfigError, Settings, Unreachable
+from worker.core.config import ConfigError, Settings, Unreachable
 
 
 def explain(exc: BaseException, settings: Settings) -> ConfigError | Unreachable | None:

@@ -7,326 +7,29 @@ stores on the orderFlow expiry policy each status event moves the order's alias 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import TypeVar
 
 import structlog
-from aiokafka import AIOKafkaProducer
 
-from worker import metrics
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.dead_letters import DeadLetters
-from worker.adapters.deliveries import Delivery, DeliveryLedger
 from worker.adapters.kafka import (
-    PRODUCER_BROKEN,
     BatchConsumer,
-    Record,
     consume,
     make_producer,
     require_topics,
 )
-from worker.adapters.kafka import is_transient as kafka_transient
-from worker.adapters.kafka_client import PERMANENT_ERRORS
-from worker.adapters.messages import MessageStore
-from worker.adapters.smtp import SmtpFailure, SmtpPool
-from worker.adapters.smtp import is_transient as smtp_transient
-from worker.adapters.suppressions import Suppression, Suppressions
-from worker.apps.outbound import MailKeys, Outbound
-from worker.apps.recorded_send import RecordedSender
-from worker.codec import DecodeError, ValueCodec
-from worker.config import ConfigError, Settings
-from worker.crypto import AddressCipher
-from worker.domain import notifications
-from worker.domain.aliases import SystemClock
-from worker.domain.bounces import SentMessage, private_terms, smtp_reply_report, suppressed_report
-from worker.domain.errors import Unprocessable
-from worker.domain.notifications import notification_event_id, notification_parties
+from worker.adapters.smtp import SmtpPool
+from worker.apps.builder import Stores
+from worker.contracts.codec import ValueCodec
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
+from worker.core.service import Service
 from worker.domain.templates import TemplateRenderer
-from worker.events import (
-    DeliveryReport,
-    FailureType,
-    OrderStatus,
-    OrderStatusChanged,
-    TimelineEvent,
-)
-from worker.retry import retry_transient
-from worker.service import Service
+from worker.services.notify import COMPONENT, Notifier
+from worker.services.outbound import MailKeys, Outbound
+from worker.services.recorded_send import RecordedSender
 
 log = structlog.get_logger(__name__)
-COMPONENT = "notifier"
-SUPPRESSED = "suppressed"  # the reason of a notification not sent to a bouncing address
-TERMINAL = frozenset({OrderStatus.DELIVERED, OrderStatus.CANCELED})
-AliasPair = tuple[AliasRecord, AliasRecord]
-T = TypeVar("T")
-NOT_THIS_EVENTS_FAULT = (*PRODUCER_BROKEN, *PERMANENT_ERRORS, ConfigError)
-
-
-class Notifier:
-    """Per batch: orders run concurrently (bounded), each order's events strictly in order."""
-
-    def __init__(
-        self,
-        *,
-        codec: ValueCodec,
-        aliases: AliasStore,
-        ledger: DeliveryLedger,
-        messages: MessageStore,
-        renderer: TemplateRenderer,
-        sender: RecordedSender,
-        outbound: Outbound,
-        producer: AIOKafkaProducer[bytes, bytes],
-        dead_letters: DeadLetters,
-        timeline_topic: str,
-        domain: str,
-        concurrency: int,
-        max_delay: float,
-    ) -> None:
-        self._codec = codec
-        self._aliases = aliases
-        self._ledger = ledger
-        self._messages = messages
-        self._renderer = renderer
-        self._sender = sender
-        self._outbound = outbound
-        self._producer = producer
-        self._dead_letters = dead_letters
-        self._timeline_topic = timeline_topic
-        self._domain = domain
-        self._slots = asyncio.Semaphore(concurrency)
-        self._max_delay = max_delay
-
-    async def handle(self, records: Sequence[Record]) -> None:
-        by_order: dict[str, list[tuple[Record, OrderStatusChanged]]] = defaultdict(list)
-        seen: set[str] = set()
-        for record in records:
-            try:
-                event = self._codec.decode(record.value, OrderStatusChanged)
-            except DecodeError as exc:
-                await self._dead_letters.publish(record, exc.reason)
-                continue
-            # The same event twice in one batch (a producer retry): the first one covers both.
-            if event.event_id not in seen:
-                seen.add(event.event_id)
-                by_order[event.order_id].append((record, event))
-        await asyncio.gather(*(self._run_order(items) for items in by_order.values()))
-
-    async def _run_order(self, items: list[tuple[Record, OrderStatusChanged]]) -> None:
-        # Each order reads its own outcomes and its customer's suppression, so that no order
-        # waits for the whole batch's reads before its first send.
-        first = items[0][1]
-        async with self._slots:
-            done, suppression = await asyncio.gather(
-                self._mongo(
-                    lambda: self._ledger.find_many([event.event_id for _, event in items]),
-                    "ledger.find_many",
-                ),
-                self._mongo(
-                    lambda: self._outbound.suppression(
-                        first.order_id, first.store_id, first.customer.email
-                    ),
-                    "suppressions.active",
-                ),
-            )
-        order = _OrderState(pair=None, suppression=suppression)
-        for record, event in items:
-            async with self._slots:
-                await self._process(record, event, done.get(event.event_id), order)
-
-    async def _process(
-        self,
-        record: Record,
-        event: OrderStatusChanged,
-        delivery: Delivery | None,
-        order: _OrderState,
-    ) -> None:
-        """Email one event (unless the ledger has its outcome) and publish its timeline events."""
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(order_id=event.order_id, event_id=event.event_id)
-        started = time.perf_counter()
-        try:
-            outcome = "redelivered" if delivery else "sent"
-            await self._mongo(
-                lambda: self._aliases.follow_status(
-                    event.order_id,
-                    event.store_id,
-                    terminal=event.status in TERMINAL,
-                    at=event.occurred_at,
-                ),
-                "aliases.follow_status",
-            )
-            if delivery is None:
-                suppressed = order.suppression is not None
-                delivery = await self._deliver(event, order)
-                outcome = "suppressed" if suppressed else "sent" if delivery.sent else "failed"
-            await self._publish([TimelineEvent.model_validate(r) for r in delivery.timeline])
-        except Unprocessable as exc:
-            outcome = "dead_lettered"
-            await self._dead_letters.publish(record, str(exc))
-        except NOT_THIS_EVENTS_FAULT:
-            # A broken producer, a refused password, certificate or ACL: the process exits,
-            # commits nothing past this event, and its restart (or the fix) sends it then.
-            raise
-        except Exception as exc:
-            # A bug, not bad data: dead-letter the event (replayable once fixed) instead of
-            # crash-looping on it. The reason names the error type only: messages may hold data.
-            log.exception("event_failed")
-            outcome = "dead_lettered"
-            await self._dead_letters.publish(record, f"internal error: {type(exc).__name__}")
-        metrics.EVENTS_CONSUMED.labels(consumer=COMPONENT, outcome=outcome).inc()
-        log.info(
-            "event_processed",
-            status=event.status.value,
-            outcome=outcome,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-
-    async def _deliver(self, event: OrderStatusChanged, order: _OrderState) -> Delivery:
-        """Send the event's email and record its outcome; Unprocessable when it can have none.
-
-        Not sent when the customer's address bounced hard: DELIVERY_FAILED, reason `suppressed`.
-        """
-        rendered = self._renderer.render(event)
-        customer, store = notification_parties(event)
-        if order.pair is None:
-            order.pair = await self._mongo(
-                lambda: self._aliases.order_pair(event.order_id, event.store_id, customer, store),
-                "aliases.order_pair",
-            )
-        customer_alias, store_alias = order.pair
-        prepared = notifications.prepare(
-            event,
-            rendered,
-            store_alias=store_alias.address,
-            customer_alias=customer_alias.address,
-            domain=self._domain,
-        )
-        if order.suppression is not None:
-            metrics.NOTIFICATIONS_SUPPRESSED.inc()
-            report = suppressed_report(order.suppression.status, order.suppression.since)
-            return await self._record(prepared, failure=SUPPRESSED, delivery=report)
-        sent = SentMessage.of(prepared.outcome(at=datetime.now(UTC)), customer_alias.expires_at)
-        sealed = self._outbound.seal(prepared.raw, sent)
-        prepared = replace(prepared, raw=sealed.raw)
-        # Kept before it is sent, under its outcome's event id: whatever the outcome (sent,
-        # refused, a kill before the ledger write) the console can show what was sent, and a
-        # bounce however quick finds the message it is about.
-        await self._mongo(
-            lambda: self._messages.keep(
-                event_id=prepared.outcome_event_id,
-                order_id=event.order_id,
-                store_id=event.store_id,
-                raw=prepared.raw,
-                sent=sent,
-            ),
-            "messages.keep",
-        )
-        try:
-            delivery = await retry_transient(
-                lambda: self._sender.send(
-                    sealed.raw,
-                    sender=sealed.return_path,
-                    recipient=customer.address,
-                    record=lambda: self._record(prepared, failure=None),
-                ),
-                name="smtp.send",
-                is_transient=smtp_transient,
-                max_delay=self._max_delay,
-            )
-        except SmtpFailure as exc:
-            metrics.EMAILS_FAILED.labels(kind="permanent").inc()
-            return await self._refused(prepared, exc.reply, customer.address, order)
-        metrics.EMAILS_SENT.inc()
-        return delivery
-
-    async def _refused(
-        self,
-        prepared: notifications.PreparedNotification,
-        reply: str,
-        customer_address: str,
-        order: _OrderState,
-    ) -> Delivery:
-        """The upstream refused for good: recorded with its reply, addresses removed; a refusal
-        that says the address does not exist suppresses it like a bounce would."""
-        report = smtp_reply_report(reply, private_terms(customer_address))
-        delivery = await self._record(prepared, failure=report.diagnostic, delivery=report)
-        if report.failure_type is FailureType.HARD_BOUNCE:
-            event = prepared.event
-            await self._mongo(
-                lambda: self._outbound.suppress(
-                    order_id=event.order_id,
-                    store_id=event.store_id,
-                    customer_address=customer_address,
-                    status=report.status or "5.0.0",
-                    cause_event_id=notification_event_id(event.event_id),
-                    at=delivery.at,
-                ),
-                "suppressions.suppress",
-            )
-            # The order's later events in this batch are not sent either.
-            order.suppression = Suppression(
-                scope="order",
-                order_id=event.order_id,
-                store_id=event.store_id,
-                status=report.status or "5.0.0",
-                cause_event_id=notification_event_id(event.event_id),
-                since=delivery.at,
-            )
-        return delivery
-
-    async def _record(
-        self,
-        prepared: notifications.PreparedNotification,
-        *,
-        failure: str | None,
-        delivery: DeliveryReport | None = None,
-    ) -> Delivery:
-        """The outcome in the ledger; a redelivered event finds it there and is not re-sent."""
-        at = datetime.now(UTC)
-        outcome = Delivery(
-            event_id=prepared.event.event_id,
-            order_id=prepared.event.order_id,
-            sent=failure is None,
-            at=at,
-            timeline=[
-                e.to_record() for e in prepared.timeline(at=at, failure=failure, delivery=delivery)
-            ],
-        )
-        return await self._mongo(lambda: self._ledger.record(outcome), "ledger.record")
-
-    async def _publish(self, events: list[TimelineEvent]) -> None:
-        async def send_all() -> None:
-            futures = [
-                await self._producer.send(
-                    self._timeline_topic, key=e.order_id.encode(), value=self._codec.encode(e)
-                )
-                for e in events
-            ]
-            await asyncio.gather(*futures)
-
-        await retry_transient(
-            send_all, name="kafka.timeline", is_transient=kafka_transient, max_delay=self._max_delay
-        )
-
-    async def _mongo(self, operation: Callable[[], Awaitable[T]], name: str) -> T:
-        return await retry_transient(
-            operation,
-            name=f"mongo.{name}",
-            is_transient=mongo.is_transient,
-            max_delay=self._max_delay,
-        )
-
-
-@dataclass
-class _OrderState:
-    """What an order's events share within a batch."""
-
-    pair: AliasPair | None
-    suppression: Suppression | None
 
 
 class NotifierService(Service):
@@ -357,37 +60,21 @@ class NotifierService(Service):
         try:
             db = client[settings.mongo_db]
             dialect = await mongo.prepare(db, settings.mongo_dialect)
+            stores = Stores(db, dialect, settings, self._cipher)
             await producer.start()
             # Refused settings stop the worker now, before it takes a single event.
             await require_topics(settings, [settings.topic_timeline, settings.topic_dlq])
             await smtp.check()
             notifier = Notifier(
                 codec=self._codec,
-                aliases=AliasStore(
-                    db,
-                    self._cipher,
-                    domain=settings.domain,
-                    ttl_days=settings.alias_ttl_days,
-                    clock=SystemClock(),
-                    dialect=dialect,
-                    cache_size=settings.alias_cache_size,
-                    grace_days=settings.alias_grace_days,
-                ),
-                ledger=DeliveryLedger(db, dialect=dialect),
-                messages=MessageStore(
-                    db,
-                    self._cipher,
-                    retention_days=settings.message_retention_days,
-                    clock=SystemClock(),
-                    dialect=dialect,
-                ),
+                aliases=stores.aliases,
+                ledger=stores.ledger,
+                messages=stores.messages,
                 renderer=TemplateRenderer(settings.templates_dir),
                 sender=RecordedSender(smtp, max_unrecorded=settings.notifier_max_unrecorded),
                 outbound=Outbound(
                     self._keys,
-                    suppressions=Suppressions(
-                        db, dialect, store_wide=settings.bounce_suppress_store
-                    ),
+                    suppressions=stores.suppressions,
                     cipher=self._cipher,
                 ),
                 producer=producer,

@@ -1,6 +1,6 @@
 """`ct run relay`: the SMTP server for the alias domain. Forwards, records, and never drops.
 
-The hooks that decide, forward and record are RelayHandler's (relay_handler.py); this module
+The hooks that decide, forward and record are RelayHandler's (services/relay.py); this module
 serves them and wires them to MongoDB, Kafka and the SMTP upstream.
 """
 
@@ -16,21 +16,19 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope
 
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasStore
 from worker.adapters.kafka import make_producer, require_topics
-from worker.adapters.messages import MessageStore
 from worker.adapters.smtp import SmtpPool
 from worker.adapters.smtp_server import bound_port, start_smtp_server
-from worker.adapters.suppressions import Suppressions
-from worker.apps.outbound import MailKeys, Outbound
-from worker.apps.relay_handler import RelayEnvelope, RelayHandler
-from worker.apps.relay_screening import SenderScreen
-from worker.codec import ValueCodec
-from worker.config import Settings
-from worker.crypto import AddressCipher
+from worker.apps.builder import Stores
+from worker.contracts.codec import ValueCodec
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
+from worker.core.service import Service
 from worker.domain import relaying as rules
 from worker.domain.aliases import SystemClock
-from worker.service import Service
+from worker.services.outbound import MailKeys, Outbound
+from worker.services.relay import RelayEnvelope, RelayHandler
+from worker.services.screening import SenderScreen
 
 log = structlog.get_logger(__name__)
 
@@ -92,24 +90,10 @@ class RelayService(Service):
             await require_topics(settings, [settings.topic_timeline])
             await smtp.check()
             clock = SystemClock()
+            stores = Stores(db, dialect, settings, self._cipher, clock)
             handler = RelayHandler(
-                aliases=AliasStore(
-                    db,
-                    self._cipher,
-                    domain=settings.domain,
-                    ttl_days=settings.alias_ttl_days,
-                    clock=clock,
-                    dialect=dialect,
-                    cache_size=settings.alias_cache_size,
-                    grace_days=settings.alias_grace_days,
-                ),
-                messages=MessageStore(
-                    db,
-                    self._cipher,
-                    retention_days=settings.message_retention_days,
-                    clock=clock,
-                    dialect=dialect,
-                ),
+                aliases=stores.aliases,
+                messages=stores.messages,
                 smtp=smtp,
                 producer=producer,
                 codec=self._codec,
@@ -119,9 +103,7 @@ class RelayService(Service):
                 screen=SenderScreen.from_settings(settings),
                 outbound=Outbound(
                     self._keys,
-                    suppressions=Suppressions(
-                        db, dialect, store_wide=settings.bounce_suppress_store
-                    ),
+                    suppressions=stores.suppressions,
                     cipher=self._cipher,
                 ),
             )

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import structlog
 
 from worker.apps.failures import explain
-from worker.config import ConfigError, Settings
-from worker.http import serve_http
-from worker.service import Service
+from worker.core.config import ConfigError, Settings
+from worker.core.http import serve_http
+from worker.core.service import Service
 
 log = structlog.get_logger(__name__)
 

@@ -18,28 +18,26 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from worker.accounts import Accounts
 from worker.adapters import audit as audit_adapter
 from worker.adapters import messages as messages_adapter
 from worker.adapters import mongo
 from worker.adapters import sessions as sessions_adapter
 from worker.adapters import users as users_adapter
-from worker.adapters.alias_store import AliasStore
 from worker.adapters.audit import AuditLog
-from worker.adapters.dialect import Dialect
 from worker.adapters.dlq import DeadLetterQueue
 from worker.adapters.messages import MessageStore
 from worker.adapters.order_queries import OrderQueries
 from worker.adapters.sessions import LoginThrottle, Sessions
-from worker.adapters.stores import StoreSettings
 from worker.adapters.users import ApiTokens, Users
-from worker.config import ConfigError, Settings
-from worker.crypto import AddressCipher
+from worker.apps.builder import Stores
+from worker.core.config import ConfigError, Settings
+from worker.core.crypto import AddressCipher
+from worker.core.service import Service
 from worker.domain.accounts import LoginLimits
 from worker.domain.aliases import Clock, SystemClock
-from worker.service import Service
+from worker.services.accounts import Accounts
+from worker.services.console import Console
 from worker.web.app import create_app
-from worker.web.console import Console
 from worker.web.security import CookiePolicy
 
 log = structlog.get_logger(__name__)
@@ -127,15 +125,10 @@ class WebService(Service):
             dialect = await mongo.prepare(db, settings.mongo_dialect)
             await mongo.ensure_indexes(db, WEB_INDEXES)
             accounts = build_accounts(db, settings, self._clock)
-            messages = MessageStore(
-                db,
-                self._cipher,
-                retention_days=settings.message_retention_days,
-                clock=self._clock,
-                dialect=dialect,
-            )
+            stores = Stores(db, dialect, settings, self._cipher, self._clock, cache_aliases=False)
+            messages = stores.messages
             self.app = app = create_app(
-                console=self._console(db, messages, dialect),
+                console=self._console(stores),
                 accounts=accounts,
                 cookies=CookiePolicy(
                     secure=settings.web_secure_cookies,
@@ -170,23 +163,16 @@ class WebService(Service):
             sock.close()
             await client.close()
 
-    def _console(self, db: mongo.Database, messages: MessageStore, dialect: Dialect) -> Console:
+    def _console(self, stores: Stores) -> Console:
         settings = self._settings
         return Console(
-            db=db,
-            aliases=AliasStore(
-                db,
-                self._cipher,
-                domain=settings.domain,
-                ttl_days=settings.alias_ttl_days,
-                clock=self._clock,
-                dialect=dialect,
-            ),
-            messages=messages,
-            audit=AuditLog(db),
-            stores=StoreSettings(db),
-            orders=OrderQueries(db),
-            dead_letters=DeadLetterQueue(settings, db, self._clock, dialect),
+            db=stores.db,
+            aliases=stores.aliases,
+            messages=stores.messages,
+            audit=stores.audit,
+            stores=stores.store_settings,
+            orders=OrderQueries(stores.db),
+            dead_letters=DeadLetterQueue(settings, stores.db, self._clock, stores.dialect),
             domain=settings.domain,
         )
 

@@ -25,8 +25,7 @@ from typing import Final
 
 from flufl.bounce import all_failures
 
-from worker.domain.notifications import derived_event_id
-from worker.events import (
+from worker.contracts.events import (
     ConversationMessage,
     DeliveryReport,
     FailureType,
@@ -34,6 +33,7 @@ from worker.events import (
     TimelineEvent,
     TimelineKind,
 )
+from worker.domain.notifications import derived_event_id
 
 MAX_DIAGNOSTIC: Final = 300
 ADDRESS_MASK: Final = "<address>"

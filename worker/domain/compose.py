@@ -15,10 +15,10 @@ from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from typing import Final
 
+from worker.contracts.events import OrderStatusChanged
 from worker.domain.aliases import DOT_ATOM
 from worker.domain.errors import Unprocessable
 from worker.domain.templates import RenderedEmail
-from worker.events import OrderStatusChanged
 
 # Cc covers CR, LF, TAB, NUL and DEL; Zl/Zp are U+2028/U+2029, which some clients treat as breaks.
 _BREAKING_CATEGORIES: Final = frozenset({"Cc", "Zl", "Zp"})

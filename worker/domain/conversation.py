@@ -9,8 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from worker.domain.aliases import MaskType
-from worker.events import (
+from worker.contracts.events import (
     Direction,
     OrderStatus,
     Participant,
@@ -18,6 +17,7 @@ from worker.events import (
     TimelineEvent,
     TimelineKind,
 )
+from worker.domain.aliases import MaskType
 
 JOURNEY: Final = (
     OrderStatus.PAYMENT_APPROVED,

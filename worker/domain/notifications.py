@@ -10,11 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from worker.domain.aliases import Party, normalize_address
-from worker.domain.compose import compose_notification
-from worker.domain.templates import RenderedEmail
-from worker.domain.text import first_words
-from worker.events import (
+from worker.contracts.events import (
     ConversationMessage,
     DeliveryReport,
     Direction,
@@ -24,6 +20,10 @@ from worker.events import (
     TimelineEvent,
     TimelineKind,
 )
+from worker.domain.aliases import Party, normalize_address
+from worker.domain.compose import compose_notification
+from worker.domain.templates import RenderedEmail
+from worker.domain.text import first_words
 
 # Timeline event ids are derived from their cause, so the same cause always yields the same id
 # and the projector's duplicate check absorbs every retry.

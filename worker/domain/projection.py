@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from worker.events import TimelineEvent, TimelineKind
+from worker.contracts.events import TimelineEvent, TimelineKind
 
 Entry = dict[str, Any]
 

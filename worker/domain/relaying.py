@@ -19,10 +19,10 @@ from email.parser import BytesParser
 from email.utils import formataddr, getaddresses, parseaddr
 from typing import Final
 
+from worker.contracts.events import Direction, ParticipantRole
 from worker.domain.aliases import is_alias_domain
 from worker.domain.sender_auth import UNVERIFIED_SENDER_NAME
 from worker.domain.text import first_words
-from worker.events import Direction, ParticipantRole
 
 # 5xx only where a retry cannot help; anything transient or unexpected is a 4xx, so senders retry.
 ONLY_CUSTOMER: Final = "550 5.7.1 Only the customer of this order may write to this address"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.utils import parseaddr
 
+from worker.contracts.events import ParticipantRole
 from worker.domain.abuse import MARKETING_REFUSED, RATE_LIMITED, OverLimit
 from worker.domain.relaying import OrderParties
 from worker.domain.sender_auth import (
@@ -21,7 +22,6 @@ from worker.domain.sender_auth import (
     Trusted,
     judge_sender,
 )
-from worker.events import ParticipantRole
 
 AUTHENTICATION_OFF = "sender-authentication-off"
 

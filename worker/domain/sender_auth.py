@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Literal
 
-from worker.events import ParticipantRole
+from worker.contracts.events import ParticipantRole
 
 SENDER_NOT_VERIFIED: Final = (
     "550 5.7.1 The sender could not be verified as the customer of this order (SPF/DKIM/DMARC)"

@@ -27,8 +27,8 @@ from jinja2 import (
     select_autoescape,
 )
 
+from worker.contracts.events import OrderStatus, OrderStatusChanged
 from worker.domain.errors import Unprocessable
-from worker.events import OrderStatus, OrderStatusChanged
 
 PACKAGED_TEMPLATES: Final = Path(__file__).resolve().parent.parent / "templates"
 SUPPORTED_LOCALES: Final = ("en", "pt-BR")  # the first is the last resort

@@ -92,7 +92,10 @@ class BounceAddresses:
             token = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
         except (binascii.Error, ValueError):
             return TokenRejected("malformed")
-        if len(token) != _TOKEN_BYTES or token[0] != VERSION:
+        # The last base32 character carries padding bits: only the spelling we make is ours, so
+        # one message has exactly one return path.
+        canonical = base64.b32encode(token).decode("ascii").rstrip("=").lower() == text
+        if not canonical or len(token) != _TOKEN_BYTES or token[0] != VERSION:
             return TokenRejected("malformed")
         tag, sealed = token[1 : 1 + TAG_BYTES], token[1 + TAG_BYTES :]
         for mac_key, enc_key in self._keys:

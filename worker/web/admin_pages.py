@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from worker.accounts import Principal
 from worker.domain.accounts import AccountError, Role
 from worker.domain.aliases import SOFT_MASK_WARNING, AliasExpiry, MaskType
-from worker.web.console import Invalid
+from worker.services.accounts import Principal
+from worker.services.console import Invalid
 from worker.web.rendering import render
 from worker.web.security import accounts_of, checked_form, console_of, page_role
 

@@ -7,14 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from worker.accounts import Principal
 from worker.adapters.stores import StoreSetting
+from worker.contracts.events import OrderStatus
 from worker.domain.accounts import Role
 from worker.domain.aliases import SOFT_MASK_WARNING, MaskType
 from worker.domain.conversation import MessageItem, Person
 from worker.domain.mime_view import MessageView, plain_text
-from worker.events import OrderStatus
-from worker.web.console import OrderPage
+from worker.services.accounts import Principal
+from worker.services.console import OrderPage
 from worker.web.downloads import attachment_response
 from worker.web.problems import PROBLEM_JSON, forbidden
 from worker.web.schemas import (

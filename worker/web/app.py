@@ -11,10 +11,10 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker import metrics
-from worker.accounts import Accounts, Principal
+from worker.core import metrics
+from worker.services.accounts import Accounts, Principal
+from worker.services.console import Console
 from worker.web import admin_pages, api, auth_pages, pages
-from worker.web.console import Console
 from worker.web.problems import install_problem_handlers
 from worker.web.rendering import HERE, problem_page
 from worker.web.security import BodyLimit, CookiePolicy, SecurityHeaders, api_principal

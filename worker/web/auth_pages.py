@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from worker import metrics
-from worker.accounts import LoggedIn, Principal
+from worker.core import metrics
 from worker.domain.accounts import AccountError, same_secret
+from worker.services.accounts import LoggedIn, Principal
 from worker.web.problems import forbidden
 from worker.web.rendering import login_page, render
 from worker.web.security import (

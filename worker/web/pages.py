@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from worker.accounts import Principal
+from worker.contracts.events import OrderStatus
 from worker.domain.accounts import Role
-from worker.events import OrderStatus
-from worker.web.console import Invalid
+from worker.services.accounts import Principal
+from worker.services.console import Invalid
 from worker.web.downloads import attachment_response
 from worker.web.rendering import render
 from worker.web.security import checked_form, console_of, page_role

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker.adapters.paging import BadCursor
 from worker.domain.accounts import AccountError
-from worker.web.console import Invalid, Missing
+from worker.services.console import Invalid, Missing
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"

@@ -10,8 +10,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from worker.accounts import Principal
 from worker.domain.accounts import new_csrf_token
+from worker.services.accounts import Principal
 from worker.web.problems import LoginRequired, Problem
 from worker.web.security import cookies_of
 

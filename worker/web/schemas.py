@@ -13,9 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from worker.contracts.events import Direction, OrderStatus, ParticipantRole
 from worker.domain.aliases import AliasExpiry, MaskType
 from worker.domain.conversation import MessageState, StepState
-from worker.events import Direction, OrderStatus, ParticipantRole
 
 
 class Document(BaseModel):

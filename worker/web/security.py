@@ -18,9 +18,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import FormData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.accounts import Accounts, Principal
 from worker.domain.accounts import Role, same_secret
-from worker.web.console import Console
+from worker.services.accounts import Accounts, Principal
+from worker.services.console import Console
 from worker.web.problems import LoginRequired, Problem, forbidden, unauthorized
 
 MAX_BODY_BYTES = 1024 * 1024

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from worker.codec import SingleObjectCodec
-from worker.config import Settings
-from worker.crypto import AddressCipher
-from worker.service import Service
+from worker.contracts.codec import SingleObjectCodec
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
+from worker.core.service import Service
 
 WORKERS = ("notifier", "relay", "projector", "web")
 
@@ -19,10 +19,10 @@ def build_services(workers: Sequence[str], settings: Settings) -> list[Service]:
     `all` stands for every worker, the web console included.
     """
     from worker.apps.notifier import NotifierService
-    from worker.apps.outbound import MailKeys
     from worker.apps.projector import ProjectorService
     from worker.apps.relay import RelayService
     from worker.apps.web import WebService
+    from worker.services.outbound import MailKeys
 
     names = list(dict.fromkeys(WORKERS if "all" in workers else workers))
     codec = SingleObjectCodec()

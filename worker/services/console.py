@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from worker.accounts import Principal
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.audit import AuditEntry, AuditLog
 from worker.adapters.dlq import DeadLetterQueue, ListedLetter
@@ -22,7 +21,8 @@ from worker.adapters.stores import StoreSetting, StoreSettings
 from worker.domain.aliases import AliasExpiry, MaskType
 from worker.domain.conversation import Conversation, MessageItem, conversation
 from worker.domain.mime_view import AttachmentFile, MessageView, attachment_file, view_message
-from worker.timeline import get_timeline
+from worker.services.accounts import Principal
+from worker.services.timeline import get_timeline
 
 
 class Missing(LookupError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.audit import AuditLog
 from worker.adapters.suppressions import Suppression, Suppressions
-from worker.crypto import AddressCipher
-from worker.events import ParticipantRole
+from worker.contracts.events import ParticipantRole
+from worker.core.crypto import AddressCipher
 
 
 async def resolve_alias(

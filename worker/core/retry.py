@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import structlog
 
-from worker import metrics
+from worker.core import metrics
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """An order's conversation for people and other programs: the public read API and `ct timeline`.
 
-from worker.timeline import get_timeline
+from worker.services.timeline import get_timeline
 entries = await get_timeline(client["conversation_tracker"], "order-1001")
 
 The reading itself is the orders adapter's (worker/adapters/orders.py); this module is what
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from worker.adapters.orders import read_timeline as get_timeline
-from worker.events import TimelineEvent
+from worker.contracts.events import TimelineEvent
 
 __all__ = ["format_table", "get_timeline", "timeline_json"]
 

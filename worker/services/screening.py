@@ -15,7 +15,7 @@ import structlog
 
 from worker.adapters.dns import DnsClient, parse_resolvers
 from worker.adapters.mail_auth import SenderAuthenticator
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.domain.abuse import OverLimit, RateKeys, RateLimit, SlidingWindowLimiter
 from worker.domain.abuse import marketing_markers as find_markers
 from worker.domain.auth_results import authentication_results

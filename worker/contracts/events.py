@@ -1,7 +1,8 @@
 """The public event contracts as typed models, mirroring `schemas/*.avsc` field for field.
 
-Avro records decode into these at the edge (worker.codec); the domain and the apps only ever see
-models. Python names are snake_case; the wire and MongoDB use the schemas' camelCase names.
+Avro records decode into these at the edge (worker.contracts.codec); the domain and the services
+only ever see models. Python names are snake_case; the wire and MongoDB use the schemas'
+camelCase names.
 """
 
 from __future__ import annotations

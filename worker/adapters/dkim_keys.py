@@ -16,7 +16,7 @@ from typing import Final, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from worker.config import DKIM_KEY_HINT, ConfigError, Settings
+from worker.core.config import DKIM_KEY_HINT, ConfigError, Settings
 from worker.domain.dkim import MIN_RSA_BITS, DkimSigner, PrivateKey, SigningKey, WeakKey
 
 Algorithm = Literal["rsa", "ed25519"]

@@ -15,11 +15,11 @@ from typing import Final
 
 import structlog
 
-from worker import metrics
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.messages import MessageStore
-from worker.apps.outbound import Outbound
+from worker.contracts.events import FailureType, ParticipantRole, TimelineEvent
+from worker.core import metrics
 from worker.domain import relaying as rules
 from worker.domain.aliases import Clock
 from worker.domain.bounces import (
@@ -31,7 +31,7 @@ from worker.domain.bounces import (
     read_report,
 )
 from worker.domain.verp import BounceAddresses, BounceRef
-from worker.events import FailureType, ParticipantRole, TimelineEvent
+from worker.services.outbound import Outbound
 
 log = structlog.get_logger(__name__)
 RECIPIENT_OK: Final = "250 2.1.5 Recipient OK"

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.adapters.dns import parse_resolvers
+from worker.core.nameservers import parse_resolvers
 
 HostName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")]
 # A DKIM selector is one or more DNS labels (RFC 6376 section 3.1).
@@ -102,8 +102,8 @@ class Settings(BaseSettings):
     encryption_old_keys: SecretStr | None = None
     templates_dir: Path | None = None
 
-    # DKIM (see worker/dkim_keys.py): the notifier and the relay sign everything they send and
-    # refuse to start without a readable 2048-bit RSA key.
+    # DKIM (see worker/adapters/dkim_keys.py): the notifier and the relay sign everything they
+    # send and refuse to start without a readable 2048-bit RSA key.
     dkim_selector: Selector | None = None
     dkim_private_key_file: Path | None = None
     dkim_ed25519_key_file: Path | None = None
@@ -126,7 +126,8 @@ class Settings(BaseSettings):
     projector_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
     notifier_concurrency: int = Field(default=64, ge=1, le=10_000)
     # Emails a notifier may have had accepted upstream but not yet recorded in its ledger: the
-    # most a kill can make it send twice. Raising it buys throughput (worker/apps/recorded_send.py).
+    # most a kill can make it send twice. Raising it buys throughput
+    # (worker/services/recorded_send.py).
     notifier_max_unrecorded: int = Field(default=1, ge=1, le=1_000)
     retry_max_delay_s: float = Field(default=30.0, gt=0)
 

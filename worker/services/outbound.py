@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from worker.adapters.dkim_keys import load_signer
 from worker.adapters.suppressions import Suppression, Suppressions
-from worker.config import Settings
-from worker.crypto import AddressCipher, bounce_token_keys
-from worker.dkim_keys import load_signer
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher, bounce_token_keys
 from worker.domain.bounces import SentMessage
 from worker.domain.dkim import DkimSigner
 from worker.domain.verp import BounceAddresses

@@ -25,18 +25,18 @@ from typing import Any
 import aiosmtplib
 
 from worker.adapters import mongo
+from worker.adapters.dkim_keys import generate_key as generate_dkim_key
+from worker.adapters.dkim_keys import write_key
 from worker.adapters.kafka import ensure_topics, make_producer
 from worker.adapters.stores import StoreSettings
-from worker.apps.demo_bounce import BOUNCED_CUSTOMER, PROVIDER, delivery_status_notification
-from worker.apps.sink import read_index
-from worker.codec import SingleObjectCodec
-from worker.config import Settings
-from worker.crypto import generate_key
-from worker.dkim_keys import generate_key as generate_dkim_key
-from worker.dkim_keys import write_key
+from worker.contracts.codec import SingleObjectCodec
+from worker.contracts.events import Customer, Item, OrderStatus, OrderStatusChanged, Store
+from worker.core.config import Settings
+from worker.core.crypto import generate_key
+from worker.devtools.demo_bounce import BOUNCED_CUSTOMER, PROVIDER, delivery_status_notification
+from worker.devtools.sink import read_index
 from worker.domain.aliases import MaskType
-from worker.events import Customer, Item, OrderStatus, OrderStatusChanged, Store
-from worker.timeline import format_table, get_timeline
+from worker.services.timeline import format_table, get_timeline
 
 JOURNEY = [
     OrderStatus.PAYMENT_APPROVED,

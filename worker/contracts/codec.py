@@ -20,7 +20,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import ValidationError
 
-from worker.events import Contract, OrderStatusChanged, TimelineEvent
+from worker.contracts.events import Contract, OrderStatusChanged, TimelineEvent
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -51,8 +51,9 @@ class KnownSchema:
 
 def schemas_dir() -> Path:
     """`schemas/` of a checkout, or the copy packed into the wheel as worker/_schemas."""
-    packaged = Path(__file__).parent / "_schemas"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "schemas"
+    package = Path(__file__).resolve().parent.parent  # worker/
+    packaged = package / "_schemas"
+    return packaged if packaged.is_dir() else package.parent / "schemas"
 
 
 def crc64_avro(canonical_form: str) -> bytes:

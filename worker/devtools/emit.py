@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from worker.events import Customer, Item, OrderStatus, OrderStatusChanged, Store
+from worker.contracts.events import Customer, Item, OrderStatus, OrderStatusChanged, Store
 
 
 class EmitError(ValueError):

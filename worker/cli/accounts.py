@@ -1,4 +1,4 @@
-"""The `ct` subcommands of the web console: users, API tokens, message retention, `ct console`."""
+"""`ct user`, `ct token`, `ct messages purge`, `ct console`: console users and retention."""
 
 from __future__ import annotations
 
@@ -7,16 +7,60 @@ import getpass
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from worker.accounts import Accounts
-from worker.config import Settings
+from worker.cli._common import database, out, stores
+from worker.cli.usage import UsageError
+from worker.core.config import Settings
 from worker.domain.accounts import AccountError, Role
-from worker.usage import UsageError
+from worker.services.accounts import Accounts
 
 
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+def register(sub: Any) -> None:
+    user = sub.add_parser("user", help="console users")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    add = user_sub.add_parser(
+        "add", help="add a user; the password comes from stdin, or is generated and printed"
+    )
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["admin", "support"])
+    add.add_argument("--generate", action="store_true", help="generate the password, print it")
+    add.set_defaults(handler=cmd_user_add)
+    passwd = user_sub.add_parser("passwd", help="set a user's password (stdin) or generate one")
+    passwd.add_argument("name")
+    passwd.add_argument("--generate", action="store_true", help="generate the password, print it")
+    passwd.set_defaults(handler=cmd_user_passwd)
+    user_sub.add_parser("list", help="print the users and their roles").set_defaults(
+        handler=cmd_user_list
+    )
+    remove = user_sub.add_parser("remove", help="remove a user, ending sessions and tokens")
+    remove.add_argument("name")
+    remove.set_defaults(handler=cmd_user_remove)
+
+    token = sub.add_parser("token", help="API tokens (Authorization: Bearer ...)")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    create = token_sub.add_parser("create", help="make a token and print it once")
+    create.add_argument("--user", required=True, help="the user whose role the token has")
+    create.add_argument("--label", default="", help="what the token is for")
+    create.set_defaults(handler=cmd_token_create)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id")
+    revoke.set_defaults(handler=cmd_token_revoke)
+    token_sub.add_parser("list", help="print the tokens (ids, users, last use)").set_defaults(
+        handler=cmd_token_list
+    )
+
+    messages = sub.add_parser("messages", help="kept messages")
+    messages_sub = messages.add_subparsers(dest="action", required=True)
+    messages_sub.add_parser(
+        "purge", help="delete messages older than CT_MESSAGE_RETENTION_DAYS now"
+    ).set_defaults(handler=cmd_messages_purge)
+
+    console = sub.add_parser(
+        "console", help="make a one-time admin password, print the URL, serve the console"
+    )
+    console.add_argument("--user", default="admin", help="the admin user (made if missing)")
+    console.set_defaults(handler=cmd_console)
 
 
 @asynccontextmanager
@@ -65,10 +109,10 @@ async def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
             )
         except AccountError as exc:
             return _fail(exc, "user add")
-    _out(f"user {user.name} added with the {user.role.value} role")
+    out(f"user {user.name} added with the {user.role.value} role")
     if generated:
-        _out(f"password: {generated}")
-        _out("(shown only now; `ct user passwd` makes a new one)")
+        out(f"password: {generated}")
+        out("(shown only now; `ct user passwd` makes a new one)")
     return 0
 
 
@@ -79,9 +123,9 @@ async def cmd_user_passwd(args: argparse.Namespace, settings: Settings) -> int:
             generated = await accounts.set_password(args.name, password, by=_operator(args))
         except AccountError as exc:
             return _fail(exc, "user passwd")
-    _out(f"password of {args.name} changed; their sessions ended")
+    out(f"password of {args.name} changed; their sessions ended")
     if generated:
-        _out(f"password: {generated}")
+        out(f"password: {generated}")
     return 0
 
 
@@ -90,9 +134,9 @@ async def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
         users = await accounts.users()
     for user in users:
         state = "disabled" if user.disabled else "active"
-        _out(f"{user.name:<24} {user.role.value:<8} {state:<8} since {user.created_at:%Y-%m-%d}")
+        out(f"{user.name:<24} {user.role.value:<8} {state:<8} since {user.created_at:%Y-%m-%d}")
     if not users:
-        _out("no users yet: ct user add NAME --role admin")
+        out("no users yet: ct user add NAME --role admin")
     return 0
 
 
@@ -102,7 +146,7 @@ async def cmd_user_remove(args: argparse.Namespace, settings: Settings) -> int:
             await accounts.remove_user(args.name, by=_operator(args))
         except AccountError as exc:
             return _fail(exc, "user remove")
-    _out(f"user {args.name} removed; their sessions ended and their tokens were revoked")
+    out(f"user {args.name} removed; their sessions ended and their tokens were revoked")
     return 0
 
 
@@ -113,7 +157,7 @@ async def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
         except AccountError as exc:
             return _fail(exc, "token create")
     print(f"token {token.token_id} for {token.user} (shown only now):", file=sys.stderr)
-    _out(made.value)
+    out(made.value)
     return 0
 
 
@@ -123,7 +167,7 @@ async def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     if not revoked:
         print(f"ct token revoke: no active token {args.token_id!r}", file=sys.stderr)
         return 1
-    _out(f"token {args.token_id} revoked")
+    out(f"token {args.token_id} revoked")
     return 0
 
 
@@ -133,42 +177,25 @@ async def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
     for token in tokens:
         state = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
         used = f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never"
-        _out(f"{token.token_id}  {token.user:<20} {state:<18} used {used:<16} {token.label}")
+        out(f"{token.token_id}  {token.user:<20} {state:<18} used {used:<16} {token.label}")
     if not tokens:
-        _out("no tokens yet: ct token create --user NAME")
+        out("no tokens yet: ct token create --user NAME")
     return 0
 
 
 async def cmd_messages_purge(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.adapters import mongo
-    from worker.adapters.dialect import detect_dialect
-    from worker.adapters.messages import MessageStore
-    from worker.crypto import AddressCipher
-    from worker.domain.aliases import SystemClock
-
-    client = mongo.connect(settings, app_name="ct-cli")
-    try:
-        db = client[settings.mongo_db]
-        store = MessageStore(
-            db,
-            AddressCipher(settings.data_keys()),
-            retention_days=settings.message_retention_days,
-            clock=SystemClock(),
-            dialect=await detect_dialect(db, settings.mongo_dialect),
-        )
-        purged = await store.purge_expired()
-    finally:
-        await client.close()
-    _out(f"{purged} message(s) older than {settings.message_retention_days} days deleted")
+    async with database(settings) as (db, dialect):
+        purged = await stores(settings, db, dialect).messages.purge_expired()
+    out(f"{purged} message(s) older than {settings.message_retention_days} days deleted")
     return 0
 
 
 async def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
     """A one-time admin password, the URL, then the console until Ctrl-C."""
-    from worker.apps.demo import demo_key, state_dir
     from worker.apps.runtime import run_services
     from worker.apps.web import WebService
-    from worker.crypto import AddressCipher
+    from worker.core.crypto import AddressCipher
+    from worker.devtools.demo import demo_key, state_dir
 
     if settings.encryption_key is None:
         if not (state_dir() / "demo-encryption.key").exists():
@@ -176,7 +203,7 @@ async def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
                 "ct console: set CT_ENCRYPTION_KEY (the workers' key), or run `make demo` first"
             )
         settings = settings.model_copy(update={"encryption_key": demo_key(settings)})
-        _out("using the demo's encryption key (CT_ENCRYPTION_KEY is not set)")
+        out("using the demo's encryption key (CT_ENCRYPTION_KEY is not set)")
     async with _accounts(settings) as accounts:
         try:
             existing = {u.name for u in await accounts.users()}
@@ -191,11 +218,11 @@ async def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
         except AccountError as exc:
             return _fail(exc, "console")
     host = "[" + settings.web_host + "]" if ":" in settings.web_host else settings.web_host
-    _out("")
-    _out(f"  Console:  http://{host}:{settings.web_port}/")
-    _out(f"  User:     {args.user}")
-    _out(f"  Password: {password}   (one-time: the next `ct console` replaces it)")
-    _out("  Ctrl-C stops it.")
-    _out("")
+    out("")
+    out(f"  Console:  http://{host}:{settings.web_port}/")
+    out(f"  User:     {args.user}")
+    out(f"  Password: {password}   (one-time: the next `ct console` replaces it)")
+    out("  Ctrl-C stops it.")
+    out("")
     cipher = AddressCipher(settings.data_keys())
     return await run_services(settings, [WebService(settings, cipher)])

@@ -26,25 +26,25 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from worker import metrics
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.kafka import PRODUCER_BROKEN
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.messages import MessageStore
 from worker.adapters.smtp import SmtpFailure, SmtpPool
-from worker.apps.bounce_intake import BounceIntake
-from worker.apps.outbound import Outbound
-from worker.apps.relay_screening import Screened, SenderScreen
-from worker.codec import ValueCodec
-from worker.config import ConfigError
+from worker.contracts.codec import ValueCodec
+from worker.contracts.events import ParticipantRole, TimelineEvent
+from worker.core import metrics
+from worker.core.config import ConfigError
 from worker.domain import relay_events
 from worker.domain import relaying as rules
 from worker.domain.aliases import Clock, Party, is_alias_domain
 from worker.domain.bounces import SentMessage
 from worker.domain.sender_auth import Refused
 from worker.domain.transactions import NEEDS_OWN_TRANSACTION, fits_transaction
-from worker.events import ParticipantRole, TimelineEvent
+from worker.services.bounce_intake import BounceIntake
+from worker.services.outbound import Outbound
+from worker.services.screening import Screened, SenderScreen
 
 log = structlog.get_logger(__name__)
 RECIPIENT_OK = "250 2.1.5 Recipient OK"

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from worker.config import Settings
-from worker.service import Service
+from worker.core.config import Settings
+from worker.core.service import Service
 
 
 def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> bytes:

@@ -1,0 +1,68 @@
+"""One way to build the stores: every worker and command gets them from here, from the settings.
+
+A store built in two places drifts (the console once lacked the alias grace period the workers
+had); here each is built once per process and database, with the settings that shape it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.audit import AuditLog
+from worker.adapters.deliveries import DeliveryLedger
+from worker.adapters.dialect import Dialect
+from worker.adapters.messages import MessageStore
+from worker.adapters.mongo import Database
+from worker.adapters.stores import StoreSettings
+from worker.adapters.suppressions import Suppressions
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
+from worker.domain.aliases import Clock, SystemClock
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The MongoDB-backed stores of one process, each built on first use and then shared."""
+
+    db: Database
+    dialect: Dialect
+    settings: Settings
+    cipher: AddressCipher
+    clock: Clock = field(default_factory=SystemClock)
+    # Workers keep recently used orders' aliases in memory; the console and `ct` read afresh,
+    # so that what an operator sees is what is stored now.
+    cache_aliases: bool = True
+
+    @cached_property
+    def aliases(self) -> AliasStore:
+        s = self.settings
+        return AliasStore(
+            self.db, self.cipher, domain=s.domain, ttl_days=s.alias_ttl_days, clock=self.clock,
+            dialect=self.dialect, cache_size=s.alias_cache_size if self.cache_aliases else 0,
+            grace_days=s.alias_grace_days,
+        )  # fmt: skip
+
+    @cached_property
+    def messages(self) -> MessageStore:
+        return MessageStore(
+            self.db, self.cipher, retention_days=self.settings.message_retention_days,
+            clock=self.clock, dialect=self.dialect,
+        )  # fmt: skip
+
+    @cached_property
+    def suppressions(self) -> Suppressions:
+        return Suppressions(self.db, self.dialect, store_wide=self.settings.bounce_suppress_store)
+
+    @cached_property
+    def ledger(self) -> DeliveryLedger:
+        return DeliveryLedger(self.db, dialect=self.dialect)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.db)
+
+    @cached_property
+    def store_settings(self) -> StoreSettings:
+        return StoreSettings(self.db)

@@ -1,0 +1,1 @@
+"""The console and HTTP API (FastAPI): pages, /api, sign-in, and the security around them."""
