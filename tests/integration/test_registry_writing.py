@@ -1,0 +1,113 @@
+"""Timeline events written in the registry's framing, and `ct schemas`, against the real
+Apicurio Registry of the stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, Capture
+from tests.helpers import CODEC, produce, read_topic, running, settings_env
+from tests.support.events import order_event
+from tests.support.polling import eventually
+from worker.adapters import mongo
+from worker.adapters.event_wire import EventWire
+from worker.apps.notifier import NotifierService
+from worker.apps.projector import ProjectorService
+from worker.contracts.events import OrderStatus, TimelineEvent
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
+from worker.services.outbound import MailKeys
+from worker.services.timeline import get_timeline
+
+pytestmark = pytest.mark.stack
+INCOMPATIBLE = REPO / "tests" / "fixtures" / "schemas" / "incompatible"
+
+
+async def test_confluent_framing_writes_the_registry_id_and_the_projector_reads_it(
+    topics: Settings,
+    with_capture: Settings,
+    capture: Capture,
+    registry_url: str,
+    db: mongo.Database,
+) -> None:
+    """CT_SCHEMA_FRAMING=confluent: the notifier registers timeline_event.avsc under
+    `<timeline topic>-value`, frames every timeline record `00` + that id, and the projector
+    reads them back through the registry into the order's timeline."""
+    settings = with_capture.model_copy(
+        update={"schema_registry_url": registry_url, "schema_framing": "confluent"}
+    )
+    event = order_event("o-cf", OrderStatus.SHIPPED)
+    await produce(settings, settings.topic_order_status, [(event.order_id, CODEC.encode(event))])
+    notifier = NotifierService(
+        settings, EventWire(settings), AddressCipher(settings.data_keys()), MailKeys.load(settings)
+    )
+    async with running(notifier, ProjectorService(settings, EventWire(settings))):
+        entries = await eventually(
+            lambda: _entries(db, "o-cf", 2), what="STATUS_CHANGED and NOTIFICATION_SENT"
+        )
+    assert {e.kind.value for e in entries} == {"STATUS_CHANGED", "NOTIFICATION_SENT"}
+    latest = httpx.get(
+        f"{registry_url}/subjects/{settings.topic_timeline}-value/versions/latest", timeout=10
+    ).json()
+    records = await read_topic(settings, settings.topic_timeline, want=2)
+    for record in records:
+        assert record.value[:5] == b"\x00" + int(latest["id"]).to_bytes(4, "big")
+
+
+async def _entries(db: mongo.Database, order_id: str, want: int) -> list[TimelineEvent] | None:
+    entries = await get_timeline(db, order_id) or []
+    return entries if len(entries) >= want else None
+
+
+def _ct(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "schemas", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+def test_ct_schemas_registers_checks_and_refuses_an_incompatible_change(
+    settings: Settings, registry_url: str
+) -> None:
+    """register: both subjects, BACKWARD; check: compatible; an orderId turned into a long:
+    not compatible, with the registry's reason, exit 1."""
+    settings = settings.model_copy(update={"schema_registry_url": registry_url})
+    before = _ct(settings, "check")
+    assert before.returncode == 0, before.stderr
+    assert before.stdout.count("not registered yet") == 2
+    registered = _ct(settings, "register")
+    assert registered.returncode == 0, registered.stderr
+    for subject in (settings.topic_order_status, settings.topic_timeline):
+        assert f"{subject}-value: " in registered.stdout
+        config = httpx.get(f"{registry_url}/config/{subject}-value", timeout=10).json()
+        assert config["compatibilityLevel"] == "BACKWARD"
+    checked = _ct(settings, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.count("is compatible (BACKWARD)") == 2
+    refused = _ct(settings, "check", "--schemas", str(INCOMPATIBLE))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"{settings.topic_order_status}-value: order_status.avsc is NOT compatible" in (
+        refused.stdout
+    )
+    assert "orderId" in refused.stdout or "LONG" in refused.stdout.upper()
+
+
+def test_ct_schemas_names_the_setting_when_no_registry_answers(settings: Settings) -> None:
+    closed = settings.model_copy(
+        update={"schema_registry_url": "http://127.0.0.1:9/apis/ccompat/v7"}
+    )
+    result = _ct(closed, "check")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "ct schemas check: no schema registry answers at "
+        "CT_SCHEMA_REGISTRY_URL=http://127.0.0.1:9/apis/ccompat/v7 "
+        "(http://127.0.0.1:9/apis/ccompat/v7: ConnectError)"
+    ]
