@@ -37,6 +37,7 @@ from worker.contracts.framing import (
     detect_framing,
 )
 from worker.contracts.json_schema import json_schema_for, render
+from worker.contracts.references import dereference
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "schemas"
@@ -214,3 +215,31 @@ def test_the_confluent_writer_frames_with_the_registrys_id() -> None:
                 }
             )
         )
+
+
+def test_schema_references_are_inlined_at_their_first_use_as_apicurios_serde_splits_them() -> None:
+    """What Apicurio's Avro serde registers (nested named types as references) reads as the
+    whole schema: the records it writes decode with today's reader."""
+    whole = json.loads(ORDER_STATUS_AVSC.read_text())
+    pieces = {}
+    split = json.loads(json.dumps(whole))
+    for field in split["fields"]:
+        if isinstance(field["type"], dict) and field["type"]["type"] in ("enum", "record"):
+            named = {"namespace": "dev.conversationtracker.oms", **field["type"]}
+            pieces[f"dev.conversationtracker.oms.{field['type']['name']}"] = named
+            field["type"] = field["type"]["name"]
+    assert set(pieces) == {
+        f"dev.conversationtracker.oms.{n}" for n in ("OrderStatus", "Customer", "Store")
+    }
+    inlined = dereference(split, pieces)
+    writer = parse_writer_schema(json.dumps(inlined), "registry global id 16")
+    assert (
+        read_with_writer(BODY, writer, load_schema(ORDER_STATUS_AVSC), OrderStatusChanged) == EVENT
+    )
+    twice = {"type": "record", "name": "Pair", "namespace": "n",
+             "fields": [{"name": "a", "type": "E"}, {"name": "b", "type": "n.E"}]}  # fmt: skip
+    enum = {"type": "enum", "name": "E", "symbols": ["X"]}
+    assert dereference(twice, {"n.E": enum})["fields"] == [
+        {"name": "a", "type": {"type": "enum", "name": "n.E", "symbols": ["X"]}},
+        {"name": "b", "type": "n.E"},
+    ]

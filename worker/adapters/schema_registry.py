@@ -19,13 +19,16 @@ import json
 import ssl
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
+from worker.contracts.references import dereference
 from worker.core.config import Rejected, Settings
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 BACKWARD = "BACKWARD"
+MAX_REFERENCE_DEPTH = 16
 
 
 class RegistryUnavailable(Exception):
@@ -75,13 +78,46 @@ class SchemaRegistry:
         return f"{base}/apis/registry/v2" if found else self.url
 
     async def schema_by_id(self, schema_id: int) -> str:
-        """The schema text of a ccompat schema id (Confluent's id, Apicurio's content id)."""
-        return await self._cached("schema", schema_id, f"{self.url}/schemas/ids/{schema_id}")
+        """The self-contained schema of a ccompat schema id (Confluent's id, Apicurio's content
+        id), its references inlined."""
+        key = ("schema", schema_id)
+        if key not in self._by_id:
+            body = await self._request("GET", f"/schemas/ids/{schema_id}")
+            references = body.get("references") or []
+            self._by_id[key] = await self._resolved(_schema_text(body), references, 0)
+        return self._by_id[key]
 
     async def schema_by_global_id(self, global_id: int) -> str:
-        """The schema text of an Apicurio global id (Apicurio's serdes' default id)."""
-        url = f"{self.native_url}/ids/globalIds/{global_id}"
-        return await self._cached("global", global_id, url)
+        """The self-contained schema of an Apicurio global id (its serdes' default id)."""
+        key = ("global", global_id)
+        if key not in self._by_id:
+            base = f"{self.native_url}/ids/globalIds/{global_id}"
+            body = await self._request("GET", base)
+            listed = await self._request("GET", f"{base}/references")
+            references = [
+                {"name": r.get("name"), "subject": r.get("artifactId"), "version": r.get("version")}
+                for r in listed.get("items", [])
+            ]
+            self._by_id[key] = await self._resolved(_schema_text(body), references, 0)
+        return self._by_id[key]
+
+    async def _resolved(self, text: str, references: list[Any], depth: int) -> str:
+        """`text` with its references (name, subject, version) fetched and inlined."""
+        if not references:
+            return text
+        if depth >= MAX_REFERENCE_DEPTH:
+            raise RegistryRefused(200, f"schema references nest deeper than {depth}")
+        named: dict[str, Any] = {}
+        for ref in references:
+            if not isinstance(ref, dict) or not ref.get("name") or not ref.get("subject"):
+                raise RegistryRefused(200, "a schema reference without name or subject")
+            subject, version = quote(str(ref["subject"]), safe=""), quote(str(ref["version"]))
+            body = await self._request("GET", f"/subjects/{subject}/versions/{version}")
+            inner = await self._resolved(
+                _schema_text(body), body.get("references") or [], depth + 1
+            )
+            named[str(ref["name"])] = _loads(inner)
+        return json.dumps(dereference(_loads(text), named))
 
     async def register(self, subject: str, schema: str) -> int:
         """The id of `schema` under `subject`, registering it if it is new there."""
@@ -113,13 +149,6 @@ class SchemaRegistry:
         if not reasons and body.get("reason"):
             reasons = (str(body["reason"]),)
         return Compatibility(bool(body.get("is_compatible")), reasons)
-
-    async def _cached(self, kind: str, schema_id: int, url: str) -> str:
-        key = (kind, schema_id)
-        if key not in self._by_id:
-            body = await self._request("GET", url)
-            self._by_id[key] = _schema_text(body)
-        return self._by_id[key]
 
     async def _request(self, method: str, path: str, payload: object = None) -> Any:
         url = path if path.startswith("http") else f"{self.url}{path}"
@@ -168,7 +197,15 @@ def _json(response: httpx.Response) -> dict[str, Any]:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {"message": f"HTTP {response.status_code}, not JSON"}
-    return body if isinstance(body, dict) else {"message": "not a JSON object", "value": body}
+    # A list (Apicurio's references) comes back as {"items": [...]}.
+    return body if isinstance(body, dict) else {"items": body}
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise RegistryRefused(200, "the registry's schema is not JSON") from None
 
 
 def _schema_text(body: dict[str, Any]) -> str:
