@@ -65,6 +65,7 @@ async def test_a_jvm_producer_with_apicurios_serde_feeds_the_notifier_and_reads_
                            settings.topic_order_status, native, mode, str(ORDER_STATUS_AVSC),
                            str(records))  # fmt: skip
         assert produced.returncode == 0, produced.stderr[-3000:]
+        print(produced.stdout.strip())  # the run, in the log of `pytest -s` or of a failure
     notifier = NotifierService(
         settings, EventWire(settings), AddressCipher(settings.data_keys()), MailKeys.load(settings)
     )
@@ -77,6 +78,7 @@ async def test_a_jvm_producer_with_apicurios_serde_feeds_the_notifier_and_reads_
     consumed = jvm.run(interop, "consume", settings.kafka_bootstrap, settings.topic_timeline,
                        native, str(written), "60")  # fmt: skip
     assert consumed.returncode == 0, consumed.stderr[-3000:]
+    print(consumed.stdout.strip())
     entries = [json.loads(line) for line in consumed.stdout.splitlines() if line.startswith("{")]
     assert len(entries) == written
     assert {e["orderId"] for e in entries} == {e.order_id for e in events.values()}
