@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -47,7 +48,9 @@ async def test_confluent_framing_writes_the_registry_id_and_the_projector_reads_
     )
     async with running(notifier, ProjectorService(settings, EventWire(settings))):
         entries = await eventually(
-            lambda: _entries(db, "o-cf", 2), what="STATUS_CHANGED and NOTIFICATION_SENT"
+            lambda: _entries(db, "o-cf", 2),
+            timeout=90,
+            what="STATUS_CHANGED and NOTIFICATION_SENT",
         )
     assert {e.kind.value for e in entries} == {"STATUS_CHANGED", "NOTIFICATION_SENT"}
     latest = httpx.get(
@@ -98,6 +101,33 @@ def test_ct_schemas_registers_checks_and_refuses_an_incompatible_change(
         refused.stdout
     )
     assert "orderId" in refused.stdout or "LONG" in refused.stdout.upper()
+
+
+def test_the_registry_over_tls_is_trusted_through_its_ca_file_and_refused_without_it(
+    settings: Settings, registry_url: str
+) -> None:
+    """The stack's registry also serves HTTPS with the stack's certificate: CT_SCHEMA_REGISTRY_
+    CA_FILE makes it trusted; without it, one line naming that setting, exit 2."""
+    paths = _stack_paths()
+    tls = settings.model_copy(update={"schema_registry_url": paths["registry_tls_url"]})
+    refused = _ct(tls, "check")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "ct schemas check: the schema registry's certificate is not trusted "
+        f"({paths['registry_tls_url']}): set CT_SCHEMA_REGISTRY_CA_FILE to the CA that signed it"
+    ]
+    trusted = tls.model_copy(update={"schema_registry_ca_file": Path(paths["secure"]) / "ca.pem"})
+    checked = _ct(trusted, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.count("not registered yet") == 2
+
+
+def _stack_paths() -> dict[str, str]:
+    printed = subprocess.run(
+        [str(REPO / "deploy" / "local" / "stack"), "paths"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    return dict(line.split("=", 1) for line in printed.splitlines())
 
 
 def test_ct_schemas_names_the_setting_when_no_registry_answers(settings: Settings) -> None:
