@@ -3,6 +3,7 @@ Apicurio Registry of the stack."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, produce, read_topic, running, settings_env
-from tests.support.events import order_event
+from tests.support.events import order_event, timeline_event
 from tests.support.polling import eventually
 from worker.adapters import mongo
 from worker.adapters.event_wire import EventWire
@@ -59,6 +60,28 @@ async def test_confluent_framing_writes_the_registry_id_and_the_projector_reads_
     records = await read_topic(settings, settings.topic_timeline, want=2)
     for record in records:
         assert record.value[:5] == b"\x00" + int(latest["id"]).to_bytes(4, "big")
+
+
+async def test_replicas_starting_together_all_get_the_timeline_schemas_id(
+    settings: Settings, registry_url: str
+) -> None:
+    """Four workers register a new subject at once (Apicurio answers the losers of that race
+    409 "already exists"): every one starts, with the same id. Five rounds, new subjects."""
+    for round_ in range(5):
+        s = settings.model_copy(
+            update={
+                "schema_registry_url": registry_url,
+                "schema_framing": "confluent",
+                "topic_timeline": f"{settings.topic_timeline}-{round_}",
+            }
+        )
+        wires = [EventWire(s) for _ in range(4)]
+        try:
+            await asyncio.gather(*(wire.start() for wire in wires))
+            event = timeline_event("o-1")
+            assert len({wire.encode(event)[:5] for wire in wires}) == 1
+        finally:
+            await asyncio.gather(*(wire.aclose() for wire in wires))
 
 
 async def _entries(db: mongo.Database, order_id: str, want: int) -> list[TimelineEvent] | None:

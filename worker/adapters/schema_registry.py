@@ -29,6 +29,7 @@ from worker.core.config import Rejected, Settings
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 BACKWARD = "BACKWARD"
 MAX_REFERENCE_DEPTH = 16
+REGISTER_ATTEMPTS = 4
 
 
 class RegistryUnavailable(Exception):
@@ -120,7 +121,26 @@ class SchemaRegistry:
         return json.dumps(dereference(_loads(text), named))
 
     async def register(self, subject: str, schema: str) -> int:
-        """The id of `schema` under `subject`, registering it if it is new there."""
+        """The id of `schema` under `subject`, registering it if it is new there.
+
+        Replicas starting together race to create a new subject, and Apicurio answers the
+        loser 409 "already exists": then the schema is looked up, or registered again once
+        the winner's version is there. A 409 for an incompatible schema is raised.
+        """
+        for _ in range(REGISTER_ATTEMPTS - 1):
+            try:
+                return await self._register(subject, schema)
+            except RegistryRefused as exc:
+                if exc.status != 409 or "incompatib" in exc.message.lower():
+                    raise
+            try:
+                found = await self._request("POST", f"/subjects/{subject}", {"schema": schema})
+                return int(found["id"])
+            except SchemaNotFound:
+                continue
+        return await self._register(subject, schema)
+
+    async def _register(self, subject: str, schema: str) -> int:
         body = await self._request("POST", f"/subjects/{subject}/versions", {"schema": schema})
         return int(body["id"])
 

@@ -37,7 +37,6 @@ class ProjectorService(Service):
             db = client[settings.mongo_db]
             dialect = await mongo.prepare(db, settings.mongo_dialect)
             await producer.start()
-            await self._codec.start()
             # Its consumer checks the timeline topic; the dead letters go here.
             await require_topics(settings, [settings.topic_dlq])
             orders = OrdersRepository(db, dialect=dialect, cache_size=settings.projector_cache_size)
