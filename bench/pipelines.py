@@ -23,9 +23,12 @@ from bench.workload import CODEC, lifecycle_events, timeline_lifecycle
 from worker.adapters.dkim_keys import generate_key as generate_dkim_key
 from worker.contracts.events import OrderStatusChanged, ParticipantRole, TimelineEvent
 from worker.domain import notifications, relay_events
-from worker.domain import relaying as rules
 from worker.domain.dkim import DkimSigner, SigningKey
+from worker.domain.headers import read_header
 from worker.domain.projection import Entry, merge
+from worker.domain.rewrite import rewrite_for_forward
+from worker.domain.routing import AliasView, OrderParties, Route, decide_route
+from worker.domain.summary import summarize
 from worker.domain.templates import TemplateRenderer
 from worker.domain.verp import BounceAddresses
 
@@ -89,26 +92,26 @@ def projector(n: int) -> int:
     return _rate(len(values), started)
 
 
-def _view(address: str, role: ParticipantRole, real: str, name: str) -> rules.AliasView:
-    return rules.AliasView(address, role, "o-cpu", "store-1", real, name, expired=False)
+def _view(address: str, role: ParticipantRole, real: str, name: str) -> AliasView:
+    return AliasView(address, role, "o-cpu", "store-1", real, name, expired=False)
 
 
 def relay(mails: list[tuple[str, str, bytes]], domain: str) -> int:
     """`mails`: (store's real address, customer alias, raw message), as the relay stage sends."""
-    inputs: list[tuple[str, bytes, rules.AliasView, rules.OrderParties]] = []
+    inputs: list[tuple[str, bytes, AliasView, OrderParties]] = []
     for k, (real_store, alias, raw) in enumerate(mails):
         customer = _view(alias, ParticipantRole.CUSTOMER, f"c{k}@example.org", "Jane Roe")
         store = _view(f"{k:032d}@{domain}", ParticipantRole.STORE, real_store, "Shop Example")
-        inputs.append((real_store, raw, customer, rules.OrderParties(customer, store)))
+        inputs.append((real_store, raw, customer, OrderParties(customer, store)))
     seal = _Seal(domain)
     at = datetime.now(UTC)
     started = time.perf_counter()
     for mail_from, raw, recipient, parties in inputs:
-        header_from = rules.read_header(raw, "From")
-        route = rules.decide_route(recipient, parties, mail_from, header_from, None, domain=domain)
-        assert isinstance(route, rules.Route)
-        forwarded = rules.rewrite_for_forward(raw, route, parties, domain=domain)
-        summary = rules.summarize(forwarded)
+        header_from = read_header(raw, "From")
+        route = decide_route(recipient, parties, mail_from, header_from, None, domain=domain)
+        assert isinstance(route, Route)
+        forwarded = rewrite_for_forward(raw, route, parties, domain=domain)
+        summary = summarize(forwarded)
         event = relay_events.forwarded(route, summary, forwarded, at=at)
         seal(forwarded, event.event_id)
         CODEC.encode(event)

@@ -37,7 +37,9 @@ HOTSPOTS = {
     "logging (structlog)": "structlog/",
     "crypto (aliases)": "worker/core/crypto.py",
     "timeline merge": "worker/domain/projection.py",
-    "relay rules (parse, rewrite)": "worker/domain/relaying.py",
+    "relay headers (parse)": "worker/domain/headers.py",
+    "relay rewrite": "worker/domain/rewrite.py",
+    "relay summary": "worker/domain/summary.py",
     "email package (stdlib)": "email/",
 }
 

@@ -36,7 +36,8 @@ from worker.contracts.events import FailureType, OrderStatus, TimelineEvent, Tim
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher, generate_key
 from worker.domain.aliases import SystemClock
-from worker.services.bounce_intake import RECIPIENT_OK, REPORT_RECEIVED, BounceIntake
+from worker.domain.replies import RECIPIENT_OK, REPORT_RECEIVED
+from worker.services.bounce_intake import BounceIntake
 from worker.services.outbound import MailKeys, Outbound
 from worker.services.timeline import get_timeline
 

@@ -25,13 +25,8 @@ from tests.support.events import order_event
 from worker.contracts.events import OrderStatus, ParticipantRole
 from worker.domain import aliases
 from worker.domain.compose import compose_notification
-from worker.domain.relaying import (
-    AliasView,
-    OrderParties,
-    Route,
-    decide_route,
-    rewrite_for_forward,
-)
+from worker.domain.rewrite import rewrite_for_forward
+from worker.domain.routing import AliasView, OrderParties, Route, decide_route
 from worker.domain.templates import TemplateRenderer
 
 DOMAIN = "ct.example.com"

@@ -10,10 +10,10 @@ from tests.support.dns import LoopbackDns
 from tests.support.senders import SenderDomain, publish_all
 from tests.unit.test_relaying import CUSTOMER, PARTIES, STORE
 from worker.core.config import load_settings
-from worker.domain.abuse import MARKETING_REFUSED, RATE_LIMITED
-from worker.domain.relaying import AliasView, OrderParties
+from worker.domain.replies import DMARC_REJECTED, MARKETING_REFUSED, RATE_LIMITED
+from worker.domain.routing import AliasView, OrderParties
 from worker.domain.screening import Accepted
-from worker.domain.sender_auth import DMARC_REJECTED, Refused
+from worker.domain.sender_auth import Refused
 from worker.services.screening import Screened, SenderScreen
 
 AUTHORISED, OTHER = "127.0.0.2", "127.0.0.3"

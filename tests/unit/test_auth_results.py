@@ -9,7 +9,8 @@ import pytest
 
 from tests.unit.test_relaying import CARRIER, CUSTOMER, DOMAIN, PARTIES, STORE, make_mail
 from worker.domain.auth_results import authentication_results, authserv_id, is_forged
-from worker.domain.relaying import NeedsReverseAlias, Route, decide_route, rewrite_for_forward
+from worker.domain.rewrite import rewrite_for_forward
+from worker.domain.routing import NeedsReverseAlias, Route, decide_route
 from worker.domain.sender_auth import (
     UNVERIFIED_SENDER_NAME,
     Authentication,

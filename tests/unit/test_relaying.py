@@ -13,23 +13,25 @@ from email.utils import getaddresses
 import pytest
 
 from worker.contracts.events import Direction, ParticipantRole
+from worker.domain.headers import read_header
 from worker.domain.relay_events import forward_event_id, message_key
-from worker.domain.relaying import (
+from worker.domain.replies import (
     BOUNCE_NOT_RELAYED,
     LOOP_DETECTED,
     MAX_HEADER_FIELDS,
     ONLY_CUSTOMER,
-    AliasView,
     MessageRejected,
+)
+from worker.domain.rewrite import rewrite_for_forward
+from worker.domain.routing import (
+    AliasView,
     NeedsReverseAlias,
     OrderParties,
     Refusal,
     Route,
     decide_route,
-    read_header,
-    rewrite_for_forward,
-    summarize,
 )
+from worker.domain.summary import summarize
 
 DOMAIN = "relay.example"
 CUSTOMER = AliasView(

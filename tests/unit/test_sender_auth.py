@@ -7,13 +7,17 @@ from dataclasses import replace
 import pytest
 
 from worker.contracts.events import ParticipantRole
-from worker.domain.abuse import MARKETING_REFUSED, RATE_LIMITED, OverLimit
-from worker.domain.screening import Accepted, Claim, claimed_sender, rate_refused, screen
-from worker.domain.sender_auth import (
+from worker.domain.abuse import OverLimit
+from worker.domain.replies import (
     DMARC_REJECTED,
     DNS_TEMPORARY,
+    MARKETING_REFUSED,
     PARTICIPANT_NOT_VERIFIED,
+    RATE_LIMITED,
     SENDER_NOT_VERIFIED,
+)
+from worker.domain.screening import Accepted, Claim, claimed_sender, rate_refused, screen
+from worker.domain.sender_auth import (
     AsExternal,
     Authentication,
     DkimVerdict,

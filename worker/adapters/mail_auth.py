@@ -34,7 +34,8 @@ import spf
 from publicsuffixlist import PublicSuffixList
 
 from worker.adapters.dns import DnsClient, DnsUnavailable, RecordType
-from worker.domain.relaying import read_header, read_headers
+from worker.core.offload import off_loop_if_large
+from worker.domain.headers import read_header, read_headers
 from worker.domain.sender_auth import (
     Authentication,
     DkimVerdict,
@@ -44,7 +45,6 @@ from worker.domain.sender_auth import (
     SpfVerdict,
 )
 
-INLINE_BYTES: Final = 256 * 1024
 # Each signature costs a key lookup and a body hash: a message cannot make us do unbounded work.
 MAX_DKIM_SIGNATURES: Final = 5
 # Rounds of "evaluate, fetch what was missing": the lookup limits of RFC 7208 bound them well below.
@@ -187,10 +187,7 @@ class SenderAuthenticator:
                 raise records
             else:
                 keys[name] = records[0] if records else None
-        if len(message) > INLINE_BYTES:  # hashing megabytes would stall every other session
-            results = await asyncio.to_thread(_verify_all, message, signatures, keys)
-        else:
-            results = _verify_all(message, signatures, keys)
+        results = await off_loop_if_large(len(message), _verify_all, message, signatures, keys)
         return tuple(
             DkimVerdict(result, d, s, aligned=self._aligned(d, org_domain))
             for (d, s), result in zip(signatures, results, strict=True)

@@ -15,7 +15,6 @@ until its bounce address expires (`bounceUntil`, the alias validity), never long
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterable
@@ -33,6 +32,7 @@ from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.contracts.events import ConversationMessage
 from worker.core.crypto import AddressCipher
+from worker.core.offload import off_loop_if_large
 from worker.domain.aliases import Clock
 from worker.domain.bounces import SentMessage
 
@@ -41,7 +41,6 @@ INLINE_MAX_BYTES = 1024 * 1024
 # Large chunks: FerretDB v1 reads a file's chunks by scanning the chunk collection, once per
 # read, so fewer chunk documents is what keeps a large message quick to open there.
 CHUNK_BYTES = 4 * 1024 * 1024
-OFF_LOOP_BYTES = 256 * 1024
 BUCKET = "message_blobs"
 INDEXES = {"messages": [IndexModel([("expiresAt", ASCENDING)], name="by_expiry")]}
 
@@ -237,13 +236,11 @@ class MessageStore:
             await self._bucket.delete(file_id)
 
     async def _seal(self, raw: bytes, event_id: str) -> bytes:
-        if len(raw) > OFF_LOOP_BYTES:
-            return await asyncio.to_thread(self._cipher.encrypt_bytes, raw, _associated(event_id))
-        return self._cipher.encrypt_bytes(raw, _associated(event_id))
+        return await off_loop_if_large(
+            len(raw), self._cipher.encrypt_bytes, raw, _associated(event_id)
+        )
 
     async def _open(self, sealed: bytes, event_id: str) -> bytes:
-        if len(sealed) > OFF_LOOP_BYTES:
-            return await asyncio.to_thread(
-                self._cipher.decrypt_bytes, sealed, _associated(event_id)
-            )
-        return self._cipher.decrypt_bytes(sealed, _associated(event_id))
+        return await off_loop_if_large(
+            len(sealed), self._cipher.decrypt_bytes, sealed, _associated(event_id)
+        )

@@ -24,8 +24,8 @@ from worker.contracts.codec import ValueCodec
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
 from worker.core.service import Service
-from worker.domain import relaying as rules
 from worker.domain.aliases import SystemClock
+from worker.domain.replies import TOO_BIG
 from worker.services.outbound import MailKeys, Outbound
 from worker.services.relay import RelayEnvelope, RelayHandler
 from worker.services.screening import SenderScreen
@@ -42,7 +42,7 @@ class RelaySMTP(SMTP):
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and status.startswith("552 ") and "5.3.4" not in status:
-            await super().push(rules.TOO_BIG)
+            await super().push(TOO_BIG)
             return
         await super().push(status)
 

@@ -21,13 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from worker.domain.relaying import read_headers
+from worker.domain.headers import read_headers
 
-RATE_LIMITED: Final = "451 4.7.1 Too many messages for this address right now, try again later"
-MARKETING_REFUSED: Final = (
-    "550 5.7.1 This address belongs to an order conversation and cannot receive marketing"
-    " or mailing-list mail"
-)
 Scope = Literal["alias", "domain", "ip"]
 DEFAULT_MAX_KEYS: Final = 100_000
 

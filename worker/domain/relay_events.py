@@ -18,7 +18,8 @@ from worker.contracts.events import (
     TimelineEvent,
     TimelineKind,
 )
-from worker.domain.relaying import AliasView, MessageSummary, Route, sha256_hex
+from worker.domain.routing import AliasView, Route
+from worker.domain.summary import MessageSummary, sha256_hex
 
 _EVENT_NAMESPACE: Final = uuid.UUID("5d0c6a4e-2b1f-5c8e-9a43-7f1e0c2d9b61")
 # Refusals of one sender at one alias for one reason count once per window: senders retry, and

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 
 from worker.contracts.events import ParticipantRole
-from worker.domain.abuse import MARKETING_REFUSED, RATE_LIMITED, OverLimit
-from worker.domain.relaying import OrderParties
+from worker.domain.abuse import OverLimit
+from worker.domain.replies import MARKETING_REFUSED, RATE_LIMITED
+from worker.domain.routing import OrderParties
 from worker.domain.sender_auth import (
     AsExternal,
     Authentication,

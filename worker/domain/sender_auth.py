@@ -22,18 +22,13 @@ from enum import StrEnum
 from typing import Final, Literal
 
 from worker.contracts.events import ParticipantRole
+from worker.domain.replies import (
+    DMARC_REJECTED,
+    DNS_TEMPORARY,
+    PARTICIPANT_NOT_VERIFIED,
+    SENDER_NOT_VERIFIED,
+)
 
-SENDER_NOT_VERIFIED: Final = (
-    "550 5.7.1 The sender could not be verified as the customer of this order (SPF/DKIM/DMARC)"
-)
-PARTICIPANT_NOT_VERIFIED: Final = (
-    "550 5.7.1 The sender could not be verified as a participant of this order and its domain's"
-    " DMARC policy asks to refuse such mail"
-)
-DMARC_REJECTED: Final = (
-    "550 5.7.1 Message refused: it fails the sender domain's DMARC policy (reject)"
-)
-DNS_TEMPORARY: Final = "451 4.4.3 Sender authentication lookups failed, please try again later"
 # Shown instead of the name a mail client claims, when the claim could not be verified.
 UNVERIFIED_SENDER_NAME: Final = "Unverified sender"
 

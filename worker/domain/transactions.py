@@ -13,11 +13,6 @@ nor a 4xx that makes the sender resend what was delivered.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
-
-NEEDS_OWN_TRANSACTION: Final = (
-    "452 4.5.3 This recipient needs a message of its own: send it in a separate transaction"
-)
 
 
 def fits_transaction(accepted: Sequence[str], candidate: str) -> bool:

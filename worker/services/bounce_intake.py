@@ -9,9 +9,7 @@ to a customer also suppresses that customer's address for the order (see adapter
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Final
 
 import structlog
 
@@ -20,23 +18,20 @@ from worker.adapters.alias_store import AliasStore
 from worker.adapters.messages import MessageStore
 from worker.contracts.events import FailureType, ParticipantRole, TimelineEvent
 from worker.core import metrics
-from worker.domain import relaying as rules
+from worker.core.offload import off_loop_if_large
 from worker.domain.aliases import Clock
 from worker.domain.bounces import (
     Bounce,
-    Report,
     SentMessage,
     failure_event,
     private_terms,
     read_report,
 )
+from worker.domain.replies import RECIPIENT_OK, REPORT_RECEIVED, TEMPORARY_FAILURE, UNKNOWN_ALIAS
 from worker.domain.verp import BounceAddresses, BounceRef
 from worker.services.outbound import Outbound
 
 log = structlog.get_logger(__name__)
-RECIPIENT_OK: Final = "250 2.1.5 Recipient OK"
-REPORT_RECEIVED: Final = "250 2.0.0 Report received"
-INLINE_PARSE_BYTES: Final = 256 * 1024
 Publish = Callable[[TimelineEvent], Awaitable[None]]
 
 
@@ -65,10 +60,10 @@ class BounceIntake:
     async def check_recipient(self, recipient: str) -> str:
         """RCPT: OK for a verified address of a message we sent, else 550 5.1.1."""
         try:
-            return RECIPIENT_OK if await self._sent_message(recipient) else rules.UNKNOWN_ALIAS
+            return RECIPIENT_OK if await self._sent_message(recipient) else UNKNOWN_ALIAS
         except Exception as exc:
             if mongo.is_transient(exc):
-                return rules.TEMPORARY_FAILURE
+                return TEMPORARY_FAILURE
             raise
 
     async def receive(self, raw: bytes, recipient: str) -> str:
@@ -80,11 +75,13 @@ class BounceIntake:
         try:
             sent = await self._sent_message(recipient)
             if sent is None:  # expired between RCPT and DATA
-                return rules.UNKNOWN_ALIAS
+                return UNKNOWN_ALIAS
             structlog.contextvars.bind_contextvars(order_id=sent.order_id)
             recipient_alias = await self._aliases.lookup(sent.message.to.alias)
             real = recipient_alias.real_address if recipient_alias else ""
-            report = await _off_loop_if_large(raw, private_terms(real) if real else ())
+            report = await off_loop_if_large(
+                len(raw), read_report, raw, private=private_terms(real) if real else ()
+            )
             if report is None:
                 # An auto-reply to the return path, say: nothing to record, nothing to bounce.
                 metrics.BOUNCES_RECEIVED.labels(outcome="not_a_report").inc()
@@ -102,7 +99,7 @@ class BounceIntake:
                 )
         except Exception as exc:
             if mongo.is_transient(exc):
-                return rules.TEMPORARY_FAILURE
+                return TEMPORARY_FAILURE
             raise
         await self._publish(event)
         outcome = event.delivery.failure_type.value.lower() if event.delivery else "unknown"
@@ -135,10 +132,3 @@ class BounceIntake:
             metrics.BOUNCES_RECEIVED.labels(outcome="unknown_message").inc()
             log.info("bounce_address_refused", reason="unknown_message")
         return sent
-
-
-async def _off_loop_if_large(raw: bytes, private: tuple[str, ...]) -> Report | None:
-    """Parse a large report in a thread: megabytes of returned attachments would stall the loop."""
-    if len(raw) > INLINE_PARSE_BYTES:
-        return await asyncio.to_thread(read_report, raw, private=private)
-    return read_report(raw, private=private)

@@ -5,8 +5,9 @@ upstream SMTP server accepted it and Kafka acknowledged its MESSAGE_FORWARDED ti
 anything transient is a 4xx, so the sending server keeps the message and retries. A transaction
 carries one route (`domain/transactions.py`): a second recipient that routes elsewhere gets
 `452 4.5.3` at RCPT, so the reply to DATA is true for every recipient it covers. The policy is
-the domain's (`domain/relaying.py` decides routes and rewrites, `domain/screening.py` who the
-sender may be and the abuse rules, `domain/relay_events.py` builds the timeline events); this
+the domain's (`routing` decides routes, `rewrite` what is forwarded, `summary` what the timeline
+keeps, `screening` who the sender may be and the abuse rules, `relay_events` the timeline
+events, `replies` every answer); this
 module does the lookups, the sending and the publishing around it, and `SenderScreen` the
 authentication's DNS. Mail to a VERP return path is a bounce or a complaint, never relayed:
 `BounceIntake` answers and records it. Every forward goes out DKIM-signed over its final bytes
@@ -20,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -36,21 +37,41 @@ from worker.contracts.codec import ValueCodec
 from worker.contracts.events import ParticipantRole, TimelineEvent
 from worker.core import metrics
 from worker.core.config import ConfigError
+from worker.core.offload import off_loop_if_large
 from worker.domain import relay_events
-from worker.domain import relaying as rules
 from worker.domain.aliases import Clock, Party, is_alias_domain
 from worker.domain.bounces import SentMessage
+from worker.domain.headers import read_header
+from worker.domain.replies import (
+    ALIAS_EXPIRED,
+    FORWARDED,
+    NEEDS_OWN_TRANSACTION,
+    ONLY_CUSTOMER,
+    RECIPIENT_OK,
+    RELAY_DENIED,
+    TEMPORARY_FAILURE,
+    UNKNOWN_ALIAS,
+    UPSTREAM_UNAVAILABLE,
+    MessageRejected,
+)
+from worker.domain.rewrite import rewrite_for_forward
+from worker.domain.routing import (
+    AliasView,
+    NeedsReverseAlias,
+    OrderParties,
+    Refusal,
+    Route,
+    decide_route,
+)
 from worker.domain.sender_auth import Refused
-from worker.domain.transactions import NEEDS_OWN_TRANSACTION, fits_transaction
+from worker.domain.summary import MessageSummary, summarize
+from worker.domain.transactions import fits_transaction
 from worker.services.bounce_intake import BounceIntake
 from worker.services.outbound import Outbound
 from worker.services.screening import Screened, SenderScreen
 
 log = structlog.get_logger(__name__)
-RECIPIENT_OK = "250 2.1.5 Recipient OK"
-FORWARDED = "250 2.0.0 Message forwarded"
 KAFKA_TIMEOUT_S = 20.0
-INLINE_PARSE_BYTES = 256 * 1024
 T = TypeVar("T")
 
 
@@ -66,8 +87,8 @@ class Transient(Exception):
 class Recipient:
     """An accepted recipient as RCPT found it, so that DATA need not look it up again."""
 
-    alias: rules.AliasView
-    parties: rules.OrderParties
+    alias: AliasView
+    parties: OrderParties
     expires_at: datetime  # the alias's: a forward's return path expires with it
 
 
@@ -164,7 +185,7 @@ class RelayHandler:
         except ConfigError as exc:
             # The upstream refuses our password or certificate: not the sender's fault, so a
             # 4xx (it retries later, once the relay is fixed), and the relay stops taking mail.
-            outcome = rules.UPSTREAM_UNAVAILABLE
+            outcome = UPSTREAM_UNAVAILABLE
             self.misconfigured = exc
             self.broken.set()
         finally:
@@ -185,7 +206,7 @@ class RelayHandler:
         # aiosmtpd's default is a 500, which makes the sender bounce the mail: a bug of ours
         # must instead make it retry later.
         log.error("session_error", error=type(error).__name__, exc_info=error)
-        return rules.TEMPORARY_FAILURE
+        return TEMPORARY_FAILURE
 
     async def _bounce_recipient(self, envelope: Envelope, address: str) -> str:
         """RCPT to a VERP address: accepted when it verifies, in a transaction of its own."""
@@ -200,23 +221,23 @@ class RelayHandler:
         """The RCPT reply, and the recipient when it is accepted."""
         if not is_alias_domain(address, self._domain):
             metrics.MESSAGES_REJECTED.labels(reason="relay_denied").inc()
-            return rules.RELAY_DENIED, None
+            return RELAY_DENIED, None
         try:
             record = await self._mongo(lambda: self._aliases.lookup(address))
             if record is None:
                 metrics.MESSAGES_REJECTED.labels(reason="unknown_alias").inc()
-                return rules.UNKNOWN_ALIAS, None
+                return UNKNOWN_ALIAS, None
             recipient = await self._recipient(record)
             if record.expired(self._clock.now()):
                 metrics.MESSAGES_REJECTED.labels(reason="expired").inc()
-                await self._record_rejection(recipient, mail_from, rules.ALIAS_EXPIRED)
-                return rules.ALIAS_EXPIRED, None
+                await self._record_rejection(recipient, mail_from, ALIAS_EXPIRED)
+                return ALIAS_EXPIRED, None
             if record.role is ParticipantRole.EXTERNAL:
                 # Decided now on the envelope; the From header is checked again at DATA.
                 sender = mail_from.strip("<>").lower()
                 if sender != recipient.parties.customer.real_address:
                     metrics.MESSAGES_REJECTED.labels(reason="not_customer").inc()
-                    return rules.ONLY_CUSTOMER, None
+                    return ONLY_CUSTOMER, None
         except Transient as exc:
             return exc.reply, None
         return RECIPIENT_OK, recipient
@@ -225,7 +246,7 @@ class RelayHandler:
         """A recipient RCPT accepted without leaving what it found (a foreign envelope)."""
         record = await self._mongo(lambda: self._aliases.lookup(address))
         if record is None:
-            raise Transient(rules.TEMPORARY_FAILURE)
+            raise Transient(TEMPORARY_FAILURE)
         return await self._recipient(record)
 
     async def _recipient(self, record: AliasRecord) -> Recipient:
@@ -244,32 +265,32 @@ class RelayHandler:
             return await self._refuse(recipient, mail_from, screened, screened.outcome)
         accepted = screened.outcome
         structlog.contextvars.bind_contextvars(authentication=accepted.verdicts)
-        header_from = rules.read_header(raw, "From")
+        header_from = read_header(raw, "From")
 
         def route(
-            reverse: rules.AliasView | None,
-        ) -> rules.Route | rules.NeedsReverseAlias | rules.Refusal:
-            return rules.decide_route(
+            reverse: AliasView | None,
+        ) -> Route | NeedsReverseAlias | Refusal:
+            return decide_route(
                 target, parties, mail_from, header_from, reverse, domain=self._domain,
                 sender_verified=accepted.sender_verified,
             )  # fmt: skip
 
         decision = route(None)
-        if isinstance(decision, rules.NeedsReverseAlias):
+        if isinstance(decision, NeedsReverseAlias):
             party = Party(decision.sender_address, decision.sender_name)
             reverse = await self._mongo(lambda: self._aliases.reverse_alias(target.order_id, party))
             decision = route(self._view(reverse))
-        if isinstance(decision, rules.Refusal):
+        if isinstance(decision, Refusal):
             metrics.MESSAGES_REJECTED.labels(reason=f"refused_{decision.code}").inc()
             return decision.text
-        if not isinstance(decision, rules.Route):
-            return rules.TEMPORARY_FAILURE
+        if not isinstance(decision, Route):
+            return TEMPORARY_FAILURE
         try:
-            forwarded, summary = await _off_loop_if_large(
+            forwarded, summary = await off_loop_if_large(
                 len(raw), _rewrite_and_summarize, raw, decision, parties, self._domain,
                 screened.authentication_results,
             )  # fmt: skip
-        except rules.MessageRejected as exc:
+        except MessageRejected as exc:
             metrics.MESSAGES_REJECTED.labels(reason=f"rejected_{exc.code}").inc()
             return exc.text
         event = relay_events.forwarded(
@@ -295,9 +316,9 @@ class RelayHandler:
             )
         except SmtpFailure as exc:
             if not exc.permanent:
-                raise Transient(rules.UPSTREAM_UNAVAILABLE) from exc
+                raise Transient(UPSTREAM_UNAVAILABLE) from exc
             metrics.MESSAGES_REJECTED.labels(reason="upstream_refused").inc()
-            return exc.reply if exc.code >= 500 else rules.TEMPORARY_FAILURE
+            return exc.reply if exc.code >= 500 else TEMPORARY_FAILURE
         await self._publish(event)
         metrics.MESSAGES_RELAYED.labels(direction=decision.direction.value).inc()
         return None
@@ -354,21 +375,21 @@ class RelayHandler:
             if isinstance(exc, PRODUCER_BROKEN):
                 self.broken.set()
             if kafka_transient(exc) or isinstance(exc, PRODUCER_BROKEN):
-                raise Transient(rules.TEMPORARY_FAILURE) from exc
+                raise Transient(TEMPORARY_FAILURE) from exc
             raise
 
-    async def _parties(self, order_id: str) -> rules.OrderParties:
+    async def _parties(self, order_id: str) -> OrderParties:
         records = await self._mongo(lambda: self._aliases.of_order(order_id))
         by_role = {r.role: self._view(r) for r in records if r.role is not ParticipantRole.EXTERNAL}
         externals = tuple(self._view(r) for r in records if r.role is ParticipantRole.EXTERNAL)
         if ParticipantRole.CUSTOMER not in by_role or ParticipantRole.STORE not in by_role:
-            raise Transient(rules.TEMPORARY_FAILURE)  # aliases half-created by a racing worker
-        return rules.OrderParties(
+            raise Transient(TEMPORARY_FAILURE)  # aliases half-created by a racing worker
+        return OrderParties(
             by_role[ParticipantRole.CUSTOMER], by_role[ParticipantRole.STORE], externals
         )
 
-    def _view(self, record: AliasRecord) -> rules.AliasView:
-        return rules.AliasView(
+    def _view(self, record: AliasRecord) -> AliasView:
+        return AliasView(
             address=record.address,
             role=record.role,
             order_id=record.order_id,
@@ -383,7 +404,7 @@ class RelayHandler:
             return await operation()
         except Exception as exc:
             if mongo.is_transient(exc):
-                raise Transient(rules.TEMPORARY_FAILURE) from exc
+                raise Transient(TEMPORARY_FAILURE) from exc
             raise
 
 
@@ -404,20 +425,12 @@ class _Sender:
 
 def _rewrite_and_summarize(
     raw: bytes,
-    route: rules.Route,
-    parties: rules.OrderParties,
+    route: Route,
+    parties: OrderParties,
     domain: str,
     authentication_results: str | None,
-) -> tuple[bytes, rules.MessageSummary]:
-    forwarded = rules.rewrite_for_forward(
+) -> tuple[bytes, MessageSummary]:
+    forwarded = rewrite_for_forward(
         raw, route, parties, domain=domain, authentication_results=authentication_results
     )
-    return forwarded, rules.summarize(forwarded)
-
-
-async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
-    """Run `work` in a thread for a large message only: parsing megabytes would stall every
-    session on the loop, while for a typical message the thread hop costs more than the work."""
-    if size > INLINE_PARSE_BYTES:
-        return await asyncio.to_thread(work, *args)
-    return work(*args)
+    return forwarded, summarize(forwarded)

@@ -19,7 +19,8 @@ from worker.core.config import Settings
 from worker.domain.abuse import OverLimit, RateKeys, RateLimit, SlidingWindowLimiter
 from worker.domain.abuse import marketing_markers as find_markers
 from worker.domain.auth_results import authentication_results
-from worker.domain.relaying import AliasView, OrderParties, read_header
+from worker.domain.headers import read_header
+from worker.domain.routing import AliasView, OrderParties
 from worker.domain.screening import Accepted, claimed_sender, rate_refused, screen
 from worker.domain.sender_auth import Authentication, Refused
 
