@@ -10,9 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, produce, read_topic, running, settings_env
+from tests.support.bus import BasicAuthProxy
 from tests.support.events import order_event, timeline_event
 from tests.support.polling import eventually
 from worker.adapters import mongo
@@ -143,6 +145,39 @@ def test_the_registry_over_tls_is_trusted_through_its_ca_file_and_refused_withou
     checked = _ct(trusted, "check")
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.count("not registered yet") == 2
+
+
+def test_basic_auth_is_sent_over_tls_and_a_wrong_password_names_the_settings(
+    settings: Settings, registry_url: str
+) -> None:
+    """The registry behind a reverse proxy demanding basic auth (the stack's registry has no
+    authentication of its own): every request carries the credentials; a wrong password is
+    one line naming the settings, exit 2, and shows no password."""
+    secure = Path(_stack_paths()["secure"])
+    password = "s3cret-registry-pw"
+    with BasicAuthProxy(
+        registry_url, secure / "server.pem", secure / "server.key", "ct", password
+    ) as proxy:
+        secured = settings.model_copy(
+            update={
+                "schema_registry_url": proxy.url,
+                "schema_registry_ca_file": secure / "ca.pem",
+                "schema_registry_username": "ct",
+                "schema_registry_password": SecretStr(password),
+            }
+        )
+        accepted = _ct(secured, "register")
+        assert accepted.returncode == 0, accepted.stderr
+        assert accepted.stdout.count("compatibility BACKWARD") == 2
+        assert len(proxy.seen) == 4 and len(set(proxy.seen)) == 1 and proxy.seen[0]
+        wrong = secured.model_copy(update={"schema_registry_password": SecretStr("wrong-pw")})
+        refused = _ct(wrong, "check")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "ct schemas check: the schema registry refused these credentials (401): check "
+        "CT_SCHEMA_REGISTRY_USERNAME and CT_SCHEMA_REGISTRY_PASSWORD"
+    ]
+    assert "wrong-pw" not in refused.stdout + refused.stderr
 
 
 def _stack_paths() -> dict[str, str]:

@@ -8,9 +8,13 @@ test proves about our reader does not rest on our writer.
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.server
 import io
 import json
+import ssl
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,3 +192,57 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     finally:
         writer.close()
+
+
+class BasicAuthProxy:
+    """HTTPS with basic auth in front of the real registry, as a reverse proxy (nginx's
+    auth_basic, an API gateway) runs it: a request without the right credentials is answered
+    401, any other is forwarded and the registry's answer returned. A thread of its own."""
+
+    def __init__(self, upstream: str, cert: Path, key: Path, user: str, password: str) -> None:
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        origin = upstream.rpartition("/apis/")[0]
+        self.seen: list[str | None] = []
+        seen = self.seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                seen.append(self.headers.get("Authorization"))
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="registry"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                response = httpx.request(
+                    self.command, origin + self.path, content=body, timeout=30,
+                    headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
+                )  # fmt: skip
+                self.send_response(response.status_code)
+                self.send_header("Content-Type", response.headers.get("content-type", ""))
+                self.send_header("Content-Length", str(len(response.content)))
+                self.end_headers()
+                self.wfile.write(response.content)
+
+            do_GET = do_POST = do_PUT = _forward  # noqa: N815
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                """Quiet: the test reads `seen`."""
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self._server.server_address[1]}/apis/ccompat/v7"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> BasicAuthProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
