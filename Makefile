@@ -106,7 +106,7 @@ test: install tools stack ## run the whole test suite against the local stack (P
 test-cluster: install ## the fault test on a private 3-broker Kafka cluster alone (PYTEST_ARGS=...)
 	$(VENV)/bin/pytest tests/faults/test_cluster.py -m cluster -s $(PYTEST_ARGS)
 
-test-unit: install ## the pure tests only, in seconds, without the stack (PYTEST_ARGS=...)
+test-unit: install ## the domain and the services on in-memory ports, in seconds, no stack (PYTEST_ARGS=...)
 	$(VENV)/bin/pytest tests/unit -q $(PYTEST_ARGS)
 
 # And the published JSON Schema against order_status.avsc; with CT_SCHEMA_REGISTRY_URL set, the

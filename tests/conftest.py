@@ -21,6 +21,7 @@ from tests.support.dkim import DkimKeys
 from tests.support.dns import LoopbackDns
 from tests.support.net import free_port
 from tests.support.postfix import LoopbackPostfix
+from tests.support.smtp import FaultyCapture
 from worker.adapters import mongo
 from worker.adapters.dialect import Dialect, detect_dialect
 from worker.adapters.kafka import ensure_topics
@@ -29,7 +30,7 @@ from worker.apps import checks
 from worker.core.config import Settings, load_settings
 from worker.core.crypto import generate_key
 from worker.core.logging import configure_logging
-from worker.devtools.sink import CaptureHandler, read_index
+from worker.devtools.sink import read_index
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "deploy" / "local" / "stack"
@@ -235,7 +236,7 @@ async def dialect(db: mongo.Database) -> Dialect:
 class Capture:
     """An SMTP capture server of this test: real sockets, its own directory and port."""
 
-    handler: CaptureHandler
+    handler: FaultyCapture
     port: int
 
     @property
@@ -249,15 +250,15 @@ class Capture:
         return (self.directory / str(entry["file"])).read_bytes()
 
     def refuse(self, reply: str) -> None:
-        (self.directory / "FAULT").write_text(reply + "\n", encoding="utf-8")
+        self.handler.refuse(reply)
 
     def accept(self) -> None:
-        (self.directory / "FAULT").unlink(missing_ok=True)
+        self.handler.accept()
 
 
 @pytest.fixture
 async def capture(tmp_path: Path) -> AsyncIterator[Capture]:
-    handler = CaptureHandler(tmp_path / "mail")
+    handler = FaultyCapture(tmp_path / "mail")
     server = await start_smtp_server(
         handler, "127.0.0.1", 0, hostname="test-sink", data_size_limit=64 * 1024 * 1024
     )

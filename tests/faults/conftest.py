@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from tests.conftest import STACK
+from tests.conftest import REPO, STACK
 from tests.faults.evidence import STORE_DOMAINS
 from tests.faults.procs import WorkerPool
 from tests.support.dkim import DkimKeys
@@ -37,6 +38,7 @@ PARTITIONS = 6
 CLUSTER_PARTITIONS = 12
 # Settings a developer's shell may carry must not leak into the private stack or its workers.
 KEPT_CT_VARIABLES = {"CT_CACHE_DIR"}
+SINK_MODULE = "tests.support.smtp"
 
 
 def _clean_environ() -> dict[str, str]:
@@ -87,6 +89,8 @@ class PrivateStack:
             # No TLS/SASL listeners, no Mailpit: the faults need none, and their default ports
             # are the shared stack's.
             "CT_STACK_SECURE": "0",
+            # The capture server that refuses while <sink>/FAULT exists (`ct sink` cannot).
+            "CT_STACK_SINK_COMMAND": f"env PYTHONPATH={REPO} {sys.executable} -m {SINK_MODULE}",
         }
 
     def run(self, *args: str, timeout: float = 180) -> None:

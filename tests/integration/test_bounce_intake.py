@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, running
 from tests.support.clock import MovableClock
+from tests.support.kafka import consumed_to_the_end
 from tests.support.polling import eventually
 from tests.support.timelines import emit_status, timeline_when
 from worker.adapters import mongo
@@ -38,7 +39,8 @@ from worker.core.crypto import AddressCipher, generate_key
 from worker.domain.aliases import SystemClock
 from worker.domain.replies import RECIPIENT_OK, REPORT_RECEIVED
 from worker.services.bounce_intake import BounceIntake
-from worker.services.outbound import MailKeys, Outbound
+from worker.services.outbound import MailKeys
+from worker.services.suppression import CustomerSuppression
 from worker.services.timeline import get_timeline
 
 pytestmark = pytest.mark.stack
@@ -72,17 +74,17 @@ async def intake(topics: Settings, db: mongo.Database) -> AsyncIterator[Intake]:
         db, cipher, domain=topics.domain, ttl_days=topics.alias_ttl_days, clock=clock,
         dialect=dialect,
     )  # fmt: skip
-    outbound = Outbound(
-        MailKeys.load(topics),
-        suppressions=Suppressions(db, dialect, store_wide=topics.bounce_suppress_store),
-        cipher=cipher,
+    suppression = CustomerSuppression(
+        Suppressions(db, dialect, store_wide=topics.bounce_suppress_store),
+        aliases,
+        store_wide=topics.bounce_suppress_store,
     )
     try:
         bounce_intake = BounceIntake(
             addresses=MailKeys.load(topics).bounce_addresses,
             messages=MessageStore(db, cipher, retention_days=60, clock=clock, dialect=dialect),
             aliases=aliases,
-            outbound=outbound,
+            suppression=suppression,
             publish=publish,
             clock=clock,
         )
@@ -96,6 +98,12 @@ def _services(settings: Settings) -> tuple[NotifierService, ProjectorService]:
         settings, CODEC, AddressCipher(settings.data_keys()), MailKeys.load(settings)
     )
     return notifier, ProjectorService(settings, CODEC)
+
+
+async def _settled(settings: Settings) -> None:
+    """The notifier and then the projector have done all there is to do (their commits)."""
+    await consumed_to_the_end(settings, settings.topic_order_status, settings.group_notifier)
+    await consumed_to_the_end(settings, settings.topic_timeline, settings.group_projector)
 
 
 async def ct(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -132,7 +140,7 @@ async def test_a_hard_bounce_is_recorded_once_and_suppresses_the_next_notificati
         entries = await eventually(
             timeline_when(db, order_id, lambda e: len(e) >= 5), what="the suppressed notification"
         )
-        await asyncio.sleep(1)
+        await _settled(with_capture)
         entries = await get_timeline(db, order_id) or []
     assert [e.kind for e in entries] == [
         TimelineKind.STATUS_CHANGED, TimelineKind.NOTIFICATION_SENT, TimelineKind.DELIVERY_FAILED,
@@ -208,7 +216,7 @@ async def test_forged_expired_and_unknown_return_paths_are_refused_and_recorded_
             assert await intake.intake.receive(dsn, address) == "550 5.1.1 No such address"
         intake.clock.advance(timedelta(days=topics.alias_ttl_days, hours=1))
         assert await intake.intake.check_recipient(real) == "550 5.1.1 No such address"
-        await asyncio.sleep(1.5)
+        await _settled(with_capture)
         entries = await get_timeline(db, order_id) or []
     assert [e.kind for e in entries] == [
         TimelineKind.STATUS_CHANGED,

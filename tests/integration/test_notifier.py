@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
@@ -19,7 +18,7 @@ from tests.helpers import CODEC, produce, read_topic, running
 from tests.support.dkim import mail_dkim
 from tests.support.dns import LoopbackDns
 from tests.support.events import order_event
-from tests.support.kafka import topic_size
+from tests.support.kafka import consumed_to_the_end, topic_size
 from tests.support.polling import eventually
 from worker.adapters import mongo
 from worker.apps.notifier import NotifierService
@@ -134,11 +133,13 @@ async def test_451_then_250_gives_exactly_one_email(
     capture.refuse("451 4.3.0 Try again later")
     await _emit(with_capture, order_event("o-451"))
     async with running(_notifier(with_capture)):
-        await asyncio.sleep(2)
+        await eventually(lambda: capture.handler.refused >= 2, what="the 451 answered twice")
         assert capture.messages() == []
         capture.accept()
         await eventually(lambda: len(capture.messages()) == 1, what="the email after 451")
-        await asyncio.sleep(1)
+        await consumed_to_the_end(
+            with_capture, with_capture.topic_order_status, with_capture.group_notifier
+        )
     assert len(capture.messages()) == 1
 
 

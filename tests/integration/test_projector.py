@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers import CODEC, produce, read_topic, running
 from tests.support.events import timeline_event
+from tests.support.kafka import consumed_to_the_end
 from tests.support.polling import eventually
 from worker.adapters import mongo
 from worker.adapters.dead_letters import DeadLetters
@@ -112,7 +113,7 @@ async def test_replaying_the_topic_leaves_documents_byte_for_byte_unchanged(
 
     replay = topics.model_copy(update={"group_projector": topics.group_projector + "-replay"})
     async with running(ProjectorService(replay, CODEC)):
-        await asyncio.sleep(3)
+        await consumed_to_the_end(replay, replay.topic_timeline, replay.group_projector)
     after = [d async for d in db["orders"].find(sort=[("_id", 1)])]
     assert [bson.encode(d) for d in after] == [bson.encode(d) for d in before]
 
@@ -163,7 +164,7 @@ async def test_a_projector_dying_after_its_write_but_before_its_commit_adds_no_d
 
     # Second life: the same records come again from the last committed offset.
     async with running(ProjectorService(topics, CODEC)):
-        await asyncio.sleep(3)
+        await consumed_to_the_end(topics, topics.topic_timeline, topics.group_projector)
     entries = await _entries(db, "o-crash")
     assert sorted(e["eventId"] for e in entries) == sorted(e.event_id for e in events)
 

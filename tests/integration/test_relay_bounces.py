@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CODEC, running
+from tests.support.kafka import consumed_to_the_end
 from tests.support.polling import eventually
 from tests.support.postfix import LoopbackPostfix
 from tests.support.timelines import emit_status, of_kind, timeline_when
@@ -98,7 +99,7 @@ async def test_a_postfix_bounce_lands_on_the_timeline_and_suppresses_the_next_em
     )
     suppressed = of_kind(entries, TimelineKind.DELIVERY_FAILED)[-1]
     assert suppressed.message is not None and suppressed.message.reason == "suppressed"
-    await asyncio.sleep(1)
+    await consumed_to_the_end(settings, settings.topic_order_status, settings.group_notifier)
     assert smarthost.postfix.log().count("to=<nouser@mailbox.test>") == 1  # sent once only
 
 
@@ -169,7 +170,8 @@ async def test_a_complaint_and_a_forged_return_path_over_smtp(
     for sender in ("", "abuse@provider.test"):
         code, text = await asyncio.to_thread(_smtp, port, sender, forged, report)
         assert (code, text.decode()) == (550, "5.1.1 No such address")
-    await asyncio.sleep(1)
+    settings = smarthost.settings
+    await consumed_to_the_end(settings, settings.topic_timeline, settings.group_projector)
     assert len(await get_timeline(db, "o-arf") or []) == len(entries)  # nothing recorded
 
 

@@ -8,7 +8,9 @@ import asyncio
 import pytest
 
 from tests.conftest import Capture
-from worker.adapters.smtp import SmtpFailure, SmtpPool
+from tests.memory.stores import MemoryLedger
+from tests.support.smtp import plain_pool
+from worker.adapters.smtp import SmtpFailure
 from worker.services.recorded_send import RecordedSender
 
 SENDER = "store@ct.example.com"
@@ -28,8 +30,8 @@ async def test_at_most_max_unrecorded_messages_are_accepted_and_not_yet_recorded
 ) -> None:
     """The bound behind "at most one duplicate email per kill": a kill at any moment finds at
     most `max_unrecorded` (default 1) messages the upstream accepted but not yet recorded."""
-    pool = SmtpPool("127.0.0.1", capture.port, size=8, timeout=10)
-    sender = RecordedSender(pool, max_unrecorded=max_unrecorded)
+    pool = plain_pool(capture.port, size=8, timeout=10)
+    sender = RecordedSender(pool, MemoryLedger(), max_unrecorded=max_unrecorded)
     recorded = 0
     unrecorded_at_worst = 0
 
@@ -58,8 +60,8 @@ async def test_at_most_max_unrecorded_messages_are_accepted_and_not_yet_recorded
 async def test_a_refused_send_records_nothing_and_leaves_the_pool_usable(
     capture: Capture,
 ) -> None:
-    pool = SmtpPool("127.0.0.1", capture.port, size=2, timeout=10)
-    sender = RecordedSender(pool)
+    pool = plain_pool(capture.port, size=2, timeout=10)
+    sender = RecordedSender(pool, MemoryLedger())
     calls: list[str] = []
 
     async def record() -> None:
@@ -85,7 +87,7 @@ async def test_a_prepared_message_arrives_byte_for_byte_lines_starting_with_a_do
     """The aiosmtplib seam (the body written through `SMTP.protocol`, then the end of DATA): what
     the upstream receives is exactly the message, dot-stuffing undone, and the reply is its 250.
     A newer aiosmtplib that changes the seam fails here, not in production."""
-    pool = SmtpPool("127.0.0.1", capture.port, size=1, timeout=10)
+    pool = plain_pool(capture.port, size=1, timeout=10)
     raw = _message(1).replace(b"body 1\r\n", b".hidden\r\n..two\r\n.\r\nend")
     try:
         async with pool.prepare(raw, sender=SENDER, recipient=RECIPIENT) as prepared:
@@ -100,7 +102,7 @@ async def test_a_prepared_message_arrives_byte_for_byte_lines_starting_with_a_do
 
 
 async def test_a_prepared_message_left_unfinished_is_never_delivered(capture: Capture) -> None:
-    pool = SmtpPool("127.0.0.1", capture.port, size=1, timeout=10)
+    pool = plain_pool(capture.port, size=1, timeout=10)
     try:
         with pytest.raises(RuntimeError, match="changed our mind"):
             async with pool.prepare(_message(1), sender=SENDER, recipient=RECIPIENT):
@@ -116,8 +118,8 @@ async def test_a_send_cancelled_while_waiting_for_its_turn_is_dropped_not_sent_l
     capture: Capture,
 ) -> None:
     """The cancelled send's connection is mid-DATA; it must not carry the next message."""
-    pool = SmtpPool("127.0.0.1", capture.port, size=2, timeout=3)
-    sender = RecordedSender(pool)
+    pool = plain_pool(capture.port, size=2, timeout=3)
+    sender = RecordedSender(pool, MemoryLedger())
     release = asyncio.Event()
 
     async def slow_record() -> None:
@@ -157,8 +159,8 @@ async def test_a_send_cancelled_in_its_turn_still_records_what_the_upstream_acce
     """A graceful stop whose grace runs out cancels the notifier's batch. A send cancelled while
     the upstream accepts its message (its turn) records it before the cancellation goes on, so
     only a kill, never a stop, can send an email twice."""
-    pool = SmtpPool("127.0.0.1", capture.port, size=1, timeout=10)
-    sender = RecordedSender(pool)
+    pool = plain_pool(capture.port, size=1, timeout=10)
+    sender = RecordedSender(pool, MemoryLedger())
     in_turn = asyncio.Event()
     recorded: list[str] = []
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.support.polling import until
+from tests.support.polling import eventually, until
 from worker.adapters.kafka_client import admin_client, client_options
 from worker.core.config import Settings
 
@@ -55,3 +55,23 @@ async def partition_leaders(settings: Settings, topics: list[str]) -> Counter[in
 async def under_replicated(settings: Settings, topics: list[str]) -> int:
     """Partitions of these topics whose in-sync replicas are fewer than their replicas."""
     return sum(len(p["isr"]) < len(p["replicas"]) for p in await _partitions(settings, topics))
+
+
+async def consumed_to_the_end(
+    settings: Settings, topic: str, group: str, *, timeout: float = 60.0
+) -> int:
+    """Wait until `group` has committed every record `topic` holds now; returns that count.
+
+    The workers commit an offset only after its record's work is durable, so once the group's
+    commits reach the end, whatever it was going to do about those records is done: what a test
+    asserting that something did *not* happen waits for, instead of a fixed sleep.
+    """
+    end = await topic_size(settings, topic)
+
+    async def at_the_end() -> bool:
+        return await committed(settings, topic, group) >= end
+
+    await eventually(
+        at_the_end, timeout=timeout, interval=0.3, what=f"{group} to commit {topic} to {end}"
+    )
+    return end

@@ -12,12 +12,13 @@ from worker.contracts.events import OrderStatus, TimelineKind
 from worker.domain.accounts import (
     AccountError,
     Role,
+    backoff,
     check_new_password,
     hash_password,
     new_api_token,
     normalize_user_name,
     parse_api_token,
-    retry_after,
+    parse_duration,
     verify_password,
 )
 from worker.domain.aliases import AliasWindow, MaskType, next_window
@@ -117,12 +118,28 @@ def test_api_tokens_parse_only_in_their_own_form() -> None:
         assert parse_api_token(bad) is None
 
 
-def test_the_login_window_slides() -> None:
+def test_sign_in_waits_grow_exponentially_past_the_limit_and_age_out() -> None:
     window = timedelta(minutes=15)
-    failures = [T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)]
-    assert retry_after(failures[:2], 3, window, T0 + timedelta(minutes=3)) == 0
-    assert retry_after(failures, 3, window, T0 + timedelta(minutes=3)) == 12 * 60
-    assert retry_after(failures, 3, window, T0 + timedelta(minutes=15)) == 0  # the first aged out
+    failures = [T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)]
+    later = T0 + timedelta(seconds=3)
+    assert backoff(failures[:2], 3, window, later) == 0  # within the limit
+    assert backoff(failures, 3, window, later) == 29  # 30 s after the last one
+    assert backoff([*failures, later], 3, window, later) == 60  # each one more doubles it
+    five_more = [*failures, *(later + timedelta(seconds=n) for n in range(5))]
+    assert backoff(five_more, 3, window, later + timedelta(seconds=4)) == 15 * 60  # capped
+    assert backoff(failures, 3, window, T0 + timedelta(seconds=32)) == 0  # waited long enough
+    assert backoff(failures, 3, window, T0 + timedelta(minutes=16)) == 0  # all aged out
+
+
+def test_token_lifetimes_parse_in_four_units_or_never() -> None:
+    assert parse_duration("90d") == timedelta(days=90)
+    assert parse_duration("12h") == timedelta(hours=12)
+    assert parse_duration(" 30m ") == timedelta(minutes=30)
+    assert parse_duration("45s") == timedelta(seconds=45)
+    assert parse_duration("never") is None
+    for bad in ("", "0d", "90", "1w", "-1d", "1.5h", "99999d", "9" * 1_000_000 + "d"):
+        with pytest.raises(AccountError):
+            parse_duration(bad)
 
 
 def test_an_order_flow_window_closes_after_delivery_and_reopens_on_a_later_event() -> None:

@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from tests.conftest import Capture
 from tests.support.dkim import DkimKeys
 from tests.support.dns import LoopbackDns
+from tests.support.smtp import FaultyCapture
 from tests.web.story import Story, tell
 from worker.adapters import mongo
 from worker.adapters.kafka import ensure_topics
@@ -31,14 +32,14 @@ from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps.web import WebService, build_accounts
 from worker.core.config import Settings, load_settings
 from worker.core.crypto import AddressCipher
-from worker.devtools.sink import CaptureHandler
 from worker.domain.accounts import Role
 from worker.domain.aliases import SystemClock
-from worker.services.accounts import Accounts
+from worker.services.accounts import Accounts, platform_operator
 
 PORTS = range(18100, 18999)
 ADMIN, SUPPORT = "ada", "sam"
 PASSWORD = "a long and correct password"
+TESTS = platform_operator("tests")
 _HIDDEN = re.compile(r'name="(csrf_token|login_token)" value="([^"]+)"')
 
 
@@ -99,7 +100,7 @@ async def story(
     dns_server: LoopbackDns,
 ) -> AsyncIterator[Story]:
     await ensure_topics(web_settings, 1, 1)
-    handler = CaptureHandler(tmp_path_factory.mktemp("web-mail"))
+    handler = FaultyCapture(tmp_path_factory.mktemp("web-mail"))
     server = await start_smtp_server(
         handler, "127.0.0.1", 0, hostname="web-sink", data_size_limit=64 * 1024 * 1024
     )
@@ -134,10 +135,10 @@ class Console:
 async def console(
     web_settings: Settings, story: Story, accounts: Accounts
 ) -> AsyncIterator[Console]:
-    await accounts.add_user(ADMIN, Role.ADMIN, PASSWORD, by="tests")
-    await accounts.add_user(SUPPORT, Role.SUPPORT, PASSWORD, by="tests")
-    admin_token, _ = await accounts.create_token(ADMIN, "tests", by="tests")
-    support_token, _ = await accounts.create_token(SUPPORT, "tests", by="tests")
+    await accounts.add_user(ADMIN, Role.ADMIN, PASSWORD, by=TESTS)
+    await accounts.add_user(SUPPORT, Role.SUPPORT, PASSWORD, by=TESTS)
+    admin_token, _ = await accounts.create_token(ADMIN, "tests", by=TESTS)
+    support_token, _ = await accounts.create_token(SUPPORT, "tests", by=TESTS)
     service = WebService(web_settings, AddressCipher(web_settings.data_keys()))
     stopping = asyncio.Event()
     task = asyncio.create_task(service.run(stopping))
@@ -235,3 +236,87 @@ async def support(console: Console) -> AsyncIterator[Session]:
 
 def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
+
+
+STORES = ("aurora", "bazar")
+
+
+@dataclass
+class Tenants:
+    """Two stores as tenants: a support user and an admin scoped to each, their tokens and
+    sessions, and for each store an order, a message, a kept attachment's message and a dead
+    letter that belong to it. `ada` (ADMIN) is the platform admin."""
+
+    orders: dict[str, str]  # store -> order id
+    messages: dict[str, str]  # store -> an event id of a kept message of that order
+    attached: dict[str, str]  # store -> an event id of a message with an attachment, or ""
+    letters: dict[str, int]  # store -> offset of a dead letter naming that store
+    storeless_letter: int  # the story's unreadable record: platform operators only
+    tokens: dict[str, str]  # "aurora-support" -> bearer token
+    cookies: dict[str, str]  # "aurora-support" -> session cookie
+
+    @staticmethod
+    def other(store: str) -> str:
+        return STORES[1 - STORES.index(store)]
+
+
+async def _dead_letter(settings: Settings, event_bytes: bytes, key: str) -> None:
+    """A record refused for its content (it reads fine, so it names its store)."""
+    from worker.adapters.kafka import make_producer
+
+    producer = make_producer(settings, "ct-web-tests")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic_dlq,
+            key=key.encode(),
+            value=event_bytes,
+            headers=[
+                ("ct.dlq.topic", settings.topic_timeline.encode()),
+                ("ct.dlq.partition", b"0"),
+                ("ct.dlq.offset", b"0"),
+                ("ct.dlq.component", b"projector"),
+                ("ct.dlq.reason", f"refused in the tests ({key})".encode()),
+            ],
+        )
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture(scope="package")
+async def tenants(console: Console, accounts: Accounts) -> Tenants:
+    from tests.helpers import CODEC
+    from tests.support.events import order_event
+
+    story = console.story
+    orders = {"aurora": story.hard_order, "bazar": story.soft_order}
+    tokens, cookies = {}, {}
+    for store in STORES:
+        for role in Role:
+            name = f"{store}-{role.value}"
+            await accounts.add_user(name, role, PASSWORD, by=TESTS, stores=[store])
+            made, _ = await accounts.create_token(name, "tests", by=TESTS)
+            tokens[name] = made.value
+            async with console.client() as client:
+                response = await sign_in(client, name)
+            cookie = set_cookie(response, "__Host-ct-session")
+            assert response.status_code == 303 and cookie, response.text[:300]
+            cookies[name] = cookie
+        event = order_event(order_id=f"dead-{store}", store_id=store)
+        await _dead_letter(console.settings, CODEC.encode(event), f"dead-{store}")
+    platform = {"Authorization": f"Bearer {console.admin_token}"}
+    messages: dict[str, str] = {}
+    attached: dict[str, str] = {}
+    letters: dict[str, int] = {}
+    async with console.client(headers=platform) as client:
+        for store, order in orders.items():
+            thread = (await client.get(f"/api/orders/{order}/conversation")).json()
+            kept = [m for m in thread["messages"] if m["bodyKept"]]
+            messages[store] = kept[0]["id"]
+            attached[store] = next((m["id"] for m in kept if m["hasAttachment"]), "")
+        async with asyncio.timeout(30):
+            while len(letters) < len(STORES):
+                items = (await client.get("/api/dlq")).json()["items"]
+                letters = {i["storeId"]: i["offset"] for i in items if i["storeId"]}
+        storeless = next(i["offset"] for i in items if i["storeId"] is None)
+    return Tenants(orders, messages, attached, letters, storeless, tokens, cookies)

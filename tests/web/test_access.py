@@ -1,7 +1,10 @@
 """Who may call what: every route of the app, walked without credentials and with the wrong role.
 
 The tables below are the access policy; the walk fails when a route exists that they do not
-name, so a new route cannot ship without a decision about who may call it.
+name, so a new route cannot ship without a decision about who may call it. With two stores as
+tenants, the walk also asks every route that names an order, a message, an attachment, a store
+or a dead letter for the other store's, as each store's support user and admin, and compares
+the answer with the one for a resource that does not exist.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import httpx
 import pytest
 from fastapi.routing import iter_route_contexts
 
-from tests.web.conftest import Console, Session
+from tests.web.conftest import STORES, Console, Session, Tenants
 
 pytestmark = pytest.mark.stack
 
@@ -137,3 +140,111 @@ async def test_support_reaches_every_support_page(console: Console, support: Ses
     order = await support.get(f"/orders/{console.story.hard_order}")
     assert "its aliases work until" in order.text
     assert "Show real addresses" not in order.text  # unmasking is the admin's
+
+
+# Stores as tenants. Every route that names an order, a message, an attachment, a store or a
+# dead letter, asked by a principal scoped to one store for the other store's, must answer
+# exactly as for one that does not exist: the same status and the same body, ids aside.
+MISSING = {"order": "no-such-order-0", "message": "no-such-message-0", "store": "no-such-store"}
+MISSING_OFFSET = 987_654_321
+RESOURCE_ROUTES = {
+    t
+    for t in ADMIN | SUPPORT
+    if any(p in t[1] for p in ("order_id", "orderId", "store_id", "storeId"))
+} | {("POST", "/dlq/replay"), ("POST", "/api/dlq/replay")}
+
+
+def fill(template: str, order: str, message: str, store: str) -> str:
+    values = {
+        "{order_id}": order, "{orderId}": order, "{event_id}": message, "{messageId}": message,
+        "{index}": "0", "{store_id}": store, "{storeId}": store,
+    }  # fmt: skip
+    for key, value in values.items():
+        template = template.replace(key, value)
+    return template
+
+
+def normalized(response: httpx.Response, *ids: object) -> tuple[int, str]:
+    text = response.text
+    for value in sorted((str(i) for i in ids if i != ""), key=len, reverse=True):
+        text = text.replace(value, "<id>")
+    return response.status_code, text
+
+
+async def ask(
+    console: Console, tenants: Tenants, who: str, route: tuple[str, str], *, path: str, offset: int
+) -> httpx.Response:
+    method, template = route
+    async with console.client() as client:
+        if is_api(template):
+            headers = {"Authorization": f"Bearer {tenants.tokens[who]}"}
+            body = {"offsets": [offset]} if "replay" in template else JSON_BODIES.get(template)
+            return await client.request(method, path, headers=headers, json=body)
+        session = Session(client, tenants.cookies[who], "__Host-ct-session")
+        if method == "GET":
+            return await session.get(path)
+        form = {"csrf_token": await session.csrf(), "reason": "a test", "mask": "soft",
+                "alias_expiry": "fixed", "offset": str(offset)}  # fmt: skip
+        return await session.post(path, form)
+
+
+async def test_another_stores_resources_answer_exactly_like_missing_ones_on_every_route(
+    console: Console, tenants: Tenants
+) -> None:
+    table: list[tuple[str, str, str, str]] = []
+    for store in STORES:
+        other = Tenants.other(store)
+        theirs = {"order": tenants.orders[other], "message": tenants.messages[other],
+                  "store": other}  # fmt: skip
+        attachment_message = tenants.attached[other] or tenants.messages[other]
+        for role, allowed in (("support", SUPPORT), ("admin", ADMIN | SUPPORT)):
+            who = f"{store}-{role}"
+            for method, template in sorted(RESOURCE_ROUTES & allowed):
+                message = attachment_message if "attachments" in template else theirs["message"]
+                cases = [
+                    (fill(template, theirs["order"], message, other), tenants.letters[other]),
+                    (fill(template, *MISSING.values()), MISSING_OFFSET),
+                ]
+                if (
+                    "{event_id}" in template or "{messageId}" in template
+                ):  # own order, their message
+                    own = tenants.orders[store]
+                    cases += [(fill(template, own, message, store), 0),
+                              (fill(template, own, MISSING["message"], store), 0)]  # fmt: skip
+                answers = [
+                    await ask(console, tenants, who, (method, template), path=path, offset=offset)
+                    for path, offset in cases
+                ]
+                ids = [*theirs.values(), message, *MISSING.values(), tenants.letters[other],
+                       MISSING_OFFSET]  # fmt: skip
+                for theirs_answer, missing_answer in zip(answers[::2], answers[1::2], strict=True):
+                    assert normalized(theirs_answer, *ids) == normalized(missing_answer, *ids), (
+                        who,
+                        method,
+                        template,
+                        theirs_answer.text[:300],
+                        missing_answer.text[:300],
+                    )
+                status = answers[0].status_code
+                if "replay" in template:
+                    assert status == 200 and (not is_api(template) or answers[0].json() == {
+                        "replayed": [], "notFound": [tenants.letters[other]]})  # fmt: skip
+                else:
+                    assert status == 404, (who, method, template, status)
+                table.append((who, f"{method} {template}", other, f"{status}, as a missing one"))
+    print("\naccess table (principal x route x store: answer)")
+    for row in table:
+        print(" | ".join(row))
+
+
+async def test_the_platform_admin_reaches_both_stores(console: Console, tenants: Tenants) -> None:
+    headers = {"Authorization": f"Bearer {console.admin_token}"}
+    async with console.client(headers=headers) as client:
+        for store in STORES:
+            order, message = tenants.orders[store], tenants.messages[store]
+            for path in (f"/api/orders/{order}/conversation",
+                         f"/api/orders/{order}/messages/{message}",
+                         f"/api/stores/{store}/settings"):  # fmt: skip
+                assert (await client.get(path)).status_code == 200, path
+        letters = {i["offset"] for i in (await client.get("/api/dlq")).json()["items"]}
+        assert {*tenants.letters.values(), tenants.storeless_letter} <= letters

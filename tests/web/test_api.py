@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.helpers import read_topic
-from tests.web.conftest import Console
+from tests.web.conftest import TESTS, Console
 from worker.devtools.demo import CARRIER
 from worker.domain.aliases import SOFT_MASK_WARNING
 
@@ -67,6 +67,13 @@ async def test_a_refused_email_is_a_failure_of_the_soft_order(console: Console) 
     assert body["progress"][-1] == {"status": "DELIVERED", "state": "current",
                                     "date": body["statusChanges"][-1]["date"]}  # fmt: skip
     assert all(m["from"]["aliasMaskType"] == "soft" for m in body["messages"])
+    # 5.1.1 says the mailbox does not exist: the customer is suppressed, and the console says so.
+    suppressed = body["customerSuppressed"]
+    assert (suppressed["status"], suppressed["scope"]) == ("5.1.1", "order"), body
+    hard = await _get(
+        console, f"/api/orders/{story.hard_order}/conversation", console.support_token
+    )
+    assert hard.json()["customerSuppressed"] is None
 
 
 async def test_real_addresses_need_the_admin_role_and_a_reason_and_are_audited(
@@ -153,7 +160,7 @@ async def test_orders_are_found_by_id_prefix_alias_store_and_status_with_a_curso
     assert sorted(seen) == sorted([story.hard_order, story.soft_order])
     assert second.json()["nextCursor"] is None
     bad = await _get(console, "/api/orders", token, cursor="garbage!")
-    assert bad.status_code == 400 and "cursor" in bad.json()["detail"]
+    assert bad.status_code == 404 and "cursor" in bad.json()["detail"]
     invalid = await _get(console, "/api/orders", token, status="LOST")
     assert invalid.status_code == 422
     assert invalid.json()["detail"].startswith("query parameter 'status'")
@@ -218,11 +225,11 @@ async def test_the_openapi_document_lists_every_api_route_and_needs_a_token(
 
 
 async def test_a_revoked_token_is_refused(console: Console, accounts: Any) -> None:
-    made, token = await accounts.create_token("sam", "short-lived", by="tests")
+    made, token = await accounts.create_token("sam", "short-lived", by=TESTS)
     assert (await _get(console, "/api/me", made.value)).json() == {
-        "name": "sam", "role": "support", "via": "token",
+        "name": "sam", "role": "support", "via": "token", "stores": None,
     }  # fmt: skip
-    await accounts.revoke_token(token.token_id, by="tests")
+    await accounts.revoke_token(token.token_id, by=TESTS)
     refused = await _get(console, "/api/me", made.value)
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"].startswith("Bearer")
@@ -243,3 +250,21 @@ async def test_the_workers_kept_every_message_whole_the_refused_one_too(console:
     # The hard order: 3 notifications, the carrier's notice, the reply, the hostile message;
     # the soft order: 3 notifications and the one the upstream refused.
     assert console.story.kept == 10
+
+
+async def test_a_boolean_or_a_string_is_no_dead_letter_offset(console: Console) -> None:
+    async with console.client(headers=bearer(console.admin_token)) as client:
+        for offsets in ([False], [True], ["0"], [0.5], [-1]):
+            refused = await client.post("/api/dlq/replay", json={"offsets": offsets})
+            assert refused.status_code == 422, offsets
+            assert refused.headers["content-type"] == "application/problem+json"
+        not_json = await client.post(
+            "/api/dlq/replay", content=b"\xff", headers={"content-type": "application/json"}
+        )
+        assert not_json.status_code in (400, 422)
+
+
+async def test_a_refused_method_names_every_method_of_its_path(console: Console) -> None:
+    async with console.client(headers=bearer(console.admin_token)) as client:
+        refused = await client.request("DELETE", "/api/stores/aurora/settings")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, PUT"

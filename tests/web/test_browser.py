@@ -19,7 +19,7 @@ import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright
 
 from tests.conftest import REPO
-from tests.web.conftest import ADMIN, PASSWORD, Console
+from tests.web.conftest import ADMIN, PASSWORD, Console, Tenants
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -157,3 +157,36 @@ async def test_a_day_in_the_console(
     assert dialogs == [], "a page ran script"
     assert [url for url in failed if not url.startswith(console.url)] == []
     camera.keep()
+
+
+async def test_a_scoped_support_user_sees_only_its_stores_orders(
+    console: Console, tenants: Tenants, browser: BrowserContext, tmp_path: Path
+) -> None:
+    await browser.clear_cookies()
+    page = await browser.new_page()
+    await page.goto(console.url + "/orders")
+    await page.fill("input[name=username]", "bazar-support")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/orders")
+    listed = await page.inner_text("main")
+    assert tenants.orders["bazar"] in listed and tenants.orders["aurora"] not in listed
+    options = await page.locator("select[name=store] option").all_inner_texts()
+    assert options == ["All stores", "bazar"]
+    await page.screenshot(path=str(tmp_path / "scoped-orders.png"), full_page=True)
+
+    await page.fill("input[name=q]", tenants.orders["aurora"])
+    await page.click("form.search button")
+    await page.wait_for_load_state()
+    assert "/orders/" not in page.url.split("?")[0].removeprefix(console.url + "/orders")
+    assert await page.locator(f"a[href='/orders/{tenants.orders['aurora']}']").count() == 0
+    await page.goto(f"{console.url}/orders/{tenants.orders['aurora']}")
+    assert "No order" in await page.inner_text("main")  # as for an order that does not exist
+
+    await page.goto(console.url + "/orders")
+    await page.fill("input[name=q]", tenants.orders["bazar"])
+    await page.click("form.search button")
+    await page.wait_for_url(f"**/orders/{tenants.orders['bazar']}")
+    await page.click("button.link")  # sign out
+    await page.wait_for_url("**/login")
+    await page.close()

@@ -5,6 +5,11 @@ Reading and re-publishing go through worker.adapters.dead_letters, as `ct dlq li
 value and headers. Each replay is remembered in `dlq_replays`, so the page can say who replayed
 what and when. Replaying twice is harmless: the notifier's ledger and the projector's event ids
 make both idempotent.
+
+A dead letter belongs to the store its record names, when the record can be read (an order
+event or a timeline event whose content was refused); one that cannot be read belongs to no
+store, and only platform operators see it. The topic has no index to ask by store, so the
+scan that reads it anyway keeps only the letters in scope, before the limit is applied.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from worker.adapters.dead_letters import DeadLetter, dead_letters, republish
 from worker.adapters.dialect import Dialect
 from worker.adapters.kafka import make_producer
 from worker.adapters.mongo import Database
+from worker.contracts.codec import DecodeError, SingleObjectCodec
+from worker.contracts.events import OrderStatusChanged, TimelineEvent
 from worker.core.config import Settings
 from worker.domain.aliases import Clock
+from worker.domain.scope import Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,7 @@ class ListedLetter:
     offset: int
     letter: DeadLetter
     replay: Replay | None
+    store_id: str | None = None
 
 
 class DeadLetterQueue:
@@ -40,16 +49,40 @@ class DeadLetterQueue:
         self._settings = settings
         self._replays = db["dlq_replays"]
         self._clock = clock
+        self._codec = SingleObjectCodec()
 
     def _key(self, offset: int) -> str:
         return f"{self._settings.topic_dlq}:{offset}"
 
-    async def recent(self, limit: int = 100) -> list[ListedLetter]:
-        """The last `limit` dead letters, newest first, each with its last replay if any."""
-        tail: collections.deque[DeadLetter] = collections.deque(maxlen=limit)
+    def store_of(self, letter: DeadLetter) -> str | None:
+        """The store the dead record names, or None when it cannot be read."""
+        value = letter.record.value
+        if value is None:
+            return None
+        try:
+            return self._codec.decode(value, OrderStatusChanged).store_id
+        except DecodeError:
+            pass
+        try:
+            return self._codec.decode(value, TimelineEvent).store_id
+        except DecodeError:
+            return None
+
+    async def _in_scope(
+        self, scope: Scope
+    ) -> collections.abc.AsyncIterator[tuple[DeadLetter, str | None]]:
         async for letter in dead_letters(self._settings, group=None):
-            tail.append(letter)
-        letters = list(reversed(tail))
+            store_id = self.store_of(letter)
+            if scope.allows(store_id):
+                yield letter, store_id
+
+    async def recent(self, scope: Scope, limit: int = 100) -> list[ListedLetter]:
+        """The last `limit` dead letters in scope, newest first, each with its last replay."""
+        tail: collections.deque[tuple[DeadLetter, str | None]] = collections.deque(maxlen=limit)
+        async for found in self._in_scope(scope):
+            tail.append(found)
+        letters = [letter for letter, _ in reversed(tail)]
+        stores = {letter.record.offset: store for letter, store in tail}
         replays = {
             doc["_id"]: Replay(doc["at"], doc["operator"])
             for doc in await self._dialect.find_each(
@@ -57,17 +90,27 @@ class DeadLetterQueue:
             )
         }
         return [
-            ListedLetter(letter.record.offset, letter, replays.get(self._key(letter.record.offset)))
+            ListedLetter(
+                letter.record.offset,
+                letter,
+                replays.get(self._key(letter.record.offset)),
+                stores[letter.record.offset],
+            )
             for letter in letters
         ]
 
-    async def replay(self, offsets: set[int], operator: str) -> list[DeadLetter]:
-        """Re-publish the dead letters at these offsets; returns those found and replayed."""
-        wanted = [
-            letter
-            async for letter in dead_letters(self._settings, group=None)
+    async def replayable(
+        self, offsets: set[int], scope: Scope
+    ) -> list[tuple[DeadLetter, str | None]]:
+        """The dead letters at these offsets that `scope` reaches and that name their topic."""
+        return [
+            (letter, store_id)
+            async for letter, store_id in self._in_scope(scope)
             if letter.record.offset in offsets and letter.origin_topic
         ]
+
+    async def replay(self, wanted: list[DeadLetter], operator: str) -> list[DeadLetter]:
+        """Re-publish these dead letters (from `replayable`); returns them."""
         if not wanted:
             return []
         producer = make_producer(self._settings, "ct-console-replay")

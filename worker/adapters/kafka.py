@@ -91,13 +91,6 @@ async def require_topics(settings: Settings, topics: Sequence[str]) -> None:
             await asyncio.sleep(0.5)
 
 
-def _patience(error: Exception) -> float:
-    """How long a topic's metadata error is waited out before it counts."""
-    if isinstance(error, UnknownTopicOrPartitionError):
-        return UNKNOWN_TOPIC_WAIT_S
-    return TOPIC_METADATA_WAIT_S if is_retriable(error) else 0.0
-
-
 def make_producer(
     settings: Settings, client_id: str, *, linger_ms: int = 5
 ) -> AIOKafkaProducer[bytes, bytes]:
@@ -233,8 +226,8 @@ class BatchConsumer:
         name: str,
         max_records: int,
         grace_s: float,
-        settings: Settings | None = None,
-        group: str | None = None,
+        settings: Settings,
+        group: str,
         on_assigned: Callable[[], None] | None = None,
     ) -> None:
         self._consumer = consumer
@@ -265,8 +258,7 @@ class BatchConsumer:
 
     async def run(self, stopping: asyncio.Event) -> None:
         try:
-            if self._settings is not None:
-                await require_topics(self._settings, [self._topic])
+            await require_topics(self._settings, [self._topic])
             await self._consumer.start()
             self._consumer.subscribe([self._topic], listener=_CommitOnRevoke(self))
             self.ready = True
@@ -296,8 +288,6 @@ class BatchConsumer:
         except PERMANENT_ERRORS as exc:
             # A group ACL missing, say: nothing was fetched, so nothing is committed.
             self.ready = False
-            if self._settings is None:
-                raise
             using = f"consumer group {self._group} on topic {self._topic}"
             raise (rejection(exc, self._settings, user_of=using) or exc) from None
         return batches

@@ -17,10 +17,10 @@ from worker.adapters.dialect import Document
 from worker.adapters.mongo import Database
 from worker.domain.accounts import (
     LoginLimits,
+    backoff,
     digest,
     new_csrf_token,
     new_session_secret,
-    retry_after,
 )
 from worker.domain.aliases import Clock
 
@@ -93,9 +93,13 @@ class Sessions:
     async def end(self, secret: str) -> None:
         await self._sessions.delete_one({"_id": digest(secret)})
 
-    async def end_all(self, user: str) -> int:
-        """Log a user out everywhere: after a password change, a role change or removal."""
-        return (await self._sessions.delete_many({"user": user})).deleted_count
+    async def end_all(self, user: str, *, keep: str | None = None) -> int:
+        """Log a user out everywhere (but the session `keep`, the digest of the one asking):
+        after a password change, a role change or removal."""
+        query: Document = {"user": user}
+        if keep is not None:
+            query["_id"] = {"$ne": keep}
+        return (await self._sessions.delete_many(query)).deleted_count
 
     async def sweep(self) -> int:
         """Delete sessions past their absolute or idle expiry."""
@@ -106,12 +110,26 @@ class Sessions:
         return result.deleted_count
 
 
-class LoginThrottle:
-    """Failed logins per user name and per client address, in a sliding window.
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A sign-in attempt, counted before its password is checked: its two documents' ids."""
 
-    One document per failure, inserted (atomic on every server) rather than a counter updated
-    in place: FerretDB v1 evaluates `$inc` as a read-modify-write, so concurrent failures, which
-    is what a password-guessing script makes, could lose counts.
+    user: str
+    address: str
+    ids: tuple[str, str]
+    wait: float  # > 0: refused for this many seconds, check nothing
+
+
+class LoginThrottle:
+    """Attempts per user name and client address together, and per client address alone.
+
+    Each attempt is inserted (an insert is atomic on every server) before its password is
+    checked, and decides by the attempts before it in (at, id) order, those in flight included:
+    so N parallel guesses make at most the allowed number of checks, where reading a count and
+    then checking would let them all through. Keying the user by address as well means a flood
+    of guesses from one address never locks the user out elsewhere; the address key bounds one
+    address trying many names. A refused attempt is withdrawn, a failed one stays as a failure,
+    a right password clears the user's failures from that address.
     """
 
     def __init__(self, db: Database, limits: LoginLimits, clock: Clock) -> None:
@@ -119,36 +137,39 @@ class LoginThrottle:
         self._limits = limits
         self._clock = clock
 
-    async def _failures_of(self, key: str, now: datetime) -> list[datetime]:
-        since = now - self._limits.window
+    async def _before(self, key: str, at: datetime, mine: str) -> list[datetime]:
+        since = at - self._limits.window
         docs = self._failures.find({"key": key, "at": {"$gt": since}}, {"at": 1})
-        return [doc["at"] async for doc in docs]
+        return [
+            doc["at"]
+            async for doc in docs
+            if doc["_id"] != mine and (doc["at"], doc["_id"]) < (at, mine)
+        ]
 
-    async def retry_after(self, user: str, address: str) -> float:
-        """Seconds until this user may try again from this address (0: now)."""
+    async def begin(self, user: str, address: str) -> Attempt:
         now = self._clock.now()
-        window = self._limits.window
-        by_user = retry_after(
-            await self._failures_of(f"user:{user}", now), self._limits.per_user, window, now
-        )
-        by_address = retry_after(
-            await self._failures_of(f"address:{address}", now),
-            self._limits.per_address,
-            window,
-            now,
-        )
-        return max(by_user, by_address)
-
-    async def failed(self, user: str, address: str) -> None:
-        now = self._clock.now()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # BSON keeps milliseconds
+        keys = (f"user:{user}|{address}", f"address:{address}")
+        ids = (uuid.uuid4().hex, uuid.uuid4().hex)
         await self._failures.insert_many(
-            [
-                {"_id": uuid.uuid4().hex, "key": f"user:{user}", "at": now},
-                {"_id": uuid.uuid4().hex, "key": f"address:{address}", "at": now},
-            ]
+            [{"_id": i, "key": k, "at": now} for i, k in zip(ids, keys, strict=True)]
         )
-        await self._failures.delete_many({"at": {"$lte": now - self._limits.window}})
+        limits = self._limits
+        wait = max(
+            backoff(await self._before(keys[0], now, ids[0]), limits.per_user, limits.window, now),
+            backoff(
+                await self._before(keys[1], now, ids[1]), limits.per_address, limits.window, now
+            ),
+        )
+        await self._failures.delete_many({"at": {"$lte": now - limits.window}})
+        return Attempt(user, address, ids, wait)
 
-    async def succeeded(self, user: str) -> None:
-        """A right password clears the name's failures; the address keeps its count."""
-        await self._failures.delete_many({"key": f"user:{user}"})
+    async def withdraw(self, attempt: Attempt) -> None:
+        """A refused attempt checked nothing, so it does not make the wait longer."""
+        await self._failures.delete_many({"_id": {"$in": list(attempt.ids)}})
+
+    async def succeeded(self, attempt: Attempt) -> None:
+        """A right password clears the user's failures from this address, and its own count."""
+        await self._failures.delete_many(
+            {"$or": [{"key": f"user:{attempt.user}|{attempt.address}"}, {"_id": attempt.ids[1]}]}
+        )

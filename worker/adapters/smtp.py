@@ -102,35 +102,17 @@ class SmtpPool:
     SmtpFailure: it is neither the recipient's fault (DELIVERY_FAILED) nor transient.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        size: int,
-        timeout: float,
-        settings: Settings | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._options: dict[str, Any] = (
-            smtp_client.connection_options(settings)
-            if settings is not None
-            else {"hostname": host, "port": port, "timeout": timeout, "start_tls": False}
-        )
+        self._options: dict[str, Any] = smtp_client.connection_options(settings)
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
-        for _ in range(size):
+        for _ in range(settings.smtp_pool_size):
             self._idle.put_nowait(self._new_client())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpPool:
         smtp_client.warn_if_unverified(settings)
-        return cls(
-            settings.smtp_host,
-            settings.smtp_port,
-            size=settings.smtp_pool_size,
-            timeout=settings.smtp_timeout_s,
-            settings=settings,
-        )
+        return cls(settings)
 
     def _new_client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(**self._options)
@@ -138,8 +120,6 @@ class SmtpPool:
     async def check(self) -> None:
         """At start: raise Rejected if the upstream refuses the settings. An upstream that is
         down is only logged: sends retry until it is back."""
-        if self._settings is None:
-            return
         try:
             await smtp_client.probe(self._settings)
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -250,10 +230,9 @@ class SmtpPool:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _raise_if_misconfigured(self, exc: BaseException) -> None:
-        if self._settings is not None:
-            problem = smtp_client.misconfiguration(exc, self._settings)
-            if problem is not None:
-                raise problem from None
+        problem = smtp_client.misconfiguration(exc, self._settings)
+        if problem is not None:
+            raise problem from None
 
     async def _reset(self, client: aiosmtplib.SMTP, failure: SmtpFailure) -> None:
         """After a refusal the connection is reusable (RSET); after anything else, reopen it."""

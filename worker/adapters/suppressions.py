@@ -1,10 +1,11 @@
 """The `suppressions` collection: customer addresses that bounced hard, per order or per store.
 
-After a hard bounce the notifier stops emailing that order's customer (and, with
-CT_BOUNCE_SUPPRESS_STORE, that address for every order of the store) until an operator lifts it
-with `ct alias unsuppress`. One document per scope, read by `_id` (FerretDB v1 uses no other
-index): `order<US><orderId>` and `store<US><storeId><US><address hash>`; the hash is the
-keyed one of crypto.AddressCipher, so no document holds the address.
+The records of services/suppression.py, which owns the rule and is their only caller: an order's
+customer (and, with CT_BOUNCE_SUPPRESS_STORE, that address for every order of the store) is not
+emailed until an operator lifts it with `ct alias unsuppress`. One document per scope, read by
+`_id` (FerretDB v1 uses no other index): `order<US><orderId>` and
+`store<US><storeId><US><address hash>`; the hash is the keyed one of crypto.AddressCipher, so no
+document holds the address.
 """
 
 from __future__ import annotations

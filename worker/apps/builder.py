@@ -20,6 +20,7 @@ from worker.adapters.suppressions import Suppressions
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Clock, SystemClock
+from worker.services.suppression import CustomerSuppression
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class Stores:
     @cached_property
     def suppressions(self) -> Suppressions:
         return Suppressions(self.db, self.dialect, store_wide=self.settings.bounce_suppress_store)
+
+    @cached_property
+    def suppression(self) -> CustomerSuppression:
+        """The one owner of suppression, over the records above."""
+        return CustomerSuppression(
+            self.suppressions, self.aliases, store_wide=self.settings.bounce_suppress_store
+        )
 
     @cached_property
     def ledger(self) -> DeliveryLedger:

@@ -1,8 +1,5 @@
-"""`ct run notifier`: order-status events become emails sent through the order's masked aliases.
-
-Each email is kept whole in the message store before it is sent (the console shows it), and for
-stores on the orderFlow expiry policy each status event moves the order's alias window.
-"""
+"""`ct run notifier`: the Notifier (services/notify.py) wired to Kafka, MongoDB and the SMTP
+upstream, consuming order-status events until stopped."""
 
 from __future__ import annotations
 
@@ -70,15 +67,16 @@ class NotifierService(Service):
             notifier = Notifier(
                 codec=self._codec,
                 aliases=stores.aliases,
-                ledger=stores.ledger,
                 messages=stores.messages,
                 renderer=TemplateRenderer(settings.templates_dir),
-                sender=RecordedSender(smtp, max_unrecorded=settings.notifier_max_unrecorded),
-                outbound=Outbound(
-                    self._keys,
-                    suppressions=stores.suppressions,
-                    cipher=self._cipher,
+                sender=RecordedSender(
+                    smtp,
+                    stores.ledger,
+                    max_unrecorded=settings.notifier_max_unrecorded,
+                    max_delay=settings.retry_max_delay_s,
                 ),
+                outbound=Outbound(self._keys),
+                suppression=stores.suppression,
                 producer=producer,
                 dead_letters=DeadLetters(
                     producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s

@@ -102,11 +102,8 @@ class RelayService(Service):
                 domain=settings.domain,
                 clock=clock,
                 screen=SenderScreen.from_settings(settings),
-                outbound=Outbound(
-                    self._keys,
-                    suppressions=stores.suppressions,
-                    cipher=self._cipher,
-                ),
+                outbound=Outbound(self._keys),
+                suppression=stores.suppression,
             )
             server = await start_smtp_server(
                 handler,

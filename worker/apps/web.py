@@ -173,6 +173,7 @@ class WebService(Service):
             stores=stores.store_settings,
             orders=OrderQueries(stores.db),
             dead_letters=DeadLetterQueue(settings, stores.db, self._clock, stores.dialect),
+            suppression=stores.suppression,
             domain=settings.domain,
         )
 

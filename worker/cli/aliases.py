@@ -71,20 +71,8 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
 
 async def delivery_state(kept: Stores, record: AliasRecord) -> str:
     """One line for `ct alias resolve`: whether the order's customer is suppressed, and why."""
-    from worker.contracts.events import ParticipantRole
-
-    settings = kept.settings
-    customer = next(
-        (r for r in await kept.aliases.of_order(record.order_id)
-         if r.role is ParticipantRole.CUSTOMER),
-        None,
-    )  # fmt: skip
-    if customer is None:
-        return "-"
-    address_hash = kept.cipher.address_hash(customer.real_address)
-    found = await kept.suppressions.active(
-        record.order_id, record.store_id, address_hash, every=True
-    )
+    suppression = kept.suppression
+    found = await suppression.for_operators(record.order_id, record.store_id)
     if not found:
         return "the customer is emailed (no hard bounce)"
     first = min(found, key=lambda s: s.since)
@@ -92,7 +80,7 @@ async def delivery_state(kept: Stores, record: AliasRecord) -> str:
         "this order"
         if s.scope == "order"
         else f"every order of store {s.store_id}"
-        + ("" if settings.bounce_suppress_store else " (CT_BOUNCE_SUPPRESS_STORE is off)")
+        + ("" if suppression.store_wide else " (CT_BOUNCE_SUPPRESS_STORE is off)")
         for s in found
     )
     return (
@@ -111,7 +99,7 @@ async def cmd_unsuppress(args: argparse.Namespace, settings: Settings) -> int:
     async with database(settings) as (db, dialect):
         kept = stores(settings, db, dialect)
         found, lifted = await unsuppress_alias(
-            kept.aliases, kept.audit, kept.suppressions, kept.cipher, args.alias,
+            kept.aliases, kept.audit, kept.suppression, args.alias,
             reason=args.reason, operator=args.operator or getpass.getuser(),
         )  # fmt: skip
     if not found:

@@ -21,7 +21,6 @@ class AddressRedactor:
     """structlog processor: replaces every email address outside the alias domain with a mask."""
 
     def __init__(self, alias_domain: str) -> None:
-        self._suffix = "." + alias_domain.lower()
         self._domain = alias_domain.lower()
 
     def _mask(self, match: re.Match[str]) -> str:

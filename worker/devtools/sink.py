@@ -1,8 +1,7 @@
 """`ct sink`: an SMTP capture server. Accepts every message and files it for tests and people.
 
 Each message becomes `<dir>/<n>.eml` plus one JSON line in `<dir>/index.jsonl` (envelope, headers,
-size). While a file `<dir>/FAULT` exists, its first line (e.g. `451 4.3.0 Try again later`) is the
-answer to every message instead: how fault tests make the upstream refuse for a while.
+size). The tests' capture server that can also refuse is tests/support/smtp.py's FaultyCapture.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ class CaptureHandler:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._fault_file = directory / "FAULT"
         self._index_lock = threading.Lock()
         self._index = (directory / "index.jsonl").open("a", encoding="utf-8")
         self._prefix = f"{int(time.time() * 1000)}"
@@ -45,9 +43,6 @@ class CaptureHandler:
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
-        fault = self._fault()
-        if fault:
-            return fault
         name = f"{self._prefix}-{next(self._counter):07d}.eml"
         content = envelope.content or b""  # bytes: the server runs with decode_data=False
         raw = content.encode("utf-8", "surrogateescape") if isinstance(content, str) else content
@@ -56,13 +51,6 @@ class CaptureHandler:
         )
         self.accepted += 1
         return ACCEPTED
-
-    def _fault(self) -> str | None:
-        try:
-            line = self._fault_file.read_text(encoding="utf-8").strip().splitlines()[0]
-        except (FileNotFoundError, IndexError):
-            return None
-        return line if line[:1] in {"4", "5"} else "451 4.3.0 Capture server paused"
 
     def _store(self, name: str, mail_from: str, rcpt_tos: list[str], content: bytes) -> None:
         (self.directory / name).write_bytes(content)

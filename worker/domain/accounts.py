@@ -130,21 +130,52 @@ def parse_api_token(value: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class LoginLimits:
-    """How many failed logins a user name, and a client address, may have within `window`."""
+    """How many failed sign-ins one user from one address, and one address for any user, may
+    have within `window` before each further attempt waits, twice as long as the one before."""
 
     per_user: int
     per_address: int
     window: timedelta
 
 
-def retry_after(failures: list[datetime], limit: int, window: timedelta, now: datetime) -> float:
-    """Seconds until one more attempt is allowed (0: allowed now), from the recent failures.
+# The first wait past the limit; each later failure doubles it, up to the whole window.
+FIRST_BACKOFF: Final = timedelta(seconds=30)
 
-    A sliding window: the attempt is allowed once fewer than `limit` failures are younger than
-    `window`, which happens when the oldest of the last `limit` failures ages out.
+
+def backoff(before: list[datetime], limit: int, window: timedelta, now: datetime) -> float:
+    """Seconds this attempt must wait (0: it may check the password).
+
+    `before` holds the failures, and the attempts still being checked, that came before this
+    one: counting those in flight is what keeps parallel guesses to `limit` password checks.
+    Within the limit an attempt is free; past it, the n-th extra one waits FIRST_BACKOFF * 2^n
+    after the latest attempt before it, never longer than `window`.
     """
-    recent = sorted(at for at in failures if now - at < window)
+    recent = sorted(at for at in before if now - at < window)
     if len(recent) < limit:
         return 0.0
-    frees_at = recent[-limit] + window
-    return max((frees_at - now).total_seconds(), 1.0)
+    extra = min(len(recent) - limit, 30)  # 2^30 * 30 s is far past any window: cap the power
+    delay = min(FIRST_BACKOFF * 2**extra, window)
+    wait = (recent[-1] + delay - now).total_seconds()
+    return max(wait, 1.0) if wait > 0 else 0.0
+
+
+_DURATION = re.compile(r"([1-9][0-9]{0,5})([dhms])")
+_UNITS: Final = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+MAX_TOKEN_LIFETIME: Final = timedelta(days=3650)
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """`90d`, `12h`, `30m`, `45s`, or `never` (None): how long a token lives."""
+    cleaned = text.strip().lower()
+    if cleaned == "never":
+        return None
+    match = _DURATION.fullmatch(cleaned)
+    if match is None:
+        raise AccountError(
+            f"{text[:20]!r} is not a duration: a number and d, h, m or s (90d, 12h, 30m, 45s), "
+            "or never"
+        )
+    lifetime = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if lifetime > MAX_TOKEN_LIFETIME:
+        raise AccountError("a token lives at most 3650 days; use `never` for no expiry")
+    return lifetime

@@ -268,19 +268,6 @@ def smtp_reply_report(reply: str, private: Sequence[str] = ()) -> DeliveryReport
     )
 
 
-def suppressed_report(status: str, since: datetime) -> DeliveryReport:
-    """Why a notification was not sent: its customer's address bounced hard before."""
-    return DeliveryReport(
-        failure_type=FailureType.SUPPRESSED,
-        source=ReportSource.SUPPRESSION,
-        status=status,
-        diagnostic=(
-            f"not sent: the customer's address bounced hard ({status}) on {since:%Y-%m-%d}; "
-            "`ct alias unsuppress` lifts it"
-        ),
-    )
-
-
 def failure_event(report: Report, sent: SentMessage, at: datetime) -> TimelineEvent:
     """DELIVERY_FAILED (or COMPLAINT_RECEIVED) on the order of the message the report is about.
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from worker.adapters.alias_store import AliasRecord, AliasStore
 from worker.adapters.audit import AuditLog
-from worker.adapters.suppressions import Suppression, Suppressions
-from worker.contracts.events import ParticipantRole
-from worker.core.crypto import AddressCipher
+from worker.adapters.suppressions import Suppression
+from worker.services.suppression import CustomerSuppression
 
 
 async def resolve_alias(
@@ -17,6 +16,7 @@ async def resolve_alias(
     await audit.record(
         "alias.reveal" if reveal else "alias.resolve",
         operator=operator,
+        store=record.store_id if record else None,
         reason=reason,
         alias=alias.strip().lower(),
         found=record is not None,
@@ -28,8 +28,7 @@ async def resolve_alias(
 async def unsuppress_alias(
     aliases: AliasStore,
     audit: AuditLog,
-    suppressions: Suppressions,
-    cipher: AddressCipher,
+    suppression: CustomerSuppression,
     alias: str,
     *,
     reason: str,
@@ -38,27 +37,15 @@ async def unsuppress_alias(
     """Lift the hard-bounce suppression of the order `alias` belongs to (its customer), audited
     before anything changes. Returns whether the alias exists and what was lifted."""
     record = await aliases.lookup(alias)
-    customer = None
-    if record is not None:
-        customer = next(
-            (
-                r
-                for r in await aliases.of_order(record.order_id)
-                if r.role is ParticipantRole.CUSTOMER
-            ),
-            None,
-        )
     await audit.record(
         "alias.unsuppress",
         operator=operator,
+        store=record.store_id if record else None,
         reason=reason,
         alias=alias.strip().lower(),
         found=record is not None,
         orderId=record.order_id if record else None,
     )
-    if record is None or customer is None:
-        return record is not None, []
-    lifted = await suppressions.lift(
-        record.order_id, record.store_id, cipher.address_hash(customer.real_address)
-    )
-    return True, lifted
+    if record is None:
+        return False, []
+    return True, await suppression.lift(record.order_id, record.store_id)

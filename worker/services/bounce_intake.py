@@ -3,8 +3,10 @@
 The relay hands such recipients here instead of looking them up as aliases. A token that does
 not verify (forged, expired, malformed) or names no message we sent is refused at RCPT with
 550 5.1.1 and recorded nowhere: no backscatter, and nobody can write into a timeline. A verified
-report becomes a timeline entry on the order of the message it is about; a hard bounce of mail
-to a customer also suppresses that customer's address for the order (see adapters/suppressions).
+report becomes a timeline entry on the order of the message it is about, and its failure goes
+to `CustomerSuppression` (a hard bounce of mail to a customer suppresses that address). The
+answer to DATA is `reply_when_durable`'s: 250 once the entry (and the suppression) are durable,
+451 when MongoDB or Kafka fails, so that the reporting server keeps the report and retries.
 """
 
 from __future__ import annotations
@@ -14,22 +16,16 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasStore
-from worker.adapters.messages import MessageStore
-from worker.contracts.events import FailureType, ParticipantRole, TimelineEvent
+from worker.contracts.events import TimelineEvent
 from worker.core import metrics
 from worker.core.offload import off_loop_if_large
 from worker.domain.aliases import Clock
-from worker.domain.bounces import (
-    Bounce,
-    SentMessage,
-    failure_event,
-    private_terms,
-    read_report,
-)
+from worker.domain.bounces import SentMessage, failure_event, private_terms, read_report
 from worker.domain.replies import RECIPIENT_OK, REPORT_RECEIVED, TEMPORARY_FAILURE, UNKNOWN_ALIAS
 from worker.domain.verp import BounceAddresses, BounceRef
-from worker.services.outbound import Outbound
+from worker.services.durable import reply_when_durable
+from worker.services.ports import Aliases, Messages
+from worker.services.suppression import CustomerSuppression
 
 log = structlog.get_logger(__name__)
 Publish = Callable[[TimelineEvent], Awaitable[None]]
@@ -40,16 +36,16 @@ class BounceIntake:
         self,
         *,
         addresses: BounceAddresses,
-        messages: MessageStore,
-        aliases: AliasStore,
-        outbound: Outbound,
+        messages: Messages,
+        aliases: Aliases,
+        suppression: CustomerSuppression,
         publish: Publish,
         clock: Clock,
     ) -> None:
         self._addresses = addresses
         self._messages = messages
         self._aliases = aliases
-        self._outbound = outbound
+        self._suppression = suppression
         self._publish = publish
         self._clock = clock
 
@@ -67,40 +63,38 @@ class BounceIntake:
             raise
 
     async def receive(self, raw: bytes, recipient: str) -> str:
-        """DATA for one VERP recipient: record the report it carries; returns the SMTP reply.
+        """DATA for one VERP recipient: record the report it carries; returns the SMTP reply."""
+        return await reply_when_durable(
+            lambda: self._record(raw, recipient), accepted=REPORT_RECEIVED
+        )
 
-        Transient failures (MongoDB, or Kafka through `publish`) propagate as `publish` raises
-        them or answer 451, so that the reporting server keeps the report and retries.
-        """
-        try:
-            sent = await self._sent_message(recipient)
-            if sent is None:  # expired between RCPT and DATA
-                return UNKNOWN_ALIAS
-            structlog.contextvars.bind_contextvars(order_id=sent.order_id)
-            recipient_alias = await self._aliases.lookup(sent.message.to.alias)
-            real = recipient_alias.real_address if recipient_alias else ""
-            report = await off_loop_if_large(
-                len(raw), read_report, raw, private=private_terms(real) if real else ()
+    async def _record(self, raw: bytes, recipient: str) -> str | None:
+        """The report's timeline entry published and its suppression stored; a refusal, if any."""
+        sent = await self._sent_message(recipient)
+        if sent is None:  # expired between RCPT and DATA
+            return UNKNOWN_ALIAS
+        structlog.contextvars.bind_contextvars(order_id=sent.order_id)
+        recipient_alias = await self._aliases.lookup(sent.message.to.alias)
+        real = recipient_alias.real_address if recipient_alias else ""
+        report = await off_loop_if_large(
+            len(raw), read_report, raw, private=private_terms(real) if real else ()
+        )
+        if report is None:
+            # An auto-reply to the return path, say: nothing to record, nothing to bounce.
+            metrics.BOUNCES_RECEIVED.labels(outcome="not_a_report").inc()
+            log.info("report_not_recognised", size_bytes=len(raw))
+            return None
+        event = failure_event(report, sent, self._clock.now())
+        if event.delivery is not None:
+            await self._suppression.after_failure(
+                event.delivery,
+                to=sent.message.to.role,
+                order_id=sent.order_id,
+                store_id=sent.store_id,
+                address=real,
+                cause_event_id=event.event_id,
+                at=event.occurred_at,
             )
-            if report is None:
-                # An auto-reply to the return path, say: nothing to record, nothing to bounce.
-                metrics.BOUNCES_RECEIVED.labels(outcome="not_a_report").inc()
-                log.info("report_not_recognised", size_bytes=len(raw))
-                return REPORT_RECEIVED
-            event = failure_event(report, sent, self._clock.now())
-            if isinstance(report, Bounce) and self._suppresses(report, sent) and real:
-                await self._outbound.suppress(
-                    order_id=sent.order_id,
-                    store_id=sent.store_id,
-                    customer_address=real,
-                    status=report.status,
-                    cause_event_id=event.event_id,
-                    at=event.occurred_at,
-                )
-        except Exception as exc:
-            if mongo.is_transient(exc):
-                return TEMPORARY_FAILURE
-            raise
         await self._publish(event)
         outcome = event.delivery.failure_type.value.lower() if event.delivery else "unknown"
         metrics.BOUNCES_RECEIVED.labels(outcome=outcome).inc()
@@ -111,15 +105,7 @@ class BounceIntake:
             failure_type=outcome,
             status=event.delivery.status if event.delivery else None,
         )
-        return REPORT_RECEIVED
-
-    @staticmethod
-    def _suppresses(bounce: Bounce, sent: SentMessage) -> bool:
-        """A hard bounce of mail to a customer: their address does not work."""
-        return (
-            bounce.failure_type is FailureType.HARD_BOUNCE
-            and sent.message.to.role is ParticipantRole.CUSTOMER
-        )
+        return None
 
     async def _sent_message(self, recipient: str) -> SentMessage | None:
         ref = self._addresses.verify(recipient, self._clock.now())

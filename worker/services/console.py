@@ -1,7 +1,11 @@
 """What the console and the API do, whoever asks through which: no HTTP in here.
 
 Pages and API routes call these methods and render what they return. Anything that shows a real
-address, a message's body or an attachment writes its audit record first.
+address, a message's body or an attachment writes its audit record first, naming its store.
+
+Every method takes the principal and reads within its scope: an order, message, store or dead
+letter of another store is not found, with the same error as one that does not exist, found
+by the same queries (the scope is part of each query, so no time is spent on what is refused).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from cachetools import TTLCache
+
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.audit import AuditEntry, AuditLog
 from worker.adapters.dlq import DeadLetterQueue, ListedLetter
@@ -18,11 +24,16 @@ from worker.adapters.messages import KeptMessage, MessageStore
 from worker.adapters.mongo import Database
 from worker.adapters.order_queries import OrderQueries, OrderSummary
 from worker.adapters.stores import StoreSetting, StoreSettings
+from worker.adapters.suppressions import Suppression
 from worker.domain.aliases import AliasExpiry, MaskType
+from worker.domain.audit_chain import ChainReport
 from worker.domain.conversation import Conversation, MessageItem, conversation
 from worker.domain.mime_view import AttachmentFile, MessageView, attachment_file, view_message
 from worker.services.accounts import Principal
+from worker.services.suppression import CustomerSuppression
 from worker.services.timeline import get_timeline
+
+VERIFIED_FOR_S = 60.0
 
 
 class Missing(LookupError):
@@ -40,6 +51,8 @@ class OrderPage:
     kept: dict[str, KeptMessage]
     revealed: dict[str, str]  # alias -> real address, only after an audited unmasking
     aliases_until: datetime | None = None  # when the order's aliases stop working
+    # Why the order's customer is not emailed (the earliest suppression), if they are not.
+    suppressed: Suppression | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +73,7 @@ class Console:
         stores: StoreSettings,
         orders: OrderQueries,
         dead_letters: DeadLetterQueue,
+        suppression: CustomerSuppression,
         domain: str,
     ) -> None:
         self._db = db
@@ -69,17 +83,21 @@ class Console:
         self._stores = stores
         self.orders = orders
         self._dlq = dead_letters
+        self._suppression = suppression
         self.domain = domain
+        self._verified: TTLCache[str, ChainReport] = TTLCache(maxsize=100_000, ttl=VERIFIED_FOR_S)
 
-    async def order_page(self, order_id: str) -> OrderPage:
-        summary = await self.orders.summary(order_id)
-        entries = await get_timeline(self._db, order_id)
+    async def order_page(self, order_id: str, principal: Principal) -> OrderPage:
+        summary = await self.orders.summary(order_id, principal.scope)
+        entries = await get_timeline(self._db, order_id) if summary else None
         if summary is None or entries is None:
             raise Missing(f"no order {order_id!r}: check the id, or search by an alias")
         thread = conversation(entries, self.domain)
         kept = await self._messages.describe(m.event_id for m in thread.messages)
         until = min((r.expires_at for r in await self._aliases.of_order(order_id)), default=None)
-        return OrderPage(summary, thread, kept, {}, until)
+        found = await self._suppression.for_operators(order_id, summary.store_id)
+        suppressed = min(found, key=lambda s: s.since) if found else None
+        return OrderPage(summary, thread, kept, {}, until, suppressed)
 
     async def unmask(self, page: OrderPage, principal: Principal, reason: str) -> OrderPage:
         """The page with the real addresses behind its aliases; audited before anything is read."""
@@ -90,6 +108,7 @@ class Console:
         await self.audit.record(
             "conversation.unmask",
             operator=principal.operator,
+            store=page.order.store_id,
             reason=reason,
             orderId=page.order.order_id,
             aliases=len(aliases),
@@ -102,8 +121,10 @@ class Console:
                 revealed[alias] = record.real_address
         return dataclasses.replace(page, revealed=revealed)
 
-    async def _raw(self, order_id: str, event_id: str) -> tuple[OrderPage, MessageItem, bytes]:
-        page = await self.order_page(order_id)
+    async def _raw(
+        self, order_id: str, event_id: str, principal: Principal
+    ) -> tuple[OrderPage, MessageItem, bytes]:
+        page = await self.order_page(order_id, principal)
         item = next((m for m in page.conversation.messages if m.event_id == event_id), None)
         if item is None:
             raise Missing(f"order {order_id!r} has no message {event_id!r}")
@@ -122,9 +143,13 @@ class Console:
         principal: Principal,
         attachment_url: Callable[[int], str],
     ) -> OpenedMessage:
-        page, item, raw = await self._raw(order_id, event_id)
+        page, item, raw = await self._raw(order_id, event_id, principal)
         await self.audit.record(
-            "message.open", operator=principal.operator, orderId=order_id, message=event_id
+            "message.open",
+            operator=principal.operator,
+            store=page.order.store_id,
+            orderId=order_id,
+            message=event_id,
         )
         return OpenedMessage(page.order, item, view_message(raw, attachment_url))
 
@@ -135,6 +160,7 @@ class Console:
         await self.audit.record(
             "message.open",
             operator=principal.operator,
+            store=page.order.store_id,
             orderId=page.order.order_id,
             messages=sorted(page.kept),
         )
@@ -148,35 +174,45 @@ class Console:
     async def open_attachment(
         self, order_id: str, event_id: str, index: int, principal: Principal
     ) -> AttachmentFile:
-        _, _, raw = await self._raw(order_id, event_id)
+        page, _, raw = await self._raw(order_id, event_id, principal)
         found = attachment_file(raw, index)
         if found is None:
             raise Missing(f"message {event_id!r} has no attachment number {index}")
         await self.audit.record(
             "attachment.open",
             operator=principal.operator,
+            store=page.order.store_id,
             orderId=order_id,
             message=event_id,
             attachment=found.filename,
         )
         return found
 
-    async def stores(self) -> list[StoreSetting]:
-        """Stores with settings, and stores that only have orders yet (on the defaults)."""
+    async def stores(self, principal: Principal) -> list[StoreSetting]:
+        """Stores with settings, and stores that only have orders yet (on the defaults); a
+        scoped principal's own stores."""
+        if principal.scope.stores is not None:
+            return [await self._stores.get(s) for s in sorted(principal.scope.stores)]
         configured = {s.store_id: s for s in await self._stores.all()}
-        for store_id in await self.orders.store_ids():
+        for store_id in await self.orders.store_ids(principal.scope):
             configured.setdefault(store_id, await self._stores.get(store_id))
         return [configured[k] for k in sorted(configured)]
 
-    async def store(self, store_id: str) -> StoreSetting:
-        return await self._stores.get(store_id)
+    def _own_store(self, store_id: str, principal: Principal) -> str:
+        store_id = store_id.strip()
+        if not store_id or len(store_id) > 256:
+            raise Invalid("a store id is 1 to 256 characters")
+        if not principal.scope.allows(store_id):
+            raise Missing(f"no store {store_id!r}: check the id")
+        return store_id
+
+    async def store(self, store_id: str, principal: Principal) -> StoreSetting:
+        return await self._stores.get(self._own_store(store_id, principal))
 
     async def update_store(
         self, store_id: str, mask: MaskType, expiry: AliasExpiry, principal: Principal
     ) -> StoreSetting:
-        store_id = store_id.strip()
-        if not store_id or len(store_id) > 256:
-            raise Invalid("a store id is 1 to 256 characters")
+        store_id = self._own_store(store_id, principal)
         before = await self._stores.get(store_id)
         await self.audit.record(
             "store.settings",
@@ -190,21 +226,32 @@ class Console:
             store_id, mask=mask, alias_expiry=expiry, by=principal.operator
         )
 
-    async def dead_letters(self, limit: int = 100) -> list[ListedLetter]:
-        return await self._dlq.recent(limit)
+    async def dead_letters(self, principal: Principal, limit: int = 100) -> list[ListedLetter]:
+        return await self._dlq.recent(principal.scope, limit)
 
     async def replay(self, offsets: set[int], principal: Principal) -> tuple[list[int], list[int]]:
-        """Replay these dead letters; returns the offsets replayed and those not found."""
+        """Replay these dead letters; returns the offsets replayed and those not found (another
+        store's are among those: not found, as for an offset that does not exist)."""
         if not offsets:
             raise Invalid("name at least one dead letter (its offset) to replay")
-        await self.audit.record("dlq.replay", operator=principal.operator, offsets=sorted(offsets))
-        done = sorted(
-            letter.record.offset for letter in await self._dlq.replay(offsets, principal.operator)
-        )
+        found = await self._dlq.replayable(offsets, principal.scope)
+        by_store: dict[str | None, list[int]] = {}
+        for letter, store_id in found:
+            by_store.setdefault(store_id, []).append(letter.record.offset)
+        for store_id, store_offsets in sorted(by_store.items(), key=lambda kv: kv[0] or ""):
+            await self.audit.record(
+                "dlq.replay",
+                operator=principal.operator,
+                store=store_id,
+                offsets=sorted(store_offsets),
+            )
+        replayed = await self._dlq.replay([letter for letter, _ in found], principal.operator)
+        done = sorted(letter.record.offset for letter in replayed)
         return done, sorted(offsets - set(done))
 
     async def audit_page(
         self,
+        principal: Principal,
         *,
         action: str | None,
         operator: str | None,
@@ -213,5 +260,25 @@ class Console:
         limit: int,
     ) -> tuple[list[AuditEntry], str | None]:
         return await self.audit.page(
-            action=action, operator=operator, order_id=order_id, cursor=cursor, limit=limit
+            scope=principal.scope,
+            action=action,
+            operator=operator,
+            order_id=order_id,
+            cursor=cursor,
+            limit=limit,
         )
+
+    async def audit_chains(self, principal: Principal) -> list[ChainReport]:
+        """Whether the audit chains of the principal's stores verify, entry by entry.
+
+        A walk reads every entry of a chain, so each chain's report is kept for a minute: the
+        Audit page stays fast however often it is opened, and shows an edit within a minute.
+        `ct audit verify` always walks everything.
+        """
+        reports = []
+        for chain in await self.audit.chains(principal.scope):
+            report = self._verified.get(chain)
+            if report is None:
+                report = self._verified[chain] = await self.audit.verify_chain(chain)
+            reports.append(report)
+        return reports

@@ -1,7 +1,11 @@
-"""`ct run notifier`: order-status events become emails sent through the order's masked aliases.
+"""The notifier's use case: order-status events become emails sent through the order's aliases.
 
-Each email is kept whole in the message store before it is sent (the console shows it), and for
-stores on the orderFlow expiry policy each status event moves the order's alias window.
+Per batch, orders run concurrently (bounded) and each order's events strictly in order. Each
+email is rendered, sealed (`Outbound`), kept whole in the message store before it is sent (the
+console shows it, a bounce finds it), then sent and recorded by `RecordedSender`, the owner of
+"no duplicate email"; `CustomerSuppression` decides whether a customer is emailed at all. The
+outcome's timeline events go to Kafka; a record that cannot be processed is dead-lettered.
+For stores on the orderFlow expiry policy each status event moves the order's alias window.
 """
 
 from __future__ import annotations
@@ -15,40 +19,39 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import structlog
-from aiokafka import AIOKafkaProducer
 
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasRecord, AliasStore
-from worker.adapters.dead_letters import DeadLetters
-from worker.adapters.deliveries import Delivery, DeliveryLedger
+from worker.adapters.alias_store import AliasRecord
+from worker.adapters.deliveries import Delivery
 from worker.adapters.kafka import (
     PRODUCER_BROKEN,
     Record,
 )
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.kafka_client import PERMANENT_ERRORS
-from worker.adapters.messages import MessageStore
 from worker.adapters.smtp import SmtpFailure
 from worker.adapters.smtp import is_transient as smtp_transient
 from worker.adapters.suppressions import Suppression
 from worker.contracts.codec import DecodeError, ValueCodec
 from worker.contracts.events import (
     DeliveryReport,
-    FailureType,
     OrderStatus,
     OrderStatusChanged,
+    ParticipantRole,
     TimelineEvent,
 )
 from worker.core import metrics
 from worker.core.config import ConfigError
 from worker.core.retry import retry_transient
 from worker.domain import notifications
-from worker.domain.bounces import SentMessage, private_terms, smtp_reply_report, suppressed_report
+from worker.domain.bounces import SentMessage, private_terms, smtp_reply_report
 from worker.domain.errors import Unprocessable
 from worker.domain.notifications import notification_event_id, notification_parties
 from worker.domain.templates import TemplateRenderer
 from worker.services.outbound import Outbound
+from worker.services.ports import Aliases, DeadLetterSink, Messages, Producer
 from worker.services.recorded_send import RecordedSender
+from worker.services.suppression import CustomerSuppression
 
 log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
@@ -66,14 +69,14 @@ class Notifier:
         self,
         *,
         codec: ValueCodec,
-        aliases: AliasStore,
-        ledger: DeliveryLedger,
-        messages: MessageStore,
+        aliases: Aliases,
+        messages: Messages,
         renderer: TemplateRenderer,
         sender: RecordedSender,
         outbound: Outbound,
-        producer: AIOKafkaProducer[bytes, bytes],
-        dead_letters: DeadLetters,
+        suppression: CustomerSuppression,
+        producer: Producer,
+        dead_letters: DeadLetterSink,
         timeline_topic: str,
         domain: str,
         concurrency: int,
@@ -81,11 +84,11 @@ class Notifier:
     ) -> None:
         self._codec = codec
         self._aliases = aliases
-        self._ledger = ledger
         self._messages = messages
         self._renderer = renderer
         self._sender = sender
         self._outbound = outbound
+        self._suppression = suppression
         self._producer = producer
         self._dead_letters = dead_letters
         self._timeline_topic = timeline_topic
@@ -114,15 +117,12 @@ class Notifier:
         first = items[0][1]
         async with self._slots:
             done, suppression = await asyncio.gather(
+                self._sender.outcomes([event.event_id for _, event in items]),
                 self._mongo(
-                    lambda: self._ledger.find_many([event.event_id for _, event in items]),
-                    "ledger.find_many",
-                ),
-                self._mongo(
-                    lambda: self._outbound.suppression(
+                    lambda: self._suppression.in_force(
                         first.order_id, first.store_id, first.customer.email
                     ),
-                    "suppressions.active",
+                    "suppressions.in_force",
                 ),
             )
         order = _OrderState(pair=None, suppression=suppression)
@@ -199,8 +199,7 @@ class Notifier:
             domain=self._domain,
         )
         if order.suppression is not None:
-            metrics.NOTIFICATIONS_SUPPRESSED.inc()
-            report = suppressed_report(order.suppression.status, order.suppression.since)
+            report = self._suppression.not_sent_report(order.suppression)
             return await self._record(prepared, failure=SUPPRESSED, delivery=report)
         sent = SentMessage.of(prepared.outcome(at=datetime.now(UTC)), customer_alias.expires_at)
         sealed = self._outbound.seal(prepared.raw, sent)
@@ -220,11 +219,11 @@ class Notifier:
         )
         try:
             delivery = await retry_transient(
-                lambda: self._sender.send(
+                lambda: self._sender.send_recorded(
                     sealed.raw,
                     sender=sealed.return_path,
                     recipient=customer.address,
-                    record=lambda: self._record(prepared, failure=None),
+                    outcome=lambda: _outcome(prepared, failure=None),
                 ),
                 name="smtp.send",
                 is_transient=smtp_transient,
@@ -247,28 +246,21 @@ class Notifier:
         that says the address does not exist suppresses it like a bounce would."""
         report = smtp_reply_report(reply, private_terms(customer_address))
         delivery = await self._record(prepared, failure=report.diagnostic, delivery=report)
-        if report.failure_type is FailureType.HARD_BOUNCE:
-            event = prepared.event
-            await self._mongo(
-                lambda: self._outbound.suppress(
-                    order_id=event.order_id,
-                    store_id=event.store_id,
-                    customer_address=customer_address,
-                    status=report.status or "5.0.0",
-                    cause_event_id=notification_event_id(event.event_id),
-                    at=delivery.at,
-                ),
-                "suppressions.suppress",
-            )
-            # The order's later events in this batch are not sent either.
-            order.suppression = Suppression(
-                scope="order",
+        event = prepared.event
+        started = await self._mongo(
+            lambda: self._suppression.after_failure(
+                report,
+                to=ParticipantRole.CUSTOMER,
                 order_id=event.order_id,
                 store_id=event.store_id,
-                status=report.status or "5.0.0",
+                address=customer_address,
                 cause_event_id=notification_event_id(event.event_id),
-                since=delivery.at,
-            )
+                at=delivery.at,
+            ),
+            "suppressions.after_failure",
+        )
+        if started is not None:
+            order.suppression = started  # the order's later events in this batch wait too
         return delivery
 
     async def _record(
@@ -279,17 +271,7 @@ class Notifier:
         delivery: DeliveryReport | None = None,
     ) -> Delivery:
         """The outcome in the ledger; a redelivered event finds it there and is not re-sent."""
-        at = datetime.now(UTC)
-        outcome = Delivery(
-            event_id=prepared.event.event_id,
-            order_id=prepared.event.order_id,
-            sent=failure is None,
-            at=at,
-            timeline=[
-                e.to_record() for e in prepared.timeline(at=at, failure=failure, delivery=delivery)
-            ],
-        )
-        return await self._mongo(lambda: self._ledger.record(outcome), "ledger.record")
+        return await self._sender.record(_outcome(prepared, failure=failure, delivery=delivery))
 
     async def _publish(self, events: list[TimelineEvent]) -> None:
         async def send_all() -> None:
@@ -312,6 +294,25 @@ class Notifier:
             is_transient=mongo.is_transient,
             max_delay=self._max_delay,
         )
+
+
+def _outcome(
+    prepared: notifications.PreparedNotification,
+    *,
+    failure: str | None,
+    delivery: DeliveryReport | None = None,
+) -> Delivery:
+    """The ledger's record of an event's outcome, now, with the timeline events it publishes."""
+    at = datetime.now(UTC)
+    return Delivery(
+        event_id=prepared.event.event_id,
+        order_id=prepared.event.order_id,
+        sent=failure is None,
+        at=at,
+        timeline=[
+            e.to_record() for e in prepared.timeline(at=at, failure=failure, delivery=delivery)
+        ],
+    )
 
 
 @dataclass

@@ -2,16 +2,16 @@
 
 A message is answered 250 only after each forward was kept whole in the message store, the
 upstream SMTP server accepted it and Kafka acknowledged its MESSAGE_FORWARDED timeline event;
-anything transient is a 4xx, so the sending server keeps the message and retries. A transaction
+anything transient is a 4xx, so the sending server keeps the message and retries
+(`reply_when_durable`, services/durable.py, which the bounce path shares). A transaction
 carries one route (`domain/transactions.py`): a second recipient that routes elsewhere gets
 `452 4.5.3` at RCPT, so the reply to DATA is true for every recipient it covers. The policy is
 the domain's (`routing` decides routes, `rewrite` what is forwarded, `summary` what the timeline
 keeps, `screening` who the sender may be and the abuse rules, `relay_events` the timeline
-events, `replies` every answer); this
-module does the lookups, the sending and the publishing around it, and `SenderScreen` the
-authentication's DNS. Mail to a VERP return path is a bounce or a complaint, never relayed:
-`BounceIntake` answers and records it. Every forward goes out DKIM-signed over its final bytes
-with its own VERP return path (`Outbound`).
+events, `replies` every answer); this module does the lookups, the sending and the publishing
+around it, and `SenderScreen` the authentication's DNS. Mail to a VERP return path is a bounce
+or a complaint, never relayed: `BounceIntake` answers and records it. Every forward goes out
+DKIM-signed over its final bytes with its own VERP return path (`Outbound`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,13 @@ from datetime import datetime
 from typing import TypeVar
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasRecord, AliasStore
+from worker.adapters.alias_store import AliasRecord
 from worker.adapters.kafka import PRODUCER_BROKEN
 from worker.adapters.kafka import is_transient as kafka_transient
-from worker.adapters.messages import MessageStore
-from worker.adapters.smtp import SmtpFailure, SmtpPool
+from worker.adapters.smtp import SmtpFailure
 from worker.contracts.codec import ValueCodec
 from worker.contracts.events import ParticipantRole, TimelineEvent
 from worker.core import metrics
@@ -67,20 +65,15 @@ from worker.domain.sender_auth import Refused
 from worker.domain.summary import MessageSummary, summarize
 from worker.domain.transactions import fits_transaction
 from worker.services.bounce_intake import BounceIntake
+from worker.services.durable import Transient, reply_when_durable
 from worker.services.outbound import Outbound
+from worker.services.ports import Aliases, Messages, Producer, Upstream
 from worker.services.screening import Screened, SenderScreen
+from worker.services.suppression import CustomerSuppression
 
 log = structlog.get_logger(__name__)
 KAFKA_TIMEOUT_S = 20.0
 T = TypeVar("T")
-
-
-class Transient(Exception):
-    """Something we depend on is down: answer 4xx so that the sender retries."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +99,17 @@ class RelayHandler:
     def __init__(
         self,
         *,
-        aliases: AliasStore,
-        messages: MessageStore,
-        smtp: SmtpPool,
-        producer: AIOKafkaProducer[bytes, bytes],
+        aliases: Aliases,
+        messages: Messages,
+        smtp: Upstream,
+        producer: Producer,
         codec: ValueCodec,
         timeline_topic: str,
         domain: str,
         clock: Clock,
         screen: SenderScreen,
         outbound: Outbound,
+        suppression: CustomerSuppression,
     ) -> None:
         self._aliases = aliases
         self._messages = messages
@@ -123,7 +117,7 @@ class RelayHandler:
         self._outbound = outbound
         self._bounces = BounceIntake(
             addresses=outbound.bounce_addresses, messages=messages, aliases=aliases,
-            outbound=outbound, publish=self._publish, clock=clock,
+            suppression=suppression, publish=self._publish, clock=clock,
         )  # fmt: skip
         self._smtp = smtp
         self._producer = producer
@@ -168,20 +162,22 @@ class RelayHandler:
         raw = content.encode("utf-8", "surrogateescape") if isinstance(content, str) else content
         known = envelope.recipients if isinstance(envelope, RelayEnvelope) else {}
         sender = _Sender.of(session, envelope.mail_from or "")
-        outcome = FORWARDED
-        try:
+
+        async def forward_each() -> str | None:
             # One route per transaction (RCPT saw to it), so this is one forward in practice.
             for address in dict.fromkeys(envelope.rcpt_tos):
-                if self._bounces.handles(address):
-                    outcome = await self._bounces.receive(raw, address)
-                    break
                 recipient = known.get(address) or await self._resolve(address)
-                reply = await self._forward(raw, sender, recipient)
-                if reply is not None:
-                    outcome = reply
-                    break
-        except Transient as exc:
-            outcome = exc.reply
+                refusal = await self._forward(raw, sender, recipient)
+                if refusal is not None:
+                    return refusal
+            return None
+
+        try:
+            bounce = next((a for a in envelope.rcpt_tos if self._bounces.handles(a)), None)
+            if bounce is not None:  # a VERP recipient is alone in its transaction (RCPT)
+                outcome = await self._bounces.receive(raw, bounce)
+            else:
+                outcome = await reply_when_durable(forward_each, accepted=FORWARDED)
         except ConfigError as exc:
             # The upstream refuses our password or certificate: not the sender's fault, so a
             # 4xx (it retries later, once the relay is fixed), and the relay stops taking mail.

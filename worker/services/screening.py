@@ -78,10 +78,6 @@ class SenderScreen:
             )
         return cls(authenticator=authenticator, limiter=limiter, authserv_id=settings.domain)
 
-    @property
-    def enforcing(self) -> bool:
-        return self._authenticator is not None
-
     async def screen(
         self,
         raw: bytes,

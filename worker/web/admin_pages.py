@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from worker.domain.accounts import AccountError, Role
+from worker.domain.accounts import AccountError, Role, parse_duration
 from worker.domain.aliases import SOFT_MASK_WARNING, AliasExpiry, MaskType
 from worker.services.accounts import Principal
 from worker.services.console import Invalid
@@ -28,7 +28,7 @@ def _field(form: object, name: str) -> str:
 
 @router.get("/stores")
 async def stores(request: Request, principal: Admin) -> Response:
-    return render(request, "stores.html", stores=await console_of(request).stores())
+    return render(request, "stores.html", stores=await console_of(request).stores(principal))
 
 
 @router.get("/stores/{store_id}")
@@ -38,7 +38,7 @@ async def store(
     store_id: StoreId,
     saved: Annotated[str, Query(max_length=1)] = "",
 ) -> Response:
-    setting = await console_of(request).store(store_id)
+    setting = await console_of(request).store(store_id, principal)
     return render(
         request, "store.html", setting=setting, saved=bool(saved), warning=SOFT_MASK_WARNING
     )
@@ -52,7 +52,7 @@ async def save_store(request: Request, principal: Admin, store_id: StoreId) -> R
         mask = MaskType(_field(form, "mask"))
         expiry = AliasExpiry(_field(form, "alias_expiry"))
     except ValueError:
-        setting = await console.store(store_id)
+        setting = await console.store(store_id, principal)
         return render(
             request,
             "store.html",
@@ -67,7 +67,7 @@ async def save_store(request: Request, principal: Admin, store_id: StoreId) -> R
 
 @router.get("/dlq")
 async def dlq(request: Request, principal: Admin) -> Response:
-    return render(request, "dlq.html", letters=await console_of(request).dead_letters())
+    return render(request, "dlq.html", letters=await console_of(request).dead_letters(principal))
 
 
 @router.post("/dlq/replay")
@@ -82,12 +82,16 @@ async def dlq_replay(request: Request, principal: Admin) -> Response:
         replayed, missing = await console.replay(offsets, principal)
     except Invalid as exc:
         return render(
-            request, "dlq.html", status=422, letters=await console.dead_letters(), error=str(exc)
+            request,
+            "dlq.html",
+            status=422,
+            letters=await console.dead_letters(principal),
+            error=str(exc),
         )
     return render(
         request,
         "dlq.html",
-        letters=await console.dead_letters(),
+        letters=await console.dead_letters(principal),
         replayed=replayed,
         missing=missing,
     )
@@ -103,7 +107,9 @@ async def audit(
     order: Annotated[str, Query(max_length=256)] = "",
     cursor: Annotated[str, Query(max_length=512)] = "",
 ) -> Response:
-    entries, next_cursor = await console_of(request).audit_page(
+    console = console_of(request)
+    entries, next_cursor = await console.audit_page(
+        principal,
         action=action or None,
         operator=operator or None,
         order_id=order or None,
@@ -114,6 +120,7 @@ async def audit(
         request,
         "audit.html",
         entries=entries,
+        chains=await console.audit_chains(principal),
         next_cursor=next_cursor,
         action=action,
         operator=operator,
@@ -121,14 +128,29 @@ async def audit(
     )
 
 
-async def _users_page(request: Request, *, status: int = 200, **ctx: Any) -> Response:
-    users = await accounts_of(request).users()
-    return render(request, "users.html", status=status, users=users, roles=list(Role), **ctx)
+def _stores_field(form: Any) -> list[str]:
+    """Store ids from a form: one per line or comma-separated."""
+    return [s for s in _field(form, "stores").replace(",", " ").split() if s]
+
+
+async def _users_page(
+    request: Request, principal: Principal, *, status: int = 200, **ctx: Any
+) -> Response:
+    users = await accounts_of(request).users(principal)
+    return render(
+        request,
+        "users.html",
+        status=status,
+        users=users,
+        roles=list(Role),
+        my_stores=principal.scope.listed(),
+        **ctx,
+    )
 
 
 @router.get("/users")
 async def users(request: Request, principal: Admin) -> Response:
-    return await _users_page(request)
+    return await _users_page(request, principal)
 
 
 @router.post("/users")
@@ -137,11 +159,11 @@ async def add_user(request: Request, principal: Admin) -> Response:
     try:
         role = Role(_field(form, "role"))
         user, password = await accounts_of(request).add_user(
-            _field(form, "name"), role, None, by=principal.operator
+            _field(form, "name"), role, None, by=principal, stores=_stores_field(form)
         )
     except (AccountError, ValueError) as exc:
-        return await _users_page(request, status=422, error=str(exc))
-    return await _users_page(request, created=user.name, password=password)
+        return await _users_page(request, principal, status=422, error=str(exc))
+    return await _users_page(request, principal, created=user.name, password=password)
 
 
 @router.post("/users/{name}/{action}")
@@ -149,44 +171,53 @@ async def change_user(
     request: Request,
     principal: Admin,
     name: UserName,
-    action: Annotated[str, Path(pattern="^(role|disable|enable|password|remove)$")],
+    action: Annotated[str, Path(pattern="^(role|scope|disable|enable|password|remove)$")],
 ) -> Response:
     form = await checked_form(request, principal)
     accounts = accounts_of(request)
     if name == principal.name and action in ("role", "disable", "remove"):
         return await _users_page(
-            request, status=422, error="You cannot demote, disable or remove yourself."
+            request, principal, status=422, error="You cannot demote, disable or remove yourself."
         )
     password = None
     try:
         if action == "role":
-            await accounts.set_role(name, Role(_field(form, "role")), by=principal.operator)
+            await accounts.set_role(name, Role(_field(form, "role")), by=principal)
+        elif action == "scope":
+            await accounts.change_scope(
+                name,
+                add=_field(form, "add").replace(",", " ").split(),
+                remove=_field(form, "remove").replace(",", " ").split(),
+                by=principal,
+            )
         elif action in ("disable", "enable"):
-            await accounts.set_disabled(name, action == "disable", by=principal.operator)
+            await accounts.set_disabled(name, action == "disable", by=principal)
         elif action == "password":
-            password = await accounts.set_password(name, None, by=principal.operator)
+            password = await accounts.set_password(name, None, by=principal)
         else:
-            await accounts.remove_user(name, by=principal.operator)
+            await accounts.remove_user(name, by=principal)
     except (AccountError, ValueError) as exc:
-        return await _users_page(request, status=422, error=str(exc))
-    return await _users_page(request, changed=name, action=action, password=password)
+        return await _users_page(request, principal, status=422, error=str(exc))
+    return await _users_page(request, principal, changed=name, action=action, password=password)
 
 
-async def _tokens_page(request: Request, *, status: int = 200, **ctx: Any) -> Response:
+async def _tokens_page(
+    request: Request, principal: Principal, *, status: int = 200, **ctx: Any
+) -> Response:
     accounts = accounts_of(request)
     return render(
         request,
         "tokens.html",
         status=status,
-        tokens=await accounts.tokens(),
-        users=await accounts.users(),
+        tokens=await accounts.tokens(principal),
+        users=await accounts.users(principal),
         **ctx,
     )
 
 
 @router.get("/tokens")
 async def tokens(request: Request, principal: Admin) -> Response:
-    return await _tokens_page(request)
+    return await _tokens_page(request, principal)
 
 
 @router.post("/tokens")
@@ -194,15 +225,19 @@ async def create_token(request: Request, principal: Admin) -> Response:
     form = await checked_form(request, principal)
     try:
         made, token = await accounts_of(request).create_token(
-            _field(form, "user"), _field(form, "label"), by=principal.operator
+            _field(form, "user"),
+            _field(form, "label"),
+            by=principal,
+            stores=_stores_field(form),
+            lifetime=parse_duration(_field(form, "expires_in") or "90d"),
         )
     except AccountError as exc:
-        return await _tokens_page(request, status=422, error=str(exc))
-    return await _tokens_page(request, new_token=made.value, new_token_user=token.user)
+        return await _tokens_page(request, principal, status=422, error=str(exc))
+    return await _tokens_page(request, principal, new_token=made.value, new_token_user=token.user)
 
 
 @router.post("/tokens/{token_id}/revoke")
 async def revoke_token(request: Request, principal: Admin, token_id: TokenId) -> Response:
     await checked_form(request, principal)
-    revoked = await accounts_of(request).revoke_token(token_id, by=principal.operator)
-    return await _tokens_page(request, revoked=token_id if revoked else None)
+    revoked = await accounts_of(request).revoke_token(token_id, by=principal)
+    return await _tokens_page(request, principal, revoked=token_id if revoked else None)

@@ -37,10 +37,13 @@ from worker.web.schemas import (
     StepOut,
     StoreSettingsIn,
     StoreSettingsOut,
+    SuppressionOut,
 )
 from worker.web.security import api_principal, api_role, console_of
 
 _problem: dict[str, Any] = {"model": ProblemOut, "content": {PROBLEM_JSON: {}}}
+# Routes that take a body can also answer 400 (a body that is not JSON) and 413 (too large).
+_BODY_PROBLEMS: dict[int | str, dict[str, Any]] = {400: _problem, 413: _problem}
 router = APIRouter(
     prefix="/api",
     responses={401: _problem, 403: _problem, 404: _problem, 422: _problem},
@@ -85,7 +88,12 @@ def _message(item: MessageItem, page: OrderPage, views: dict[str, MessageView]) 
 
 @router.get("/me", summary="Who this token belongs to")
 async def me(principal: Support) -> MeOut:
-    return MeOut(name=principal.name, role=principal.role.value, via="token")
+    return MeOut(
+        name=principal.name,
+        role=principal.role.value,
+        via="token",
+        stores=principal.scope.listed(),
+    )
 
 
 @router.get("/orders", summary="Search orders by id, alias, store or status, newest first")
@@ -102,6 +110,7 @@ async def orders(
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
 ) -> OrderListOut:
     found, next_cursor = await console_of(request).orders.search(
+        scope=principal.scope,
         store_id=store_id,
         status=status.value if status else None,
         text=q,
@@ -127,7 +136,7 @@ async def order_conversation(
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> ConversationOut:
     console = console_of(request)
-    page = await console.order_page(order_id)
+    page = await console.order_page(order_id, principal)
     if reason is not None:
         if not principal.may(Role.ADMIN):
             raise forbidden("real addresses are for the admin role only")
@@ -139,6 +148,15 @@ async def order_conversation(
         order_id=page.order.order_id,
         store_id=page.order.store_id,
         status=page.order.status,
+        customer_suppressed=(
+            SuppressionOut(
+                status=page.suppressed.status,
+                since=page.suppressed.since,
+                scope=page.suppressed.scope,
+            )
+            if page.suppressed
+            else None
+        ),
         unmasked=bool(page.revealed),
         progress=[StepOut(status=s.status, state=s.state, date=s.at) for s in thread.steps],
         messages=messages,
@@ -212,17 +230,18 @@ def _settings_out(setting: StoreSetting) -> StoreSettingsOut:
 
 @router.get("/stores", summary="Every known store with its settings")
 async def stores(request: Request, principal: Admin) -> list[StoreSettingsOut]:
-    return [_settings_out(s) for s in await console_of(request).stores()]
+    return [_settings_out(s) for s in await console_of(request).stores(principal)]
 
 
 @router.get("/stores/{storeId}/settings", summary="A store's mask type and alias expiry")
 async def store_settings(request: Request, principal: Admin, store_id: StoreId) -> StoreSettingsOut:
-    return _settings_out(await console_of(request).store(store_id))
+    return _settings_out(await console_of(request).store(store_id, principal))
 
 
 @router.put(
     "/stores/{storeId}/settings",
     summary="Set a store's mask type and alias expiry (for orders whose aliases are new)",
+    responses=_BODY_PROBLEMS,
 )
 async def put_store_settings(
     request: Request, principal: Admin, store_id: StoreId, body: StoreSettingsIn
@@ -237,7 +256,7 @@ async def put_store_settings(
 async def dlq(
     request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> DeadLetterListOut:
-    letters = await console_of(request).dead_letters(limit)
+    letters = await console_of(request).dead_letters(principal, limit)
     return DeadLetterListOut(
         items=[
             DeadLetterOut(
@@ -250,13 +269,20 @@ async def dlq(
                 reason=item.letter.reason,
                 replayed_at=item.replay.at if item.replay else None,
                 replayed_by=item.replay.operator if item.replay else None,
+                store_id=item.store_id,
             )
             for item in letters
         ]
     )
 
 
-@router.post("/dlq/replay", summary="Re-publish dead letters to their original topics")
+@router.post(
+    "/dlq/replay",
+    summary="Re-publish dead letters to their original topics",
+    description="Offsets of dead letters that do not exist, or that your stores do not "
+    "reach, are listed in `notFound`.",
+    responses=_BODY_PROBLEMS,
+)
 async def dlq_replay(request: Request, principal: Admin, body: ReplayIn) -> ReplayOut:
     replayed, missing = await console_of(request).replay(set(body.offsets), principal)
     return ReplayOut(replayed=replayed, not_found=missing)
@@ -274,7 +300,7 @@ async def audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AuditListOut:
     entries, next_cursor = await console_of(request).audit_page(
-        action=action, operator=operator, order_id=order_id, cursor=cursor, limit=limit
+        principal, action=action, operator=operator, order_id=order_id, cursor=cursor, limit=limit
     )
     return AuditListOut(
         items=[
@@ -286,6 +312,7 @@ async def audit(
                 reason=e.reason,
                 order_id=e.order_id,
                 alias=e.alias,
+                store_id=e.store,
                 detail=e.detail,
             )
             for e in entries

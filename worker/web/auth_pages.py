@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from worker.core import metrics
 from worker.domain.accounts import AccountError, same_secret
-from worker.services.accounts import LoggedIn, Principal
+from worker.services.accounts import LoggedIn, Principal, Throttled
 from worker.web.problems import forbidden
 from worker.web.rendering import login_page, render
 from worker.web.security import (
@@ -108,10 +108,16 @@ async def change_password(request: Request, principal: Signed) -> Response:
     current, new, again = form.get("current"), form.get("new"), form.get("again")
     if not all(isinstance(v, str) for v in (current, new, again)) or new != again:
         return render(request, "account.html", status=422, error="The new passwords differ.")
+    address = request.client.host if request.client else "unknown"
     try:
-        await accounts_of(request).change_own_password(principal, str(current), str(new))
+        await accounts_of(request).change_own_password(
+            principal, str(current), str(new), address=address
+        )
+    except Throttled as exc:
+        response = render(request, "account.html", status=429, error=f"{str(exc).capitalize()}.")
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        return response
     except AccountError as exc:
         return render(request, "account.html", status=422, error=f"{str(exc).capitalize()}.")
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(cookies_of(request).session_cookie, path="/")
-    return response
+    # This session goes on; every other one, and every API token of this user, has ended.
+    return render(request, "account.html", changed=True)

@@ -40,9 +40,10 @@ async def orders(
 ) -> Response:
     queries = console_of(request).orders
     chosen = status if status in OrderStatus.__members__ else ""
-    stores = await queries.store_ids()
+    stores = await queries.store_ids(principal.scope)
     if q or store or chosen or cursor:
         found, next_cursor = await queries.search(
+            scope=principal.scope,
             store_id=store or None,
             status=chosen or None,
             text=q or None,
@@ -57,7 +58,11 @@ async def orders(
         groups = [
             (
                 f"Recent orders of {store_id}",
-                (await queries.search(store_id=store_id, limit=RECENT_PER_STORE))[0],
+                (
+                    await queries.search(
+                        scope=principal.scope, store_id=store_id, limit=RECENT_PER_STORE
+                    )
+                )[0],
             )
             for store_id in stores
         ]
@@ -77,7 +82,7 @@ async def orders(
 
 @router.get("/orders/{order_id}")
 async def order(request: Request, principal: Support, order_id: OrderId) -> Response:
-    page = await console_of(request).order_page(order_id)
+    page = await console_of(request).order_page(order_id, principal)
     return render(request, "order.html", page=page)
 
 
@@ -85,7 +90,7 @@ async def order(request: Request, principal: Support, order_id: OrderId) -> Resp
 async def unmask(request: Request, principal: Admin, order_id: OrderId) -> Response:
     form = await checked_form(request, principal)
     console = console_of(request)
-    page = await console.order_page(order_id)
+    page = await console.order_page(order_id, principal)
     reason = form.get("reason")
     try:
         page = await console.unmask(page, principal, reason if isinstance(reason, str) else "")

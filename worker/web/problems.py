@@ -6,6 +6,8 @@ credential), 403 "you may not" (a known user without the role, or a form without
 
 from __future__ import annotations
 
+import functools
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -13,7 +15,9 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from worker.adapters.paging import BadCursor
 from worker.domain.accounts import AccountError
@@ -91,7 +95,9 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 _SIMPLE: dict[type[Exception], tuple[int, str]] = {
     Missing: (404, "not-found"),
-    BadCursor: (400, "bad-cursor"),
+    # The page a cursor names does not exist when the cursor is not one we gave out: 404, as
+    # for an order that does not exist (a schema cannot tell a client which strings we gave).
+    BadCursor: (404, "bad-cursor"),
     Invalid: (422, "invalid-request"),
     AccountError: (422, "invalid-request"),
 }
@@ -115,11 +121,28 @@ def to_problem(exc: Exception) -> Problem:
     return Problem(500, "internal error; the server log has the details", kind="internal")
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes: GET and PUT of one path are two routes, and
+    the one that refused knows only its own."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.path and route.methods and _pattern(route.path).fullmatch(request.url.path):
+            methods |= set(route.methods)
+    return ", ".join(sorted(methods - {"HEAD"}))
+
+
+@functools.cache
+def _pattern(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
+
+
 def install_problem_handlers(app: FastAPI, render_page: Any) -> None:
     """API paths answer problem+json; console pages answer with `render_page(request, problem)`."""
 
     async def handle(request: Request, exc: Exception) -> Response:
         problem = to_problem(exc)
+        if problem.status == 405:
+            problem.headers["Allow"] = allowed_methods(request)
         if problem.status >= 500:
             log.error("request_failed", path=request.url.path, exc_info=exc)
         if request.url.path.startswith(("/api/", "/metrics")):

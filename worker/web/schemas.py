@@ -8,9 +8,10 @@ with `from`/`to` participants carrying `emailAlias`, `aliasMaskType` and `role`,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from worker.contracts.events import Direction, OrderStatus, ParticipantRole
@@ -74,10 +75,21 @@ class StepOut(Document):
     date: datetime | None
 
 
+class SuppressionOut(Document):
+    status: str = Field(description="the hard bounce's status code, e.g. 5.1.1")
+    since: datetime
+    scope: str = Field(description="`order`, or `store`: every order of the store")
+
+
 class ConversationOut(Document):
     order_id: str
     store_id: str
     status: str | None
+    customer_suppressed: SuppressionOut | None = Field(
+        None,
+        description="set while the customer is not emailed: their address bounced hard "
+        "(`ct alias unsuppress` lifts it)",
+    )
     unmasked: bool
     progress: list[StepOut]
     messages: list[MessageOut] = Field(description="oldest first, failed ones included")
@@ -144,14 +156,27 @@ class DeadLetterOut(Document):
     reason: str
     replayed_at: datetime | None
     replayed_by: str | None
+    store_id: str | None = Field(description="the store its record names; null: unreadable")
 
 
 class DeadLetterListOut(Document):
     items: list[DeadLetterOut]
 
 
+def _number_not_bool_or_text(value: object) -> object:
+    """JSON `false` or `"0"` is no offset: pydantic's lax mode would read both as 0. A float
+    without a fraction stays, as JSON Schema counts 8154.0 an integer too."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("an offset is a JSON number, not a boolean or a string")  # noqa: TRY004 - pydantic turns ValueError into a 422
+    return value
+
+
+# At most 2^53 - 1: JSON numbers above it are not exact in most clients (and validators).
+Offset = Annotated[int, Ge(0), Le(2**53 - 1), BeforeValidator(_number_not_bool_or_text)]
+
+
 class ReplayIn(Document):
-    offsets: list[int] = Field(min_length=1, max_length=1000)
+    offsets: list[Offset] = Field(min_length=1, max_length=1000)
 
 
 class ReplayOut(Document):
@@ -167,6 +192,7 @@ class AuditEntryOut(Document):
     reason: str | None
     order_id: str | None
     alias: str | None
+    store_id: str | None = Field(description="the store it concerns; null: no store")
     detail: dict[str, object]
 
 
@@ -179,3 +205,4 @@ class MeOut(Document):
     name: str
     role: Literal["support", "admin"]
     via: Literal["session", "token"]
+    stores: list[str] | None = Field(description="the stores it may see; null: every store")

@@ -1,0 +1,73 @@
+"""The delivery ledger and the message store in memory and on the real database: one test body
+over both backends, so that what the unit tests of the services rely on is what MongoDB does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.memory.stores import MemoryLedger, MemoryMessages
+from tests.support.clock import MovableClock
+from tests.support.events import timeline_event
+from worker.adapters import mongo
+from worker.adapters.deliveries import Delivery, DeliveryLedger
+from worker.adapters.dialect import detect_dialect
+from worker.adapters.messages import MessageStore
+from worker.contracts.events import TimelineKind
+from worker.core.config import Settings
+from worker.core.crypto import AddressCipher
+from worker.domain.bounces import SentMessage
+from worker.services.ports import Ledger, Messages
+
+pytestmark = pytest.mark.stack
+AT = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "mongodb"])
+async def ledger(request: pytest.FixtureRequest, db: mongo.Database) -> Ledger:
+    if request.param == "memory":
+        return MemoryLedger()
+    return DeliveryLedger(db, dialect=await detect_dialect(db))
+
+
+async def test_the_ledgers_first_outcome_stands_for_every_later_writer(ledger: Ledger) -> None:
+    first = Delivery("e-1", "o-1", True, AT, [{"kind": "NOTIFICATION_SENT"}])
+    second = Delivery("e-1", "o-1", False, AT + timedelta(seconds=1), [])
+    assert await ledger.record(first) == first
+    assert await ledger.record(second) == first  # a racing worker gets the first outcome
+    found = await ledger.find_many(["e-1", "e-2"])
+    assert list(found) == ["e-1"] and found["e-1"].sent is True
+
+
+@pytest.fixture(params=["memory", "mongodb"])
+async def messages(
+    request: pytest.FixtureRequest, db: mongo.Database, settings: Settings
+) -> tuple[Messages, MovableClock]:
+    clock = MovableClock(AT)
+    if request.param == "memory":
+        return MemoryMessages(clock), clock
+    store = MessageStore(
+        db, AddressCipher(settings.data_keys()), retention_days=60, clock=clock,
+        dialect=await detect_dialect(db),
+    )  # fmt: skip
+    return store, clock
+
+
+async def test_a_message_is_kept_once_and_names_its_bounce_until_it_expires(
+    messages: tuple[Messages, MovableClock],
+) -> None:
+    store, clock = messages
+    event = timeline_event("o-1", kind=TimelineKind.NOTIFICATION_SENT)
+    sent = SentMessage.of(event, AT + timedelta(days=1))
+    kept = await store.keep(
+        event_id=event.event_id, order_id="o-1", store_id="store-1", raw=b"x", sent=sent
+    )
+    again = await store.keep(
+        event_id=event.event_id, order_id="o-1", store_id="store-1", raw=b"x", sent=sent
+    )
+    assert (kept, again) == (True, False)
+    assert await store.sent(event.event_id) == sent
+    assert await store.sent("no-such-event") is None
+    clock.advance(timedelta(days=1, seconds=1))
+    assert await store.sent(event.event_id) is None  # its bounce address has expired
