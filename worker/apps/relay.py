@@ -97,6 +97,7 @@ class RelayService(Service):
             # Refused settings stop the relay now, before it answers a sender.
             await require_topics(settings, [settings.topic_timeline])
             await smtp.check()
+            await self._codec.start()
             clock = SystemClock()
             stores = Stores(db, dialect, settings, self._cipher, clock)
             handler = RelayHandler(
