@@ -35,8 +35,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 #             Debian's build, never one Playwright downloads
 #   pg_ctlcluster: PostgreSQL, FerretDB's other backend (CT_STACK_FERRETDB_BACKEND=postgresql,
 #     deploy/local/postgres.bash; the bench compares both); the stack runs a server of its own
+#   curl: the stack's readiness probe of the schema registry (deploy/local/registry.bash)
 APT_TOOLS := dnsmasq:dnsmasq-base openssl:openssl smtp-sink:postfix \
-	Mail::DKIM::Verifier:libmail-dkim-perl chromium:chromium pg_ctlcluster:postgresql
+	Mail::DKIM::Verifier:libmail-dkim-perl chromium:chromium pg_ctlcluster:postgresql curl:curl
 
 .PHONY: help install tools stack stack-down topics demo console test test-unit test-cluster lint bench clean
 
@@ -76,7 +77,7 @@ tools: ## install the system tools the tests need (Debian packages: see APT_TOOL
 		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; fi; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"
 
-stack: install tools ## start the local stack (Kafka, FerretDB, SMTP sink, Mailpit) on 127.0.0.1
+stack: install tools ## start the local stack (Kafka, FerretDB, SMTP sink, Mailpit, DNS) on 127.0.0.1
 	$(STACK) up
 
 stack-down: ## stop the local stack (its data stays; `deploy/local/stack reset` deletes it)
@@ -92,7 +93,10 @@ console: install stack ## the web console on the local stack's data: prints the 
 	$(VENV)/bin/ct console --user demo-admin
 
 # pytest exits 5 when it collected no tests: a suite that tests nothing must not look green.
+# The suite's stack includes the schema registry (built the first time, about a minute or two;
+# tests/integration/test_bus_framings.py and test_registry_writing.py need it).
 test: install tools stack ## run the whole test suite against the local stack (PYTEST_ARGS=...)
+	$(STACK) up registry
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit 5); that is a failure" >&2; fi; \
 	exit $$rc
@@ -105,9 +109,12 @@ test-cluster: install ## the fault test on a private 3-broker Kafka cluster alon
 test-unit: install ## the domain and the services on in-memory ports, in seconds, no stack (PYTEST_ARGS=...)
 	$(VENV)/bin/pytest tests/unit -q $(PYTEST_ARGS)
 
-lint: install ## ruff check, ruff format --check, mypy --strict, the import layers (lint-imports)
+# And the published JSON Schema against order_status.avsc; with CT_SCHEMA_REGISTRY_URL set, the
+# repository's schemas against what that registry holds (`ct schemas check`).
+lint: install ## ruff, ruff format --check, mypy --strict, import layers, schemas (and the registry)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && \
-		$(VENV)/bin/lint-imports
+		$(VENV)/bin/lint-imports && $(VENV)/bin/ct schemas json-schema --check
+	@if [[ -n "$${CT_SCHEMA_REGISTRY_URL:-}" ]]; then $(VENV)/bin/ct schemas check; fi
 
 bench: install tools stack ## run the benchmarks against the local stack (dnsmasq serves the relay stage)
 	$(VENV)/bin/python -m bench

@@ -329,3 +329,15 @@ def json_logs(
         yield lambda: capfd.readouterr().err
     finally:
         structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def registry_url(stack: None) -> str:
+    """The stack's Apicurio Registry (ccompat API), started (built the first time) when it is
+    not running. A registry that cannot be built or started fails the tests, loudly."""
+    from tests.support.bus import registry_url as start_registry
+
+    try:
+        return start_registry()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)

@@ -90,8 +90,20 @@ def test_compose_file_is_accepted_by_the_compose_cli(compose: Doc) -> None:
         "mongo",
         "mailpit",
         "topics",
+        "registry",
         *WORKERS,
     }
+
+
+def test_the_schema_registry_is_optional_and_the_workers_take_its_url(compose: Doc) -> None:
+    """Only `--profile registry` starts it; unset, CT_SCHEMA_REGISTRY_URL is empty (= unset)."""
+    registry = compose["services"]["registry"]
+    assert registry["profiles"] == ["registry"]
+    assert published_targets(registry) == {8080}
+    for name in WORKERS:
+        environment = compose["services"][name]["environment"]
+        assert environment["CT_SCHEMA_REGISTRY_URL"] == ""
+        assert environment["CT_SCHEMA_FRAMING"] == "single-object"
 
 
 def test_compose_refuses_to_run_without_an_encryption_key(tmp_path: Path) -> None:
@@ -159,12 +171,14 @@ def only(docs: list[Doc], kind: str) -> Doc:
 
 
 def test_k8s_manifests_parse_and_kustomization_lists_them() -> None:
-    """All manifests parse; kustomize applies each one except the example Secret."""
+    """All manifests parse; kustomize applies each one except the example Secret and the
+    optional schema registry."""
     manifests = load_k8s()
     kustomization = only(manifests["kustomization.yaml"], "Kustomization")
     resources = set(kustomization["resources"])
     assert all((K8S_DIR / name).is_file() for name in resources)
-    assert resources == set(manifests) - {"kustomization.yaml", "secret.example.yaml"}
+    optional = {"kustomization.yaml", "secret.example.yaml", "registry.yaml"}
+    assert resources == set(manifests) - optional
 
 
 @pytest.mark.parametrize("name", WORKERS)

@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import REPO
 from worker.adapters import mongo
 from worker.core.config import Settings
-from worker.devtools.demo import CARRIER, CUSTOMERS, JOURNEY, STORES, state_dir
 from worker.devtools.demo_bounce import BOUNCED_CUSTOMER
+from worker.devtools.demo_setup import CARRIER, CUSTOMERS, JOURNEY, STORES, state_dir
 
 pytestmark = pytest.mark.stack
 ORDERS_PER_STORE = 2
@@ -62,8 +62,11 @@ async def test_the_demo_tells_the_whole_story_and_logs_no_real_address(
     entries = [int(n) for n in re.findall(r"Order \S+: (\d+) timeline entries", out)]
     # Each status is a STATUS_CHANGED and a NOTIFICATION_SENT; two orders also hold the
     # carrier's message and the customer's reply. The bounced customer's order: its first email,
-    # the bounce, and the next status's email not sent.
-    assert sorted(entries) == [5, 10, 10, 12, 12]
+    # the bounce, and the next status's email not sent. The first order also shows the forged
+    # carrier refused (sender authentication enforced, the stack's DNS).
+    assert sorted(entries) == [5, 10, 10, 12, 13]
+    assert "forger at 127.0.0.3 as tracking@speedy-carrier.example: 550 5.7.1" in out
+    assert out.count("MESSAGE_REJECTED") == 1
     assert "DELIVERY_FAILED" in out and "hard bounce 5.1.1" in out
     assert "suppressed 5.1.1: not sent" in out
     timelines = out[out.index("\nOrder ") :]  # the captured mail above shows envelopes, by design

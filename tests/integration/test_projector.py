@@ -273,3 +273,41 @@ async def test_after_forget_a_document_another_writer_changed_is_read_again(
     await mine.project({"o-moved": [later]})
     entries = await _entries(db, "o-moved")
     assert [e["eventId"] for e in entries] == [first.event_id, between.event_id, later.event_id]
+
+
+async def test_an_order_past_its_size_budget_moves_old_entries_out_and_still_shows_them_all(
+    db: mongo.Database, dialect: Dialect, unique: Any
+) -> None:
+    """Issue 19: an order document never grows to MongoDB's 16 MiB limit (which failed the whole
+    batch); its oldest entries move to the overflow collection, and the timeline read (ct
+    timeline, the console, the API) still returns every entry once, in order."""
+    from worker.adapters.orders import read_timeline
+
+    budget = 8000
+    repo = OrdersRepository(db, dialect=dialect, max_document_bytes=budget)
+    order = unique("o-big")
+    status = timeline_event(order, minutes=0, status=OrderStatus.HANDLING)
+    messages = [
+        timeline_event(order, minutes=i, kind=TimelineKind.MESSAGE_FORWARDED, status=None)
+        for i in range(1, 61)
+    ]
+    events = [status, *messages]
+    for start in range(0, len(events), 10):
+        await repo.project({order: events[start : start + 10]})
+        doc = await db["orders"].find_one({"_id": order})
+        assert doc is not None and len(bson.encode(doc)) < budget + 2000
+    assert doc is not None
+    assert doc["status"] == OrderStatus.HANDLING.value  # its entry moved out, the status stays
+    assert doc["overflowCount"] > 0 and doc["entryCount"] == 61
+    shown = await read_timeline(db, order)
+    assert shown is not None and [e.event_id for e in shown] == [e.event_id for e in events]
+    # A replay of everything adds nothing, in the document or in the overflow.
+    assert await repo.project({order: events}) == 0
+    again = await read_timeline(db, order)
+    assert again is not None and [e.event_id for e in again] == [e.event_id for e in events]
+    # A late event older than what moved out goes to the overflow, and shows in its place.
+    late = timeline_event(order, minutes=1, kind=TimelineKind.MESSAGE_REJECTED, status=None)
+    await repo.project({order: [late]})
+    with_late = await read_timeline(db, order)
+    assert with_late is not None and len(with_late) == 62
+    assert [e.event_id for e in with_late].count(late.event_id) == 1

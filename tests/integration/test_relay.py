@@ -103,7 +103,9 @@ def _mail(
 async def relay(
     topics: Settings, with_capture: Settings, db: mongo.Database, unique: Any, sender_dns: Any
 ) -> AsyncIterator[Relay]:
-    settings = with_capture.model_copy(update={"relay_port": 0})
+    # Every test sender shares 127.0.0.1: the per-IP session cap is a test of its own
+    # (test_relay_bounded.py), not a limit on the 200 concurrent sessions below.
+    settings = with_capture.model_copy(update={"relay_port": 0, "relay_max_sessions_per_ip": 500})
     await mongo.ensure_indexes(db)
     aliases = AliasStore(
         db,
@@ -167,7 +169,11 @@ async def test_a_carrier_gets_a_reverse_alias_the_customer_can_answer_and_strang
     entry, message = _forwarded(capture, "Package update")
     reverse = message["From"].addresses[0].addr_spec
     assert entry["rcptTos"] == [CUSTOMER]
-    assert message["From"].addresses[0].display_name == "Carrier Tracking"
+    # Marked as external (issue 19): no name of a sender outside the order reads as a participant.
+    assert (
+        message["From"].addresses[0].display_name
+        == "Carrier Tracking (external, carrier.example.net)"
+    )
     assert reverse.endswith("@ct.example.com") and reverse not in (
         order.store_alias,
         order.customer_alias,
@@ -408,7 +414,7 @@ async def test_malformed_mail_gets_a_clear_answer_and_never_hurts_another_sessio
     assert {"no from", "bad mime", "A good one meanwhile"} <= subjects
     [no_from_mail] = [m for m in capture.messages() if m["headers"].get("Subject") == "no from"]
     # Without a From nothing authenticates the store's address: it goes out as unverified.
-    assert "Unverified sender" in no_from_mail["headers"]["From"]
+    assert "External sender (shop.example.com)" in no_from_mail["headers"]["From"]
     assert relay.order.store_alias not in no_from_mail["headers"]["From"]
 
 

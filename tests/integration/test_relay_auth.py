@@ -42,6 +42,7 @@ from worker.apps.relay import RelayService
 from worker.contracts.events import TimelineEvent, TimelineKind
 from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Party, SystemClock
+from worker.domain.replies import NOT_AUTHENTICATED
 
 pytestmark = pytest.mark.stack
 
@@ -117,7 +118,7 @@ async def test_a_forged_customer_writing_to_a_reverse_alias_gets_550_and_a_timel
     reverse = await _reverse_alias_of_the_carrier(relay, capture)
     forged = _mail(CUSTOMER, reverse, "Please pay the customs fee")
     code, text = await relay.send(forged, sender=CUSTOMER, to=reverse, source=FORGER)
-    assert (code, text[:5]) == (550, "5.7.1") and "could not be verified" in text
+    assert (code, text[:5]) == (550, "5.7.1") and text == NOT_AUTHENTICATED[4:]
     assert not [m for m in capture.messages() if m["headers"].get("Subject") == forged["Subject"]]
     _, rejected = await _timeline(relay, 2)
     assert rejected.kind is TimelineKind.MESSAGE_REJECTED and rejected.message is not None
@@ -138,7 +139,9 @@ async def test_a_forged_store_goes_to_the_customer_as_an_unverified_external_sen
     ] == 250
     _, message = _forwarded(capture, "Your refund link")
     shown = message["From"].addresses[0]
-    assert shown.addr_spec != order.store_alias and shown.display_name == "Unverified sender"
+    # The store's name is reserved for the store's authenticated mail (issue 19).
+    assert shown.addr_spec != order.store_alias
+    assert shown.display_name == "External sender (shop.example.com)"
     assert "dmarc=fail (p=none) header.from=shop.example.com" in str(
         message["Authentication-Results"]
     )
@@ -155,7 +158,7 @@ async def test_a_p_reject_failure_is_refused_with_550_for_any_sender(
     order = relay.order
     spoof = _mail(f"Carrier <{CARRIER}>", order.customer_alias, "Missed delivery")
     code, text = await relay.send(spoof, sender=CARRIER, to=order.customer_alias, source=FORGER)
-    assert (code, text[:5]) == (550, "5.7.1") and "DMARC" in text
+    assert (code, text[:5]) == (550, "5.7.1") and text == NOT_AUTHENTICATED[4:]
     assert capture.messages() == []
     [event] = await _timeline(relay, 1)
     assert event.kind is TimelineKind.MESSAGE_REJECTED and event.message is not None
@@ -179,7 +182,8 @@ async def test_a_forged_customer_to_the_store_without_dmarc_goes_as_unverified(
         0
     ] == 250
     shown = _forwarded(capture, "Cancel my order")[1]["From"].addresses[0]
-    assert shown.addr_spec != order.customer_alias and shown.display_name == "Unverified sender"
+    assert shown.addr_spec != order.customer_alias
+    assert shown.display_name == "External sender (example.org)"
 
 
 async def test_dns_down_gives_451_4_4_3_and_nothing_is_forwarded_or_recorded(
@@ -313,9 +317,9 @@ async def test_a_forged_store_whose_domain_quarantines_gets_550_and_a_timeline_e
     )
     forged = _mail(f"Q Shop <{store}>", customer_alias.address, "Confirm your card")
     code, text = await relay.send(forged, sender=store, to=customer_alias.address, source=FORGER)
-    assert (code, text[:5]) == (550, "5.7.1") and "could not be verified" in text
+    assert (code, text[:5]) == (550, "5.7.1") and text == NOT_AUTHENTICATED[4:]
     assert capture.messages() == []
     [event] = await _timeline(relay, 1)
     assert event.kind is TimelineKind.MESSAGE_REJECTED and event.message is not None
-    assert (event.message.reason or "").startswith("sender-not-authenticated; spf=fail")
+    assert (event.message.reason or "").startswith("dmarc-policy-quarantine; spf=fail")
     assert event.message.from_.alias == "" and store not in event.model_dump_json()

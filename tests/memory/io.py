@@ -15,7 +15,7 @@ from typing import Any
 
 from worker.adapters.kafka import Record
 from worker.adapters.smtp import PreparedMessage, SmtpFailure
-from worker.contracts.codec import ValueCodec
+from worker.contracts.codec import SingleObjectCodec
 from worker.contracts.events import TimelineEvent
 
 ACCEPTED = "250 2.0.0 OK: queued"
@@ -41,7 +41,7 @@ class MemoryProducer:
     ) -> Any:
         return await (await self.send(topic, value, key))
 
-    def events(self, codec: ValueCodec, topic: str) -> list[TimelineEvent]:
+    def events(self, codec: SingleObjectCodec, topic: str) -> list[TimelineEvent]:
         return [
             codec.decode(value, TimelineEvent)
             for t, _, value in self.sent

@@ -8,11 +8,11 @@ from email.policy import default as default_policy
 import pytest
 
 from tests.unit.test_relaying import CARRIER, CUSTOMER, DOMAIN, PARTIES, STORE, make_mail
+from worker.contracts.events import ParticipantRole
 from worker.domain.auth_results import authentication_results, authserv_id, is_forged
 from worker.domain.rewrite import rewrite_for_forward
-from worker.domain.routing import NeedsReverseAlias, Route, decide_route
+from worker.domain.routing import AliasView, NeedsReverseAlias, Route, decide_route
 from worker.domain.sender_auth import (
-    UNVERIFIED_SENDER_NAME,
     Authentication,
     DkimVerdict,
     DmarcPolicy,
@@ -107,7 +107,18 @@ def test_an_unverified_claim_to_be_the_store_gets_a_reverse_alias_and_no_store_n
         CUSTOMER, PARTIES, "bounce@attacker.test", f"Loja Bonita <{STORE.real_address}>", None,
         domain=DOMAIN, sender_verified=False,
     )  # fmt: skip
-    assert decision == NeedsReverseAlias(STORE.real_address, UNVERIFIED_SENDER_NAME)
+    assert decision == NeedsReverseAlias(STORE.real_address, "Loja Bonita")
+    reverse = AliasView(
+        "f00d@relay.example", ParticipantRole.EXTERNAL, "o-1", "s-1", STORE.real_address,
+        "Loja Bonita", expired=False,
+    )  # fmt: skip
+    route = decide_route(
+        CUSTOMER, PARTIES, "bounce@attacker.test", f"Loja Bonita <{STORE.real_address}>", reverse,
+        domain=DOMAIN, sender_verified=False,
+    )  # fmt: skip
+    # Never the store's alias, never the store's name: marked external.
+    assert isinstance(route, Route) and route.sender_alias == reverse.address
+    assert route.sender_name == "External sender (lojabonita.test)"
     # A verified carrier still goes through its own reverse alias.
     verified = decide_route(
         CUSTOMER, PARTIES, CARRIER.real_address, CARRIER.real_address, None, domain=DOMAIN

@@ -66,6 +66,19 @@ def _fails(**overrides: object) -> str:
         ({"smtp_username": "ct"}, "CT_SMTP_PASSWORD"),
         ({"smtp_username": "ct", "smtp_password": "pw"}, "CT_SMTP_TLS"),
         ({"smtp_tls_verify": "maybe"}, "CT_SMTP_TLS_VERIFY"),
+        ({"schema_framing": "confluent"}, "CT_SCHEMA_REGISTRY_URL"),
+        ({"schema_framing": "avro-json"}, "CT_SCHEMA_FRAMING"),
+        ({"schema_registry_url": "registry:8081"}, "CT_SCHEMA_REGISTRY_URL"),
+        ({"schema_registry_username": "ct"}, "CT_SCHEMA_REGISTRY_PASSWORD"),
+        (
+            {
+                "schema_registry_url": "http://r:8081",
+                "schema_registry_username": "ct",
+                "schema_registry_password": "pw",
+            },
+            "CT_SCHEMA_REGISTRY_URL",
+        ),
+        ({"schema_registry_ca_file": "/nonexistent/ca.pem"}, "CT_SCHEMA_REGISTRY_CA_FILE"),
     ],
 )
 def test_a_combination_that_cannot_work_names_the_variable(

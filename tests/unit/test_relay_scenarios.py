@@ -145,7 +145,14 @@ async def test_a_bounce_to_a_verp_address_is_recorded_and_suppresses_the_custome
     scene: Scene,
 ) -> None:
     return_path, sent = await _sent_notification(scene)
-    dsn = (FIXTURES / "postfix-unknown-user.eml").read_bytes()
+    fixture = (FIXTURES / "postfix-unknown-user.eml").read_bytes()
+    # Issue 19: only a report whose Final-Recipient is the address the message went to
+    # suppresses; the fixture's names another one, so it is recorded and suppresses nobody.
+    assert await scene.transaction(fixture, mail_from="", to=return_path) == (
+        RECIPIENT_OK, REPORT_RECEIVED,
+    )  # fmt: skip
+    assert await scene.ports.suppression.in_force("o-relay", "store-1", CUSTOMER) is None
+    dsn = fixture.replace(b"nouser@mailbox.test", CUSTOMER.encode())
     rcpt, data = await scene.transaction(dsn, mail_from="", to=return_path)
     assert (rcpt, data) == (RECIPIENT_OK, REPORT_RECEIVED)
     bounce = scene.ports.timeline()[-1]

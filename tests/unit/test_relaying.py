@@ -19,7 +19,7 @@ from worker.domain.replies import (
     BOUNCE_NOT_RELAYED,
     LOOP_DETECTED,
     MAX_HEADER_FIELDS,
-    ONLY_CUSTOMER,
+    NOT_AUTHENTICATED,
     MessageRejected,
 )
 from worker.domain.rewrite import rewrite_for_forward
@@ -155,11 +155,13 @@ def test_unknown_carrier_needs_a_reverse_alias_then_routes_through_it() -> None:
     )
     assert isinstance(route, Route)
     assert (route.sender_alias, route.sender_role) == (created.address, ParticipantRole.EXTERNAL)
-    assert route.sender_name == "Transportadora Rápida"
+    assert route.sender_name == "Transportadora Rápida (external, rapida.test)"
     raw = make_mail(sender=header_from, headers={"Cc": "entregas@rapida.test"})
     head = header_block(rewrite_for_forward(raw, route, parties, domain=DOMAIN))
     assert b"rapida.test" not in head.lower()
-    assert parse(head + b"\r\n\r\n")["From"] == f"Transportadora Rápida <{created.address}>"
+    assert parse(head + b"\r\n\r\n")["From"] == (
+        f'"Transportadora Rápida (external, rapida.test)" <{created.address}>'
+    )
 
 
 def test_a_reverse_alias_of_another_sender_is_a_wiring_error() -> None:
@@ -172,7 +174,9 @@ def test_a_reverse_alias_of_another_sender_is_a_wiring_error() -> None:
 def test_known_carrier_writing_to_the_store_uses_its_reverse_alias() -> None:
     route = route_for(STORE, "rastreio@carrier.test", "Carrier <rastreio@carrier.test>")
 
-    assert (route.sender_alias, route.sender_name) == (CARRIER.address, "Carrier Express")
+    assert (route.sender_alias, route.sender_name) == (
+        CARRIER.address, "Carrier Express (external, carrier.test)",
+    )  # fmt: skip
 
 
 def test_customer_writing_to_a_reverse_alias_reaches_the_carrier() -> None:
@@ -198,7 +202,7 @@ def test_only_the_customer_may_write_to_a_reverse_alias(
 ) -> None:
     decision = decide_route(CARRIER, PARTIES, envelope, header_from, None, domain=DOMAIN)
 
-    assert decision == Refusal(550, ONLY_CUSTOMER)
+    assert decision == Refusal(550, NOT_AUTHENTICATED)
     assert decision.text.startswith("550 5.7.1 ")
 
 
@@ -348,7 +352,8 @@ def test_a_missing_from_and_message_id_are_synthesised_deterministically() -> No
     out = rewrite_for_forward(raw, route, PARTIES, domain=DOMAIN)
 
     forwarded = parse(out)
-    assert forwarded["From"] == f"Carrier Express <{CARRIER.address}>"
+    assert forwarded["From"].addresses[0].display_name == "Carrier Express (external, carrier.test)"
+    assert forwarded["From"].addresses[0].addr_spec == CARRIER.address
     assert forwarded["Message-ID"].startswith("<ct-relay-")
     assert forwarded["Message-ID"].endswith(f"@{DOMAIN}>")
     assert out == rewrite_for_forward(raw, route, PARTIES, domain=DOMAIN)

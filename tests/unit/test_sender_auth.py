@@ -9,12 +9,10 @@ import pytest
 from worker.contracts.events import ParticipantRole
 from worker.domain.abuse import OverLimit
 from worker.domain.replies import (
-    DMARC_REJECTED,
     DNS_TEMPORARY,
     MARKETING_REFUSED,
-    PARTICIPANT_NOT_VERIFIED,
+    NOT_AUTHENTICATED,
     RATE_LIMITED,
-    SENDER_NOT_VERIFIED,
 )
 from worker.domain.screening import Accepted, Claim, claimed_sender, rate_refused, screen
 from worker.domain.sender_auth import (
@@ -86,7 +84,7 @@ def test_without_a_dmarc_record_an_unaligned_pass_does_not_authenticate() -> Non
     unaligned = auth(spf=Result.PASS, spf_aligned=False, dkim=((Result.PASS, False),))
     assert not unaligned.authenticated()
     refused = judge_sender(unaligned, recipient_role=EXTERNAL, claimed_role=CUSTOMER)
-    assert isinstance(refused, Refused) and refused.reply == SENDER_NOT_VERIFIED
+    assert isinstance(refused, Refused) and refused.reply == NOT_AUTHENTICATED
     assert refused.reason.startswith("sender-not-authenticated; spf=pass")
 
 
@@ -98,7 +96,7 @@ def test_a_failing_dmarc_is_not_rescued_by_an_aligned_spf_pass_elsewhere() -> No
 
 def test_a_forged_customer_writing_to_a_reverse_alias_is_refused_as_not_verified() -> None:
     refused = judge_sender(FORGED, recipient_role=EXTERNAL, claimed_role=CUSTOMER)
-    assert refused == Refused(SENDER_NOT_VERIFIED, f"sender-not-authenticated; {FORGED.summary()}")
+    assert refused == Refused(NOT_AUTHENTICATED, f"sender-not-authenticated; {FORGED.summary()}")
     assert refused.code == 550 and "5.7.1" in refused.reply
 
 
@@ -115,22 +113,60 @@ def test_a_forged_store_under_a_lax_policy_is_forwarded_as_an_external_sender() 
 def test_a_forged_participant_under_quarantine_or_reject_is_refused() -> None:
     quarantine = replace(FORGED, dmarc=DmarcVerdict(Result.FAIL, DmarcPolicy.QUARANTINE))
     treatment = judge_sender(quarantine, recipient_role=CUSTOMER, claimed_role=STORE)
-    assert isinstance(treatment, Refused) and treatment.reply == PARTICIPANT_NOT_VERIFIED
+    assert isinstance(treatment, Refused) and treatment.reply == NOT_AUTHENTICATED
+    assert treatment.reason.startswith("dmarc-policy-quarantine; ")
     reject = replace(FORGED, dmarc=DmarcVerdict(Result.FAIL, DmarcPolicy.REJECT))
     treatment = judge_sender(reject, recipient_role=STORE, claimed_role=CUSTOMER)
-    assert isinstance(treatment, Refused) and treatment.reply == DMARC_REJECTED
+    assert isinstance(treatment, Refused) and treatment.reply == NOT_AUTHENTICATED
 
 
 def test_any_sender_failing_a_reject_policy_is_refused_even_a_stranger() -> None:
     reject = replace(FORGED, dmarc=DmarcVerdict(Result.FAIL, DmarcPolicy.REJECT))
     treatment = judge_sender(reject, recipient_role=CUSTOMER, claimed_role=None)
-    assert isinstance(treatment, Refused) and treatment.reply == DMARC_REJECTED
+    assert isinstance(treatment, Refused) and treatment.reply == NOT_AUTHENTICATED
     assert treatment.reason.startswith("dmarc-policy-reject; ")
 
 
-def test_strangers_and_carriers_are_external_senders_whatever_spf_says() -> None:
+def test_strangers_are_external_senders_verified_only_when_authenticated() -> None:
     for verdicts in (FORGED, auth(spf=Result.SOFTFAIL), auth()):
-        assert judge_sender(verdicts, recipient_role=CUSTOMER, claimed_role=None) == Trusted()
+        treatment = judge_sender(verdicts, recipient_role=CUSTOMER, claimed_role=None)
+        assert isinstance(treatment, AsExternal)
+    carrier = judge_sender(PASSING, recipient_role=CUSTOMER, claimed_role=EXTERNAL)
+    assert carrier == Trusted()
+
+
+@pytest.mark.parametrize(
+    "dmarc",
+    [
+        DmarcVerdict(Result.FAIL, DmarcPolicy.REJECT),
+        DmarcVerdict(Result.FAIL, DmarcPolicy.QUARANTINE),
+        DmarcVerdict(Result.FAIL, DmarcPolicy.NONE),
+        DmarcVerdict(Result.NONE, None),
+    ],
+    ids=["reject", "quarantine", "none", "absent"],
+)
+@pytest.mark.parametrize("recipient", [CUSTOMER, STORE, EXTERNAL])
+def test_no_oracle_a_right_and_a_wrong_guess_are_treated_alike(
+    dmarc: DmarcVerdict, recipient: ParticipantRole
+) -> None:
+    """An unauthenticated sender claiming the participant's real address (the right guess) gets
+    exactly what a sender claiming any other address (a wrong guess) gets."""
+    verdicts = replace(FORGED, dmarc=dmarc)
+    for claimed in (CUSTOMER, STORE):
+        right = judge_sender(verdicts, recipient_role=recipient, claimed_role=claimed)
+        wrong = judge_sender(verdicts, recipient_role=recipient, claimed_role=None)
+        assert right == wrong
+        envelope_only = judge_sender(
+            verdicts, recipient_role=recipient, claimed_role=claimed, claimed_in_from=False
+        )
+        assert envelope_only == wrong
+
+
+def test_a_failed_lookup_is_the_same_451_whatever_the_claim() -> None:
+    spf_down = auth(spf=Result.TEMPERROR)
+    for claimed in (CUSTOMER, None):
+        treatment = judge_sender(spf_down, recipient_role=CUSTOMER, claimed_role=claimed)
+        assert isinstance(treatment, Refused) and treatment.reply == DNS_TEMPORARY
 
 
 def test_a_failed_lookup_that_decides_the_outcome_is_a_451_never_a_guess() -> None:
@@ -202,6 +238,7 @@ def test_screening_marks_who_the_rate_limits_count() -> None:
         None, recipient_role=CUSTOMER, claim=Claim(None, in_from=False), marketing_markers=()
     )
     assert carrier == Accepted(sender_verified=True, external=True, verdicts=PASSING.summary())
+    assert isinstance(carrier, Accepted)
     assert isinstance(forged, Accepted) and (forged.sender_verified, forged.external) == (
         False,
         True,
@@ -210,7 +247,8 @@ def test_screening_marks_who_the_rate_limits_count() -> None:
     assert off == Accepted(
         sender_verified=True, external=True, verdicts="sender-authentication-off"
     )
-    refused = rate_refused(OverLimit("ip", "192.0.2.1", record=True, window_started=0.0), carrier)
+    over = OverLimit("ip", "192.0.2.1", record=True, window_started=0.0)
+    refused = rate_refused(over, carrier.verdicts)
     assert refused.reply == RATE_LIMITED and refused.code == 451 and "4.7.1" in refused.reply
     assert "192.0.2.1" not in refused.reason and refused.reason.startswith("rate-limited (per ip)")
 
@@ -220,10 +258,12 @@ def test_a_claim_made_by_the_envelope_alone_is_never_verified() -> None:
     treatment = judge_sender(
         PASSING, recipient_role=EXTERNAL, claimed_role=CUSTOMER, claimed_in_from=False
     )
-    assert isinstance(treatment, Refused) and treatment.reply == SENDER_NOT_VERIFIED
+    assert isinstance(treatment, Refused) and treatment.reply == NOT_AUTHENTICATED
     lax = replace(PASSING, dmarc=DmarcVerdict(Result.PASS, DmarcPolicy.NONE))
     as_store = judge_sender(lax, recipient_role=CUSTOMER, claimed_role=STORE, claimed_in_from=False)
-    assert isinstance(as_store, AsExternal)
+    # Trusted as what its From says, a stranger: `decide_route` never reads the envelope
+    # beside a From address, so it goes out under the stranger's own reverse alias.
+    assert as_store == Trusted()
 
 
 def test_the_claim_is_read_from_from_first_then_from_the_envelope() -> None:
@@ -234,7 +274,10 @@ def test_the_claim_is_read_from_from_first_then_from_the_envelope() -> None:
 
     customer, store = CUSTOMER_VIEW.real_address, STORE_VIEW.real_address
     assert claimed_sender(PARTIES, f"Maria <{customer.upper()}>", store) == Claim(CUSTOMER, True)
-    assert claimed_sender(PARTIES, "x@elsewhere.test", f"<{store}>") == Claim(STORE, False)
+    # A From with an address decides alone: the envelope never makes a claim beside it.
+    assert claimed_sender(PARTIES, "x@elsewhere.test", f"<{store}>") == Claim(None, True)
+    # An alias is never a claim: our own addresses coming back are a loop.
+    assert claimed_sender(PARTIES, CUSTOMER_VIEW.address, "") == Claim(None, True)
     assert claimed_sender(PARTIES, None, customer) == Claim(CUSTOMER, False)
     assert claimed_sender(PARTIES, CARRIER_VIEW.real_address, "") == Claim(EXTERNAL, True)
-    assert claimed_sender(PARTIES, "x@elsewhere.test", "y@elsewhere.test") == Claim(None, False)
+    assert claimed_sender(PARTIES, "x@elsewhere.test", "y@elsewhere.test") == Claim(None, True)

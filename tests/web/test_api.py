@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import read_topic
 from tests.web.conftest import TESTS, Console
-from worker.devtools.demo import CARRIER
+from worker.devtools.demo_setup import CARRIER
 from worker.domain.aliases import SOFT_MASK_WARNING
 
 pytestmark = pytest.mark.stack
@@ -44,7 +44,10 @@ async def test_the_conversation_has_the_oms_shape_with_every_message_status_and_
     assert len(messages) == 6 and messages == sorted(messages, key=lambda m: m["date"])
     notice = next(m for m in messages if m["subject"] == "Delivery window for your parcel")
     assert notice["hasAttachment"] and notice["attachmentNames"] == ["delivery-slip.pdf"]
-    assert notice["from"]["role"] == "EXTERNAL" and notice["from"]["name"] == CARRIER[0]
+    # Marked as external (issue 19): no name from outside the order reads as a participant's.
+    carrier_domain = CARRIER[1].rpartition("@")[2]
+    assert notice["from"]["role"] == "EXTERNAL"
+    assert notice["from"]["name"] == f"{CARRIER[0]} (external, {carrier_domain})"
     assert notice["from"]["aliasMaskType"] == "hard" and notice["from"]["email"] is None
     assert notice["to"][0]["role"] == "CUSTOMER"
     assert notice["to"][0]["emailAlias"] == story.customer_alias

@@ -31,6 +31,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("storeId", ASCENDING), ("updatedAt", DESCENDING)], name="store_recent"),
         IndexModel([("status", ASCENDING), ("statusAt", DESCENDING)], name="status_recent"),
     ],
+    # Entries moved out of an order document past its size budget (adapters/orders.py).
+    "order_timeline_overflow": [IndexModel([("orderId", ASCENDING)], name="by_order")],
     # Uniqueness per order and role is `alias_keys`' `_id`; this index serves operators' queries.
     "aliases": [IndexModel([("orderId", ASCENDING)], name="by_order")],
     "deliveries": [IndexModel([("orderId", ASCENDING)], name="by_order")],

@@ -70,6 +70,8 @@ class NotifierService(Service):
             # Refused settings stop the worker now, before it takes a single event.
             await require_topics(settings, [settings.topic_timeline, settings.topic_dlq])
             await smtp.check()
+            # With CT_SCHEMA_FRAMING=confluent: the registry's id of the timeline schema.
+            await self._codec.start()
             notifier = Notifier(
                 codec=self._codec,
                 aliases=stores.aliases,

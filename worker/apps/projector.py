@@ -39,7 +39,12 @@ class ProjectorService(Service):
             await producer.start()
             # Its consumer checks the timeline topic; the dead letters go here.
             await require_topics(settings, [settings.topic_dlq])
-            orders = OrdersRepository(db, dialect=dialect, cache_size=settings.projector_cache_size)
+            orders = OrdersRepository(
+                db,
+                dialect=dialect,
+                cache_size=settings.projector_cache_size,
+                max_document_bytes=settings.projector_max_document_bytes,
+            )
             projector = Projector(
                 self._codec,
                 orders,

@@ -13,19 +13,24 @@ from pathlib import Path
 from typing import AnyStr
 
 import structlog
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Envelope
 
 from worker.adapters import mongo
 from worker.adapters.kafka import make_producer, require_topics
 from worker.adapters.smtp import SmtpPool
-from worker.adapters.smtp_server import bound_port, start_smtp_server
+from worker.adapters.smtp_server import (
+    LimitedSMTP,
+    SessionLimits,
+    bound_port,
+    start_smtp_server,
+)
 from worker.apps.builder import Stores
 from worker.contracts.codec import ValueCodec
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
 from worker.core.service import Service
 from worker.domain.aliases import SystemClock
-from worker.domain.replies import TOO_BIG
+from worker.domain.replies import TOO_BIG, TOO_MANY_SESSIONS
 from worker.services.outbound import MailKeys, Outbound
 from worker.services.relay import RelayEnvelope, RelayHandler
 from worker.services.screening import SenderScreen
@@ -33,9 +38,12 @@ from worker.services.screening import SenderScreen
 log = structlog.get_logger(__name__)
 
 
-class RelaySMTP(SMTP):
-    """aiosmtpd's protocol with RFC 3463 enhanced codes on its own size refusals, and envelopes
-    that keep what RCPT found (aiosmtpd makes each one through `_create_envelope`)."""
+class RelaySMTP(LimitedSMTP):
+    """aiosmtpd's protocol with RFC 3463 enhanced codes on its own size refusals, envelopes
+    that keep what RCPT found (aiosmtpd makes each one through `_create_envelope`), and the
+    session caps (`CT_RELAY_MAX_SESSIONS`, `CT_RELAY_MAX_SESSIONS_PER_IP`)."""
+
+    refusal = TOO_MANY_SESSIONS
 
     def _create_envelope(self) -> Envelope:
         return RelayEnvelope()
@@ -89,6 +97,7 @@ class RelayService(Service):
             # Refused settings stop the relay now, before it answers a sender.
             await require_topics(settings, [settings.topic_timeline])
             await smtp.check()
+            await self._codec.start()
             clock = SystemClock()
             stores = Stores(db, dialect, settings, self._cipher, clock)
             handler = RelayHandler(
@@ -113,6 +122,9 @@ class RelayService(Service):
                 data_size_limit=settings.relay_max_bytes,
                 tls_context=tls_context(settings.relay_tls_cert, settings.relay_tls_key),
                 protocol=RelaySMTP,
+                sessions=SessionLimits(
+                    total=settings.relay_max_sessions, per_ip=settings.relay_max_sessions_per_ip
+                ),
             )
             self.port = bound_port(server)
             self._ready = True

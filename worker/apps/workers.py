@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from worker.contracts.codec import SingleObjectCodec
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
 from worker.core.service import Service
@@ -18,6 +17,7 @@ def build_services(workers: Sequence[str], settings: Settings) -> list[Service]:
 
     `all` stands for every worker, the web console included.
     """
+    from worker.adapters.event_wire import EventWire
     from worker.apps.notifier import NotifierService
     from worker.apps.projector import ProjectorService
     from worker.apps.relay import RelayService
@@ -25,7 +25,8 @@ def build_services(workers: Sequence[str], settings: Settings) -> list[Service]:
     from worker.services.outbound import MailKeys
 
     names = list(dict.fromkeys(WORKERS if "all" in workers else workers))
-    codec = SingleObjectCodec()
+    # One per process: its registry client and its cache of writer schemas are shared.
+    codec = EventWire(settings)
     needs_key = bool({"notifier", "relay", "web"} & set(names))
     cipher = AddressCipher(settings.data_keys()) if needs_key else None
     # Loaded now, so that an unreadable or weak DKIM key stops the process before it starts.

@@ -22,6 +22,7 @@ from worker.cli import (
     keys,
     mail,
     retention,
+    schemas,
     stores,
     subjects,
     workers,
@@ -34,6 +35,7 @@ Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 # In the order `ct --help` lists them.
 GROUPS = (
     workers, events, stores, aliases, subjects, retention, dlq, keys, mail, accounts, audit,
+    schemas,
 )  # fmt: skip
 
 

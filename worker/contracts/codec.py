@@ -2,29 +2,39 @@
 
 The default wire format is Avro single-object encoding (`C3 01`, the 8-byte little-endian
 CRC-64-AVRO fingerprint of the writer schema, then the binary body), so a consumer can tell which
-schema wrote a message without a registry. Workers only see the `ValueCodec` protocol: a Confluent
-Schema Registry codec (magic byte 0, 4-byte schema id) can be added beside `SingleObjectCodec`
-without touching them.
+schema wrote a message without a registry. `ConfluentWriter` writes the schema registry's framing
+instead (byte 0, the registry's 4-byte schema id, the body). Reading recognises every framing a
+bus carries (worker/contracts/framing.py); `read_with_writer` resolves any writer schema, from
+this repository or from a registry, against the reader's current one.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import (
+    SchemaParseException,
+    UnknownType,
+    fingerprint,
+    to_parsing_canonical_form,
+)
 from pydantic import ValidationError
 
 from worker.contracts.events import Contract, OrderStatusChanged, TimelineEvent
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
+CONFLUENT_MAGIC = b"\x00"
 ModelT = TypeVar("ModelT", bound=Contract)
+# A Kafka record's headers as aiokafka hands them over.
+Headers = Sequence[tuple[str, bytes]]
 
 # Which current schema file each contract is written with.
 SCHEMA_FILES: dict[type[Contract], str] = {
@@ -62,7 +72,21 @@ def crc64_avro(canonical_form: str) -> bytes:
 
 
 def load_schema(path: Path) -> KnownSchema:
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    return _known(json.loads(path.read_text(encoding="utf-8")), path)
+
+
+def parse_writer_schema(text: str, origin: str) -> KnownSchema:
+    """A writer schema as a registry holds it (JSON text); DecodeError if it is not Avro."""
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or raw.get("type") != "record":
+            raise DecodeError(f"{origin} is not an Avro record schema")
+        return _known(raw, Path(origin))
+    except (ValueError, SchemaParseException, UnknownType) as exc:
+        raise DecodeError(f"{origin} is not a valid Avro schema: {type(exc).__name__}") from None
+
+
+def _known(raw: dict[str, Any], path: Path) -> KnownSchema:
     parsed = parse_schema(raw, _write_hint=False)
     return KnownSchema(
         name=str(raw["namespace"] + "." + raw["name"]) if "namespace" in raw else str(raw["name"]),
@@ -88,9 +112,16 @@ class SchemaSet:
 
 
 class ValueCodec(Protocol):
+    """What the services use: encode what they publish, read what they consume."""
+
+    async def start(self) -> None:
+        """Whatever must happen before the first encode (a registry's schema id)."""
+
     def encode(self, model: Contract) -> bytes: ...
 
-    def decode(self, data: bytes, model_type: type[ModelT]) -> ModelT: ...
+    async def read(self, value: bytes | None, headers: Headers, model_type: type[ModelT]) -> ModelT:
+        """The record as a model, or DecodeError (dead letter); transient failures wait."""
+        ...
 
 
 class SingleObjectCodec:
@@ -110,30 +141,79 @@ class SingleObjectCodec:
         schemaless_writer(buffer, schema.parsed, model.to_record())
         return buffer.getvalue()
 
-    def decode(self, data: bytes, model_type: type[ModelT]) -> ModelT:
+    def writer_by_fingerprint(self, fingerprint: bytes) -> KnownSchema:
+        writer = self._schemas.by_fingerprint.get(fingerprint)
+        if writer is None:
+            raise DecodeError(f"unknown writer schema fingerprint {fingerprint.hex()}")
+        return writer
+
+    async def start(self) -> None:
+        """Nothing to prepare: the schemas are this repository's."""
+
+    async def read(self, value: bytes | None, headers: Headers, model_type: type[ModelT]) -> ModelT:
+        """Single-object encoding only; worker/adapters/event_wire.py reads every framing."""
+        return self.decode(value, model_type)
+
+    def decode(self, data: bytes | None, model_type: type[ModelT]) -> ModelT:
         if data is None:
             raise DecodeError("empty value (tombstone)")
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise DecodeError("not Avro single-object encoding (missing C3 01 marker)")
-        writer = self._schemas.by_fingerprint.get(bytes(data[2:HEADER_SIZE]))
-        if writer is None:
-            raise DecodeError(f"unknown writer schema fingerprint {data[2:HEADER_SIZE].hex()}")
+        writer = self.writer_by_fingerprint(bytes(data[2:HEADER_SIZE]))
         reader = self.writer_schema(model_type)
-        if writer.name != reader.name:
-            raise DecodeError(f"record {writer.name} where {reader.name} was expected")
-        body = io.BytesIO(data[HEADER_SIZE:])
-        try:
-            record = schemaless_reader(body, writer.parsed, reader.parsed)
-        except (EOFError, StopIteration, IndexError, ValueError, TypeError, KeyError) as exc:
-            raise DecodeError(f"body does not match its schema: {type(exc).__name__}") from None
-        if body.tell() != len(data) - HEADER_SIZE:
-            raise DecodeError(
-                f"{len(data) - HEADER_SIZE - body.tell()} trailing bytes after record"
-            )
-        try:
-            return model_type.model_validate(record)
-        except ValidationError as exc:
-            raise DecodeError(f"invalid record: {_describe(exc)}") from None
+        return read_with_writer(data[HEADER_SIZE:], writer, reader, model_type)
+
+
+class ConfluentWriter:
+    """Writes the schema registry's framing: byte 0, the 4-byte big-endian schema id, the body.
+
+    The ids are the registry's for this repository's current schemas (registered or looked up at
+    start-up, worker/adapters/event_wire.py); a contract without one cannot be written.
+    """
+
+    def __init__(self, schemas: SchemaSet, ids: dict[type[Contract], int]) -> None:
+        self._schemas = schemas
+        self._ids = ids
+
+    def encode(self, model: Contract) -> bytes:
+        model_type = type(model)
+        schema = self._schemas.current[SCHEMA_FILES[model_type]]
+        buffer = io.BytesIO()
+        buffer.write(CONFLUENT_MAGIC)
+        buffer.write(self._ids[model_type].to_bytes(4, "big"))
+        schemaless_writer(buffer, schema.parsed, model.to_record())
+        return buffer.getvalue()
+
+
+def read_with_writer(
+    body: bytes, writer: KnownSchema, reader: KnownSchema, model_type: type[ModelT]
+) -> ModelT:
+    """Avro schema resolution of `writer` against `reader`, then the model; else DecodeError.
+
+    A writer that cannot be resolved (a field without default missing, a type changed) is a
+    dead letter: retrying the same bytes with the same schemas cannot succeed.
+    """
+    if writer.name != reader.name:
+        raise DecodeError(f"record {writer.name} where {reader.name} was expected")
+    stream = io.BytesIO(body)
+    try:
+        record = schemaless_reader(stream, writer.parsed, reader.parsed)
+    except SchemaResolutionError as exc:
+        raise DecodeError(
+            f"writer schema {writer.path} cannot be read as {reader.path.name}: {str(exc)[:160]}"
+        ) from None
+    except (EOFError, StopIteration, IndexError, ValueError, TypeError, KeyError) as exc:
+        raise DecodeError(f"body does not match its schema: {type(exc).__name__}") from None
+    if stream.tell() != len(body):
+        raise DecodeError(f"{len(body) - stream.tell()} trailing bytes after record")
+    return validated(record, model_type)
+
+
+def validated(record: object, model_type: type[ModelT]) -> ModelT:
+    try:
+        return model_type.model_validate(record)
+    except ValidationError as exc:
+        raise DecodeError(f"invalid record: {_describe(exc)}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -57,6 +57,7 @@ class SettingConflict(ValueError):
 KafkaSecurity = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 SmtpTls = Literal["none", "starttls", "tls"]
+SchemaFraming = Literal["single-object", "confluent"]
 # Query options of a MongoDB URI whose values are secrets (AWS session tokens, key passwords).
 _SECRET_URI_OPTIONS = {"authmechanismproperties", "tlscertificatekeyfilepassword"}
 
@@ -112,6 +113,16 @@ class Settings(BaseSettings):
     # of the same store too.
     bounce_suppress_store: bool = False
 
+    # A schema registry's Confluent-compatible REST API (Apicurio: .../apis/ccompat/v7); needed to
+    # read records framed with a registry id, and to write with CT_SCHEMA_FRAMING=confluent.
+    schema_registry_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+    schema_registry_ca_file: Path | None = None  # none: the system's trusted CAs
+    schema_registry_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # How the workers frame the timeline events they write (reading recognises every framing).
+    schema_framing: SchemaFraming = "single-object"
+
     topic_order_status: str = "oms.order-status.v1"
     topic_timeline: str = "ct.timeline.v1"
     topic_dlq: str = "ct.dlq.v1"
@@ -124,6 +135,11 @@ class Settings(BaseSettings):
     # Order documents a projector remembers as it wrote them, so that the next batch of the same
     # orders need not read them again (0: read every time). Forgotten on every rebalance.
     projector_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
+    # Past this, an order's oldest timeline entries move to the overflow collection (MongoDB
+    # refuses documents over 16 MiB, which failed the projector's whole batch).
+    projector_max_document_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=16 * 1024, le=12 * 1024 * 1024
+    )
     notifier_concurrency: int = Field(default=64, ge=1, le=10_000)
     # Emails a notifier may have had accepted upstream but not yet recorded in its ledger: the
     # most a kill can make it send twice. Raising it buys throughput
@@ -145,6 +161,10 @@ class Settings(BaseSettings):
     relay_rate_per_alias: int = Field(default=20, ge=0, le=1_000_000)
     relay_rate_per_domain: int = Field(default=500, ge=0, le=1_000_000)
     relay_rate_per_ip: int = Field(default=500, ge=0, le=1_000_000)
+    # Concurrent SMTP sessions, in total and per client IP: one sender cannot take every slot
+    # of the relay's loop; beyond either, a new connection gets 421 and is closed.
+    relay_max_sessions: int = Field(default=500, ge=1, le=100_000)
+    relay_max_sessions_per_ip: int = Field(default=20, ge=1, le=100_000)
 
     # DNS for sender authentication: comma-separated host:port, unset for the system's resolvers.
     dns_resolvers: str | None = None
@@ -182,7 +202,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with mongodb:// or mongodb+srv://")
         return value
 
-    @field_validator("kafka_ssl_ca_file", "smtp_ca_file")
+    @field_validator("kafka_ssl_ca_file", "smtp_ca_file", "schema_registry_ca_file")
     @classmethod
     def _check_ca_file(cls, value: Path | None) -> Path | None:
         if value is not None:
@@ -204,6 +224,7 @@ class Settings(BaseSettings):
     def _check_combinations(self) -> Settings:
         _check_kafka_security(self)
         _check_smtp_security(self)
+        _check_schema_registry(self)
         return self
 
     @property
@@ -333,6 +354,31 @@ def _check_smtp_security(s: Settings) -> None:
                 "CT_SMTP_CA_FILE",
                 "is set but CT_SMTP_TLS=none does not use TLS: use starttls or tls",
             )
+
+
+def _check_schema_registry(s: Settings) -> None:
+    if s.schema_framing == "confluent" and s.schema_registry_url is None:
+        raise SettingConflict(
+            "CT_SCHEMA_REGISTRY_URL", "is required with CT_SCHEMA_FRAMING=confluent"
+        )
+    if (s.schema_registry_username is None) != (s.schema_registry_password is None):
+        missing = (
+            "CT_SCHEMA_REGISTRY_PASSWORD"
+            if s.schema_registry_password is None
+            else "CT_SCHEMA_REGISTRY_USERNAME"
+        )
+        raise SettingConflict(missing, "is required too: basic auth needs a user name and password")
+    url = s.schema_registry_url or ""
+    if s.schema_registry_username is not None and not url.startswith("https://"):
+        raise SettingConflict(
+            "CT_SCHEMA_REGISTRY_URL",
+            "must be https:// when CT_SCHEMA_REGISTRY_USERNAME is set: the password would "
+            "cross the network in clear",
+        )
+    if s.schema_registry_ca_file is not None and not url.startswith("https://"):
+        raise SettingConflict(
+            "CT_SCHEMA_REGISTRY_CA_FILE", "is set but CT_SCHEMA_REGISTRY_URL is not https://"
+        )
 
 
 def redact_uri(uri: str) -> str:

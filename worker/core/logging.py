@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
 
+from worker.core.patterns import LinearMatch, LinearPattern
+
 # An alias is safe to log; a real address is not. Aliases live under our own domain, so anything
 # that looks like an address under another domain is masked, whatever field it hides in.
-_ADDRESS = re.compile(
+# RE2: linear whatever a value holds (a megabyte of address characters with no `@` in it made
+# `re` retry from every position, quadratic, on the event loop).
+_ADDRESS = LinearPattern(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?"
 )
+
+MAX_LOGGED_CHARS = 16 * 1024
 
 
 class AddressRedactor:
@@ -23,7 +28,7 @@ class AddressRedactor:
     def __init__(self, alias_domain: str) -> None:
         self._domain = alias_domain.lower()
 
-    def _mask(self, match: re.Match[str]) -> str:
+    def _mask(self, match: LinearMatch) -> str:
         domain = match.group(0).rsplit("@", 1)[1].lower()
         if domain == self._domain:
             return match.group(0)
@@ -33,6 +38,8 @@ class AddressRedactor:
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
+            if len(value) > MAX_LOGGED_CHARS:  # no log value needs more; bounds the work too
+                value = _truncated(value)
             return _ADDRESS.sub(self._mask, value) if "@" in value else value
         if isinstance(value, Mapping):
             return {k: self._clean(v) for k, v in value.items()}
@@ -48,6 +55,15 @@ class AddressRedactor:
         for key, value in event_dict.items():
             event_dict[key] = self._clean(value)
         return event_dict
+
+
+def _truncated(value: str) -> str:
+    """The first MAX_LOGGED_CHARS, less the word the cut went through: half an address
+    ("jane.roe@") would no longer look like one to the redactor."""
+    cut = value[:MAX_LOGGED_CHARS]
+    if not value[MAX_LOGGED_CHARS].isspace():
+        cut = cut[: len(cut.rstrip()) - len(cut.split()[-1])] if cut.split() else ""
+    return cut + " (truncated)"
 
 
 class _CurrentStderr:

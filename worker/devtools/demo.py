@@ -9,142 +9,51 @@ and the next email is suppressed); then the captured emails and each order's con
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
-from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
-from worker.adapters.dialect import Dialect, detect_dialect
-from worker.adapters.dkim_keys import generate_key as generate_dkim_key
-from worker.adapters.dkim_keys import write_key
+from worker.adapters.dialect import detect_dialect
 from worker.adapters.kafka import ensure_topics, make_producer
 from worker.adapters.stores import StoreSettings
 from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.codec import SingleObjectCodec
-from worker.contracts.events import Customer, Item, OrderStatus, OrderStatusChanged, Store
+from worker.contracts.events import Customer, OrderStatus, OrderStatusChanged
 from worker.core.config import Settings, decode_key
-from worker.core.crypto import AddressCipher, generate_key
+from worker.core.crypto import AddressCipher
 from worker.devtools.demo_bounce import BOUNCED_CUSTOMER, PROVIDER, delivery_status_notification
+from worker.devtools.demo_setup import (
+    CARRIER,
+    DEMO_DNS,
+    DEMO_HTTP_PORT,
+    JOURNEY,
+    STORES,
+    demo_key,
+    dns_answers,
+    order_event,
+    say,
+    state_dir,
+    wait_for,
+    worker_env,
+    workers_ready,
+)
 from worker.devtools.sink import read_index
-from worker.domain.aliases import MaskType, SystemClock
+from worker.domain.aliases import SystemClock
 from worker.services.subjects import Subjects
 from worker.services.timeline import format_table, get_timeline
 
-JOURNEY = [
-    OrderStatus.PAYMENT_APPROVED,
-    OrderStatus.HANDLING,
-    OrderStatus.INVOICED,
-    OrderStatus.SHIPPED,
-    OrderStatus.DELIVERED,
-]
-STORES = [
-    ("aurora", "Aurora Coffee Co.", "orders@aurora-coffee.example", MaskType.HARD, "en", "USD"),
-    ("bazar", "Bazar da Vila", "vendas@bazardavila.example", MaskType.SOFT, "pt-BR", "BRL"),
-]
-CUSTOMERS = [
-    ("Jane", "Doe", "jane.doe@example.org"),
-    ("Rafael", "Souza", "rafael.souza@example.net"),
-]
-CARRIER = ("Speedy Carrier", "tracking@speedy-carrier.example")
-STEP_TIMEOUT_S = 60.0
-
-
-def say(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def state_dir() -> Path:
-    default = Path.home() / ".local" / "state" / "conversation-tracker"
-    return Path(os.environ.get("CT_STATE_DIR", str(default)))
-
-
-def demo_key(settings: Settings) -> str:
-    """The settings' key, else one kept beside the stack's data so re-runs can read old aliases."""
-    if settings.encryption_key is not None:
-        return settings.encryption_key.get_secret_value()
-    path = state_dir() / "demo-encryption.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(generate_key() + "\n", encoding="utf-8")
-        path.chmod(0o600)
-    return path.read_text(encoding="utf-8").strip()
-
-
-def demo_dkim(settings: Settings) -> dict[str, str]:
-    """The settings' DKIM key, else one kept beside the stack's data: the workers sign with it."""
-    if settings.dkim_selector and settings.dkim_private_key_file:
-        return {}  # the workers read CT_DKIM_* from the environment as they are
-    path = state_dir() / "demo-dkim.pem"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_key(generate_dkim_key("rsa"), path, overwrite=False)
-    return {"CT_DKIM_SELECTOR": "demo", "CT_DKIM_PRIVATE_KEY_FILE": str(path)}
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[Any]], what: str, within: float = STEP_TIMEOUT_S
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(0.25)
-
-
-def _event(
-    run: str, store: tuple[Any, ...], n: int, status: OrderStatus, at: datetime
-) -> OrderStatusChanged:
-    store_id, name, email, _, locale, currency = store
-    first, last, customer_email = CUSTOMERS[n % len(CUSTOMERS)]
-    local, domain = customer_email.split("@")
-    order_id = f"{store_id.upper()}-{run}-{n + 1}"
-    extras: dict[str, Any] = {}
-    if status in (OrderStatus.INVOICED, OrderStatus.SHIPPED, OrderStatus.DELIVERED):
-        extras |= {
-            "invoice_number": f"NF-{run}-{n + 1}",
-            "invoice_url": f"https://{email.split('@')[1]}/nf/{order_id}",
-        }
-    if status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED):
-        code = f"SC{run.upper()}{n + 1}BR"
-        extras |= {
-            "tracking_carrier": CARRIER[0],
-            "tracking_code": code,
-            "tracking_url": f"https://track.speedy-carrier.example/{code}",
-        }
-    return OrderStatusChanged(
-        event_id=f"{order_id}-{status.value}",
-        order_id=order_id,
-        store_id=store_id,
-        occurred_at=at,
-        status=status,
-        customer=Customer(
-            email=f"{local}+{run}-{n + 1}@{domain}", first_name=first, last_name=last, locale=locale
-        ),
-        store=Store(name=name, email=email, locale=locale),
-        total_value=4990 + 1500 * n,
-        currency=currency,
-        items=[
-            Item(name="Single-origin beans 250 g", quantity=2),
-            Item(name="Ceramic mug", quantity=1),
-        ],
-        **extras,
-    )
+# The demo's senders write from 127.0.0.1, which their domains' SPF records authorise
+# (deploy/local/demo-zone.conf, served by the stack's dnsmasq); the forger from 127.0.0.3.
+GENUINE_SOURCE, FORGER_SOURCE = "127.0.0.1", "127.0.0.3"
 
 
 class Demo:
@@ -173,7 +82,7 @@ class Demo:
         n = 0
         for store in STORES:
             for _ in range(self.orders_per_store):
-                event = _event(self.run, store, n, JOURNEY[0], datetime.now(UTC))
+                event = order_event(self.run, store, n, JOURNEY[0], datetime.now(UTC))
                 self.order_ids.append(event.order_id)
                 self.customers[event.order_id] = event.customer.email
                 self.step(f"  order {event.order_id}: {store[1]} ({store[3].value} aliases)")
@@ -188,7 +97,7 @@ class Demo:
             n = 0
             for store in STORES:
                 for _ in range(self.orders_per_store):
-                    event = _event(self.run, store, n, status, datetime.now(UTC))
+                    event = order_event(self.run, store, n, status, datetime.now(UTC))
                     await producer.send_and_wait(
                         self.settings.topic_order_status,
                         key=event.order_id.encode(),
@@ -213,7 +122,9 @@ class Demo:
             for c in self.customers.values()
         )
 
-    async def relay(self, message: EmailMessage, sender: str, to: str) -> None:
+    async def relay(
+        self, message: EmailMessage, sender: str, to: str, source: str = GENUINE_SOURCE
+    ) -> None:
         await aiosmtplib.send(
             message,
             hostname="127.0.0.1",
@@ -221,7 +132,28 @@ class Demo:
             sender=sender,
             recipients=[to],
             start_tls=False,
+            source_address=(source, 0),
         )
+
+    async def forged_carrier(self, order_id: str) -> None:
+        """Someone not the carrier, writing as the carrier from another address: refused."""
+        self.step("someone forges the carrier's address (its domain publishes DMARC p=reject):")
+        notification = await wait_for(
+            lambda: asyncio.to_thread(self._notification_to, self.customers[order_id]),
+            f"the emails of {order_id}",
+        )
+        customer_alias = parseaddr(notification["headers"]["To"])[1]
+        forged = EmailMessage()
+        forged["From"] = f"{CARRIER[0]} <{CARRIER[1]}>"
+        forged["To"] = customer_alias
+        forged["Subject"] = f"Customs fee due for your parcel ({self.run})"
+        forged.set_content("Pay the customs fee at https://pay.example/ within 24 hours.")
+        try:
+            await self.relay(forged, CARRIER[1], customer_alias, source=FORGER_SOURCE)
+        except aiosmtplib.SMTPResponseException as exc:
+            self.step(f"  forger at {FORGER_SOURCE} as {CARRIER[1]}: {exc.code} {exc.message}")
+            return
+        raise RuntimeError("the relay forwarded a forged sender: sender authentication is off?")
 
     async def carrier_and_reply(self, order_id: str) -> None:
         customer = self.customers[order_id]
@@ -258,7 +190,7 @@ class Demo:
         n = len(STORES) * self.orders_per_store
 
         def event(status: OrderStatus) -> OrderStatusChanged:
-            base = _event(self.run, STORES[0], n, status, datetime.now(UTC))
+            base = order_event(self.run, STORES[0], n, status, datetime.now(UTC))
             customer = Customer(email=address, first_name=first, last_name=last, locale="en")
             return base.model_copy(update={"customer": customer})
 
@@ -309,8 +241,7 @@ class Demo:
 
 
 async def run_demo(settings: Settings, orders_per_store: int) -> int:
-    key = demo_key(settings)
-    settings = settings.model_copy(update={"encryption_key": None})
+    key, settings = demo_key(settings), settings.model_copy(update={"encryption_key": None})
     demo = Demo(settings, orders_per_store)
     say(f"Conversation Tracker demo (run {demo.run}) on the local stack")
     created = await ensure_topics(settings, settings.topic_partitions, 1)
@@ -320,19 +251,12 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     for store_id, name, _, mask, _, _ in STORES:
         await StoreSettings(db).set_mask(store_id, mask)
         demo.step(f"store {store_id} ({name}): {mask.value} aliases")
-    http_port = 9464
+    http_port = DEMO_HTTP_PORT
     log_path = state_dir() / "run" / "demo-workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        # The demo's carrier and customers write from loopback for example domains that no DNS
-        # serves: sender authentication would refuse them (451 4.4.3). A real relay enforces it.
-        "CT_RELAY_SENDER_AUTH": "off",
-        **os.environ,
-        "CT_ENCRYPTION_KEY": key,
-        **demo_dkim(settings),
-        "CT_HTTP_PORT": str(http_port),
-        "CT_LOG_FORMAT": "json",
-    }
+    if not await dns_answers(DEMO_DNS):
+        return 1
+    env = worker_env(settings, key, http_port)
     with log_path.open("ab") as log_file:
         worker = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -349,12 +273,12 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         )
     try:
         await wait_for(
-            lambda: _ready(http_port), "the workers to be ready (see " + str(log_path) + ")"
+            lambda: workers_ready(http_port), "the workers to be ready (see " + str(log_path) + ")"
         )
         demo.step(
             f"workers up in one process (pid {worker.pid}): notifier, projector, "
             f"relay on :{settings.relay_port} (sender authentication "
-            f"{env['CT_RELAY_SENDER_AUTH']}: no DNS serves the demo's senders)"
+            f"{env['CT_RELAY_SENDER_AUTH']}, DNS {env['CT_DNS_RESOLVERS']})"
         )
         demo.step("orders of two stores, one hard-masked and one soft:")
         demo.plan_orders()
@@ -364,6 +288,7 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         demo.step("a carrier writes to a customer's alias; the customer answers through the relay:")
         await demo.carrier_and_reply(demo.order_ids[0])
         await demo.carrier_and_reply(demo.order_ids[-1])
+        await demo.forged_carrier(demo.order_ids[0])
         await demo.emit_step(len(JOURNEY) - 1)
         demo.step("a customer's mailbox does not exist; their provider bounces the email:")
         await demo.bounce_story(db)
@@ -374,8 +299,7 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         worker.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(worker.wait(), settings.shutdown_grace_s + 15)
         demo.step(f"workers stopped on SIGTERM (exit {code})")
-    dialect = await detect_dialect(db, settings.mongo_dialect)
-    await show(demo, db, _subjects(settings, db, key, dialect))
+    await show(demo, db, await _subjects(settings, db, key))
     await client.close()
     say("\nWhere to look next:")
     say(f"  ct timeline {demo.order_ids[0]}        (add --json for the raw entries)")
@@ -393,16 +317,6 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     return 0
 
 
-async def _ready(port: int) -> bool:
-    with contextlib.suppress(OSError):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /readyz HTTP/1.0\r\n\r\n")
-        status = await reader.readline()
-        writer.close()
-        return b" 200 " in status
-    return False
-
-
 async def _has(db: mongo.Database, order_id: str, kind: str, count: int) -> bool:
     entries = await get_timeline(db, order_id) or []
     return sum(e.kind.value == kind for e in entries) >= count
@@ -413,8 +327,9 @@ async def _entries(db: mongo.Database, order_ids: list[str], want: int) -> bool:
     return sum(len(entries or []) for entries in timelines) >= want
 
 
-def _subjects(settings: Settings, db: mongo.Database, key: str, dialect: Dialect) -> Subjects:
+async def _subjects(settings: Settings, db: mongo.Database, key: str) -> Subjects:
     """What opens the timelines' personal fields, with the demo's key."""
+    dialect = await detect_dialect(db, settings.mongo_dialect)
     cipher = AddressCipher([decode_key(key)])
     clock = SystemClock()
     keys = SubjectKeys(db, cipher, clock=clock)

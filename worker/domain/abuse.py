@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from worker.domain.headers import read_headers
+from worker.domain.headers import ParsedMessage
 
 Scope = Literal["alias", "domain", "ip"]
 DEFAULT_MAX_KEYS: Final = 100_000
@@ -120,9 +120,10 @@ class SlidingWindowLimiter:
         return OverLimit(limit.scope, key, record, started if started is not None else now)
 
 
-def marketing_markers(raw: bytes) -> tuple[str, ...]:
+def marketing_markers(message: ParsedMessage | bytes) -> tuple[str, ...]:
     """The bulk or list markers a message carries (RFC 2369/2919 fields, Precedence)."""
-    found = [name for name in ("List-Unsubscribe", "List-Id") if read_headers(raw, name)]
-    precedence = {value.strip().lower() for value in read_headers(raw, "Precedence")}
+    parsed = ParsedMessage.of(message)
+    found = [name for name in ("List-Unsubscribe", "List-Id") if parsed.headers(name)]
+    precedence = {value.strip().lower() for value in parsed.headers("Precedence")}
     found += [f"Precedence: {value}" for value in sorted(precedence & {"bulk", "list"})]
     return tuple(found)

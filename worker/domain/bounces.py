@@ -15,7 +15,7 @@ known address parts, replaced before it leaves this module.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
@@ -33,13 +33,17 @@ from worker.contracts.events import (
     TimelineEvent,
     TimelineKind,
 )
+from worker.core.patterns import LinearMatch, LinearPattern
 from worker.domain.notifications import derived_event_id
 
 MAX_DIAGNOSTIC: Final = 300
+# How much of a diagnostic is read at all: ample for MAX_DIAGNOSTIC characters once masked.
+_SCRUBBED_PREFIX: Final = 16 * 1024
 ADDRESS_MASK: Final = "<address>"
 REDACTED: Final = "<redacted>"
 # An address with its angle brackets, if any, so that `<jane@x>` becomes `<address>`.
-_ADDRESS: Final = re.compile(r"<?[^\s<>()\[\]\"',;:]+@[A-Za-z0-9.\-\[\]]*[A-Za-z0-9\]]>?")
+_ADDRESS: Final = LinearPattern(r"<?[^\s<>()\[\]\"',;:]+@[A-Za-z0-9.\-\[\]]*[A-Za-z0-9\]]>?")
+# Bounded quantifiers: at most 15 characters looked at from each position, so linear in `re`.
 _IPV4: Final = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
 _STATUS: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _DIAGNOSTIC_TYPE: Final = re.compile(r"^\s*[A-Za-z][\w.-]*\s*;\s*")
@@ -57,6 +61,13 @@ class Bounce:
     status: str
     action: str
     diagnostic: str
+    # The report names, as the recipient that failed, the address the message was sent to (as
+    # `read_report`'s `is_recipient` judged it). Only such a hard bounce suppresses anyone:
+    # whoever sees a return path can post a report, but cannot know the address behind it.
+    names_recipient: bool = False
+
+
+RecipientCheck = Callable[[str], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +110,35 @@ def classify(status: str, action: str = "failed") -> FailureType:
 
 def scrub(text: str, private: Iterable[str] = ()) -> str:
     """`text` on one line, cut short, without addresses, IP addresses or the recipient's address
-    parts (a domain with its hosts: `mx2.example.org` goes with `example.org`)."""
+    parts (a domain with its hosts: `mx2.example.org` goes with `example.org`).
+
+    Bounded whatever `text` holds: only its start is read (what is kept is shorter still), cut
+    before the word the cut goes through, and the address pattern is RE2's (`LinearPattern`).
+    """
+    if len(text) > _SCRUBBED_PREFIX:
+        cut = text[:_SCRUBBED_PREFIX]
+        if not text[_SCRUBBED_PREFIX].isspace():
+            cut = cut[: len(cut.rstrip()) - len(cut.split()[-1])] if cut.split() else ""
+        text = cut
     text = _IPV4.sub("<ip>", _ADDRESS.sub(ADDRESS_MASK, text))
     for term in sorted({t.strip().lower() for t in private if len(t.strip()) >= 3}, key=len)[::-1]:
-        hosts = r"(?:[A-Za-z0-9-]+\.)*" if "." in term and "@" not in term else ""
-        pattern = rf"(?<![\w.+-]){hosts}{re.escape(term)}(?![\w-])"
-        text = re.sub(pattern, REDACTED, text, flags=re.IGNORECASE)
+        text = _private_term(term).sub(_keep_edges, text)
+        # A match takes the character after it, which may be the one before the next
+        # occurrence: a second pass masks what the first one left ("jane jane").
+        text = _private_term(term).sub(_keep_edges, text)
     text = " ".join(text.split())
     return text if len(text) <= MAX_DIAGNOSTIC else text[: MAX_DIAGNOSTIC - 1] + "…"
+
+
+def _private_term(term: str) -> LinearPattern:
+    """`term` where it stands alone; a domain with its hosts. RE2 has no lookaround, so the
+    characters on either side are matched as groups and given back by `_keep_edges`."""
+    hosts = r"(?:[A-Za-z0-9-]+\.)*" if "." in term and "@" not in term else ""
+    return LinearPattern(rf"(^|[^\w.+-]){hosts}{re.escape(term)}($|[^\w-])", ignore_case=True)
+
+
+def _keep_edges(match: LinearMatch) -> str:
+    return (match.group(1) or "") + REDACTED + (match.group(2) or "")
 
 
 def private_terms(real_address: str) -> tuple[str, ...]:
@@ -115,14 +147,21 @@ def private_terms(real_address: str) -> tuple[str, ...]:
     return tuple(t for t in (real_address, local, domain) if t)
 
 
-def read_report(raw: bytes, *, private: Sequence[str] = ()) -> Report | None:
-    """The bounce or complaint `raw` carries; None when it is neither (never raises)."""
+def read_report(
+    raw: bytes, *, private: Sequence[str] = (), is_recipient: RecipientCheck | None = None
+) -> Report | None:
+    """The bounce or complaint `raw` carries; None when it is neither (never raises).
+
+    `is_recipient(address)`: whether an address the report names is the one the message went
+    to (the caller compares keyed hashes; no address leaves this module).
+    """
+    check = is_recipient or (lambda _address: False)
     try:
         message = BytesParser(policy=compat32).parsebytes(raw)
         return (
             _feedback_report(message, private)
-            or _delivery_status(message, private)
-            or _non_standard(message, private)
+            or _delivery_status(message, private, check)
+            or _non_standard(message, private, check)
         )
     except Exception:  # noqa: BLE001 - the stdlib parser and the detectors raise many types
         return None
@@ -161,7 +200,15 @@ def _feedback_report(message: Message, private: Sequence[str]) -> Complaint | No
     )
 
 
-def _delivery_status(message: Message, private: Sequence[str]) -> Bounce | None:
+def _named(field: str | None) -> str:
+    """The address of a `Final-Recipient: rfc822; <addr>` field, lower-cased."""
+    value = (field or "")[:1024].rpartition(";")[2]
+    return value.strip().strip("<>").strip().lower()
+
+
+def _delivery_status(
+    message: Message, private: Sequence[str], is_recipient: RecipientCheck
+) -> Bounce | None:
     report = _report_part(message, "delivery-status")
     if report is None:
         return None
@@ -181,16 +228,20 @@ def _delivery_status(message: Message, private: Sequence[str]) -> Bounce | None:
     diagnostic = _DIAGNOSTIC_TYPE.sub("", _unfold(block.get("Diagnostic-Code") or ""))
     status = _status(block.get("Status") or "") or _status(diagnostic)
     status = status or ("4.0.0" if action == "delayed" else "5.0.0")
+    named = [_named(block.get(f)) for f in ("Final-Recipient", "Original-Recipient")]
     return Bounce(
         source=ReportSource.DSN,
         failure_type=classify(status, action),
         status=status,
         action=action,
         diagnostic=scrub(diagnostic, private),
+        names_recipient=any(address and is_recipient(address) for address in named),
     )
 
 
-def _non_standard(message: Message, private: Sequence[str]) -> Bounce | None:
+def _non_standard(
+    message: Message, private: Sequence[str], is_recipient: RecipientCheck
+) -> Bounce | None:
     temporary, permanent = all_failures(message)
     if not temporary and not permanent:
         return None
@@ -205,6 +256,9 @@ def _non_standard(message: Message, private: Sequence[str]) -> Bounce | None:
         status=status,
         action=action,
         diagnostic=scrub(explanation, private),
+        names_recipient=any(
+            is_recipient(a.decode("ascii", "replace").strip().lower()) for a in failed
+        ),
     )
 
 

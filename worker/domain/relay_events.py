@@ -7,6 +7,7 @@ same id and the projector keeps one entry.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -27,10 +28,55 @@ _EVENT_NAMESPACE: Final = uuid.UUID("5d0c6a4e-2b1f-5c8e-9a43-7f1e0c2d9b61")
 REJECTION_WINDOW: Final = timedelta(hours=1)
 
 
-def message_key(raw: bytes, message_id: str | None) -> str:
-    """What identifies a message across delivery retries: its Message-ID, else its bytes."""
+# MESSAGE_REJECTED entries listed per order per window (the relay process's count).
+REJECTIONS_LISTED_PER_ORDER: Final = 5
+
+
+class RejectionBudget:
+    """At most `per_order` distinct MESSAGE_REJECTED per order per REJECTION_WINDOW.
+
+    A repeat of an event already listed (same id: same cause in the same window) is always let
+    through, since it adds nothing. Memory is bounded: windows of orders seen least recently are
+    forgotten first. Pure: it is given the time.
+    """
+
+    def __init__(
+        self, per_order: int = REJECTIONS_LISTED_PER_ORDER, *, max_orders: int = 100_000
+    ) -> None:
+        self._per_order = per_order
+        self._max_orders = max_orders
+        self._listed: OrderedDict[tuple[str, int], set[str]] = OrderedDict()
+
+    def admit(self, event: TimelineEvent, *, now: datetime) -> bool:
+        window = int(now.timestamp() // REJECTION_WINDOW.total_seconds())
+        key = (event.order_id, window)
+        listed = self._listed.setdefault(key, set())
+        self._listed.move_to_end(key)
+        if len(self._listed) > self._max_orders:
+            self._listed.popitem(last=False)
+        if event.event_id in listed:
+            return True
+        if len(listed) >= self._per_order:
+            return False
+        listed.add(event.event_id)
+        return True
+
+
+def message_key(raw: bytes, message_id: str | None, *, context: str = "") -> str:
+    """What identifies a message across delivery retries: its Message-ID and its content.
+
+    A Message-ID alone is the sender's to choose: a second, different message under a used one
+    would take the first one's event id and never be kept. The body's digest (the rewrite leaves
+    body bytes untouched, so every retry of one message has the same) tells them apart, while a
+    redelivery of the same message keeps its one id. `context`: what else makes it the same
+    message (its sender and subject).
+    """
     message_id = (message_id or "").strip()
-    return message_id or f"sha256:{sha256_hex(raw)}"
+    if not message_id:
+        return f"sha256:{sha256_hex(raw)}"
+    body = raw.partition(b"\r\n\r\n")[2]
+    digest = sha256_hex(context.encode() + b"\n" + body)
+    return f"{message_id}|{digest[:32]}"
 
 
 def forward_event_id(message_key: str, recipient_alias: str) -> str:
@@ -58,7 +104,9 @@ def forwarded(
 ) -> TimelineEvent:
     """MESSAGE_FORWARDED for one recipient of a relayed message, with the sender's verdicts."""
     recipient = route.recipient_alias
-    key = message_key(forwarded_bytes, summary.message_id)
+    key = message_key(
+        forwarded_bytes, summary.message_id, context=f"{route.sender_alias}\n{summary.subject}"
+    )
     return TimelineEvent(
         event_id=forward_event_id(key, recipient.address),
         order_id=recipient.order_id,

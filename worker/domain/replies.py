@@ -22,17 +22,13 @@ NEEDS_OWN_TRANSACTION: Final = (
     "452 4.5.3 This recipient needs a message of its own: send it in a separate transaction"
 )
 
-# Refused for good: the sender.
-ONLY_CUSTOMER: Final = "550 5.7.1 Only the customer of this order may write to this address"
-SENDER_NOT_VERIFIED: Final = (
-    "550 5.7.1 The sender could not be verified as the customer of this order (SPF/DKIM/DMARC)"
-)
-PARTICIPANT_NOT_VERIFIED: Final = (
-    "550 5.7.1 The sender could not be verified as a participant of this order and its domain's"
-    " DMARC policy asks to refuse such mail"
-)
-DMARC_REJECTED: Final = (
-    "550 5.7.1 Message refused: it fails the sender domain's DMARC policy (reject)"
+# Refused for good: the sender. One reply for "not authenticated as someone who may write
+# here", whatever the reason (no participant claim verified, a DMARC reject or quarantine
+# failure, anyone but the customer at a reverse alias): a reply that differed by reason would
+# tell a sender whether the address it claimed is a participant's real one.
+NOT_AUTHENTICATED: Final = (
+    "550 5.7.1 Message refused: the sender is not authenticated (SPF/DKIM/DMARC) as one who"
+    " may write to this address"
 )
 MARKETING_REFUSED: Final = (
     "550 5.7.1 This address belongs to an order conversation and cannot receive marketing"
@@ -44,8 +40,10 @@ BOUNCE_NOT_RELAYED: Final = "550 5.7.1 Bounces are not relayed into order conver
 LOOP_DETECTED: Final = "550 5.4.6 Routing loop detected"
 TOO_BIG: Final = "552 5.3.4 Message too big"
 TOO_MANY_HEADERS: Final = "554 5.6.0 Too many header fields"
+HEADER_UNPARSABLE: Final = "550 5.6.0 A header field of this message cannot be read"
 
 # Try again later.
+TOO_MANY_SESSIONS: Final = "421 4.7.0 Too many connections, please try again later"
 RATE_LIMITED: Final = "451 4.7.1 Too many messages for this address right now, try again later"
 DNS_TEMPORARY: Final = "451 4.4.3 Sender authentication lookups failed, please try again later"
 TEMPORARY_FAILURE: Final = "451 4.3.0 Temporary failure, please try again later"

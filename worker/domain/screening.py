@@ -3,8 +3,10 @@
 Order matters and is fixed here: authentication first (`sender_auth.judge_sender`), because it
 decides whether the sender is a participant or an external sender; the marketing refusal and
 the rate limits apply to external senders only (the order's authenticated customer and store
-are never limited). The rate limiter keeps state, so the relay asks it only for a message that
-`screen` let through as external, then turns an `OverLimit` into a refusal with `rate_refused`.
+are never limited). The rate limiter keeps state, so the relay asks it for every message that
+`screen` did not accept from an authenticated participant (external senders, and refusals: a
+sender guessing addresses is slowed like a flood), then turns an `OverLimit` into a refusal
+with `rate_refused`.
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ class Claim:
 
 
 def claimed_sender(parties: OrderParties, header_from: str | None, envelope_from: str) -> Claim:
-    """The order's party the sender claims to be, read as `decide_route` reads it."""
+    """The order's party the sender claims to be, read as `decide_route` reads it: by From's
+    real address, or by the envelope's only when From names no address. An alias never makes a
+    claim (our own addresses coming back are a loop, see `decide_route`)."""
     _, from_address = parseaddr(header_from or "")
-    by_from = parties.by_address(from_address) if "@" in from_address else None
-    if by_from is not None:
-        return Claim(by_from.role, in_from=True)
-    by_envelope = parties.by_address(envelope_from.strip().strip("<>"))
+    if "@" in from_address:
+        by_from = parties.by_real_address(from_address)
+        return Claim(by_from.role if by_from else None, in_from=True)
+    by_envelope = parties.by_real_address(envelope_from.strip().strip("<>"))
     return Claim(by_envelope.role if by_envelope else None, in_from=False)
 
 
@@ -83,6 +87,6 @@ def screen(
     return Accepted(isinstance(treatment, Trusted), external, verdicts)
 
 
-def rate_refused(over: OverLimit, accepted: Accepted) -> Refused:
+def rate_refused(over: OverLimit, verdicts: str) -> Refused:
     """The 451 for a message over a limit; the reason names the scope, never the key (an IP)."""
-    return Refused(RATE_LIMITED, f"rate-limited (per {over.scope}); {accepted.verdicts}")
+    return Refused(RATE_LIMITED, f"rate-limited (per {over.scope}); {verdicts}")

@@ -8,29 +8,23 @@ mailbox; addy.io forwards a reply only on a DMARC allow):
 - a sender is an order's customer or store only when the message is authenticated for the `From`
   address: DMARC pass for its domain or, where that domain publishes no DMARC record, an SPF pass
   for a `MAIL FROM` in the organisational domain of `From`, or a DKIM pass with `d=` aligned;
-- a DMARC `p=reject` failure is refused for any sender, as receiving MXs do;
-- an unverified claim to be a participant never shows the participant's alias: to a reverse
-  alias it is refused; elsewhere it is refused under a `reject`/`quarantine` policy and otherwise
-  forwarded as an external sender, under its own reverse alias;
-- a lookup that failed (timeout, SERVFAIL) where the outcome depends on it is a `451 4.4.3`.
+- a DMARC `p=reject` or `p=quarantine` failure is refused for any sender, with the one reply
+  `NOT_AUTHENTICATED`;
+- to a reverse alias, anyone but the authenticated customer gets that same reply;
+- anyone else unauthenticated is forwarded as an external sender under its own reverse alias,
+  whatever it claims: whether a claimed address is a participant's never shows;
+- a lookup that failed (timeout, SERVFAIL) where the outcome could depend on it is a `451 4.4.3`,
+  for every sender of that domain alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Literal
 
 from worker.contracts.events import ParticipantRole
-from worker.domain.replies import (
-    DMARC_REJECTED,
-    DNS_TEMPORARY,
-    PARTICIPANT_NOT_VERIFIED,
-    SENDER_NOT_VERIFIED,
-)
-
-# Shown instead of the name a mail client claims, when the claim could not be verified.
-UNVERIFIED_SENDER_NAME: Final = "Unverified sender"
+from worker.domain.replies import DNS_TEMPORARY, NOT_AUTHENTICATED
 
 
 class Result(StrEnum):
@@ -154,27 +148,33 @@ def judge_sender(  # noqa: PLR0911 - one return per rule reads better than a tab
     `auth` None: sender authentication is off (`CT_RELAY_SENDER_AUTH=off`). `recipient_role`:
     the role of the alias written to (EXTERNAL is a reverse alias). `claimed_role`: the order's
     customer or store when `From` (or, without one, the envelope) is that participant's address;
-    None for anyone else, who is an external sender whatever the verdicts. `claimed_in_from`
-    False: only the envelope names the participant, and authentication speaks for `From`
-    alone, so the claim cannot be verified (a stranger's own DMARC pass proves nothing about
-    the customer's address in its MAIL FROM).
+    None for anyone else. `claimed_in_from` False: only the envelope names the participant, and
+    authentication speaks for `From` alone, so the claim cannot be verified.
+
+    No oracle: only a claim that authentication *confirms* changes the outcome. Every other
+    sender, whatever address it claims and whether that address is a participant's real one,
+    is judged by its From domain's verdicts alone: the same DMARC policy for every sender of a
+    domain, the same `NOT_AUTHENTICATED` reply, the same external treatment.
     """
     if auth is None:
         return Trusted()
     verdicts = auth.summary()
-    if auth.dmarc.result is Result.TEMPERROR:
+    if auth.dmarc.result is Result.TEMPERROR or auth.undecided():
         return Refused(DNS_TEMPORARY, f"dns-temporary-failure; {verdicts}")
-    if auth.dmarc.result is Result.FAIL and auth.dmarc.policy is DmarcPolicy.REJECT:
-        return Refused(DMARC_REJECTED, f"dmarc-policy-reject; {verdicts}")
-    if claimed_role not in (ParticipantRole.CUSTOMER, ParticipantRole.STORE):
+    participant_claim = claimed_in_from and claimed_role in (
+        ParticipantRole.CUSTOMER,
+        ParticipantRole.STORE,
+    )
+    if participant_claim and auth.authenticated():
         return Trusted()
-    if claimed_in_from and auth.authenticated():
-        return Trusted()
-    if claimed_in_from and auth.undecided():
-        return Refused(DNS_TEMPORARY, f"dns-temporary-failure; {verdicts}")
-    reason = f"sender-not-authenticated; {verdicts}"
+    if auth.dmarc.result is Result.FAIL and auth.dmarc.policy in (
+        DmarcPolicy.REJECT,
+        DmarcPolicy.QUARANTINE,
+    ):
+        return Refused(NOT_AUTHENTICATED, f"dmarc-policy-{auth.dmarc.policy}; {verdicts}")
     if recipient_role is ParticipantRole.EXTERNAL:
-        return Refused(SENDER_NOT_VERIFIED, reason)
-    if auth.dmarc.policy in (DmarcPolicy.REJECT, DmarcPolicy.QUARANTINE):
-        return Refused(PARTICIPANT_NOT_VERIFIED, reason)
-    return AsExternal(reason)
+        # A reverse alias carries the customer's voice: only the authenticated customer.
+        return Refused(NOT_AUTHENTICATED, f"sender-not-authenticated; {verdicts}")
+    if auth.authenticated():
+        return Trusted()  # an external sender that is who its From says
+    return AsExternal(f"sender-not-authenticated; {verdicts}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy
 from email.message import Message
@@ -37,12 +38,19 @@ def sha256_hex(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def summarize(raw: bytes, *, limit: int = 150) -> MessageSummary:
-    """What the timeline shows of a message; best effort, never raises on malformed input."""
+def summarize(
+    raw: bytes, *, limit: int = 150, mask: Callable[[str], str] | None = None
+) -> MessageSummary:
+    """What the timeline shows of a message; best effort, never raises on malformed input.
+
+    `mask` replaces real addresses in the first words (a base64 body is decoded only here).
+    """
     fields, _ = split_fields(raw, max_fields=None)
     subject = next((f.text() for f in fields if f.key == "subject"), "")
     message_id = next((f.text() for f in fields if f.key == "message-id"), None)
     preview, names = _body_summary(raw, limit)
+    if mask is not None:
+        preview = first_words(mask(preview), limit)
     return MessageSummary(
         message_id=message_id or None,
         subject=first_words(decode_words(subject), 500),

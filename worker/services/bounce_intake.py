@@ -11,7 +11,9 @@ answer to DATA is `reply_when_durable`'s: 250 once the entry (and the suppressio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import structlog
 
@@ -19,15 +21,27 @@ from worker.adapters import mongo
 from worker.contracts.events import TimelineEvent
 from worker.core import metrics
 from worker.core.offload import off_loop_if_large
+from worker.domain.abuse import OverLimit, RateKeys, RateLimit, SlidingWindowLimiter
 from worker.domain.aliases import Clock
-from worker.domain.bounces import SentMessage, failure_event, private_terms, read_report
-from worker.domain.replies import RECIPIENT_OK, REPORT_RECEIVED, TEMPORARY_FAILURE, UNKNOWN_ALIAS
+from worker.domain.bounces import Bounce, SentMessage, failure_event, private_terms, read_report
+from worker.domain.replies import (
+    RATE_LIMITED,
+    RECIPIENT_OK,
+    REPORT_RECEIVED,
+    TEMPORARY_FAILURE,
+    UNKNOWN_ALIAS,
+)
 from worker.domain.verp import BounceAddresses, BounceRef
 from worker.services.durable import reply_when_durable
 from worker.services.ports import Aliases, Messages
 from worker.services.suppression import CustomerSuppression
 
 log = structlog.get_logger(__name__)
+# Reports per hour: one return path names one message, which a server reports a few times at
+# most (delayed, then failed); one client IP may be a large provider's MX reporting for many.
+REPORTS_PER_RETURN_PATH: Final = 5
+REPORTS_PER_IP: Final = 500
+REPORT_WINDOW_S: Final = 3600.0
 Publish = Callable[[TimelineEvent], Awaitable[None]]
 
 
@@ -41,6 +55,7 @@ class BounceIntake:
         suppression: CustomerSuppression,
         publish: Publish,
         clock: Clock,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._addresses = addresses
         self._messages = messages
@@ -48,6 +63,13 @@ class BounceIntake:
         self._suppression = suppression
         self._publish = publish
         self._clock = clock
+        self._limiter = SlidingWindowLimiter(
+            [
+                RateLimit("alias", REPORTS_PER_RETURN_PATH, REPORT_WINDOW_S),
+                RateLimit("ip", REPORTS_PER_IP, REPORT_WINDOW_S),
+            ]
+        )
+        self._now = monotonic
 
     def handles(self, recipient: str) -> bool:
         """Whether `recipient` is for us to answer (it has the form of a VERP address)."""
@@ -62,8 +84,18 @@ class BounceIntake:
                 return TEMPORARY_FAILURE
             raise
 
-    async def receive(self, raw: bytes, recipient: str) -> str:
-        """DATA for one VERP recipient: record the report it carries; returns the SMTP reply."""
+    async def receive(self, raw: bytes, recipient: str, *, client_ip: str = "") -> str:
+        """DATA for one VERP recipient: record the report it carries; returns the SMTP reply.
+
+        Reports are limited per return path and per client IP (`REPORTS_PER_RETURN_PATH`,
+        `REPORTS_PER_IP`): a genuine mail server sends one or two per message, a flood gets 451
+        and records nothing.
+        """
+        over = self._limiter.admit(RateKeys(recipient, ip=client_ip or None), now=self._now())
+        if isinstance(over, OverLimit):
+            metrics.BOUNCES_RECEIVED.labels(outcome="rate_limited").inc()
+            log.info("report_rate_limited", scope=over.scope)
+            return RATE_LIMITED
         return await reply_when_durable(
             lambda: self._record(raw, recipient), accepted=REPORT_RECEIVED
         )
@@ -76,16 +108,26 @@ class BounceIntake:
         structlog.contextvars.bind_contextvars(order_id=sent.order_id)
         recipient_alias = await self._aliases.lookup(sent.message.to.alias)
         real = recipient_alias.real_address if recipient_alias else ""
+        sent_to = self._aliases.address_hash(real) if real else None
+
+        def is_recipient(address: str) -> bool:
+            return sent_to is not None and self._aliases.address_hash(address) == sent_to
+
         report = await off_loop_if_large(
-            len(raw), read_report, raw, private=private_terms(real) if real else ()
-        )
+            len(raw), read_report, raw, private=private_terms(real) if real else (),
+            is_recipient=is_recipient,
+        )  # fmt: skip
         if report is None:
             # An auto-reply to the return path, say: nothing to record, nothing to bounce.
             metrics.BOUNCES_RECEIVED.labels(outcome="not_a_report").inc()
             log.info("report_not_recognised", size_bytes=len(raw))
             return None
         event = failure_event(report, sent, self._clock.now())
-        if event.delivery is not None:
+        # A bounce that names another address as the one that failed (or none) is recorded
+        # but suppresses nobody: anyone who sees a return path can post one, and it cannot know
+        # the address behind it (keyed hashes compared, `is_recipient`).
+        trusted = not isinstance(report, Bounce) or report.names_recipient
+        if event.delivery is not None and trusted:
             await self._suppression.after_failure(
                 event.delivery,
                 to=sent.message.to.role,

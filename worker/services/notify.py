@@ -108,7 +108,7 @@ class Notifier:
         seen: set[str] = set()
         for record in records:
             try:
-                event = self._codec.decode(record.value, OrderStatusChanged)
+                event = await self._codec.read(record.value, record.headers, OrderStatusChanged)
             except DecodeError as exc:
                 await self._dead_letters.publish(record, exc.reason)
                 continue

@@ -42,7 +42,7 @@ class Projector:
         rejected = 0
         for record in records:
             try:
-                event = self._codec.decode(record.value, TimelineEvent)
+                event = await self._codec.read(record.value, record.headers, TimelineEvent)
             except DecodeError as exc:
                 rejected += 1
                 await self._dead_letters.publish(record, exc.reason)

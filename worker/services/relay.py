@@ -39,13 +39,14 @@ from worker.core.offload import off_loop_if_large
 from worker.domain import relay_events
 from worker.domain.aliases import Clock, Party, is_alias_domain
 from worker.domain.bounces import SentMessage
-from worker.domain.headers import read_header
+from worker.domain.headers import ParsedMessage
 from worker.domain.personal import is_erased
 from worker.domain.replies import (
     ALIAS_EXPIRED,
     FORWARDED,
+    LOOP_DETECTED,
     NEEDS_OWN_TRANSACTION,
-    ONLY_CUSTOMER,
+    NOT_AUTHENTICATED,
     RECIPIENT_OK,
     RELAY_DENIED,
     TEMPORARY_FAILURE,
@@ -53,7 +54,7 @@ from worker.domain.replies import (
     UPSTREAM_UNAVAILABLE,
     MessageRejected,
 )
-from worker.domain.rewrite import rewrite_for_forward
+from worker.domain.rewrite import Masker, rewrite_for_forward
 from worker.domain.routing import (
     AliasView,
     NeedsReverseAlias,
@@ -61,6 +62,8 @@ from worker.domain.routing import (
     Refusal,
     Route,
     decide_route,
+    is_our_own,
+    signed_by,
 )
 from worker.domain.sender_auth import Refused
 from worker.domain.summary import MessageSummary, summarize
@@ -139,6 +142,7 @@ class RelayHandler:
         self._topic = timeline_topic
         self._domain = domain
         self._clock = clock
+        self._rejections = relay_events.RejectionBudget()
         self._in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -178,11 +182,18 @@ class RelayHandler:
         sender = _Sender.of(session, envelope.mail_from or "")
 
         async def forward_each() -> str | None:
+            # Split once: screening, routing and the rewrite read this one value. More header
+            # fields than the relay reads is a permanent refusal (MessageRejected).
+            try:
+                message = await off_loop_if_large(len(raw), ParsedMessage.parse, raw)
+            except MessageRejected as exc:
+                metrics.MESSAGES_REJECTED.labels(reason=f"rejected_{exc.code}").inc()
+                return exc.text
             # One route per transaction (RCPT saw to it), so this is one forward in practice.
             for address in dict.fromkeys(envelope.rcpt_tos):
                 recipient = known.get(address) or await self._resolve(address)
                 try:
-                    refusal = await self._forward(raw, sender, recipient)
+                    refusal = await self._forward(message, sender, recipient)
                 except Closed as exc:
                     return exc.reply
                 if refusal is not None:
@@ -192,7 +203,7 @@ class RelayHandler:
         try:
             bounce = next((a for a in envelope.rcpt_tos if self._bounces.handles(a)), None)
             if bounce is not None:  # a VERP recipient is alone in its transaction (RCPT)
-                outcome = await self._bounces.receive(raw, bounce)
+                outcome = await self._bounces.receive(raw, bounce, client_ip=sender.client_ip)
             else:
                 outcome = await reply_when_durable(forward_each, accepted=FORWARDED)
         except ConfigError as exc:
@@ -244,12 +255,8 @@ class RelayHandler:
             closed = await self._closed(record, recipient, mail_from)
             if closed is not None:
                 return closed, None
-            if record.role is ParticipantRole.EXTERNAL:
-                # Decided now on the envelope; the From header is checked again at DATA.
-                sender = mail_from.strip("<>").lower()
-                if sender != recipient.parties.customer.real_address:
-                    metrics.MESSAGES_REJECTED.labels(reason="not_customer").inc()
-                    return ONLY_CUSTOMER, None
+            # A reverse alias is decided at DATA, after authentication: comparing the envelope
+            # with the customer's real address here would answer whether a guess was right.
         except Transient as exc:
             return exc.reply, None
         return RECIPIENT_OK, recipient
@@ -281,26 +288,34 @@ class RelayHandler:
         parties = await self._parties(record.order_id)
         return Recipient(self._view(record), parties, record.expires_at)
 
-    async def _forward(self, raw: bytes, sender: _Sender, recipient: Recipient) -> str | None:
+    async def _forward(  # noqa: PLR0911 - one return per way a forward ends, in their order
+        self, message: ParsedMessage, sender: _Sender, recipient: Recipient
+    ) -> str | None:
         """Forward to one recipient; None when done, else the SMTP reply that refuses it."""
         target, parties, mail_from = recipient.alias, recipient.parties, sender.mail_from
         structlog.contextvars.bind_contextvars(order_id=target.order_id)
+        signed_by_us = signed_by(message.headers("DKIM-Signature"), self._domain)
+        header_from = message.header("From")
+        if mail_from and (signed_by_us or is_our_own(mail_from, header_from, domain=self._domain)):
+            # One of our forwards coming back, however altered: refused before authentication.
+            metrics.MESSAGES_REJECTED.labels(reason="loop_or_replay").inc()
+            await self._record_rejection(recipient, mail_from, "loop-or-replay", participant=False)
+            return LOOP_DETECTED
         screened = await self._screen.screen(
-            raw, client_ip=sender.client_ip, mail_from=mail_from, helo=sender.helo,
+            message, client_ip=sender.client_ip, mail_from=mail_from, helo=sender.helo,
             recipient=target, parties=parties,
         )  # fmt: skip
         if isinstance(screened.outcome, Refused):
             return await self._refuse(recipient, mail_from, screened, screened.outcome)
         accepted = screened.outcome
         structlog.contextvars.bind_contextvars(authentication=accepted.verdicts)
-        header_from = read_header(raw, "From")
 
         def route(
             reverse: AliasView | None,
         ) -> Route | NeedsReverseAlias | Refusal:
             return decide_route(
                 target, parties, mail_from, header_from, reverse, domain=self._domain,
-                sender_verified=accepted.sender_verified,
+                sender_verified=accepted.sender_verified, signed_by_us=signed_by_us,
             )  # fmt: skip
 
         decision = route(None)
@@ -310,13 +325,19 @@ class RelayHandler:
             decision = route(self._view(reverse))
         if isinstance(decision, Refusal):
             metrics.MESSAGES_REJECTED.labels(reason=f"refused_{decision.code}").inc()
+            # Recorded like the screening's refusals: a replay or a sender refused at a reverse
+            # alias shows on the order (once per sender, reason and window).
+            await self._record_rejection(
+                recipient, mail_from, f"{_refusal_keyword(decision)}; {accepted.verdicts}",
+                participant=False,
+            )  # fmt: skip
             return decision.text
         if not isinstance(decision, Route):
             return TEMPORARY_FAILURE
         try:
             forwarded, summary = await off_loop_if_large(
-                len(raw), _rewrite_and_summarize, raw, decision, parties, self._domain,
-                screened.authentication_results,
+                len(message.raw), _rewrite_and_summarize, message, decision, parties,
+                self._domain, screened.authentication_results,
             )  # fmt: skip
         except MessageRejected as exc:
             metrics.MESSAGES_REJECTED.labels(reason=f"rejected_{exc.code}").inc()
@@ -390,6 +411,12 @@ class RelayHandler:
             reason=reason,
             at=self._clock.now(),
         )
+        if not self._rejections.admit(event, now=self._clock.now()):
+            # The order already shows this hour's refusals: the rest are counted, not listed,
+            # so that senders cycling through addresses cannot grow a timeline without bound.
+            metrics.MESSAGES_REJECTED.labels(reason="not_listed").inc()
+            log.info("rejection_not_listed", order_id=recipient.alias.order_id)
+            return
         try:
             await self._publish(event)
         except Transient:
@@ -465,8 +492,15 @@ class _Sender:
         return cls(client_ip, session.host_name or "", mail_from)
 
 
+def _refusal_keyword(refusal: Refusal) -> str:
+    """The timeline's reason keyword for a routing refusal (no address, no secret)."""
+    return {LOOP_DETECTED: "loop-or-replay", NOT_AUTHENTICATED: "sender-not-authenticated"}.get(
+        refusal.text, f"refused-{refusal.code}"
+    )
+
+
 def _rewrite_and_summarize(
-    raw: bytes,
+    raw: ParsedMessage,
     route: Route,
     parties: OrderParties,
     domain: str,
@@ -475,4 +509,4 @@ def _rewrite_and_summarize(
     forwarded = rewrite_for_forward(
         raw, route, parties, domain=domain, authentication_results=authentication_results
     )
-    return forwarded, summarize(forwarded)
+    return forwarded, summarize(forwarded, mask=Masker.of(parties, route).text)

@@ -19,9 +19,15 @@ from worker.core.config import Settings
 from worker.domain.abuse import OverLimit, RateKeys, RateLimit, SlidingWindowLimiter
 from worker.domain.abuse import marketing_markers as find_markers
 from worker.domain.auth_results import authentication_results
-from worker.domain.headers import read_header
+from worker.domain.headers import ParsedMessage
 from worker.domain.routing import AliasView, OrderParties
-from worker.domain.screening import Accepted, claimed_sender, rate_refused, screen
+from worker.domain.screening import (
+    AUTHENTICATION_OFF,
+    Accepted,
+    claimed_sender,
+    rate_refused,
+    screen,
+)
 from worker.domain.sender_auth import Authentication, Refused
 
 log = structlog.get_logger(__name__)
@@ -80,7 +86,7 @@ class SenderScreen:
 
     async def screen(
         self,
-        raw: bytes,
+        message: ParsedMessage | bytes,
         *,
         client_ip: str,
         mail_from: str,
@@ -88,30 +94,38 @@ class SenderScreen:
         recipient: AliasView,
         parties: OrderParties,
     ) -> Screened:
+        message = ParsedMessage.of(message)
         auth: Authentication | None = None
         if self._authenticator is not None:
             auth = await self._authenticator.authenticate(
-                raw, client_ip=client_ip, mail_from=mail_from, helo=helo
+                message, client_ip=client_ip, mail_from=mail_from, helo=helo
             )
         header = authentication_results(self._authserv_id, auth) if auth else None
-        header_from = read_header(raw, "From")
+        header_from = message.header("From")
         outcome = screen(
             auth,
             recipient_role=recipient.role,
             claim=claimed_sender(parties, header_from, mail_from),
-            marketing_markers=find_markers(raw),
+            marketing_markers=find_markers(message),
         )
-        if isinstance(outcome, Refused):
+        if isinstance(outcome, Refused) and outcome.code < 500:
             # A lookup that failed is no refusal of the message: the sender retries it later.
-            return Screened(outcome, header, record=outcome.code >= 500)
-        if not outcome.external:
+            return Screened(outcome, header, record=False)
+        if isinstance(outcome, Accepted) and not outcome.external:
             return Screened(outcome, header)
+        # External senders and refused ones alike count against the limits, so that a sender
+        # trying addresses one after another is slowed down, whatever the replies say.
         keys = RateKeys(recipient.address, _sending_domain(auth, header_from, mail_from), client_ip)
         counted = self._limiter.admit(keys, now=self._now())
         if isinstance(counted, OverLimit):
             cause = f"rate-limited|{counted.scope}|{counted.key}|{counted.window_started}"
-            return Screened(rate_refused(counted, outcome), header, counted.record, cause)
+            verdicts = outcome.verdicts if isinstance(outcome, Accepted) else auth_summary(auth)
+            return Screened(rate_refused(counted, verdicts), header, counted.record, cause)
         return Screened(outcome, header)
+
+
+def auth_summary(auth: Authentication | None) -> str:
+    return auth.summary() if auth is not None else AUTHENTICATION_OFF
 
 
 def _sending_domain(auth: Authentication | None, header_from: str | None, mail_from: str) -> str:

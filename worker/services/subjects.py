@@ -94,9 +94,9 @@ class DeadLetterSeal:
     async def seal(self, record: Record) -> tuple[bytes, Headers]:
         value = record.value or b""
         try:
-            event = self._codec.decode(value, OrderStatusChanged)
+            event = await self._codec.read(value, record.headers or (), OrderStatusChanged)
         except DecodeError:
-            if self._is_timeline(value):
+            if await self._is_timeline(record):
                 return value, []
             return self._keys.seal_unattributed(value), [(SUBJECT_HEADER, UNATTRIBUTED.encode())]
         key = await self._keys.for_address(event.customer.email, since=event.occurred_at)
@@ -116,9 +116,9 @@ class DeadLetterSeal:
         key = await self._keys.key(subject.decode())
         return None if key is None else key.open_bytes(value, _DEAD_LETTER)
 
-    def _is_timeline(self, value: bytes) -> bool:
+    async def _is_timeline(self, record: Record) -> bool:
         try:
-            self._codec.decode(value, TimelineEvent)
+            await self._codec.read(record.value, record.headers or (), TimelineEvent)
         except DecodeError:
             return False
         return True
