@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from worker.adapters.dkim_bounds import KeyRefused, usable_key
+from worker.adapters.dkim_bounds import KeyRefused, key_cache_info, usable_key
 from worker.adapters.dns import DnsUnavailable
 from worker.adapters.mail_auth import MAX_DKIM_SIGNATURES, _verify_all
 from worker.domain.sender_auth import Result
@@ -79,6 +79,26 @@ def test_an_8192_bit_key_with_an_exponent_as_large_is_a_permerror_at_once() -> N
 @pytest.mark.parametrize(
     ("bits", "exponent"), [(512, 65537), (4104, 65537), (2048, 65539), (2048, 2**64 + 1)]
 )
+def test_a_key_seen_again_is_not_parsed_again_and_a_refused_one_is_not_remembered() -> None:
+    private, record = _real_key(2048)
+    keys: dict[str, bytes | DnsUnavailable | None] = {"s1._domainkey.signer.test": record}
+    signed = _signed(private)
+    assert _verify_all(signed, [("signer.test", "s1")], keys) == [Result.PASS]
+    records, objects = key_cache_info()
+    assert _verify_all(signed, [("signer.test", "s1")], keys) == [Result.PASS]
+    records_after, objects_after = key_cache_info()
+    assert (records_after.hits, records_after.misses) == (records.hits + 1, records.misses)
+    assert (objects_after.hits, objects_after.misses) == (objects.hits + 1, objects.misses)
+    assert _verify_all(signed.replace(b"body", b"b0dy"), [("signer.test", "s1")], keys) == [
+        Result.FAIL
+    ]  # the cached key still checks the signature itself
+    small = _record(secrets.randbits(512) | (1 << 511) | 1, 65537)
+    for _ in range(2):
+        with pytest.raises(KeyRefused):
+            usable_key(small)
+    assert key_cache_info()[0].currsize == records_after.currsize
+
+
 def test_keys_outside_rfc_8301_are_refused(bits: int, exponent: int) -> None:
     modulus = secrets.randbits(bits) | (1 << (bits - 1)) | 1
     with pytest.raises(KeyRefused):
