@@ -6,7 +6,7 @@ import asyncio
 import os
 import re
 import subprocess
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import bson
 import pytest
@@ -16,10 +16,11 @@ from tests.support.clock import MovableClock
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import Dialect
+from worker.adapters.stores import StoreSettings
 from worker.contracts.events import ParticipantRole
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
-from worker.domain.aliases import MaskType, Party
+from worker.domain.aliases import AliasExpiry, MaskType, Party
 
 pytestmark = pytest.mark.stack
 HARD = re.compile(r"^[0-9a-f]{32}@ct\.example\.com$")
@@ -172,3 +173,26 @@ async def test_a_reverse_alias_is_created_once_per_order_and_sender(
     assert first.real_address == "tracking@carrier.example"
     other = await aliases.reverse_alias("o-rev", Party("ops@marketplace.example", None))
     assert other.address != first.address
+
+
+async def test_a_status_event_that_moves_no_window_writes_nothing(
+    dialect: Dialect, settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    await StoreSettings(db).update("store-w", alias_expiry=AliasExpiry.ORDER_FLOW)
+    aliases = _store(db, dialect, settings)
+    at = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    first = await aliases.follow_status("o-win", "store-w", terminal=False, at=at)
+    assert first is not None
+    # Mark the document: any write of the window would set storeId back.
+    await db["alias_windows"].update_one({"_id": "o-win"}, {"$set": {"storeId": "untouched"}})
+    for terminal, when in ((False, at), (False, at - timedelta(hours=1))):  # redelivery, older
+        assert await aliases.follow_status("o-win", "store-w", terminal=terminal, at=when) == first
+    doc = await db["alias_windows"].find_one({"_id": "o-win"})
+    assert doc is not None and doc["storeId"] == "untouched"
+    closed = await aliases.follow_status("o-win", "store-w", terminal=True, at=at)
+    assert closed is not None and closed.closed  # the same instant, but it closes: written
+    doc = await db["alias_windows"].find_one({"_id": "o-win"})
+    assert doc is not None and doc["storeId"] == "store-w" and doc["closed"] is True
+    fixed = await aliases.follow_status("o-fix", "store-f", terminal=True, at=at)
+    assert fixed is None and await db["alias_windows"].find_one({"_id": "o-fix"}) is None
