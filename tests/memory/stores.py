@@ -163,6 +163,11 @@ class MemorySuppressions:
         keys = self._keys(order_id, store_id, address_hash, every=every)
         return [self.records[k] for k in keys if k in self.records]
 
+    async def active_many(
+        self, customers: Sequence[tuple[str, str, str]]
+    ) -> list[list[Suppression]]:
+        return [await self.active(*customer) for customer in customers]
+
     async def lift(self, order_id: str, store_id: str, address_hash: str) -> list[Suppression]:
         lifted = await self.active(order_id, store_id, address_hash, every=True)
         for key in self._keys(order_id, store_id, address_hash, every=True):
