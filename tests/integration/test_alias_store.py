@@ -196,3 +196,26 @@ async def test_a_status_event_that_moves_no_window_writes_nothing(
     assert doc is not None and doc["storeId"] == "store-w" and doc["closed"] is True
     fixed = await aliases.follow_status("o-fix", "store-f", terminal=True, at=at)
     assert fixed is None and await db["alias_windows"].find_one({"_id": "o-fix"}) is None
+
+
+async def test_a_polls_orders_are_read_together_and_a_window_move_updates_what_is_remembered(
+    dialect: Dialect, settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    await StoreSettings(db).update("store-p", alias_expiry=AliasExpiry.ORDER_FLOW)
+    writer = _store(db, dialect, settings)
+    pairs = {o: await writer.order_pair(o, "store-p", CUSTOMER, STORE) for o in ("o-p1", "o-p2")}
+    reader = _store(db, dialect, settings, cache_size=100)
+    await reader.prefetch(["o-p1", "o-p2", "o-p3"])
+    # Gone from the database now: only what prefetch remembered can answer.
+    await db["aliases"].delete_many({"orderId": {"$in": ["o-p1", "o-p2"]}})
+    for order_id, pair in pairs.items():
+        assert await reader.order_pair(order_id, "store-p", CUSTOMER, STORE) == pair
+    new_customer, _ = await reader.order_pair("o-p3", "store-p", CUSTOMER, STORE)  # had none
+    assert new_customer.order_id == "o-p3" and await db["aliases"].count_documents({}) == 2
+    at = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    window = await reader.follow_status("o-p1", "store-p", terminal=True, at=at)
+    assert window is not None
+    customer, store = await reader.order_pair("o-p1", "store-p", CUSTOMER, STORE)
+    assert customer.expires_at == store.expires_at == window.expires_at
+    assert customer.address == pairs["o-p1"][0].address

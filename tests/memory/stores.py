@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -52,6 +52,9 @@ class MemoryAliases:
             order_id, anchor.store_id, ParticipantRole.EXTERNAL, sender,
             self.address_hash(sender.address),
         )  # fmt: skip
+
+    async def prefetch(self, order_ids: Iterable[str]) -> None:
+        return None  # everything is in memory already
 
     async def follow_status(
         self, order_id: str, store_id: str, *, terminal: bool, at: datetime

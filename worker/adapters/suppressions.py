@@ -97,7 +97,9 @@ class Suppressions:
         for all of them where the server serves `$in` from its index (Dialect.find_each)."""
         keys = [self._keys(*customer, every=False) for customer in customers]
         wanted = [key for each in keys for key in each]
-        found = {doc["_id"]: doc for doc in await self._dialect.find_each(self._docs, "_id", wanted)}
+        found = {
+            doc["_id"]: doc for doc in await self._dialect.find_each(self._docs, "_id", wanted)
+        }
         return [[_suppression(found[k]) for k in each if k in found] for each in keys]
 
     async def lift(self, order_id: str, store_id: str, address_hash: str) -> list[Suppression]:

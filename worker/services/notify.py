@@ -111,9 +111,9 @@ class Notifier:
                 by_order[event.order_id].append((record, event))
         if not by_order:
             return
-        # One ledger read and one suppression read for the whole poll (with `$in` where the
-        # server serves it from its index): a constant number of reads, not two per order.
-        done, suppressions = await asyncio.gather(
+        # The ledger, the suppressions and the aliases read for the whole poll (with `$in` where
+        # the server serves it from its index): a constant number of reads, not three per order.
+        done, suppressions, _ = await asyncio.gather(
             self._sender.outcomes([e.event_id for items in by_order.values() for _, e in items]),
             self._mongo(
                 lambda: self._suppression.in_force_for_orders(
@@ -124,6 +124,7 @@ class Notifier:
                 ),
                 "suppressions.in_force",
             ),
+            self._mongo(lambda: self._aliases.prefetch(by_order), "aliases.prefetch"),
         )
         await asyncio.gather(
             *(

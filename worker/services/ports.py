@@ -10,7 +10,7 @@ return the same values.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -34,6 +34,8 @@ class Aliases(Protocol):
     async def order_pair(
         self, order_id: str, store_id: str, customer: Party, store: Party
     ) -> tuple[AliasRecord, AliasRecord]: ...
+
+    async def prefetch(self, order_ids: Iterable[str]) -> None: ...
 
     async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord: ...
 

@@ -3,10 +3,10 @@
 The rule: a hard failure (a DSN's 5.x.x, or the upstream's permanent "no such user" during the
 SMTP transaction) of mail to an order's customer suppresses that customer's address for the
 order, and with CT_BOUNCE_SUPPRESS_STORE for every order of the store. The notifier asks
-`in_force` (`in_force_for_orders`, a poll's orders at once) before it sends and records `not_sent_report` instead of sending; it and the bounce
-intake report failures to `after_failure`; `ct alias resolve`/`unsuppress` read and lift
-suppressions through `for_operators` and `lift`. Records hold the keyed hash of the address,
-never the address (adapters/suppressions.py stores them).
+`in_force_for_orders` (a poll's orders at once) before it sends and records `not_sent_report`
+instead of sending; it and the bounce intake report failures to `after_failure`; `ct alias
+resolve`/`unsuppress` read and lift suppressions through `for_operators` and `lift`. Records hold
+the keyed hash of the address, never the address (adapters/suppressions.py stores them).
 """
 
 from __future__ import annotations
