@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import REPO
 from worker.adapters import mongo
 from worker.core.config import Settings
-from worker.devtools.demo import CARRIER, CUSTOMERS, JOURNEY, STORES, state_dir
 from worker.devtools.demo_bounce import BOUNCED_CUSTOMER
+from worker.devtools.demo_setup import CARRIER, CUSTOMERS, JOURNEY, STORES, state_dir
 
 pytestmark = pytest.mark.stack
 ORDERS_PER_STORE = 2

@@ -32,7 +32,7 @@ from worker.apps.relay import RelayService
 from worker.contracts.events import OrderStatus, OrderStatusChanged
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
-from worker.devtools.demo import CARRIER, STORES, _event
+from worker.devtools.demo_setup import CARRIER, STORES, order_event
 from worker.domain.aliases import SystemClock
 from worker.services.timeline import get_timeline
 
@@ -64,7 +64,7 @@ class Story:
 
 def _order_event(store_index: int, n: int, status: OrderStatus) -> OrderStatusChanged:
     """The demo's event, from a customer of the story's own mail domain."""
-    event = _event(RUN, STORES[store_index], n, status, _now())
+    event = order_event(RUN, STORES[store_index], n, status, _now())
     local = event.customer.email.split("@")[0]
     customer = event.customer.model_copy(update={"email": f"{local}@{CUSTOMER_DOMAIN.name}"})
     return event.model_copy(update={"customer": customer})

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import read_topic
 from tests.web.conftest import TESTS, Console
-from worker.devtools.demo import CARRIER
+from worker.devtools.demo_setup import CARRIER
 from worker.domain.aliases import SOFT_MASK_WARNING
 
 pytestmark = pytest.mark.stack

@@ -258,7 +258,7 @@ async def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
     from worker.apps.runtime import run_services
     from worker.apps.web import WebService
     from worker.core.crypto import AddressCipher
-    from worker.devtools.demo import demo_key, state_dir
+    from worker.devtools.demo_setup import demo_key, state_dir
 
     if settings.encryption_key is None:
         if not (state_dir() / "demo-encryption.key").exists():

@@ -9,143 +9,45 @@ and the next email is suppressed); then the captured emails and each order's con
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
-from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 
 from worker.adapters import mongo
-from worker.adapters.dkim_keys import generate_key as generate_dkim_key
-from worker.adapters.dkim_keys import write_key
 from worker.adapters.kafka import ensure_topics, make_producer
 from worker.adapters.stores import StoreSettings
 from worker.contracts.codec import SingleObjectCodec
-from worker.contracts.events import Customer, Item, OrderStatus, OrderStatusChanged, Store
+from worker.contracts.events import Customer, OrderStatus, OrderStatusChanged
 from worker.core.config import Settings
-from worker.core.crypto import generate_key
 from worker.devtools.demo_bounce import BOUNCED_CUSTOMER, PROVIDER, delivery_status_notification
+from worker.devtools.demo_setup import (
+    CARRIER,
+    DEMO_DNS,
+    DEMO_HTTP_PORT,
+    JOURNEY,
+    STORES,
+    demo_key,
+    dns_answers,
+    order_event,
+    say,
+    state_dir,
+    wait_for,
+    worker_env,
+    workers_ready,
+)
 from worker.devtools.sink import read_index
-from worker.domain.aliases import MaskType
 from worker.services.timeline import format_table, get_timeline
 
-JOURNEY = [
-    OrderStatus.PAYMENT_APPROVED,
-    OrderStatus.HANDLING,
-    OrderStatus.INVOICED,
-    OrderStatus.SHIPPED,
-    OrderStatus.DELIVERED,
-]
-STORES = [
-    ("aurora", "Aurora Coffee Co.", "orders@aurora-coffee.example", MaskType.HARD, "en", "USD"),
-    ("bazar", "Bazar da Vila", "vendas@bazardavila.example", MaskType.SOFT, "pt-BR", "BRL"),
-]
-CUSTOMERS = [
-    ("Jane", "Doe", "jane.doe@example.org"),
-    ("Rafael", "Souza", "rafael.souza@example.net"),
-]
-CARRIER = ("Speedy Carrier", "tracking@speedy-carrier.example")
 # The demo's senders write from 127.0.0.1, which their domains' SPF records authorise
 # (deploy/local/demo-zone.conf, served by the stack's dnsmasq); the forger from 127.0.0.3.
 GENUINE_SOURCE, FORGER_SOURCE = "127.0.0.1", "127.0.0.3"
-DEMO_HTTP_PORT = 9464
-DEMO_DNS = f"127.0.0.1:{os.environ.get('CT_STACK_DNS_PORT', '5353')}"
-STEP_TIMEOUT_S = 60.0
-
-
-def say(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def state_dir() -> Path:
-    default = Path.home() / ".local" / "state" / "conversation-tracker"
-    return Path(os.environ.get("CT_STATE_DIR", str(default)))
-
-
-def demo_key(settings: Settings) -> str:
-    """The settings' key, else one kept beside the stack's data so re-runs can read old aliases."""
-    if settings.encryption_key is not None:
-        return settings.encryption_key.get_secret_value()
-    path = state_dir() / "demo-encryption.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(generate_key() + "\n", encoding="utf-8")
-        path.chmod(0o600)
-    return path.read_text(encoding="utf-8").strip()
-
-
-def demo_dkim(settings: Settings) -> dict[str, str]:
-    """The settings' DKIM key, else one kept beside the stack's data: the workers sign with it."""
-    if settings.dkim_selector and settings.dkim_private_key_file:
-        return {}  # the workers read CT_DKIM_* from the environment as they are
-    path = state_dir() / "demo-dkim.pem"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_key(generate_dkim_key("rsa"), path, overwrite=False)
-    return {"CT_DKIM_SELECTOR": "demo", "CT_DKIM_PRIVATE_KEY_FILE": str(path)}
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[Any]], what: str, within: float = STEP_TIMEOUT_S
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(0.25)
-
-
-def _event(
-    run: str, store: tuple[Any, ...], n: int, status: OrderStatus, at: datetime
-) -> OrderStatusChanged:
-    store_id, name, email, _, locale, currency = store
-    first, last, customer_email = CUSTOMERS[n % len(CUSTOMERS)]
-    local, domain = customer_email.split("@")
-    order_id = f"{store_id.upper()}-{run}-{n + 1}"
-    extras: dict[str, Any] = {}
-    if status in (OrderStatus.INVOICED, OrderStatus.SHIPPED, OrderStatus.DELIVERED):
-        extras |= {
-            "invoice_number": f"NF-{run}-{n + 1}",
-            "invoice_url": f"https://{email.split('@')[1]}/nf/{order_id}",
-        }
-    if status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED):
-        code = f"SC{run.upper()}{n + 1}BR"
-        extras |= {
-            "tracking_carrier": CARRIER[0],
-            "tracking_code": code,
-            "tracking_url": f"https://track.speedy-carrier.example/{code}",
-        }
-    return OrderStatusChanged(
-        event_id=f"{order_id}-{status.value}",
-        order_id=order_id,
-        store_id=store_id,
-        occurred_at=at,
-        status=status,
-        customer=Customer(
-            email=f"{local}+{run}-{n + 1}@{domain}", first_name=first, last_name=last, locale=locale
-        ),
-        store=Store(name=name, email=email, locale=locale),
-        total_value=4990 + 1500 * n,
-        currency=currency,
-        items=[
-            Item(name="Single-origin beans 250 g", quantity=2),
-            Item(name="Ceramic mug", quantity=1),
-        ],
-        **extras,
-    )
 
 
 class Demo:
@@ -174,7 +76,7 @@ class Demo:
         n = 0
         for store in STORES:
             for _ in range(self.orders_per_store):
-                event = _event(self.run, store, n, JOURNEY[0], datetime.now(UTC))
+                event = order_event(self.run, store, n, JOURNEY[0], datetime.now(UTC))
                 self.order_ids.append(event.order_id)
                 self.customers[event.order_id] = event.customer.email
                 self.step(f"  order {event.order_id}: {store[1]} ({store[3].value} aliases)")
@@ -189,7 +91,7 @@ class Demo:
             n = 0
             for store in STORES:
                 for _ in range(self.orders_per_store):
-                    event = _event(self.run, store, n, status, datetime.now(UTC))
+                    event = order_event(self.run, store, n, status, datetime.now(UTC))
                     await producer.send_and_wait(
                         self.settings.topic_order_status,
                         key=event.order_id.encode(),
@@ -282,7 +184,7 @@ class Demo:
         n = len(STORES) * self.orders_per_store
 
         def event(status: OrderStatus) -> OrderStatusChanged:
-            base = _event(self.run, STORES[0], n, status, datetime.now(UTC))
+            base = order_event(self.run, STORES[0], n, status, datetime.now(UTC))
             customer = Customer(email=address, first_name=first, last_name=last, locale="en")
             return base.model_copy(update={"customer": customer})
 
@@ -346,9 +248,9 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
     http_port = DEMO_HTTP_PORT
     log_path = state_dir() / "run" / "demo-workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    if not await _dns_answers(DEMO_DNS):
+    if not await dns_answers(DEMO_DNS):
         return 1
-    env = _worker_env(settings, key, http_port)
+    env = worker_env(settings, key, http_port)
     with log_path.open("ab") as log_file:
         worker = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -365,7 +267,7 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         )
     try:
         await wait_for(
-            lambda: _ready(http_port), "the workers to be ready (see " + str(log_path) + ")"
+            lambda: workers_ready(http_port), "the workers to be ready (see " + str(log_path) + ")"
         )
         demo.step(
             f"workers up in one process (pid {worker.pid}): notifier, projector, "
@@ -407,41 +309,6 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         f" {demo.order_ids[0]}; it prints a one-time admin password)"
     )
     return 0
-
-
-def _worker_env(settings: Settings, key: str, http_port: int) -> dict[str, str]:
-    return {
-        # The stack's dnsmasq publishes the demo senders' SPF and DMARC records: the relay
-        # authenticates every sender as it would on the internet.
-        "CT_RELAY_SENDER_AUTH": "enforce",
-        "CT_DNS_RESOLVERS": DEMO_DNS,
-        **os.environ,
-        "CT_ENCRYPTION_KEY": key,
-        **demo_dkim(settings),
-        "CT_HTTP_PORT": str(http_port),
-        "CT_LOG_FORMAT": "json",
-    }
-
-
-async def _dns_answers(resolver: str) -> bool:
-    host, _, port = resolver.rpartition(":")
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
-    except (OSError, TimeoutError):
-        say(f"error: no DNS server on {resolver}: start the stack's, deploy/local/stack up dns")
-        return False
-    writer.close()
-    return True
-
-
-async def _ready(port: int) -> bool:
-    with contextlib.suppress(OSError):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /readyz HTTP/1.0\r\n\r\n")
-        status = await reader.readline()
-        writer.close()
-        return b" 200 " in status
-    return False
 
 
 async def _has(db: mongo.Database, order_id: str, kind: str, count: int) -> bool:
