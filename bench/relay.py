@@ -22,6 +22,7 @@ from typing import Any
 
 import aiosmtplib
 
+from bench import db_ops
 from bench.env import BenchEnv
 from bench.kafka_io import TopicWatcher
 from bench.processes import BenchError, poll_until
@@ -183,6 +184,7 @@ async def relay(
         upstream_before = target.accepted()
         prof = env.workdir / f"{stage}.pyspy.txt"
         profiled = profile and worker.start_profile(prof, 20)
+        ops0 = await db_ops.snapshot(names.settings)
         started, cpu0 = time.monotonic(), worker.cpu_seconds()
         sent = await _load(load, port, mails, m, pool)
         sent_s = time.monotonic() - started
@@ -192,6 +194,12 @@ async def relay(
         forwarded = target.accepted() - upstream_before
         rss = worker.memory_kb()
         cpu = worker.cpu_seconds() - cpu0
+        ops = db_ops.per_event(
+            ops0,
+            await db_ops.snapshot(names.settings),
+            forwarded,
+            "private" if env.stacks else "shared",
+        )
     finally:
         await watcher.stop()
         await worker.stop()
@@ -220,6 +228,7 @@ async def relay(
         "worker_cpu_share": round(cpu / elapsed, 2),
         "load_cpu_s": sent.get("cpu_s"),
         "ceiling": ceiling,
+        "db_ops": ops,
         "profile": {
             "top_self": top_frames(prof),
             "inclusive": inclusive_share(prof, HOTSPOTS),

@@ -147,6 +147,7 @@ def table(results: Results) -> str:
         )
     lines += _latency_and_memory(results)
     lines += _cpu_per_event(results)
+    lines += _db_ops(results)
     lines += _scale_out(results)
     lines += _backends(results)
     lines += _diagnostics(results)
@@ -181,6 +182,33 @@ def _cpu_per_event(results: Results) -> list[str]:
             parts = ", ".join(f"{k} {v}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
             lines.append(f"  CPU ms per event, {name}: {parts}")
     return ["", *lines] if lines else []
+
+
+def _db_ops(results: Results) -> list[str]:
+    """Database commands per event by stage, as the server counted them (bench/db_ops.py)."""
+    lines = []
+    for name, section in results.get("stages", {}).items():
+        ops = section.get("db_ops") if isinstance(section, dict) else None
+        if not ops:
+            continue
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(ops["per_event"].items()))
+        shared = "  [shared stack: other clients counted too]" if ops.get("server_wide") else ""
+        lines.append(
+            f"  DB ops per event, {name}: reads {ops['reads_per_event']}, writes "
+            f"{ops['writes_per_event']} ({parts or 'none'}){shared}"
+        )
+    if not lines:
+        return []
+    sources = {
+        s["db_ops"]["source"]
+        for s in results.get("stages", {}).values()
+        if isinstance(s, dict) and s.get("db_ops")
+    }
+    return [
+        "",
+        f"Database operations per event (server's own counters: {', '.join(sorted(sources))})",
+        *lines,
+    ]
 
 
 def _scale_out(results: Results) -> list[str]:

@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from bench import db_ops
 from bench.env import BenchEnv, Names
 from bench.kafka_io import TopicWatcher, committed, produce_all, producer
 from bench.processes import BenchError, poll_until
@@ -49,6 +50,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def _stack(env: BenchEnv) -> str:
+    return "private" if env.stacks else "shared"
+
+
 def _profile(worker: WorkerProcess, env: BenchEnv, stage: str, seconds: int) -> Any:
     out = env.workdir / f"{stage}.pyspy.txt"
     return out if worker.start_profile(out, seconds) else None
@@ -88,6 +93,7 @@ async def notifier(
     try:
         await group.balanced(names.partitions)
         await watcher.start()
+        ops0 = await db_ops.snapshot(names.settings)
         cpu0, started = group.cpu_seconds(), time.monotonic()
         prof = _profile(group.members[0], env, stage, 30) if profile else None
         produce_s = await produce_all(names.settings, names.order_topic, items)
@@ -95,6 +101,7 @@ async def notifier(
         elapsed = time.monotonic() - started
         done = watcher.count // 2
         cpu = group.cpu_seconds() - cpu0
+        ops = db_ops.per_event(ops0, await db_ops.snapshot(names.settings), done, _stack(env))
         result: dict[str, Any] = {
             "mode": f"{replicas} x subprocess `ct run notifier`",
             "replicas": replicas,
@@ -112,6 +119,7 @@ async def notifier(
             "emails_at_upstream": names.upstream.accepted() - sink_before,
             "dlq": await topic_size(names.settings, names.settings.topic_dlq),
             "progress": [(round(t - started, 1), c // 2) for t, c in watcher.progress],
+            "db_ops": ops,
         }
     finally:
         await watcher.stop()
@@ -226,6 +234,7 @@ async def projector(
 
     try:
         await group.balanced(names.partitions)
+        ops0 = await db_ops.snapshot(names.settings)
         cpu0, started = group.cpu_seconds(), time.time()
         prof = _profile(group.members[0], env, stage, 20) if profile else None
         await produce_all(names.settings, names.timeline_topic, items)
@@ -235,6 +244,7 @@ async def projector(
         now = time.time()
         elapsed = (done_at or now) - started
         cpu = group.cpu_seconds() - cpu0
+        ops1 = await db_ops.snapshot(names.settings)  # before the checks below read the orders
         offsets = await committed(names.settings, names.settings.group_projector)
     finally:
         await group.stop()
@@ -257,6 +267,7 @@ async def projector(
         "entries_in_orders": None if stalled else await _entries(names),
         "batches": len(batches),
         "batch_ms_p50": round(statistics.median(batch_ms), 1) if batch_ms else None,
+        "db_ops": db_ops.per_event(ops0, ops1, merged, _stack(env)),
         "profile": _profile_summary(prof),
     }
 

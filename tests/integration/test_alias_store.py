@@ -6,7 +6,7 @@ import asyncio
 import os
 import re
 import subprocess
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import bson
 import pytest
@@ -16,10 +16,11 @@ from tests.support.clock import MovableClock
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import Dialect
+from worker.adapters.stores import StoreSettings
 from worker.contracts.events import ParticipantRole
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
-from worker.domain.aliases import MaskType, Party
+from worker.domain.aliases import AliasExpiry, MaskType, Party
 
 pytestmark = pytest.mark.stack
 HARD = re.compile(r"^[0-9a-f]{32}@ct\.example\.com$")
@@ -172,3 +173,49 @@ async def test_a_reverse_alias_is_created_once_per_order_and_sender(
     assert first.real_address == "tracking@carrier.example"
     other = await aliases.reverse_alias("o-rev", Party("ops@marketplace.example", None))
     assert other.address != first.address
+
+
+async def test_a_status_event_that_moves_no_window_writes_nothing(
+    dialect: Dialect, settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    await StoreSettings(db).update("store-w", alias_expiry=AliasExpiry.ORDER_FLOW)
+    aliases = _store(db, dialect, settings)
+    at = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    first = await aliases.follow_status("o-win", "store-w", terminal=False, at=at)
+    assert first is not None
+    # Mark the document: any write of the window would set storeId back.
+    await db["alias_windows"].update_one({"_id": "o-win"}, {"$set": {"storeId": "untouched"}})
+    for terminal, when in ((False, at), (False, at - timedelta(hours=1))):  # redelivery, older
+        assert await aliases.follow_status("o-win", "store-w", terminal=terminal, at=when) == first
+    doc = await db["alias_windows"].find_one({"_id": "o-win"})
+    assert doc is not None and doc["storeId"] == "untouched"
+    closed = await aliases.follow_status("o-win", "store-w", terminal=True, at=at)
+    assert closed is not None and closed.closed  # the same instant, but it closes: written
+    doc = await db["alias_windows"].find_one({"_id": "o-win"})
+    assert doc is not None and doc["storeId"] == "store-w" and doc["closed"] is True
+    fixed = await aliases.follow_status("o-fix", "store-f", terminal=True, at=at)
+    assert fixed is None and await db["alias_windows"].find_one({"_id": "o-fix"}) is None
+
+
+async def test_a_polls_orders_are_read_together_and_a_window_move_updates_what_is_remembered(
+    dialect: Dialect, settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    await StoreSettings(db).update("store-p", alias_expiry=AliasExpiry.ORDER_FLOW)
+    writer = _store(db, dialect, settings)
+    pairs = {o: await writer.order_pair(o, "store-p", CUSTOMER, STORE) for o in ("o-p1", "o-p2")}
+    reader = _store(db, dialect, settings, cache_size=100)
+    await reader.prefetch(["o-p1", "o-p2", "o-p3"])
+    # Gone from the database now: only what prefetch remembered can answer.
+    await db["aliases"].delete_many({"orderId": {"$in": ["o-p1", "o-p2"]}})
+    for order_id, pair in pairs.items():
+        assert await reader.order_pair(order_id, "store-p", CUSTOMER, STORE) == pair
+    new_customer, _ = await reader.order_pair("o-p3", "store-p", CUSTOMER, STORE)  # had none
+    assert new_customer.order_id == "o-p3" and await db["aliases"].count_documents({}) == 2
+    at = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    window = await reader.follow_status("o-p1", "store-p", terminal=True, at=at)
+    assert window is not None
+    customer, store = await reader.order_pair("o-p1", "store-p", CUSTOMER, STORE)
+    assert customer.expires_at == store.expires_at == window.expires_at
+    assert customer.address == pairs["o-p1"][0].address

@@ -71,3 +71,18 @@ async def test_store_wide_suppression_covers_the_stores_other_orders(backend: Ba
     lifted = await narrow.lift("o-1", "store-1", "hash-a")
     assert sorted(s.scope for s in lifted) == ["order", "store"]
     assert await store.active("o-1", "store-1", "hash-a") == []
+
+
+async def test_many_customers_at_once_read_as_each_would_alone(backend: Backend) -> None:
+    store = await backend(True)
+    await _suppress(store, "o-1", "hash-a")
+    customers = [
+        ("o-1", "store-1", "hash-a"),  # its own order's record and the store-wide one
+        ("o-2", "store-1", "hash-a"),  # the same customer, another order: store-wide
+        ("o-3", "store-1", "hash-b"),  # another customer: none
+        ("o-4", "store-2", "hash-a"),  # another store: none
+    ]
+    together = await store.active_many(customers)
+    assert together == [await store.active(*customer) for customer in customers]
+    assert [len(found) for found in together] == [2, 1, 0, 0]
+    assert await store.active_many([]) == []

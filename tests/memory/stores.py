@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -52,6 +52,9 @@ class MemoryAliases:
             order_id, anchor.store_id, ParticipantRole.EXTERNAL, sender,
             self.address_hash(sender.address),
         )  # fmt: skip
+
+    async def prefetch(self, order_ids: Iterable[str]) -> None:
+        return None  # everything is in memory already
 
     async def follow_status(
         self, order_id: str, store_id: str, *, terminal: bool, at: datetime
@@ -164,6 +167,11 @@ class MemorySuppressions:
     ) -> list[Suppression]:
         keys = self._keys(order_id, store_id, address_hash, every=every)
         return [self.records[k] for k in keys if k in self.records]
+
+    async def active_many(
+        self, customers: Sequence[tuple[str, str, str]]
+    ) -> list[list[Suppression]]:
+        return [await self.active(*customer) for customer in customers]
 
     async def lift(self, order_id: str, store_id: str, address_hash: str) -> list[Suppression]:
         lifted = await self.active(order_id, store_id, address_hash, every=True)

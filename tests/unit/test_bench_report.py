@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench import report
+import pytest
+
+from bench import db_ops, report
 from bench.scaling import summarise
 from bench.upstreams import PostfixSink
 
@@ -66,3 +68,79 @@ def test_smtp_sinks_counter_line_is_read_from_its_last_update(tmp_path: Path) ->
     )
     sink = PostfixSink(1, counters, None)  # type: ignore[arg-type]
     assert sink.accepted() == 2000
+
+
+FERRETDB_STATUS = {
+    "ok": 1.0,
+    "metrics": {
+        "commands": {
+            "find": {"total": 100, "failed": 0},
+            "insert": {"total": 40, "failed": 2},
+            "update": {"total": 10, "failed": 0},
+            "hello": {"total": 999, "failed": 0},
+        }
+    },
+}
+
+
+def test_ferretdbs_command_totals_become_reads_and_writes_per_event_without_handshakes() -> None:
+    before = db_ops.counts(FERRETDB_STATUS)
+    assert before[0] == "ferretdb serverStatus.metrics.commands"
+    assert before[1]["insert"] == 38  # a failed command did no work
+    after_status: dict[str, Any] = {
+        "metrics": {
+            "commands": {
+                "find": {"total": 300, "failed": 0},
+                "insert": {"total": 240, "failed": 2},
+                "update": {"total": 10, "failed": 0},
+                "hello": {"total": 5000, "failed": 0},
+                "delete": {"total": 50, "failed": 0},
+            }
+        }
+    }
+    ops = db_ops.per_event(before, db_ops.counts(after_status), 100, "private")
+    assert ops["per_event"] == {"delete": 0.5, "find": 2.0, "insert": 2.0}
+    assert (ops["reads_per_event"], ops["writes_per_event"]) == (2.0, 2.5)
+    assert ops["server_wide"] is False
+    results = _results(notifier={"rate": 400.0, "db_ops": ops})
+    assert (
+        "DB ops per event, notifier: reads 2.0, writes 2.5 (delete 0.5, find 2.0, insert 2.0)"
+        in report.table(results)
+    )
+    assert "ferretdb serverStatus.metrics.commands" in report.table(results)
+
+
+def test_mongodbs_opcounters_are_read_under_the_commands_names_and_a_shared_stack_is_marked() -> (
+    None
+):
+    status = {
+        "opcounters": {
+            "insert": 1,
+            "query": 2,
+            "update": 3,
+            "delete": 0,
+            "getmore": 0,
+            "command": 9,
+        }
+    }
+    before = db_ops.counts(status)
+    assert before == (
+        "mongodb serverStatus.opcounters",
+        {"insert": 1, "find": 2, "update": 3, "delete": 0, "getMore": 0, "command": 9},
+    )
+    later = {
+        "opcounters": {
+            "insert": 11,
+            "query": 12,
+            "update": 3,
+            "delete": 0,
+            "getmore": 0,
+            "command": 90,
+        }
+    }
+    ops = db_ops.per_event(before, db_ops.counts(later), 10, "shared")
+    assert ops["per_event"] == {"find": 1.0, "insert": 1.0}  # `command` is not a data operation
+    assert ops["server_wide"] is True
+    assert "[shared stack" in report.table(_results(relay={"db_ops": ops}))
+    with pytest.raises(ValueError, match="neither"):
+        db_ops.counts({"ok": 1.0})

@@ -155,6 +155,15 @@ def test_an_order_flow_window_closes_after_delivery_and_reopens_on_a_later_event
     assert next_window(reopened, terminal=True, at=T0, ttl_days=60, grace_days=7) is None
 
 
+def test_an_event_that_gives_the_same_window_moves_nothing() -> None:
+    moving = next_window(None, terminal=False, at=T0, ttl_days=60, grace_days=7)
+    assert next_window(moving, terminal=False, at=T0, ttl_days=60, grace_days=7) is None
+    closing = next_window(moving, terminal=True, at=T0, ttl_days=60, grace_days=7)
+    assert closing == AliasWindow(T0 + timedelta(days=7), True, T0)  # same instant, closes
+    assert next_window(closing, terminal=True, at=T0, ttl_days=60, grace_days=7) is None
+    assert next_window(closing, terminal=False, at=T0, ttl_days=60, grace_days=7) is None
+
+
 def test_cursors_round_trip_and_refuse_what_they_did_not_make() -> None:
     assert decode_cursor(encode_cursor(T0, "o-1")) == (T0, "o-1")
     assert decode_cursor(encode_cursor(None, "o-2")) == (None, "o-2")

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from worker.adapters.dkim_bounds import KeyRefused, usable_key
+from worker.adapters.dkim_bounds import KeyRefused, key_cache_info, usable_key
 from worker.adapters.dns import DnsUnavailable
 from worker.adapters.mail_auth import MAX_DKIM_SIGNATURES, _verify_all
 from worker.domain.sender_auth import Result
@@ -74,6 +74,26 @@ def test_an_8192_bit_key_with_an_exponent_as_large_is_a_permerror_at_once() -> N
     results = _verify_all(signed, signatures, keys)
     assert time.perf_counter() - started < 0.2  # pure-Python RSA took seconds here
     assert results == [Result.PERMERROR] * 3
+
+
+def test_a_key_seen_again_is_not_parsed_again_and_a_refused_one_is_not_remembered() -> None:
+    private, record = _real_key(2048)
+    keys: dict[str, bytes | DnsUnavailable | None] = {"s1._domainkey.signer.test": record}
+    signed = _signed(private)
+    assert _verify_all(signed, [("signer.test", "s1")], keys) == [Result.PASS]
+    records, objects = key_cache_info()
+    assert _verify_all(signed, [("signer.test", "s1")], keys) == [Result.PASS]
+    records_after, objects_after = key_cache_info()
+    assert (records_after.hits, records_after.misses) == (records.hits + 1, records.misses)
+    assert (objects_after.hits, objects_after.misses) == (objects.hits + 1, objects.misses)
+    assert _verify_all(signed.replace(b"body", b"b0dy"), [("signer.test", "s1")], keys) == [
+        Result.FAIL
+    ]  # the cached key still checks the signature itself
+    small = _record(secrets.randbits(512) | (1 << 511) | 1, 65537)
+    for _ in range(2):
+        with pytest.raises(KeyRefused):
+            usable_key(small)
+    assert key_cache_info()[0].currsize == records_after.currsize
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,11 @@ real Kafka, FerretDB and SMTP servers.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
+
+import pytest
 
 from tests.memory.harness import Ports, notifier, record
 from tests.support.events import order_event
@@ -125,3 +129,31 @@ async def test_an_orders_events_are_emailed_in_their_order_while_orders_run_side
     emailed = [status_of[d.raw] for d in ports.upstream.delivered]
     for order_id in ("o-a", "o-b"):
         assert [s for o, s in emailed if o == order_id] == statuses
+
+
+async def test_a_poll_reads_the_ledger_the_suppressions_and_the_aliases_once_for_all_its_orders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ports = Ports()
+    calls: Counter[str] = Counter()
+
+    def counted(owner: object, name: str) -> None:
+        original = getattr(owner, name)
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    for owner, name in (
+        (ports.ledger, "find_many"),
+        (ports.records, "active_many"),
+        (ports.aliases, "prefetch"),
+    ):
+        counted(owner, name)
+    statuses = (OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING, OrderStatus.SHIPPED)
+    events = [order_event(f"o-poll-{k}", status) for k in range(20) for status in statuses]
+    await notifier(ports).handle([record(e, offset=i) for i, e in enumerate(events)])
+    assert len(ports.upstream.delivered) == 60  # every order's events, each sent
+    assert calls == {"find_many": 1, "active_many": 1, "prefetch": 1}  # not one per order

@@ -106,7 +106,7 @@ class AliasStore:
         # With subject keys, a customer's real address and name are sealed under their own key.
         self._sealing = AliasSealing(cipher, subject_keys)
         self._dialect = dialect
-        self._windows = AliasWindows(db)
+        self._windows = AliasWindows(db, dialect)
         self._grace_days = grace_days
         self._aliases = db["aliases"]
         self._keys = db["alias_keys"]
@@ -166,6 +166,18 @@ class AliasStore:
         )
         return anchor, store_alias
 
+    async def prefetch(self, order_ids: Iterable[str]) -> None:
+        """Remember these orders' customer and store aliases, read together (a poll's orders):
+        one read per collection where `$in` is fast, instead of a round per order."""
+        if self._orders is None:
+            return  # nothing would remember them
+        wanted: dict[str, OrderAliases] = {o: {} for o in order_ids if o not in self._orders}
+        if wanted:
+            for record in await self._by_keys(order_key(o, r) for o in wanted for r in ROLES):
+                wanted[record.order_id][record.role] = record
+        for order_id, found in wanted.items():
+            self._remember(order_id, found)
+
     async def _read_order(self, order_id: str) -> OrderAliases:
         """The order's customer and store aliases, read by `_id`s and then remembered."""
         keys = [order_key(order_id, role) for role in ROLES]
@@ -199,13 +211,10 @@ class AliasStore:
 
     async def _windowed(self, records: list[AliasRecord]) -> list[AliasRecord]:
         """The records with their order's window as their expiry, where the order has one."""
-        windows = {
-            order_id: await self._windows.get(order_id)
-            for order_id in {r.order_id for r in records}
-        }
+        windows = await self._windows.of_orders(r.order_id for r in records) if records else {}
         return [
             dataclasses.replace(r, expires_at=window.expires_at)
-            if (window := windows[r.order_id]) is not None
+            if (window := windows.get(r.order_id)) is not None
             else r
             for r in records
         ]
@@ -226,8 +235,12 @@ class AliasStore:
         if window is None:
             return previous
         await self._windows.put(order_id, store_id, window)
-        if self._orders is not None:
-            self._orders.pop(order_id, None)  # this worker sees its own move at once
+        known = self._cached(order_id)
+        if known:  # this worker sees its own move at once, without reading the order again
+            self._remember(
+                order_id,
+                {k: dataclasses.replace(r, expires_at=window.expires_at) for k, r in known.items()},
+            )
         return window
 
     async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord:

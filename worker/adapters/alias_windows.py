@@ -7,7 +7,9 @@ aliases are looked up. An order without one keeps each alias's own `expiresAt` (
 
 from __future__ import annotations
 
-from worker.adapters.dialect import Document
+from collections.abc import Iterable
+
+from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.domain.aliases import AliasWindow
 
@@ -17,12 +19,18 @@ def _window(doc: Document) -> AliasWindow:
 
 
 class AliasWindows:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, dialect: Dialect) -> None:
         self._windows = db["alias_windows"]
+        self._dialect = dialect
 
     async def get(self, order_id: str) -> AliasWindow | None:
         doc = await self._windows.find_one({"_id": order_id})
         return _window(doc) if doc else None
+
+    async def of_orders(self, order_ids: Iterable[str]) -> dict[str, AliasWindow]:
+        """The windows of those of these orders that have one (one `$in` read where it is fast)."""
+        docs = await self._dialect.find_each(self._windows, "_id", order_ids)
+        return {doc["_id"]: _window(doc) for doc in docs}
 
     async def put(self, order_id: str, store_id: str, window: AliasWindow) -> None:
         # update_one with upsert on _id alone: nothing can collide, so FerretDB's reply is complete.

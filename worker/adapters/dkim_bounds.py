@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -28,6 +29,10 @@ ALGORITHMS: Final = frozenset({b"rsa-sha256", b"ed25519-sha256"})
 # A signature field or key record longer than this is no real one (a 4096-bit b= is ~690).
 MAX_SIGNATURE_CHARS: Final = 8192
 MAX_KEY_RECORD_CHARS: Final = 4096
+# Parsed keys kept by their content, so no entry can outlive its DNS answer's meaning: the
+# resolver's cache decides for how long (the TTL) a record is served, this one only saves the
+# DER/ASN.1 parse and OpenSSL's key setup when the same record comes again.
+KEY_CACHE_SIZE: Final = 4096
 
 
 class KeyRefused(Exception):
@@ -50,6 +55,12 @@ def check_signature(headers: Sequence[tuple[bytes, bytes]], index: int) -> None:
 
 def usable_key(record: bytes) -> None:
     """Raise `KeyRefused` unless the key record holds a key within RFC 8301's bounds."""
+    _usable_key(record)
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def _usable_key(record: bytes) -> None:
+    # lru_cache keeps only the records that passed: a refusal raises, and is checked again.
     if len(record) > MAX_KEY_RECORD_CHARS:
         raise KeyRefused("key record oversized")
     try:
@@ -80,8 +91,7 @@ def openssl_rsa_verify(hash_object: Any, signature: bytes, public_key: dict[str,
     `hash_object` is the SHA-256 of the signed data (`check_signature` allows no other RSA
     algorithm); `public_key` is dkimpy's parsed key, already bounded by `usable_key`.
     """
-    numbers = rsa.RSAPublicNumbers(public_key["publicExponent"], public_key["modulus"])
-    key = numbers.public_key()
+    key = _rsa_key(public_key["publicExponent"], public_key["modulus"])
     if key.key_size > MAX_RSA_BITS:  # never reached through `usable_key`; a last guard
         return False
     try:
@@ -89,3 +99,14 @@ def openssl_rsa_verify(hash_object: Any, signature: bytes, public_key: dict[str,
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def _rsa_key(exponent: int, modulus: int) -> rsa.RSAPublicKey:
+    """OpenSSL's key object for these numbers, built once per key seen."""
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def key_cache_info() -> tuple[functools._CacheInfo, functools._CacheInfo]:
+    """Hits and misses of the bounded-record and the key-object caches (for tests and the bench)."""
+    return _usable_key.cache_info(), _rsa_key.cache_info()

@@ -11,6 +11,7 @@ document holds the address.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -88,6 +89,18 @@ class Suppressions:
         keys = self._keys(order_id, store_id, address_hash, every=every)
         docs = await self._dialect.find_each(self._docs, "_id", keys)
         return [_suppression(doc) for doc in docs]
+
+    async def active_many(
+        self, customers: Sequence[tuple[str, str, str]]
+    ) -> list[list[Suppression]]:
+        """`active` for each (order id, store id, address hash), in their order: one read
+        for all of them where the server serves `$in` from its index (Dialect.find_each)."""
+        keys = [self._keys(*customer, every=False) for customer in customers]
+        wanted = [key for each in keys for key in each]
+        found = {
+            doc["_id"]: doc for doc in await self._dialect.find_each(self._docs, "_id", wanted)
+        }
+        return [[_suppression(found[k]) for k in each if k in found] for each in keys]
 
     async def lift(self, order_id: str, store_id: str, address_hash: str) -> list[Suppression]:
         """Remove both scopes, whatever the setting; returns what was lifted."""

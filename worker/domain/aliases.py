@@ -81,17 +81,20 @@ class AliasWindow:
 def next_window(
     previous: AliasWindow | None, *, terminal: bool, at: datetime, ttl_days: int, grace_days: int
 ) -> AliasWindow | None:
-    """The window after a status event at `at`; None when the event is older than the last one.
+    """The window after a status event at `at`; None when the event does not move it.
 
     While the order moves, its aliases work `ttl_days` past its latest status; from DELIVERED or
     CANCELED on, `grace_days` past it, and any later status event opens another grace period
-    (a return, a re-delivery), whatever that status is.
+    (a return, a re-delivery), whatever that status is. An event older than the last one moves
+    nothing, nor does one that gives the same window (a redelivery, or another status at the
+    same instant that closes nothing), so the caller has nothing to write.
     """
     _require_aware(at)
     if previous is not None and at < previous.event_at:
         return None
     closed = terminal or (previous is not None and previous.closed)
-    return AliasWindow(at + timedelta(days=grace_days if closed else ttl_days), closed, at)
+    window = AliasWindow(at + timedelta(days=grace_days if closed else ttl_days), closed, at)
+    return None if window == previous else window
 
 
 def normalize_address(addr: str) -> str:

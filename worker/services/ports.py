@@ -10,6 +10,7 @@ return the same values.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -33,6 +34,8 @@ class Aliases(Protocol):
     async def order_pair(
         self, order_id: str, store_id: str, customer: Party, store: Party
     ) -> tuple[AliasRecord, AliasRecord]: ...
+
+    async def prefetch(self, order_ids: Iterable[str]) -> None: ...
 
     async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord: ...
 
@@ -85,6 +88,10 @@ class SuppressionRecords(Protocol):
     async def active(
         self, order_id: str, store_id: str, address_hash: str, *, every: bool = False
     ) -> list[Suppression]: ...
+
+    async def active_many(
+        self, customers: Sequence[tuple[str, str, str]]
+    ) -> list[list[Suppression]]: ...
 
     async def lift(self, order_id: str, store_id: str, address_hash: str) -> list[Suppression]: ...
 

@@ -3,14 +3,15 @@
 The rule: a hard failure (a DSN's 5.x.x, or the upstream's permanent "no such user" during the
 SMTP transaction) of mail to an order's customer suppresses that customer's address for the
 order, and with CT_BOUNCE_SUPPRESS_STORE for every order of the store. The notifier asks
-`in_force` before it sends and records `not_sent_report` instead of sending; it and the bounce
-intake report failures to `after_failure`; `ct alias resolve`/`unsuppress` read and lift
-suppressions through `for_operators` and `lift`. Records hold the keyed hash of the address,
-never the address (adapters/suppressions.py stores them).
+`in_force_for_orders` (a poll's orders at once) before it sends and records `not_sent_report`
+instead of sending; it and the bounce intake report failures to `after_failure`; `ct alias
+resolve`/`unsuppress` read and lift suppressions through `for_operators` and `lift`. Records hold
+the keyed hash of the address, never the address (adapters/suppressions.py stores them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from worker.adapters.suppressions import Suppression
@@ -35,6 +36,23 @@ class CustomerSuppression:
             order_id, store_id, self._aliases.address_hash(customer_address)
         )
         return min(found, key=lambda s: s.since) if found else None
+
+    async def in_force_for_orders(
+        self, customers: Mapping[str, tuple[str, str]]
+    ) -> dict[str, Suppression | None]:
+        """`in_force` for many orders at once, {order id: (store id, customer address)}: the
+        notifier's one suppression read per poll."""
+        orders = list(customers)
+        found = await self._records.active_many(
+            [
+                (order_id, store_id, self._aliases.address_hash(address))
+                for order_id, (store_id, address) in customers.items()
+            ]
+        )
+        return {
+            order_id: min(each, key=lambda s: s.since) if each else None
+            for order_id, each in zip(orders, found, strict=True)
+        }
 
     @staticmethod
     def not_sent_report(suppression: Suppression) -> DeliveryReport:
