@@ -1,12 +1,15 @@
 """Each stage's own CPU work on one core, without I/O: what a process could do if it only computed.
 
 notifier   decode the OMS event, render, compose + serialise the email, DKIM-sign it (rsa-sha256,
-           2048 bits, as deployed) and give it its VERP return path, build and encode its two
-           timeline events and the ledger record
+           2048 bits, as deployed) and give it its VERP return path, build, seal (the customer's
+           subject key, from the workers' cache) and encode its two timeline events and the
+           ledger record
 projector  decode the timeline events of a batch, group by order, merge into the known timeline
 relay      read From, decide the route, rewrite + serialise the forward, summarise it, sign it and
-           give it its return path, build and encode MESSAGE_FORWARDED (sender authentication is
-           DNS-bound and is measured by the relay stages, with and without it)
+           give it its return path, build, seal and encode MESSAGE_FORWARDED (sender
+           authentication is DNS-bound and is measured by the relay stages, with and without it)
+
+The `_unsealed` rates leave the sealing out, so one run shows its cost per event.
 
 Each is timed over pre-built inputs (so building them is not counted), as events per second.
 """
@@ -16,15 +19,18 @@ from __future__ import annotations
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.workload import CODEC, lifecycle_events, timeline_lifecycle
 from worker.adapters.dkim_keys import generate_key as generate_dkim_key
 from worker.contracts.events import OrderStatusChanged, ParticipantRole, TimelineEvent
+from worker.core.crypto import SubjectKey
 from worker.domain import notifications, relay_events
 from worker.domain.dkim import DkimSigner, SigningKey
 from worker.domain.headers import read_header
+from worker.domain.personal import seal_event
 from worker.domain.projection import Entry, merge
 from worker.domain.rewrite import rewrite_for_forward
 from worker.domain.routing import AliasView, OrderParties, Route, decide_route
@@ -52,7 +58,18 @@ class _Seal:
         return signed, self.addresses.address(event_id, self.expires_at)
 
 
-def notifier(n: int, domain: str) -> int:
+def _subject_key() -> Callable[[TimelineEvent], TimelineEvent]:
+    """What `Subjects.seal` computes once the key is cached: the fields sealed under it."""
+    key = SubjectKey("bench-subject", SubjectKey.new_key())
+    return lambda event: seal_event(event, key)
+
+
+def _unsealed(event: TimelineEvent) -> TimelineEvent:
+    return event
+
+
+def notifier(n: int, domain: str, *, sealed: bool = True) -> int:
+    seal_fields = _subject_key() if sealed else _unsealed
     events = lifecycle_events(n, "cpu")
     values = [CODEC.encode(e) for e in events]
     renderer = TemplateRenderer(None)
@@ -68,15 +85,18 @@ def notifier(n: int, domain: str) -> int:
             customer_alias=f"{k + 1:032d}@{domain}",
             domain=domain,
         )
+        seal_fields(prepared.outcome(at=at))  # what the message store keeps for a bounce
         seal(prepared.raw, event.event_id)
-        timeline = prepared.timeline(at=at, failure=None)
+        timeline = [seal_fields(e) for e in prepared.timeline(at=at, failure=None)]
         _ledger = [e.to_record() for e in timeline]
         _encoded = [CODEC.encode(e) for e in timeline]
     return _rate(len(values), started)
 
 
-def projector(n: int) -> int:
-    values = [CODEC.encode(e) for e in timeline_lifecycle(n, "cpu")]
+def projector(n: int, *, sealed: bool = True) -> int:
+    """Sealed events are longer (base64 ciphertext): decoding and merging them costs more."""
+    seal_fields = _subject_key() if sealed else _unsealed
+    values = [CODEC.encode(seal_fields(e)) for e in timeline_lifecycle(n, "cpu")]
     timelines: dict[str, list[Entry]] = {}
     started = time.perf_counter()
     for start in range(0, len(values), BATCH):
@@ -96,8 +116,9 @@ def _view(address: str, role: ParticipantRole, real: str, name: str) -> AliasVie
     return AliasView(address, role, "o-cpu", "store-1", real, name, expired=False)
 
 
-def relay(mails: list[tuple[str, str, bytes]], domain: str) -> int:
+def relay(mails: list[tuple[str, str, bytes]], domain: str, *, sealed: bool = True) -> int:
     """`mails`: (store's real address, customer alias, raw message), as the relay stage sends."""
+    seal_fields = _subject_key() if sealed else _unsealed
     inputs: list[tuple[str, bytes, AliasView, OrderParties]] = []
     for k, (real_store, alias, raw) in enumerate(mails):
         customer = _view(alias, ParticipantRole.CUSTOMER, f"c{k}@example.org", "Jane Roe")
@@ -112,7 +133,7 @@ def relay(mails: list[tuple[str, str, bytes]], domain: str) -> int:
         assert isinstance(route, Route)
         forwarded = rewrite_for_forward(raw, route, parties, domain=domain)
         summary = summarize(forwarded)
-        event = relay_events.forwarded(route, summary, forwarded, at=at)
+        event = seal_fields(relay_events.forwarded(route, summary, forwarded, at=at))
         seal(forwarded, event.event_id)
         CODEC.encode(event)
     return _rate(len(inputs), started)
@@ -121,6 +142,9 @@ def relay(mails: list[tuple[str, str, bytes]], domain: str) -> int:
 def all_stages(n: int, domain: str, relay_mails: list[tuple[str, str, bytes]]) -> dict[str, Any]:
     return {
         "notifier_per_s": notifier(min(n, 3_000), domain),
+        "notifier_unsealed_per_s": notifier(min(n, 3_000), domain, sealed=False),
         "projector_per_s": projector(min(n, 20_000)),
+        "projector_unsealed_per_s": projector(min(n, 20_000), sealed=False),
         "relay_per_s": relay(relay_mails[:2_000], domain),
+        "relay_unsealed_per_s": relay(relay_mails[:2_000], domain, sealed=False),
     }

@@ -25,11 +25,12 @@ from tests.helpers import CODEC, running
 from tests.support.clock import MovableClock
 from tests.support.kafka import consumed_to_the_end
 from tests.support.polling import eventually
-from tests.support.timelines import emit_status, timeline_when
+from tests.support.timelines import emit_status, opened_timeline, timeline_when
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
 from worker.adapters.messages import MessageStore
+from worker.adapters.subject_keys import SubjectKeys
 from worker.adapters.suppressions import Suppressions
 from worker.apps.notifier import NotifierService
 from worker.apps.projector import ProjectorService
@@ -40,8 +41,8 @@ from worker.domain.aliases import SystemClock
 from worker.domain.replies import RECIPIENT_OK, REPORT_RECEIVED
 from worker.services.bounce_intake import BounceIntake
 from worker.services.outbound import MailKeys
+from worker.services.subjects import Subjects
 from worker.services.suppression import CustomerSuppression
-from worker.services.timeline import get_timeline
 
 pytestmark = pytest.mark.stack
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bounces"
@@ -65,15 +66,20 @@ async def intake(topics: Settings, db: mongo.Database) -> AsyncIterator[Intake]:
     )
     await producer.start()
 
-    async def publish(event: TimelineEvent) -> None:
-        await producer.send_and_wait(
-            topics.topic_timeline, key=event.order_id.encode(), value=CODEC.encode(event)
-        )
-
+    keys = SubjectKeys(db, cipher, clock=clock)
     aliases = AliasStore(
         db, cipher, domain=topics.domain, ttl_days=topics.alias_ttl_days, clock=clock,
-        dialect=dialect,
+        dialect=dialect, subject_keys=keys,
     )  # fmt: skip
+    subjects = Subjects(keys, aliases)
+
+    async def publish(event: TimelineEvent) -> None:
+        # Sealed as the relay's publish seals it.
+        value = CODEC.encode(await subjects.seal(event))
+        await producer.send_and_wait(
+            topics.topic_timeline, key=event.order_id.encode(), value=value
+        )
+
     suppression = CustomerSuppression(
         Suppressions(db, dialect, store_wide=topics.bounce_suppress_store),
         aliases,
@@ -82,7 +88,14 @@ async def intake(topics: Settings, db: mongo.Database) -> AsyncIterator[Intake]:
     try:
         bounce_intake = BounceIntake(
             addresses=MailKeys.load(topics).bounce_addresses,
-            messages=MessageStore(db, cipher, retention_days=60, clock=clock, dialect=dialect),
+            messages=MessageStore(
+                db,
+                cipher,
+                retention_days=60,
+                clock=clock,
+                dialect=dialect,
+                subject_keys=subjects.keys,
+            ),
             aliases=aliases,
             suppression=suppression,
             publish=publish,
@@ -134,14 +147,16 @@ async def test_a_hard_bounce_is_recorded_once_and_suppresses_the_next_notificati
         # The same DSN again (the reporting server retried): no second entry.
         assert await intake.intake.receive(dsn, return_path) == REPORT_RECEIVED
         entries = await eventually(
-            timeline_when(db, order_id, lambda e: len(e) >= 3), what="the bounce on the timeline"
+            timeline_when(db, order_id, lambda e: len(e) >= 3, topics),
+            what="the bounce on the timeline",
         )
         await emit_status(with_capture, order_id, OrderStatus.HANDLING, CUSTOMER)
         entries = await eventually(
-            timeline_when(db, order_id, lambda e: len(e) >= 5), what="the suppressed notification"
+            timeline_when(db, order_id, lambda e: len(e) >= 5, topics),
+            what="the suppressed notification",
         )
         await _settled(with_capture)
-        entries = await get_timeline(db, order_id) or []
+        entries = await opened_timeline(topics, db, order_id) or []
     assert [e.kind for e in entries] == [
         TimelineKind.STATUS_CHANGED, TimelineKind.NOTIFICATION_SENT, TimelineKind.DELIVERY_FAILED,
         TimelineKind.STATUS_CHANGED, TimelineKind.DELIVERY_FAILED,
@@ -183,10 +198,14 @@ async def test_a_soft_bounce_and_a_complaint_are_recorded_without_suppressing(
         for name in ("postfix-mailbox-full-delayed.eml", "arf-abuse.eml"):
             raw = (FIXTURES / name).read_bytes()
             assert await intake.intake.receive(raw, sent["mailFrom"]) == REPORT_RECEIVED
-        await eventually(timeline_when(db, order_id, lambda e: len(e) >= 4), what="both reports")
+        await eventually(
+            timeline_when(db, order_id, lambda e: len(e) >= 4, topics), what="both reports"
+        )
         await emit_status(with_capture, order_id, OrderStatus.HANDLING, CUSTOMER)
         await eventually(lambda: len(capture.messages()) == 2, what="the next email, sent")
-        entries = await eventually(timeline_when(db, order_id, lambda e: len(e) >= 6), what="all")
+        entries = await eventually(
+            timeline_when(db, order_id, lambda e: len(e) >= 6, topics), what="all"
+        )
     kinds = {e.kind for e in entries}
     assert TimelineKind.COMPLAINT_RECEIVED in kinds
     soft = next(e for e in entries if e.kind is TimelineKind.DELIVERY_FAILED)
@@ -217,7 +236,7 @@ async def test_forged_expired_and_unknown_return_paths_are_refused_and_recorded_
         intake.clock.advance(timedelta(days=topics.alias_ttl_days, hours=1))
         assert await intake.intake.check_recipient(real) == "550 5.1.1 No such address"
         await _settled(with_capture)
-        entries = await get_timeline(db, order_id) or []
+        entries = await opened_timeline(topics, db, order_id) or []
     assert [e.kind for e in entries] == [
         TimelineKind.STATUS_CHANGED,
         TimelineKind.NOTIFICATION_SENT,

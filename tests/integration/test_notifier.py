@@ -20,6 +20,7 @@ from tests.support.dns import LoopbackDns
 from tests.support.events import order_event
 from tests.support.kafka import consumed_to_the_end, topic_size
 from tests.support.polling import eventually
+from tests.support.timelines import subjects_of
 from worker.adapters import mongo
 from worker.apps.notifier import NotifierService
 from worker.apps.projector import ProjectorService
@@ -149,7 +150,9 @@ async def test_a_550_is_recorded_as_delivery_failed_on_the_timeline(
     capture.refuse("550 5.1.1 Mailbox does not exist")
     await _emit(with_capture, order_event("o-550"))
     async with running(_notifier(with_capture), ProjectorService(with_capture, CODEC)):
-        entries = await eventually(lambda: _timeline(db, "o-550", 2), what="two entries")
+        entries = await eventually(
+            lambda: _timeline(db, "o-550", 2, with_capture), what="two entries"
+        )
     kinds = [e.kind.value for e in entries]
     assert kinds == ["STATUS_CHANGED", "DELIVERY_FAILED"]
     assert entries[1].message is not None
@@ -167,13 +170,17 @@ async def test_an_upstream_that_says_no_such_user_suppresses_the_orders_next_ema
     at = datetime.now(UTC)
     await _emit(with_capture, order_event("o-no-user", at=at))
     async with running(_notifier(with_capture), ProjectorService(with_capture, CODEC)):
-        entries = await eventually(lambda: _timeline(db, "o-no-user", 2), what="the refusal")
+        entries = await eventually(
+            lambda: _timeline(db, "o-no-user", 2, with_capture), what="the refusal"
+        )
         capture.accept()
         await _emit(
             with_capture,
             order_event("o-no-user", OrderStatus.HANDLING, at=at + timedelta(seconds=1)),
         )
-        entries = await eventually(lambda: _timeline(db, "o-no-user", 4), what="the next one")
+        entries = await eventually(
+            lambda: _timeline(db, "o-no-user", 4, with_capture), what="the next one"
+        )
     refused, suppressed = [e for e in entries if e.kind.value == "DELIVERY_FAILED"]
     assert refused.message is not None and "jane.roe" not in (refused.message.reason or "")
     assert refused.message.reason == "550 5.1.1 <address>: Recipient address rejected"
@@ -181,8 +188,11 @@ async def test_an_upstream_that_says_no_such_user_suppresses_the_orders_next_ema
     assert capture.messages() == []
 
 
-async def _timeline(db: mongo.Database, order_id: str, want: int) -> Any:
-    entries = await get_timeline(db, order_id)
+async def _timeline(
+    db: mongo.Database, order_id: str, want: int, settings: Settings | None = None
+) -> Any:
+    """The order's entries once there are `want`; opened, given the settings."""
+    entries = await get_timeline(db, order_id, subjects_of(settings, db) if settings else None)
     return entries if entries and len(entries) >= want else None
 
 

@@ -23,6 +23,7 @@ from worker.adapters import mongo
 from worker.adapters.dialect import Dialect
 from worker.adapters.messages import MessageStore
 from worker.adapters.stores import StoreSettings
+from worker.adapters.subject_keys import SubjectKeys
 from worker.apps.notifier import NotifierService
 from worker.apps.projector import ProjectorService
 from worker.apps.relay import RelayService
@@ -110,7 +111,10 @@ async def test_order_flow_aliases_close_after_the_grace_period_and_reopen_on_a_l
     kinds = [e.kind for e in entries]
     assert TimelineKind.MESSAGE_REJECTED in kinds  # the refusal was recorded, as always
 
-    store = MessageStore(db, cipher, retention_days=60, clock=SystemClock(), dialect=dialect)
+    store = MessageStore(
+        db, cipher, retention_days=60, clock=SystemClock(), dialect=dialect,
+        subject_keys=SubjectKeys(db, cipher, clock=SystemClock()),
+    )  # fmt: skip
     kept = await store.describe(e.event_id for e in entries if e.message is not None)
     sent = [e for e in entries if e.kind is TimelineKind.NOTIFICATION_SENT]
     forwarded = [e for e in entries if e.kind is TimelineKind.MESSAGE_FORWARDED]

@@ -26,6 +26,7 @@ from tests.support.dns import LoopbackDns
 from tests.support.kafka import topic_size
 from tests.support.polling import eventually
 from tests.support.senders import SenderDomain, publish_all
+from tests.support.timelines import subjects_of
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
@@ -232,7 +233,9 @@ async def test_an_oversized_message_gets_552(relay: Relay) -> None:
     assert (code, text[:5]) == (552, "5.3.4")
 
 
-async def test_an_attachment_survives_byte_for_byte(relay: Relay, capture: Capture) -> None:
+async def test_an_attachment_survives_byte_for_byte(
+    relay: Relay, capture: Capture, db: mongo.Database
+) -> None:
     payload = os.urandom(300_000)
     message = _mail(STORE, relay.order.customer_alias, "Your invoice", body="Invoice attached")
     message.add_attachment(
@@ -244,7 +247,9 @@ async def test_an_attachment_survives_byte_for_byte(relay: Relay, capture: Captu
     assert attachment.get_filename() == "invoice-42.pdf"
     assert attachment.get_content() == payload
     [record] = await read_topic(relay.settings, relay.settings.topic_timeline, want=1)
-    event = CODEC.decode(record.value, TimelineEvent)
+    on_the_wire = CODEC.decode(record.value, TimelineEvent)
+    assert b"invoice-42.pdf" not in record.value  # sealed under the customer's subject key
+    [event] = await subjects_of(relay.settings, db).open([on_the_wire])
     assert event.message is not None and event.message.attachment_names == ["invoice-42.pdf"]
     assert event.message.direction.value == "TO_CUSTOMER"
     assert event.message.first_words == "Invoice attached"
@@ -342,7 +347,11 @@ async def test_the_projector_shows_the_whole_conversation_both_ways_in_ct_timeli
     )
     async with running(ProjectorService(relay.settings, CODEC)):
         await eventually(lambda: _entries(db, order.id, 2), what="both messages on the timeline")
-    env = {**os.environ, "CT_MONGO_DB": relay.settings.mongo_db}
+    assert relay.settings.encryption_key is not None  # `ct timeline` opens what was sealed
+    env = {
+        **os.environ, "CT_MONGO_DB": relay.settings.mongo_db,
+        "CT_ENCRYPTION_KEY": relay.settings.encryption_key.get_secret_value(),
+    }  # fmt: skip
     result = await asyncio.to_thread(
         subprocess.run, [str(REPO / ".venv/bin/ct"), "timeline", order.id],
         capture_output=True, text=True, env=env, timeout=60, check=True,

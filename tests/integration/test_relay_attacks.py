@@ -26,6 +26,7 @@ from tests.integration.test_relay import sender_dns as sender_dns  # noqa: PLC04
 from tests.integration.test_relay_auth import _relay_with
 from tests.support.dns import LoopbackDns
 from tests.support.senders import SenderDomain, publish_all
+from tests.support.timelines import subjects_of
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.dialect import detect_dialect
@@ -287,7 +288,7 @@ async def test_header_injection_never_adds_a_field_nor_gets_451(
 
 
 async def test_a_reused_message_id_is_kept_and_shown_twice_and_a_redelivery_once(
-    relay: Relay, capture: Capture
+    relay: Relay, capture: Capture, db: mongo.Database
 ) -> None:
     to = relay.order.customer_alias
     reused = f"<{uuid.uuid4().hex}@shop.example.com>"
@@ -295,17 +296,19 @@ async def test_a_reused_message_id_is_kept_and_shown_twice_and_a_redelivery_once
     second = _mail(STORE, to, "Second", "another text", Message_ID=reused)
     for message in (first, second, first):  # the third is a redelivery of the first
         assert (await relay.send(message, sender=STORE, to=to))[0] == 250
-    events = [
+    events = await subjects_of(relay.settings, db).open([  # sealed per customer on the wire
         CODEC.decode(r.value, TimelineEvent)
         for r in await read_topic(relay.settings, relay.settings.topic_timeline, want=3)
-    ]
+    ])  # fmt: skip
     forwards = [e for e in events if e.kind is TimelineKind.MESSAGE_FORWARDED]
     assert len(forwards) == 3
     assert len({e.event_id for e in forwards}) == 2  # the redelivery is the same entry
     assert {e.message.subject for e in forwards if e.message} == {"First", "Second"}
 
 
-async def test_a_real_address_in_a_body_reaches_nobody(relay: Relay, capture: Capture) -> None:
+async def test_a_real_address_in_a_body_reaches_nobody(
+    relay: Relay, capture: Capture, db: mongo.Database
+) -> None:
     from tests.integration.test_relay import CUSTOMER as CUSTOMER_REAL
 
     to = relay.order.store_alias
@@ -317,9 +320,9 @@ async def test_a_real_address_in_a_body_reaches_nobody(relay: Relay, capture: Ca
     assert (await relay.send(message, sender=CUSTOMER_REAL, to=to))[0] == 250
     [entry] = [m for m in capture.messages() if m["headers"].get("Subject") == "About my order"]
     assert CUSTOMER_REAL.encode() not in capture.raw(entry).lower()
-    [event] = [
+    [event] = await subjects_of(relay.settings, db).open([  # sealed per customer on the wire
         CODEC.decode(r.value, TimelineEvent)
         for r in await read_topic(relay.settings, relay.settings.topic_timeline, want=1)
-    ]
+    ])  # fmt: skip
     assert event.message is not None and CUSTOMER_REAL not in event.message.first_words
     assert relay.order.customer_alias in event.message.first_words

@@ -77,7 +77,7 @@ async def test_a_postfix_bounce_lands_on_the_timeline_and_suppresses_the_next_em
     settings = smarthost.settings
     await emit_status(settings, "o-gone", OrderStatus.PAYMENT_APPROVED, GONE)
     entries = await eventually(
-        timeline_when(db, "o-gone", lambda e: of_kind(e, TimelineKind.DELIVERY_FAILED)),
+        timeline_when(db, "o-gone", lambda e: of_kind(e, TimelineKind.DELIVERY_FAILED), settings),
         timeout=60,
         what="Postfix's bounce on the timeline",
     )
@@ -94,7 +94,9 @@ async def test_a_postfix_bounce_lands_on_the_timeline_and_suppresses_the_next_em
 
     await emit_status(settings, "o-gone", OrderStatus.HANDLING, GONE)
     entries = await eventually(
-        timeline_when(db, "o-gone", lambda e: len(of_kind(e, TimelineKind.DELIVERY_FAILED)) == 2),
+        timeline_when(
+            db, "o-gone", lambda e: len(of_kind(e, TimelineKind.DELIVERY_FAILED)) == 2, settings
+        ),
         what="the suppressed notification",
     )
     suppressed = of_kind(entries, TimelineKind.DELIVERY_FAILED)[-1]
@@ -109,7 +111,7 @@ async def test_a_delayed_mailbox_full_bounce_is_recorded_without_suppressing(
     settings = smarthost.settings
     await emit_status(settings, "o-full", OrderStatus.PAYMENT_APPROVED, FULL)
     entries = await eventually(
-        timeline_when(db, "o-full", lambda e: of_kind(e, TimelineKind.DELIVERY_FAILED)),
+        timeline_when(db, "o-full", lambda e: of_kind(e, TimelineKind.DELIVERY_FAILED), settings),
         timeout=60,
         what="Postfix's delay warning on the timeline",
     )
@@ -120,7 +122,9 @@ async def test_a_delayed_mailbox_full_bounce_is_recorded_without_suppressing(
     )  # fmt: skip
     await emit_status(settings, "o-full", OrderStatus.HANDLING, FULL)
     await eventually(
-        timeline_when(db, "o-full", lambda e: len(of_kind(e, TimelineKind.NOTIFICATION_SENT)) == 2),
+        timeline_when(
+            db, "o-full", lambda e: len(of_kind(e, TimelineKind.NOTIFICATION_SENT)) == 2, settings
+        ),
         what="the next notification, sent",
     )
 
@@ -143,7 +147,7 @@ async def test_a_complaint_and_a_forged_return_path_over_smtp(
     settings = smarthost.settings
     await emit_status(settings, "o-arf", OrderStatus.PAYMENT_APPROVED, GONE)
     entries = await eventually(
-        timeline_when(db, "o-arf", lambda e: of_kind(e, TimelineKind.DELIVERY_FAILED)),
+        timeline_when(db, "o-arf", lambda e: of_kind(e, TimelineKind.DELIVERY_FAILED), settings),
         timeout=60,
         what="the notification and its bounce",
     )
@@ -158,7 +162,7 @@ async def test_a_complaint_and_a_forged_return_path_over_smtp(
     code, text = await asyncio.to_thread(_smtp, port, "abuse@provider.test", return_path, report)
     assert code == 250, text
     entries = await eventually(
-        timeline_when(db, "o-arf", lambda e: of_kind(e, TimelineKind.COMPLAINT_RECEIVED)),
+        timeline_when(db, "o-arf", lambda e: of_kind(e, TimelineKind.COMPLAINT_RECEIVED), settings),
         what="the complaint",
     )
     [complaint] = of_kind(entries, TimelineKind.COMPLAINT_RECEIVED)
@@ -196,7 +200,7 @@ async def test_a_bounced_forward_is_recorded_with_its_direction_and_roles(
     )
     assert code == 250
     entries = await eventually(
-        timeline_when(db, "o-fwd", lambda e: of_kind(e, TimelineKind.DELIVERY_FAILED)),
+        timeline_when(db, "o-fwd", lambda e: of_kind(e, TimelineKind.DELIVERY_FAILED), settings),
         timeout=60,
         what="the forward's bounce",
     )

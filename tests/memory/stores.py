@@ -87,6 +87,7 @@ class Kept:
     raw: bytes
     order_id: str
     sent: SentMessage | None
+    subject_id: str | None = None  # whose key would seal it (MessageStore seals; memory keeps)
 
 
 class MemoryMessages:
@@ -103,12 +104,13 @@ class MemoryMessages:
         store_id: str,
         raw: bytes,
         sent: SentMessage | None = None,
+        subject_id: str | None = None,
     ) -> bool:
         if self.failures:
             raise self.failures.popleft()
         if event_id in self.kept:
             return False
-        self.kept[event_id] = Kept(raw, order_id, sent)
+        self.kept[event_id] = Kept(raw, order_id, sent, subject_id)
         return True
 
     async def sent(self, event_id: str) -> SentMessage | None:

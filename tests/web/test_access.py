@@ -30,7 +30,7 @@ ADMIN = {
     ("GET", "/tokens"), ("POST", "/tokens"), ("POST", "/tokens/{token_id}/revoke"),
     ("GET", "/api/stores"), ("GET", "/api/stores/{storeId}/settings"),
     ("PUT", "/api/stores/{storeId}/settings"), ("GET", "/api/dlq"), ("POST", "/api/dlq/replay"),
-    ("GET", "/api/audit"),
+    ("GET", "/api/audit"), ("POST", "/api/subjects/export"), ("POST", "/api/subjects/erase"),
 }  # fmt: skip
 SUPPORT = {
     ("GET", "/"), ("GET", "/orders"), ("GET", "/orders/{order_id}"),
@@ -45,6 +45,8 @@ SUPPORT = {
 JSON_BODIES = {
     "/api/stores/{storeId}/settings": {"maskType": "hard", "aliasExpiry": "fixed"},
     "/api/dlq/replay": {"offsets": [0]},
+    "/api/subjects/export": {"email": "nobody@example.net", "reason": "access walk"},
+    "/api/subjects/erase": {"email": "nobody@example.net", "reason": "access walk"},
 }
 
 

@@ -34,10 +34,12 @@ from bson import Binary
 from cachetools import TTLCache
 from pymongo.errors import DuplicateKeyError
 
+from worker.adapters.alias_sealing import AliasSealing, Keys
 from worker.adapters.alias_windows import AliasWindows
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
+from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.events import ParticipantRole
 from worker.core.crypto import AddressCipher
 from worker.domain import aliases as rules
@@ -80,6 +82,8 @@ class AliasRecord:
     name: str | None
     created_at: datetime
     expires_at: datetime
+    # The person behind it asked to be erased: no real address, no name, mail refused.
+    erased: bool = False
 
     def expired(self, now: datetime) -> bool:
         return rules.is_expired(self.expires_at, now)
@@ -97,7 +101,10 @@ class AliasStore:
         dialect: Dialect,
         cache_size: int = 0,
         grace_days: int = 7,
+        subject_keys: SubjectKeys | None = None,
     ) -> None:
+        # With subject keys, a customer's real address and name are sealed under their own key.
+        self._sealing = AliasSealing(cipher, subject_keys)
         self._dialect = dialect
         self._windows = AliasWindows(db, dialect)
         self._grace_days = grace_days
@@ -125,7 +132,7 @@ class AliasStore:
         doc = await self._aliases.find_one({"_id": address})
         if doc is None:
             return None
-        [record] = await self._windowed([self._record(doc)])
+        [record] = await self._windowed(await self._records([doc]))
         if self._by_address is not None and record.role is not ParticipantRole.EXTERNAL:
             self._by_address[address] = record
         return record
@@ -191,7 +198,7 @@ class AliasStore:
     async def _by_keys(self, keys: Iterable[str]) -> list[AliasRecord]:
         claims = await self._dialect.find_each(self._keys, "_id", keys)
         docs = await self._dialect.find_each(self._aliases, "_id", [c["alias"] for c in claims])
-        return await self._windowed([self._record(d) for d in docs])
+        return await self._windowed(await self._records(docs))
 
     async def _expiry_policy(self, store_id: str) -> AliasExpiry:
         """The store's alias expiry policy; remembered POLICY_TTL_S when this store caches."""
@@ -331,11 +338,10 @@ class AliasStore:
                 "role": role.value,
                 "mask": mask.value,
                 "token": token,
-                "realEnc": Binary(self._cipher.encrypt(party.address, address)),
                 "realHash": self._cipher.address_hash(party.address),
-                "name": party.name,
                 "createdAt": created,
                 "expiresAt": rules.expires_at(created, self._ttl_days),
+                **await self._sealing.sealed(party, address, role, created),
             }
             try:
                 await self._aliases.insert_one(doc)
@@ -351,7 +357,7 @@ class AliasStore:
                 if winner:
                     return winner[0]
                 raise
-            return (await self._windowed([self._record(doc)]))[0]
+            return (await self._windowed(await self._records([doc])))[0]
         raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
 
     def address_hash(self, address: str) -> str:
@@ -367,7 +373,9 @@ class AliasStore:
         seen = rewritten = 0
         async for doc in self._aliases.find({}):
             seen += 1
-            if self._cipher.needs_reencrypt(bytes(doc["realEnc"])):
+            if doc.get("realEnc") is not None and self._cipher.needs_reencrypt(
+                bytes(doc["realEnc"])
+            ):
                 await self._reencrypt(doc)
                 rewritten += 1
                 if rewritten % 500 == 0:
@@ -396,7 +404,14 @@ class AliasStore:
             update["orderKey"] = new_key
         await self._aliases.update_one({"_id": doc["_id"]}, {"$set": update})
 
-    def _record(self, doc: Document) -> AliasRecord:
+    async def _records(self, docs: Iterable[Document]) -> list[AliasRecord]:
+        """Records of these documents, each opened with its subject's key where it has one."""
+        docs = list(docs)
+        keys = await self._sealing.keys(docs)
+        return [self._record(doc, keys) for doc in docs]
+
+    def _record(self, doc: Document, keys: Keys) -> AliasRecord:
+        party = self._sealing.opened(doc, keys)
         return AliasRecord(
             address=doc["_id"],
             order_id=doc["orderId"],
@@ -404,9 +419,44 @@ class AliasStore:
             role=ParticipantRole(doc["role"]),
             mask=MaskType(doc["mask"]),
             token=doc.get("token"),
-            real_address=self._cipher.decrypt(bytes(doc["realEnc"]), doc["_id"]),
+            real_address=party.real_address,
             real_hash=doc["realHash"],
-            name=doc.get("name"),
+            name=party.name,
             created_at=doc["createdAt"],
             expires_at=doc["expiresAt"],
+            erased=party.erased,
         )
+
+    async def of_person(self, address: str) -> list[AliasRecord]:
+        """Every alias whose real address is `address` (any order, any role), by its keyed hash:
+        a scan, for the rare data-subject requests only."""
+        docs = self._aliases.find({"realHash": self._cipher.address_hash(address)})
+        return await self._windowed(await self._records([doc async for doc in docs]))
+
+    async def latest_customer_alias(self) -> dict[str, datetime]:
+        """Per customer address hash, when their newest order's alias was made (one scan)."""
+        latest: dict[str, datetime] = {}
+        query = {"role": ParticipantRole.CUSTOMER.value, "erasedAt": None}
+        async for doc in self._aliases.find(query, {"realHash": 1, "createdAt": 1}):
+            known = latest.get(doc["realHash"])
+            latest[doc["realHash"]] = max(known, doc["createdAt"]) if known else doc["createdAt"]
+        return latest
+
+    async def erase_person(self, address: str) -> list[str]:
+        """Remove the real address and name from each of the person's aliases; the aliases stay
+        (so mail to them is refused, not unknown) and the order ids are returned."""
+        address_hash = self._cipher.address_hash(address)
+        orders = []
+        async for doc in self._aliases.find({"realHash": address_hash}, {"orderId": 1}):
+            await self._aliases.update_one(
+                {"_id": doc["_id"]},
+                {"$set": {
+                    "realEnc": None, "realSealed": None, "name": None,
+                    "erasedAt": self._clock.now(),
+                }},
+            )  # fmt: skip
+            orders.append(str(doc["orderId"]))
+        if self._orders is not None and self._by_address is not None:
+            self._orders.clear()
+            self._by_address.clear()
+        return sorted(set(orders))

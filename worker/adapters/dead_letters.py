@@ -9,7 +9,7 @@ re-publish what the first one did.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,6 +23,11 @@ from worker.core.config import Settings
 from worker.core.retry import retry_transient
 
 log = structlog.get_logger(__name__)
+Headers = list[tuple[str, bytes]]
+# What a record with personal data becomes before it reaches the DLQ (its value sealed, the
+# headers that say how), and what opens it again for a replay (None: its subject was erased).
+Sealer = Callable[[Record], Awaitable[tuple[bytes, Headers]]]
+Opener = Callable[["DeadLetter"], Awaitable[bytes | None]]
 
 
 class DeadLetters:
@@ -34,7 +39,9 @@ class DeadLetters:
         topic: str,
         component: str,
         max_delay: float = 30.0,
+        seal: Sealer | None = None,
     ) -> None:
+        self._seal = seal
         self._producer = producer
         self._topic = topic
         self._component = component
@@ -50,8 +57,10 @@ class DeadLetters:
         )
 
     async def _publish(self, record: Record, reason: str) -> None:
+        value, sealing = (record.value, []) if self._seal is None else await self._seal(record)
         headers = [
             *[(k, v) for k, v in (record.headers or ()) if not k.startswith("ct.dlq.")],
+            *sealing,
             ("ct.dlq.topic", record.topic.encode()),
             ("ct.dlq.partition", str(record.partition).encode()),
             ("ct.dlq.offset", str(record.offset).encode()),
@@ -60,7 +69,7 @@ class DeadLetters:
             ("ct.dlq.at", datetime.now(UTC).isoformat().encode()),
         ]
         await self._producer.send_and_wait(
-            self._topic, value=record.value, key=record.key, headers=headers
+            self._topic, value=value, key=record.key, headers=headers
         )
         metrics.DLQ_RECORDS.labels(component=self._component).inc()
         log.warning(
@@ -127,7 +136,12 @@ async def dead_letters(
 
 
 async def replay_dead_letters(
-    settings: Settings, *, group: str, since: datetime | None, dry_run: bool
+    settings: Settings,
+    *,
+    group: str,
+    since: datetime | None,
+    dry_run: bool,
+    open_value: Opener | None = None,
 ) -> list[DeadLetter]:
     """Re-publish dead letters to their original topic, original key, value and headers."""
     replayed = []
@@ -139,21 +153,33 @@ async def replay_dead_letters(
         ):
             if since and letter.at and letter.at < since:
                 continue
-            replayed.append(letter)
             if dry_run or not letter.origin_topic:
+                replayed.append(letter)
                 continue
-            await republish(producer, settings, letter)
+            if await republish(producer, settings, letter, open_value):
+                replayed.append(letter)
     finally:
         await producer.stop()
     return replayed
 
 
 async def republish(
-    producer: AIOKafkaProducer[bytes, bytes], settings: Settings, letter: DeadLetter
-) -> None:
-    """Send a dead letter back to its original topic: its key, value and headers, less ours."""
-    headers = [(k, v) for k, v in letter.record.headers or () if not k.startswith("ct.dlq.")]
+    producer: AIOKafkaProducer[bytes, bytes],
+    settings: Settings,
+    letter: DeadLetter,
+    open_value: Opener | None = None,
+) -> bool:
+    """Send a dead letter back to its original topic: its key, value (opened, when it was
+    sealed) and headers, less ours; False when it cannot be opened (its subject was erased)."""
+    value = letter.record.value if open_value is None else await open_value(letter)
+    if value is None:
+        log.info("dead_letter_not_replayed", offset=letter.record.offset, reason="erased")
+        return False
+    headers = [
+        (k, v) for k, v in letter.record.headers or () if not k.startswith(("ct.dlq.", "ct.seal"))
+    ]
     headers.append(("ct.replayed-from", f"{settings.topic_dlq}:{letter.record.offset}".encode()))
     await producer.send_and_wait(
-        letter.origin_topic, value=letter.record.value, key=letter.record.key, headers=headers
+        letter.origin_topic, value=value, key=letter.record.key, headers=headers
     )
+    return True

@@ -18,7 +18,7 @@ import collections
 from dataclasses import dataclass
 from datetime import datetime
 
-from worker.adapters.dead_letters import DeadLetter, dead_letters, republish
+from worker.adapters.dead_letters import DeadLetter, Opener, dead_letters, republish
 from worker.adapters.dialect import Dialect
 from worker.adapters.kafka import make_producer
 from worker.adapters.mongo import Database
@@ -44,7 +44,15 @@ class ListedLetter:
 
 
 class DeadLetterQueue:
-    def __init__(self, settings: Settings, db: Database, clock: Clock, dialect: Dialect) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock,
+        dialect: Dialect,
+        open_value: Opener | None = None,
+    ) -> None:
+        self._open_value = open_value
         self._dialect = dialect
         self._settings = settings
         self._replays = db["dlq_replays"]
@@ -113,11 +121,14 @@ class DeadLetterQueue:
         """Re-publish these dead letters (from `replayable`); returns them."""
         if not wanted:
             return []
+        replayed = []
         producer = make_producer(self._settings, "ct-console-replay")
         await producer.start()
         try:
             for letter in wanted:
-                await republish(producer, self._settings, letter)
+                if not await republish(producer, self._settings, letter, self._open_value):
+                    continue
+                replayed.append(letter)
                 now = self._clock.now()
                 await self._replays.update_one(
                     {"_id": self._key(letter.record.offset)},
@@ -126,4 +137,4 @@ class DeadLetterQueue:
                 )
         finally:
             await producer.stop()
-        return wanted
+        return replayed

@@ -30,8 +30,9 @@ from pymongo.errors import DuplicateKeyError
 
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
+from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.events import ConversationMessage
-from worker.core.crypto import AddressCipher
+from worker.core.crypto import AddressCipher, SubjectKey
 from worker.core.offload import off_loop_if_large
 from worker.domain.aliases import Clock
 from worker.domain.bounces import SentMessage
@@ -83,8 +84,11 @@ class MessageStore:
         clock: Clock,
         dialect: Dialect,
         inline_max_bytes: int = INLINE_MAX_BYTES,
+        subject_keys: SubjectKeys | None = None,
     ) -> None:
         self._dialect = dialect
+        # A message of a data subject is sealed under their key instead (erasure shreds it).
+        self.subject_keys = subject_keys
         self._messages = db["messages"]
         self._bucket = AsyncGridFSBucket(db, bucket_name=BUCKET, chunk_size_bytes=CHUNK_BYTES)
         self._cipher = cipher
@@ -100,14 +104,16 @@ class MessageStore:
         store_id: str,
         raw: bytes,
         sent: SentMessage | None = None,
+        subject_id: str | None = None,
     ) -> bool:
         """Keep a message once; False when this event's message was kept already (a retry).
 
-        `sent` is what a bounce of it will need; it is kept until `sent.expires_at`.
+        `sent` is what a bounce of it will need; it is kept until `sent.expires_at`. With
+        `subject_id` the body is sealed under that data subject's key.
         """
         now = self._clock.now()
         expires = now + self._retention
-        sealed = await self._seal(raw, event_id)
+        sealed = await self._seal(raw, event_id, subject_id)
         doc: Document = {
             "_id": event_id,
             "orderId": order_id,
@@ -115,7 +121,8 @@ class MessageStore:
             "keptAt": now,
             "expiresAt": expires,
             "sizeBytes": len(raw),
-            "keyId": self._cipher.current_key_id,
+            "keyId": None if subject_id else self._cipher.current_key_id,
+            "subjectId": subject_id,
             "blob": None,
             "blobFile": None,
             "message": sent.message.to_record() if sent else None,
@@ -157,7 +164,7 @@ class MessageStore:
                 return None
         else:
             sealed = bytes(doc["blob"])
-        return await self._open(sealed, event_id)
+        return await self._open(sealed, event_id, doc.get("subjectId"))
 
     async def sent(self, event_id: str) -> SentMessage | None:
         """What we sent as this timeline event, for its bounce; None when we sent no such
@@ -205,7 +212,8 @@ class MessageStore:
         seen = rewritten = 0
         async for doc in self._messages.find({}, {"_id": 1, "keyId": 1, "orderId": 1}):
             seen += 1
-            if doc.get("keyId") == self._cipher.current_key_id:
+            # Under a subject key (rewrapped, not rewritten) or current already: nothing to do.
+            if doc.get("keyId") in (None, self._cipher.current_key_id):
                 continue
             full = await self._messages.find_one({"_id": doc["_id"]})
             raw = await self.open(doc["_id"], doc["orderId"]) if full else None
@@ -235,12 +243,45 @@ class MessageStore:
         with contextlib.suppress(NoFile):  # deleted by a concurrent sweep
             await self._bucket.delete(file_id)
 
-    async def _seal(self, raw: bytes, event_id: str) -> bytes:
+    async def of_orders(self, order_ids: Iterable[str]) -> list[KeptMessage]:
+        """The kept messages of these orders (a scan: for data-subject requests)."""
+        docs = self._messages.find({"orderId": {"$in": list(order_ids)}}, {"blob": 0})
+        now = self._clock.now()
+        return [_kept(doc) async for doc in docs if doc["expiresAt"] > now]
+
+    async def delete_orders(self, order_ids: Iterable[str]) -> int:
+        """Delete every kept message of these orders, bodies and bounce records alike."""
+        docs = self._messages.find({"orderId": {"$in": list(order_ids)}}, {"blobFile": 1})
+        doomed = [doc async for doc in docs]
+        for doc in doomed:
+            await self._messages.delete_one({"_id": doc["_id"]})
+            if doc.get("blobFile") is not None:
+                await self._delete_file(doc["blobFile"])
+        return len(doomed)
+
+    async def _seal(self, raw: bytes, event_id: str, subject_id: str | None = None) -> bytes:
+        if subject_id is not None:
+            key = await self._subject_key(subject_id)
+            if key is None:
+                raise ValueError("the message's data subject was erased: nothing may be kept")
+            return await off_loop_if_large(len(raw), key.seal_bytes, raw, _associated(event_id))
         return await off_loop_if_large(
             len(raw), self._cipher.encrypt_bytes, raw, _associated(event_id)
         )
 
-    async def _open(self, sealed: bytes, event_id: str) -> bytes:
+    async def _open(self, sealed: bytes, event_id: str, subject_id: str | None) -> bytes | None:
+        if subject_id is not None:
+            key = await self._subject_key(subject_id)
+            if key is None:
+                return None  # erased: as if the message were gone
+            return await off_loop_if_large(
+                len(sealed), key.open_bytes, sealed, _associated(event_id)
+            )
         return await off_loop_if_large(
             len(sealed), self._cipher.decrypt_bytes, sealed, _associated(event_id)
         )
+
+    async def _subject_key(self, subject_id: str) -> SubjectKey | None:
+        if self.subject_keys is None:
+            raise RuntimeError("a message sealed per subject needs the store's SubjectKeys")
+        return await self.subject_keys.key(subject_id)

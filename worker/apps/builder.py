@@ -16,10 +16,14 @@ from worker.adapters.dialect import Dialect
 from worker.adapters.messages import MessageStore
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
+from worker.adapters.subject_keys import SubjectKeys
 from worker.adapters.suppressions import Suppressions
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Clock, SystemClock
+from worker.services.retention import Retention
+from worker.services.subject_requests import SubjectRequests
+from worker.services.subjects import Subjects
 from worker.services.suppression import CustomerSuppression
 
 
@@ -42,15 +46,25 @@ class Stores:
         return AliasStore(
             self.db, self.cipher, domain=s.domain, ttl_days=s.alias_ttl_days, clock=self.clock,
             dialect=self.dialect, cache_size=s.alias_cache_size if self.cache_aliases else 0,
-            grace_days=s.alias_grace_days,
+            grace_days=s.alias_grace_days, subject_keys=self.subject_keys,
         )  # fmt: skip
 
     @cached_property
     def messages(self) -> MessageStore:
         return MessageStore(
             self.db, self.cipher, retention_days=self.settings.message_retention_days,
-            clock=self.clock, dialect=self.dialect,
+            clock=self.clock, dialect=self.dialect, subject_keys=self.subject_keys,
         )  # fmt: skip
+
+    @cached_property
+    def subject_keys(self) -> SubjectKeys:
+        size = self.settings.alias_cache_size if self.cache_aliases else 0
+        return SubjectKeys(self.db, self.cipher, clock=self.clock, cache_size=size)
+
+    @cached_property
+    def subjects(self) -> Subjects:
+        """Seals and opens personal fields of timeline events per data subject."""
+        return Subjects(self.subject_keys, self.aliases)
 
     @cached_property
     def suppressions(self) -> Suppressions:
@@ -74,3 +88,19 @@ class Stores:
     @cached_property
     def store_settings(self) -> StoreSettings:
         return StoreSettings(self.db)
+
+    @cached_property
+    def subject_requests(self) -> SubjectRequests:
+        """A person's export and erasure."""
+        return SubjectRequests(
+            db=self.db, subjects=self.subjects, aliases=self.aliases, messages=self.messages,
+            suppression=self.suppression, audit=self.audit, clock=self.clock,
+        )  # fmt: skip
+
+    @cached_property
+    def retention(self) -> Retention:
+        return Retention(
+            messages=self.messages, keys=self.subject_keys, aliases=self.aliases,
+            audit=self.audit, clock=self.clock,
+            subject_retention_days=self.settings.subject_retention_days,
+        )  # fmt: skip

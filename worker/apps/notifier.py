@@ -4,6 +4,7 @@ upstream, consuming order-status events until stopped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 
@@ -25,6 +26,8 @@ from worker.domain.templates import TemplateRenderer
 from worker.services.notify import COMPONENT, Notifier
 from worker.services.outbound import MailKeys, Outbound
 from worker.services.recorded_send import RecordedSender
+from worker.services.retention import run_daily
+from worker.services.subjects import DeadLetterSeal
 
 log = structlog.get_logger(__name__)
 
@@ -54,10 +57,15 @@ class NotifierService(Service):
         client = mongo.connect(settings, app_name="ct-notifier")
         producer = make_producer(settings, "ct-notifier")
         smtp = SmtpPool.from_settings(settings)
+        retention: asyncio.Task[None] | None = None
         try:
             db = client[settings.mongo_db]
             dialect = await mongo.prepare(db, settings.mongo_dialect)
             stores = Stores(db, dialect, settings, self._cipher)
+            # Daily in every notifier: each step of a run is idempotent, so replicas may overlap.
+            retention = asyncio.create_task(
+                run_daily(stores.retention, operator=COMPONENT), name="retention"
+            )
             await producer.start()
             # Refused settings stop the worker now, before it takes a single event.
             await require_topics(settings, [settings.topic_timeline, settings.topic_dlq])
@@ -79,12 +87,17 @@ class NotifierService(Service):
                 suppression=stores.suppression,
                 producer=producer,
                 dead_letters=DeadLetters(
-                    producer, settings.topic_dlq, COMPONENT, settings.retry_max_delay_s
+                    producer,
+                    settings.topic_dlq,
+                    COMPONENT,
+                    settings.retry_max_delay_s,
+                    seal=DeadLetterSeal(self._codec, stores.subject_keys).seal,
                 ),
                 timeline_topic=settings.topic_timeline,
                 domain=settings.domain,
                 concurrency=settings.notifier_concurrency,
                 max_delay=settings.retry_max_delay_s,
+                subjects=stores.subjects,
             )
             self._consumer = consume(
                 settings,
@@ -95,6 +108,10 @@ class NotifierService(Service):
             )
             await self._consumer.run(stopping)
         finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             await smtp.close()
             await producer.stop()
             await client.close()

@@ -112,6 +112,7 @@ class RelayService(Service):
                 screen=SenderScreen.from_settings(settings),
                 outbound=Outbound(self._keys),
                 suppression=stores.suppression,
+                subjects=stores.subjects,
             )
             server = await start_smtp_server(
                 handler,

@@ -30,6 +30,7 @@ from worker.adapters.order_queries import OrderQueries
 from worker.adapters.sessions import LoginThrottle, Sessions
 from worker.adapters.users import ApiTokens, Users
 from worker.apps.builder import Stores
+from worker.contracts.codec import SingleObjectCodec
 from worker.core.config import ConfigError, Settings
 from worker.core.crypto import AddressCipher
 from worker.core.service import Service
@@ -37,6 +38,7 @@ from worker.domain.accounts import LoginLimits
 from worker.domain.aliases import Clock, SystemClock
 from worker.services.accounts import Accounts
 from worker.services.console import Console
+from worker.services.subjects import DeadLetterSeal
 from worker.web.app import create_app
 from worker.web.security import CookiePolicy
 
@@ -172,9 +174,16 @@ class WebService(Service):
             audit=stores.audit,
             stores=stores.store_settings,
             orders=OrderQueries(stores.db),
-            dead_letters=DeadLetterQueue(settings, stores.db, self._clock, stores.dialect),
+            dead_letters=DeadLetterQueue(
+                settings,
+                stores.db,
+                self._clock,
+                stores.dialect,
+                open_value=DeadLetterSeal(SingleObjectCodec(), stores.subject_keys).open,
+            ),
             suppression=stores.suppression,
             domain=settings.domain,
+            subject_requests=stores.subject_requests,
         )
 
 

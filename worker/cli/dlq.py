@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from worker.cli._common import out
+from worker.cli._common import database, out, stores
 from worker.cli.usage import UsageError
 from worker.core.config import Settings
 
@@ -56,9 +56,15 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         from datetime import UTC
 
         since = since.replace(tzinfo=UTC)
-    letters = await replay_dead_letters(
-        settings, group=args.group, since=since, dry_run=args.dry_run
-    )
+    from worker.contracts.codec import SingleObjectCodec
+    from worker.services.subjects import DeadLetterSeal
+
+    async with database(settings) as (db, dialect):
+        keys = stores(settings, db, dialect).subject_keys
+        letters = await replay_dead_letters(
+            settings, group=args.group, since=since, dry_run=args.dry_run,
+            open_value=DeadLetterSeal(SingleObjectCodec(), keys).open,
+        )  # fmt: skip
     verb = "would replay" if args.dry_run else "replayed"
     for letter in letters:
         out(f"{verb} dlq offset {letter.record.offset} -> {letter.origin_topic} ({letter.reason})")

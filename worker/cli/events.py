@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.cli._common import database, out
+from worker.cli._common import database, out, stores
 from worker.core.config import Settings
 
 STATUSES = ["PAYMENT_APPROVED", "HANDLING", "INVOICED", "SHIPPED", "DELIVERED", "CANCELED"]
@@ -102,8 +102,8 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
     from worker.services.timeline import format_table, get_timeline, timeline_json
 
-    async with database(settings) as (db, _):
-        entries = await get_timeline(db, args.order_id)
+    async with database(settings) as (db, dialect):
+        entries = await get_timeline(db, args.order_id, stores(settings, db, dialect).subjects)
     if entries is None:
         print(
             f"ct timeline: no order {args.order_id!r} in {settings.mongo_db}.orders",

@@ -32,6 +32,8 @@ async def cmd_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
         kept = stores(settings, db, dialect)
         seen, rewritten = await kept.aliases.reencrypt_all()
         messages_seen, messages_rewritten = await kept.messages.reencrypt()
+        subjects_seen, rewrapped = await kept.subject_keys.rewrap_all()
     out(f"{seen} aliases checked, {rewritten} re-encrypted under the current key")
+    out(f"{subjects_seen} subject keys checked, {rewrapped} rewrapped (their data stays as it is)")
     out(f"{messages_seen} kept messages checked, {messages_rewritten} re-sealed")
     return 0

@@ -13,14 +13,30 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
-from worker.cli import accounts, aliases, audit, dlq, events, keys, mail, schemas, stores, workers
+from worker.cli import (
+    accounts,
+    aliases,
+    audit,
+    dlq,
+    events,
+    keys,
+    mail,
+    retention,
+    schemas,
+    stores,
+    subjects,
+    workers,
+)
 from worker.cli.usage import UsageError
 from worker.core.config import ConfigError, Settings, Unreachable, load_settings
 from worker.devtools.emit import EmitError
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 # In the order `ct --help` lists them.
-GROUPS = (workers, events, stores, aliases, dlq, keys, mail, accounts, audit, schemas)
+GROUPS = (
+    workers, events, stores, aliases, subjects, retention, dlq, keys, mail, accounts, audit,
+    schemas,
+)  # fmt: skip
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -166,3 +166,5 @@ class TimelineEvent(Contract):
     status: OrderStatus | None = None
     message: ConversationMessage | None = None
     delivery: DeliveryReport | None = None
+    # Whose key sealed the personal fields (worker/domain/personal.py); None: nothing sealed.
+    subject_id: str | None = None

@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     # Proxies whose X-Forwarded-For/-Proto are believed (uvicorn's forwarded_allow_ips); none.
     web_forwarded_allow_ips: str = Field(default="", pattern=r"^[0-9A-Fa-f.:/,* ]*$")
     message_retention_days: int = Field(default=60, ge=1, le=3650)
+    # Shred the subject key of a person whose every order is older than this (`ct retention
+    # run`, and daily in the workers); None (the default): keep subjects until erased.
+    subject_retention_days: int | None = Field(default=None, ge=1, le=36500)
 
     http_host: HostName = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP endpoint

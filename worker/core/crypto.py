@@ -138,3 +138,75 @@ def _aad(header: bytes, associated: str) -> bytes:
     # The header is authenticated too, so a blob cannot be relabelled with another version or id.
     # Aliases are case-insensitive addresses, so their case must not decide whether a blob opens.
     return header + associated.strip().lower().encode("utf-8")
+
+
+# Personal fields of timeline events, and kept messages, are sealed per data subject (a customer's
+# normalised real address): each subject has a data key of its own, stored only wrapped by the
+# deployment key, so destroying that one wrapped key makes every copy of their data unreadable,
+# on Kafka's immutable log and in backups alike (crypto-shredding).
+SEALED_PREFIX: Final = "ct-sealed:v1:"
+_WRAP_NAMESPACE: Final = "subject-key:"
+
+
+def wrap_subject_key(cipher: AddressCipher, data_key: bytes, subject_id: str) -> bytes:
+    """The subject's data key sealed under the deployment key, bound to the subject's id."""
+    return cipher.encrypt_bytes(data_key, _WRAP_NAMESPACE + subject_id)
+
+
+def unwrap_subject_key(cipher: AddressCipher, wrapped: bytes, subject_id: str) -> bytes:
+    return cipher.decrypt_bytes(wrapped, _WRAP_NAMESPACE + subject_id)
+
+
+class SubjectKey:
+    """One data subject's key: seals text fields as `ct-sealed:v1:<base64>` and whole blobs.
+
+    The associated data is the subject id (and a purpose), so a sealed value cannot be opened as
+    another subject's, nor a field as a message.
+    """
+
+    __slots__ = ("_aead", "subject_id")
+
+    def __init__(self, subject_id: str, data_key: bytes) -> None:
+        if len(data_key) != KEY_BYTES:
+            raise ValueError(f"a subject key is {KEY_BYTES} bytes, got {len(data_key)}")
+        self.subject_id = subject_id
+        self._aead = AESGCM(data_key)
+
+    @staticmethod
+    def new_key() -> bytes:
+        return secrets.token_bytes(KEY_BYTES)
+
+    def seal_text(self, text: str) -> str:
+        """`text` sealed; empty text and text sealed already stay as they are."""
+        if not text or is_sealed(text):
+            return text
+        sealed = self.seal_bytes(text.encode("utf-8"), "field")
+        return SEALED_PREFIX + base64.urlsafe_b64encode(sealed).decode("ascii")
+
+    def open_text(self, text: str) -> str:
+        if not is_sealed(text):
+            return text
+        try:
+            blob = base64.urlsafe_b64decode(text[len(SEALED_PREFIX) :])
+        except ValueError:
+            raise DecryptError("a sealed field is not base64") from None
+        return self.open_bytes(blob, "field").decode("utf-8")
+
+    def seal_bytes(self, plaintext: bytes, purpose: str) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, self._aad(purpose))
+
+    def open_bytes(self, blob: bytes, purpose: str) -> bytes:
+        if len(blob) < NONCE_BYTES + TAG_BYTES:
+            raise DecryptError(f"the blob is {len(blob)} bytes, too short to be a sealed value")
+        try:
+            return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], self._aad(purpose))
+        except InvalidTag:
+            raise DecryptError("authentication failed: sealed under another subject") from None
+
+    def _aad(self, purpose: str) -> bytes:
+        return f"{purpose}:{self.subject_id}".encode()
+
+
+def is_sealed(text: str | None) -> bool:
+    return bool(text) and str(text).startswith(SEALED_PREFIX)

@@ -21,11 +21,15 @@ from typing import Any
 import aiosmtplib
 
 from worker.adapters import mongo
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.dialect import detect_dialect
 from worker.adapters.kafka import ensure_topics, make_producer
 from worker.adapters.stores import StoreSettings
+from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.codec import SingleObjectCodec
 from worker.contracts.events import Customer, OrderStatus, OrderStatusChanged
-from worker.core.config import Settings
+from worker.core.config import Settings, decode_key
+from worker.core.crypto import AddressCipher
 from worker.devtools.demo_bounce import BOUNCED_CUSTOMER, PROVIDER, delivery_status_notification
 from worker.devtools.demo_setup import (
     CARRIER,
@@ -43,6 +47,8 @@ from worker.devtools.demo_setup import (
     workers_ready,
 )
 from worker.devtools.sink import read_index
+from worker.domain.aliases import SystemClock
+from worker.services.subjects import Subjects
 from worker.services.timeline import format_table, get_timeline
 
 # The demo's senders write from 127.0.0.1, which their domains' SPF records authorise
@@ -293,7 +299,7 @@ async def run_demo(settings: Settings, orders_per_store: int) -> int:
         worker.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(worker.wait(), settings.shutdown_grace_s + 15)
         demo.step(f"workers stopped on SIGTERM (exit {code})")
-    await show(demo, db)
+    await show(demo, db, await _subjects(settings, db, key))
     await client.close()
     say("\nWhere to look next:")
     say(f"  ct timeline {demo.order_ids[0]}        (add --json for the raw entries)")
@@ -321,7 +327,20 @@ async def _entries(db: mongo.Database, order_ids: list[str], want: int) -> bool:
     return sum(len(entries or []) for entries in timelines) >= want
 
 
-async def show(demo: Demo, db: mongo.Database) -> None:
+async def _subjects(settings: Settings, db: mongo.Database, key: str) -> Subjects:
+    """What opens the timelines' personal fields, with the demo's key."""
+    dialect = await detect_dialect(db, settings.mongo_dialect)
+    cipher = AddressCipher([decode_key(key)])
+    clock = SystemClock()
+    keys = SubjectKeys(db, cipher, clock=clock)
+    aliases = AliasStore(
+        db, cipher, domain=settings.domain, ttl_days=settings.alias_ttl_days, clock=clock,
+        dialect=dialect, subject_keys=keys,
+    )  # fmt: skip
+    return Subjects(keys, aliases)
+
+
+async def show(demo: Demo, db: mongo.Database, subjects: Subjects) -> None:
     mail = demo.my_mail()
     say(f"\nEmails captured by the SMTP sink ({len(mail)}): the real address only in the envelope")
     say(f"  {'envelope to (real)':<36} {'From (masked)':<72} Subject")
@@ -329,5 +348,5 @@ async def show(demo: Demo, db: mongo.Database) -> None:
         sender = m["headers"].get("From", "")[:72]
         say(f"  {m['rcptTos'][0]:<36} {sender:<72} {m['headers'].get('Subject', '')[:70]}")
     for order_id in [*demo.order_ids, *([demo.bounced_order] if demo.bounced_order else [])]:
-        entries = await get_timeline(db, order_id) or []
+        entries = await get_timeline(db, order_id, subjects) or []
         say("\n" + format_table(order_id, entries))

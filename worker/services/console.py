@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cachetools import TTLCache
 
@@ -30,6 +31,8 @@ from worker.domain.audit_chain import ChainReport
 from worker.domain.conversation import Conversation, MessageItem, conversation
 from worker.domain.mime_view import AttachmentFile, MessageView, attachment_file, view_message
 from worker.services.accounts import Principal
+from worker.services.subject_requests import Erasure, SubjectRequests
+from worker.services.subjects import Subjects
 from worker.services.suppression import CustomerSuppression
 from worker.services.timeline import get_timeline
 
@@ -38,6 +41,10 @@ VERIFIED_FOR_S = 60.0
 
 class Missing(LookupError):
     """What was asked for does not exist (or is not this order's); the message says what."""
+
+
+class Refused(PermissionError):
+    """The principal may not do this, whatever it names (the message says who may)."""
 
 
 class Invalid(ValueError):
@@ -75,7 +82,9 @@ class Console:
         dead_letters: DeadLetterQueue,
         suppression: CustomerSuppression,
         domain: str,
+        subject_requests: SubjectRequests | None = None,
     ) -> None:
+        self._subject_requests = subject_requests
         self._db = db
         self._aliases = aliases
         self._messages = messages
@@ -89,7 +98,9 @@ class Console:
 
     async def order_page(self, order_id: str, principal: Principal) -> OrderPage:
         summary = await self.orders.summary(order_id, principal.scope)
-        entries = await get_timeline(self._db, order_id) if summary else None
+        keys = self._messages.subject_keys
+        subjects = Subjects(keys, self._aliases) if keys is not None else None
+        entries = await get_timeline(self._db, order_id, subjects) if summary else None
         if summary is None or entries is None:
             raise Missing(f"no order {order_id!r}: check the id, or search by an alias")
         thread = conversation(entries, self.domain)
@@ -282,3 +293,23 @@ class Console:
                 report = self._verified[chain] = await self.audit.verify_chain(chain)
             reports.append(report)
         return reports
+
+    async def export_subject(self, email: str, reason: str, principal: Principal) -> dict[str, Any]:
+        """Everything held about one customer (admin; audited by the export itself)."""
+        return await self._subject_request().export(
+            email, reason=reason, operator=principal.operator, scope=principal.scope
+        )
+
+    async def erase_subject(self, email: str, reason: str, principal: Principal) -> Erasure:
+        """Erase one customer everywhere (a platform admin: it reaches every store; audited
+        with the keyed hash only)."""
+        if not principal.scope.platform:
+            raise Refused("erasure reaches every store: it is for a platform admin")
+        return await self._subject_request().erase(
+            email, reason=reason, operator=principal.operator
+        )
+
+    def _subject_request(self) -> SubjectRequests:
+        if self._subject_requests is None:
+            raise Invalid("data-subject requests are not set up on this console")
+        return self._subject_requests

@@ -47,15 +47,18 @@ from worker.domain import notifications
 from worker.domain.bounces import SentMessage, private_terms, smtp_reply_report
 from worker.domain.errors import Unprocessable
 from worker.domain.notifications import notification_event_id, notification_parties
+from worker.domain.personal import is_erased
 from worker.domain.templates import TemplateRenderer
 from worker.services.outbound import Outbound
 from worker.services.ports import Aliases, DeadLetterSink, Messages, Producer
 from worker.services.recorded_send import RecordedSender
+from worker.services.subjects import Seal, Subjects
 from worker.services.suppression import CustomerSuppression
 
 log = structlog.get_logger(__name__)
 COMPONENT = "notifier"
 SUPPRESSED = "suppressed"  # the reason of a notification not sent to a bouncing address
+ERASED = "erased"  # the reason of a notification not sent: its customer asked to be erased
 TERMINAL = frozenset({OrderStatus.DELIVERED, OrderStatus.CANCELED})
 AliasPair = tuple[AliasRecord, AliasRecord]
 T = TypeVar("T")
@@ -81,8 +84,12 @@ class Notifier:
         domain: str,
         concurrency: int,
         max_delay: float,
+        subjects: Subjects | None = None,
     ) -> None:
         self._codec = codec
+        # Seals each timeline event's personal fields before it is kept or published; None only
+        # in tests of other concerns.
+        self._subjects = subjects
         self._aliases = aliases
         self._messages = messages
         self._renderer = renderer
@@ -205,6 +212,9 @@ class Notifier:
                 "aliases.order_pair",
             )
         customer_alias, store_alias = order.pair
+        if order.seal is None:
+            order.seal = await self._sealer(event.order_id)
+        seal = order.seal
         prepared = notifications.prepare(
             event,
             rendered,
@@ -212,10 +222,16 @@ class Notifier:
             customer_alias=customer_alias.address,
             domain=self._domain,
         )
+        if customer_alias.erased:
+            # The order's customer was erased: their later status events email nobody.
+            return await self._record(prepared, seal, failure=ERASED)
         if order.suppression is not None:
             report = self._suppression.not_sent_report(order.suppression)
-            return await self._record(prepared, failure=SUPPRESSED, delivery=report)
-        sent = SentMessage.of(prepared.outcome(at=datetime.now(UTC)), customer_alias.expires_at)
+            return await self._record(prepared, seal, failure=SUPPRESSED, delivery=report)
+        outcome = seal(prepared.outcome(at=datetime.now(UTC)))
+        if is_erased(outcome):  # erased since this worker cached the order's aliases
+            return await self._record(prepared, seal, failure=ERASED)
+        sent = SentMessage.of(outcome, customer_alias.expires_at)
         sealed = self._outbound.seal(prepared.raw, sent)
         prepared = replace(prepared, raw=sealed.raw)
         # Kept before it is sent, under its outcome's event id: whatever the outcome (sent,
@@ -228,6 +244,7 @@ class Notifier:
                 store_id=event.store_id,
                 raw=prepared.raw,
                 sent=sent,
+                subject_id=outcome.subject_id,
             ),
             "messages.keep",
         )
@@ -237,7 +254,7 @@ class Notifier:
                     sealed.raw,
                     sender=sealed.return_path,
                     recipient=customer.address,
-                    outcome=lambda: _outcome(prepared, failure=None),
+                    outcome=lambda: _outcome(prepared, seal, failure=None),
                 ),
                 name="smtp.send",
                 is_transient=smtp_transient,
@@ -259,7 +276,8 @@ class Notifier:
         """The upstream refused for good: recorded with its reply, addresses removed; a refusal
         that says the address does not exist suppresses it like a bounce would."""
         report = smtp_reply_report(reply, private_terms(customer_address))
-        delivery = await self._record(prepared, failure=report.diagnostic, delivery=report)
+        seal = order.seal or _unsealed
+        delivery = await self._record(prepared, seal, failure=report.diagnostic, delivery=report)
         event = prepared.event
         started = await self._mongo(
             lambda: self._suppression.after_failure(
@@ -280,12 +298,22 @@ class Notifier:
     async def _record(
         self,
         prepared: notifications.PreparedNotification,
+        seal: Seal,
         *,
         failure: str | None,
         delivery: DeliveryReport | None = None,
     ) -> Delivery:
         """The outcome in the ledger; a redelivered event finds it there and is not re-sent."""
-        return await self._sender.record(_outcome(prepared, failure=failure, delivery=delivery))
+        outcome = _outcome(prepared, seal, failure=failure, delivery=delivery)
+        return await self._sender.record(outcome)
+
+    async def _sealer(self, order_id: str) -> Seal:
+        """What seals the order's timeline events (its customer's key, from the cache): the
+        ledger, the message store and Kafka only ever see them sealed."""
+        subjects = self._subjects
+        if subjects is None:
+            return _unsealed
+        return await self._mongo(lambda: subjects.sealer(order_id), "subjects.key")
 
     async def _publish(self, events: list[TimelineEvent]) -> None:
         async def send_all() -> None:
@@ -310,8 +338,13 @@ class Notifier:
         )
 
 
+def _unsealed(event: TimelineEvent) -> TimelineEvent:
+    return event
+
+
 def _outcome(
     prepared: notifications.PreparedNotification,
+    seal: Seal,
     *,
     failure: str | None,
     delivery: DeliveryReport | None = None,
@@ -324,7 +357,8 @@ def _outcome(
         sent=failure is None,
         at=at,
         timeline=[
-            e.to_record() for e in prepared.timeline(at=at, failure=failure, delivery=delivery)
+            seal(e).to_record()
+            for e in prepared.timeline(at=at, failure=failure, delivery=delivery)
         ],
     )
 
@@ -335,3 +369,4 @@ class _OrderState:
 
     pair: AliasPair | None
     suppression: Suppression | None
+    seal: Seal | None = None

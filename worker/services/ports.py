@@ -57,6 +57,7 @@ class Messages(Protocol):
         store_id: str,
         raw: bytes,
         sent: SentMessage | None = None,
+        subject_id: str | None = None,
     ) -> bool: ...
 
     async def sent(self, event_id: str) -> SentMessage | None: ...

@@ -40,6 +40,7 @@ from worker.domain import relay_events
 from worker.domain.aliases import Clock, Party, is_alias_domain
 from worker.domain.bounces import SentMessage
 from worker.domain.headers import ParsedMessage
+from worker.domain.personal import is_erased
 from worker.domain.replies import (
     ALIAS_EXPIRED,
     FORWARDED,
@@ -72,11 +73,20 @@ from worker.services.durable import Transient, reply_when_durable
 from worker.services.outbound import Outbound
 from worker.services.ports import Aliases, Messages, Producer, Upstream
 from worker.services.screening import Screened, SenderScreen
+from worker.services.subjects import Subjects
 from worker.services.suppression import CustomerSuppression
 
 log = structlog.get_logger(__name__)
 KAFKA_TIMEOUT_S = 20.0
 T = TypeVar("T")
+
+
+class Closed(Exception):
+    """The conversation takes no more mail (its customer was erased): answer `reply`."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +123,12 @@ class RelayHandler:
         screen: SenderScreen,
         outbound: Outbound,
         suppression: CustomerSuppression,
+        subjects: Subjects | None = None,
     ) -> None:
         self._aliases = aliases
+        # Seals each timeline event's personal fields before it is kept or published; None only
+        # in tests of other concerns.
+        self._subjects = subjects
         self._messages = messages
         self._screen = screen
         self._outbound = outbound
@@ -178,7 +192,10 @@ class RelayHandler:
             # One route per transaction (RCPT saw to it), so this is one forward in practice.
             for address in dict.fromkeys(envelope.rcpt_tos):
                 recipient = known.get(address) or await self._resolve(address)
-                refusal = await self._forward(message, sender, recipient)
+                try:
+                    refusal = await self._forward(message, sender, recipient)
+                except Closed as exc:
+                    return exc.reply
                 if refusal is not None:
                     return refusal
             return None
@@ -235,15 +252,30 @@ class RelayHandler:
                 metrics.MESSAGES_REJECTED.labels(reason="unknown_alias").inc()
                 return UNKNOWN_ALIAS, None
             recipient = await self._recipient(record)
-            if record.expired(self._clock.now()):
-                metrics.MESSAGES_REJECTED.labels(reason="expired").inc()
-                await self._record_rejection(recipient, mail_from, ALIAS_EXPIRED)
-                return ALIAS_EXPIRED, None
+            closed = await self._closed(record, recipient, mail_from)
+            if closed is not None:
+                return closed, None
             # A reverse alias is decided at DATA, after authentication: comparing the envelope
             # with the customer's real address here would answer whether a guess was right.
         except Transient as exc:
             return exc.reply, None
         return RECIPIENT_OK, recipient
+
+    async def _closed(
+        self, record: AliasRecord, recipient: Recipient, mail_from: str
+    ) -> str | None:
+        """The refusal of an alias that takes no more mail, recorded; None when it is open."""
+        if record.erased or not recipient.parties.customer.real_address:
+            # The order's customer was erased: their conversation takes no more mail, and it
+            # answers like an unknown address (the rejection recorded has no personal data).
+            metrics.MESSAGES_REJECTED.labels(reason="erased").inc()
+            await self._record_rejection(recipient, mail_from, "erased", participant=False)
+            return UNKNOWN_ALIAS
+        if record.expired(self._clock.now()):
+            metrics.MESSAGES_REJECTED.labels(reason="expired").inc()
+            await self._record_rejection(recipient, mail_from, ALIAS_EXPIRED)
+            return ALIAS_EXPIRED
+        return None
 
     async def _resolve(self, address: str) -> Recipient:
         """A recipient RCPT accepted without leaving what it found (a foreign envelope)."""
@@ -314,6 +346,7 @@ class RelayHandler:
             decision, summary, forwarded, at=self._clock.now(), authentication=accepted.verdicts
         )
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
+        event = await self._seal_forward(event)
         sent = SentMessage.of(event, recipient.expires_at)
         sealed = self._outbound.seal(forwarded, sent)
         # The bytes the recipient gets, kept before they go (a retried delivery keeps them
@@ -325,6 +358,7 @@ class RelayHandler:
                 store_id=event.store_id,
                 raw=sealed.raw,
                 sent=sent,
+                subject_id=event.subject_id,
             )
         )
         try:
@@ -388,7 +422,19 @@ class RelayHandler:
         except Transient:
             log.warning("rejection_not_recorded", alias=recipient.alias.address)
 
+    async def _seal(self, event: TimelineEvent) -> TimelineEvent:
+        subjects = self._subjects
+        return event if subjects is None else await self._mongo(lambda: subjects.seal(event))
+
+    async def _seal_forward(self, event: TimelineEvent) -> TimelineEvent:
+        event = await self._seal(event)
+        if is_erased(event):  # erased since this relay cached the order's aliases
+            metrics.MESSAGES_REJECTED.labels(reason="erased").inc()
+            raise Closed(UNKNOWN_ALIAS)
+        return event
+
     async def _publish(self, event: TimelineEvent) -> None:
+        event = await self._seal(event)
         try:
             async with asyncio.timeout(KAFKA_TIMEOUT_S):
                 await self._producer.send_and_wait(

@@ -1,23 +1,38 @@
 """An order's conversation for people and other programs: the public read API and `ct timeline`.
 
 from worker.services.timeline import get_timeline
-entries = await get_timeline(client["conversation_tracker"], "order-1001")
+entries = await get_timeline(client["conversation_tracker"], "order-1001", subjects)
 
 The reading itself is the orders adapter's (worker/adapters/orders.py); this module is what
-other programs import, and how the command line shows the entries.
+other programs import, and how the command line shows the entries. Personal fields are stored
+sealed per data subject: given `subjects` (`Stores(...).subjects`, which holds the deployment
+key) they are opened, an erased person's reading `erased`; without it they come as stored
+(`ct-sealed:v1:...`).
 """
 
 from __future__ import annotations
 
 import json
 
-from worker.adapters.orders import read_timeline as get_timeline
+from worker.adapters.mongo import Database
+from worker.adapters.orders import read_timeline
 from worker.contracts.events import TimelineEvent
+from worker.services.subjects import Subjects
 
 __all__ = ["format_table", "get_timeline", "timeline_json"]
 
 COLUMNS = ("time (UTC)", "kind", "direction", "from", "to", "subject / status", "first words")
 WIDTHS = (19, 17, 11, 24, 24, 28, 40)
+
+
+async def get_timeline(
+    db: Database, order_id: str, subjects: Subjects | None = None
+) -> list[TimelineEvent] | None:
+    """The order's timeline entries, oldest first, opened; None when the order has none."""
+    entries = await read_timeline(db, order_id)
+    if entries is None or subjects is None:
+        return entries
+    return await subjects.open(entries)
 
 
 def _cut(text: str, width: int) -> str:

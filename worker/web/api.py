@@ -37,6 +37,8 @@ from worker.web.schemas import (
     StepOut,
     StoreSettingsIn,
     StoreSettingsOut,
+    SubjectErasureOut,
+    SubjectRequestIn,
     SuppressionOut,
 )
 from worker.web.security import api_principal, api_role, console_of
@@ -286,6 +288,33 @@ async def dlq(
 async def dlq_replay(request: Request, principal: Admin, body: ReplayIn) -> ReplayOut:
     replayed, missing = await console_of(request).replay(set(body.offsets), principal)
     return ReplayOut(replayed=replayed, not_found=missing)
+
+
+@router.post(
+    "/subjects/export",
+    summary="Everything held about one customer (audited)",
+    responses=_BODY_PROBLEMS,
+)
+async def subject_export(
+    request: Request, principal: Admin, body: SubjectRequestIn
+) -> dict[str, Any]:
+    return await console_of(request).export_subject(body.email, body.reason, principal)
+
+
+@router.post(
+    "/subjects/erase",
+    summary="Erase one customer everywhere (audited, idempotent)",
+    responses=_BODY_PROBLEMS,
+)
+async def subject_erase(
+    request: Request, principal: Admin, body: SubjectRequestIn
+) -> SubjectErasureOut:
+    done = await console_of(request).erase_subject(body.email, body.reason, principal)
+    return SubjectErasureOut(
+        subject=done.address_hash, erased=not done.already, keys_destroyed=done.subjects_erased,
+        aliases=done.aliases, orders=done.orders, messages_deleted=done.messages_deleted,
+        suppressions_lifted=done.suppressions_lifted,
+    )  # fmt: skip
 
 
 @router.get("/audit", summary="The audit log, newest first")

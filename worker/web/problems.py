@@ -21,7 +21,7 @@ from starlette.routing import compile_path
 
 from worker.adapters.paging import BadCursor
 from worker.domain.accounts import AccountError
-from worker.services.console import Invalid, Missing
+from worker.services.console import Invalid, Missing, Refused
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -99,6 +99,7 @@ _SIMPLE: dict[type[Exception], tuple[int, str]] = {
     # for an order that does not exist (a schema cannot tell a client which strings we gave).
     BadCursor: (404, "bad-cursor"),
     Invalid: (422, "invalid-request"),
+    Refused: (403, "forbidden"),
     AccountError: (422, "invalid-request"),
 }
 

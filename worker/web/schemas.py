@@ -179,6 +179,21 @@ class ReplayIn(Document):
     offsets: list[Offset] = Field(min_length=1, max_length=1000)
 
 
+class SubjectRequestIn(Document):
+    email: str = Field(min_length=3, max_length=320, description="the customer's real address")
+    reason: str = Field(min_length=1, max_length=500, description="the request: audited")
+
+
+class SubjectErasureOut(Document):
+    subject: str = Field(description="the keyed hash of the address: what the audit log holds")
+    erased: bool = Field(description="false when there was nothing left to erase")
+    keys_destroyed: int
+    aliases: int
+    orders: int
+    messages_deleted: int
+    suppressions_lifted: int
+
+
 class ReplayOut(Document):
     replayed: list[int]
     not_found: list[int]
