@@ -18,21 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord
-from worker.adapters.kafka import PRODUCER_BROKEN
-from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.smtp import SmtpFailure
 from worker.contracts.codec import ValueCodec
-from worker.contracts.events import ParticipantRole, TimelineEvent
+from worker.contracts.events import ParticipantRole
 from worker.core import metrics
 from worker.core.config import ConfigError
 from worker.core.offload import off_loop_if_large
@@ -40,7 +35,6 @@ from worker.domain import relay_events
 from worker.domain.aliases import Clock, Party, is_alias_domain
 from worker.domain.bounces import SentMessage
 from worker.domain.headers import ParsedMessage
-from worker.domain.personal import is_erased
 from worker.domain.replies import (
     ALIAS_EXPIRED,
     FORWARDED,
@@ -72,21 +66,12 @@ from worker.services.bounce_intake import BounceIntake
 from worker.services.durable import Transient, reply_when_durable
 from worker.services.outbound import Outbound
 from worker.services.ports import Aliases, Messages, Producer, Upstream
+from worker.services.relay_timeline import Closed, RelayTimeline, transient_if_down
 from worker.services.screening import Screened, SenderScreen
 from worker.services.subjects import Subjects
 from worker.services.suppression import CustomerSuppression
 
 log = structlog.get_logger(__name__)
-KAFKA_TIMEOUT_S = 20.0
-T = TypeVar("T")
-
-
-class Closed(Exception):
-    """The conversation takes no more mail (its customer was erased): answer `reply`."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,30 +111,27 @@ class RelayHandler:
         subjects: Subjects | None = None,
     ) -> None:
         self._aliases = aliases
-        # Seals each timeline event's personal fields before it is kept or published; None only
-        # in tests of other concerns.
-        self._subjects = subjects
+        # Set when the Kafka producer can never send again, or when the SMTP upstream refuses
+        # our settings (misconfigured says why): the service stops, the process exits.
+        self.broken = asyncio.Event()
+        self.misconfigured: ConfigError | None = None
+        self._timeline = RelayTimeline(
+            producer=producer, codec=codec, topic=timeline_topic, aliases=aliases, clock=clock,
+            subjects=subjects, broken=self.broken,
+        )  # fmt: skip
         self._messages = messages
         self._screen = screen
         self._outbound = outbound
         self._bounces = BounceIntake(
             addresses=outbound.bounce_addresses, messages=messages, aliases=aliases,
-            suppression=suppression, publish=self._publish, clock=clock,
+            suppression=suppression, publish=self._timeline.publish, clock=clock,
         )  # fmt: skip
         self._smtp = smtp
-        self._producer = producer
-        self._codec = codec
-        self._topic = timeline_topic
         self._domain = domain
         self._clock = clock
-        self._rejections = relay_events.RejectionBudget()
         self._in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        # Set when the Kafka producer can never send again, or when the SMTP upstream refuses
-        # our settings (misconfigured says why): the service stops, the process exits.
-        self.broken = asyncio.Event()
-        self.misconfigured: ConfigError | None = None
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -247,7 +229,7 @@ class RelayHandler:
             metrics.MESSAGES_REJECTED.labels(reason="relay_denied").inc()
             return RELAY_DENIED, None
         try:
-            record = await self._mongo(lambda: self._aliases.lookup(address))
+            record = await transient_if_down(lambda: self._aliases.lookup(address))
             if record is None:
                 metrics.MESSAGES_REJECTED.labels(reason="unknown_alias").inc()
                 return UNKNOWN_ALIAS, None
@@ -269,17 +251,21 @@ class RelayHandler:
             # The order's customer was erased: their conversation takes no more mail, and it
             # answers like an unknown address (the rejection recorded has no personal data).
             metrics.MESSAGES_REJECTED.labels(reason="erased").inc()
-            await self._record_rejection(recipient, mail_from, "erased", participant=False)
+            await self._timeline.record_rejection(
+                recipient.alias, recipient.parties, mail_from, "erased", participant=False
+            )
             return UNKNOWN_ALIAS
         if record.expired(self._clock.now()):
             metrics.MESSAGES_REJECTED.labels(reason="expired").inc()
-            await self._record_rejection(recipient, mail_from, ALIAS_EXPIRED)
+            await self._timeline.record_rejection(
+                recipient.alias, recipient.parties, mail_from, ALIAS_EXPIRED
+            )
             return ALIAS_EXPIRED
         return None
 
     async def _resolve(self, address: str) -> Recipient:
         """A recipient RCPT accepted without leaving what it found (a foreign envelope)."""
-        record = await self._mongo(lambda: self._aliases.lookup(address))
+        record = await transient_if_down(lambda: self._aliases.lookup(address))
         if record is None:
             raise Transient(TEMPORARY_FAILURE)
         return await self._recipient(record)
@@ -299,7 +285,9 @@ class RelayHandler:
         if mail_from and (signed_by_us or is_our_own(mail_from, header_from, domain=self._domain)):
             # One of our forwards coming back, however altered: refused before authentication.
             metrics.MESSAGES_REJECTED.labels(reason="loop_or_replay").inc()
-            await self._record_rejection(recipient, mail_from, "loop-or-replay", participant=False)
+            await self._timeline.record_rejection(
+                recipient.alias, recipient.parties, mail_from, "loop-or-replay", participant=False
+            )
             return LOOP_DETECTED
         screened = await self._screen.screen(
             message, client_ip=sender.client_ip, mail_from=mail_from, helo=sender.helo,
@@ -321,16 +309,18 @@ class RelayHandler:
         decision = route(None)
         if isinstance(decision, NeedsReverseAlias):
             party = Party(decision.sender_address, decision.sender_name)
-            reverse = await self._mongo(lambda: self._aliases.reverse_alias(target.order_id, party))
+            reverse = await transient_if_down(
+                lambda: self._aliases.reverse_alias(target.order_id, party)
+            )
             decision = route(self._view(reverse))
         if isinstance(decision, Refusal):
             metrics.MESSAGES_REJECTED.labels(reason=f"refused_{decision.code}").inc()
             # Recorded like the screening's refusals: a replay or a sender refused at a reverse
             # alias shows on the order (once per sender, reason and window).
-            await self._record_rejection(
-                recipient, mail_from, f"{_refusal_keyword(decision)}; {accepted.verdicts}",
-                participant=False,
-            )  # fmt: skip
+            reason = f"{_refusal_keyword(decision)}; {accepted.verdicts}"
+            await self._timeline.record_rejection(
+                recipient.alias, recipient.parties, mail_from, reason, participant=False
+            )
             return decision.text
         if not isinstance(decision, Route):
             return TEMPORARY_FAILURE
@@ -346,12 +336,12 @@ class RelayHandler:
             decision, summary, forwarded, at=self._clock.now(), authentication=accepted.verdicts
         )
         structlog.contextvars.bind_contextvars(event_id=event.event_id)
-        event = await self._seal_forward(event)
+        event = await self._timeline.seal_forward(event)
         sent = SentMessage.of(event, recipient.expires_at)
         sealed = self._outbound.seal(forwarded, sent)
         # The bytes the recipient gets, kept before they go (a retried delivery keeps them
         # once), with what a bounce of them needs.
-        await self._mongo(
+        await transient_if_down(
             lambda: self._messages.keep(
                 event_id=event.event_id,
                 order_id=event.order_id,
@@ -370,7 +360,7 @@ class RelayHandler:
                 raise Transient(UPSTREAM_UNAVAILABLE) from exc
             metrics.MESSAGES_REJECTED.labels(reason="upstream_refused").inc()
             return exc.reply if exc.code >= 500 else TEMPORARY_FAILURE
-        await self._publish(event)
+        await self._timeline.publish(event)
         metrics.MESSAGES_RELAYED.labels(direction=decision.direction.value).inc()
         return None
 
@@ -381,74 +371,18 @@ class RelayHandler:
         keyword = refusal.reason.split(";", 1)[0].split(" ", 1)[0]
         metrics.MESSAGES_REJECTED.labels(reason=keyword.replace("-", "_")).inc()
         if screened.record:
-            await self._record_rejection(
-                recipient, mail_from, refusal.reason, cause=screened.cause, participant=False
+            await self._timeline.record_rejection(
+                recipient.alias,
+                recipient.parties,
+                mail_from,
+                refusal.reason,
+                cause=screened.cause,
+                participant=False,
             )
         return refusal.reply
 
-    async def _record_rejection(
-        self,
-        recipient: Recipient,
-        mail_from: str,
-        reason: str,
-        *,
-        cause: str | None = None,
-        participant: bool = True,
-    ) -> None:
-        """MESSAGE_REJECTED on the recipient's order; best effort, the refusal stands anyway.
-
-        `participant` False: the sender failed authentication, so the entry never names the
-        customer or store it claimed to be (an external party of the order is still named).
-        """
-        address = mail_from.strip("<>")
-        sender = recipient.parties.by_address(address)
-        if not participant and sender is not None and sender.role is not ParticipantRole.EXTERNAL:
-            sender = None
-        event = relay_events.rejected(
-            recipient.alias,
-            sender,
-            sender_key=self._aliases.address_hash(cause or address),
-            reason=reason,
-            at=self._clock.now(),
-        )
-        if not self._rejections.admit(event, now=self._clock.now()):
-            # The order already shows this hour's refusals: the rest are counted, not listed,
-            # so that senders cycling through addresses cannot grow a timeline without bound.
-            metrics.MESSAGES_REJECTED.labels(reason="not_listed").inc()
-            log.info("rejection_not_listed", order_id=recipient.alias.order_id)
-            return
-        try:
-            await self._publish(event)
-        except Transient:
-            log.warning("rejection_not_recorded", alias=recipient.alias.address)
-
-    async def _seal(self, event: TimelineEvent) -> TimelineEvent:
-        subjects = self._subjects
-        return event if subjects is None else await self._mongo(lambda: subjects.seal(event))
-
-    async def _seal_forward(self, event: TimelineEvent) -> TimelineEvent:
-        event = await self._seal(event)
-        if is_erased(event):  # erased since this relay cached the order's aliases
-            metrics.MESSAGES_REJECTED.labels(reason="erased").inc()
-            raise Closed(UNKNOWN_ALIAS)
-        return event
-
-    async def _publish(self, event: TimelineEvent) -> None:
-        event = await self._seal(event)
-        try:
-            async with asyncio.timeout(KAFKA_TIMEOUT_S):
-                await self._producer.send_and_wait(
-                    self._topic, key=event.order_id.encode(), value=self._codec.encode(event)
-                )
-        except Exception as exc:
-            if isinstance(exc, PRODUCER_BROKEN):
-                self.broken.set()
-            if kafka_transient(exc) or isinstance(exc, PRODUCER_BROKEN):
-                raise Transient(TEMPORARY_FAILURE) from exc
-            raise
-
     async def _parties(self, order_id: str) -> OrderParties:
-        records = await self._mongo(lambda: self._aliases.of_order(order_id))
+        records = await transient_if_down(lambda: self._aliases.of_order(order_id))
         by_role = {r.role: self._view(r) for r in records if r.role is not ParticipantRole.EXTERNAL}
         externals = tuple(self._view(r) for r in records if r.role is ParticipantRole.EXTERNAL)
         if ParticipantRole.CUSTOMER not in by_role or ParticipantRole.STORE not in by_role:
@@ -467,14 +401,6 @@ class RelayHandler:
             display_name=record.name,
             expired=record.expired(self._clock.now()),
         )
-
-    async def _mongo(self, operation: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await operation()
-        except Exception as exc:
-            if mongo.is_transient(exc):
-                raise Transient(TEMPORARY_FAILURE) from exc
-            raise
 
 
 @dataclass(frozen=True, slots=True)
