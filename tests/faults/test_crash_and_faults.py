@@ -49,7 +49,11 @@ from tests.helpers import CODEC
 from tests.support.events import T0, order_event
 from tests.support.polling import eventually
 from worker.adapters import mongo
+from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.events import OrderStatusChanged
+from worker.core.crypto import AddressCipher
+from worker.domain.aliases import SystemClock
+from worker.services.subjects import SUBJECT_HEADER, UNATTRIBUTED
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 CRASH_ORDERS = int(os.environ.get("CT_FAULTS_ORDERS", "2000"))
@@ -222,7 +226,12 @@ async def test_a_malformed_record_is_dead_lettered_once_and_the_good_ones_flow(
     assert len(dead) == 1
     headers = {k: v.decode() for k, v in dead[0].headers}
     partition, offset = located[25]
-    assert dead[0].value == garbage
+    # A value that does not decode may hold anything: it is sealed under the deployment key
+    # (no subject can be told), and opens to exactly what came in, for a replay.
+    assert headers[SUBJECT_HEADER] == UNATTRIBUTED
+    assert garbage not in dead[0].value
+    keys = SubjectKeys(fault_db, AddressCipher(pipeline.settings.data_keys()), clock=SystemClock())
+    assert keys.open_unattributed(dead[0].value) == garbage
     assert headers["ct.dlq.topic"] == pipeline.settings.topic_order_status
     assert (headers["ct.dlq.partition"], headers["ct.dlq.offset"]) == (str(partition), str(offset))
     assert headers["ct.dlq.reason"]
