@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parseaddr
 
-import aiosmtplib
 import pytest
 
 from tests.conftest import Capture
 from tests.helpers import CODEC, produce, running
 from tests.support.events import order_event
 from tests.support.polling import eventually
+from tests.support.relay_client import rcpt_code
 from worker.adapters import mongo
 from worker.adapters.dialect import Dialect
 from worker.adapters.messages import MessageStore
@@ -50,14 +50,7 @@ async def _send(port: int, to: str, subject: str) -> int:
     message["To"] = to
     message["Subject"] = subject
     message.set_content("About your parcel.")
-    try:
-        await aiosmtplib.send(
-            message, hostname="127.0.0.1", port=port, sender=CARRIER, recipients=[to],
-            start_tls=False,
-        )  # fmt: skip
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        return exc.recipients[0].code
-    return 250
+    return await rcpt_code(message, port, CARRIER, to)
 
 
 async def _emit(settings: Settings, event: OrderStatusChanged) -> None:

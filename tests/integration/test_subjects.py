@@ -32,6 +32,7 @@ from tests.helpers import CODEC, produce, running, settings_env
 from tests.support.events import order_event, timeline_event
 from tests.support.kafka import topic_size
 from tests.support.polling import eventually
+from tests.support.relay_client import rcpt_code
 from tests.support.timelines import opened_timeline
 from worker.adapters import mongo
 from worker.adapters.dead_letters import dead_letters
@@ -106,14 +107,7 @@ async def _carrier_mail(port: int, to: str, person: Person) -> int:
     message.add_attachment(
         b"%PDF-1.4 label", maintype="application", subtype="pdf", filename=person.attachment
     )
-    try:
-        await aiosmtplib.send(
-            message, hostname="127.0.0.1", port=port, sender=CARRIER, recipients=[to],
-            start_tls=False,
-        )  # fmt: skip
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        return exc.recipients[0].code
-    return 250
+    return await rcpt_code(message, port, CARRIER, to)
 
 
 async def _bounce(port: int, notification: bytes, person: Person, return_path: str) -> None:
