@@ -79,7 +79,7 @@ class Stores:
 
     @cached_property
     def ledger(self) -> DeliveryLedger:
-        return DeliveryLedger(self.db, dialect=self.dialect)
+        return DeliveryLedger(self.db, dialect=self.dialect, messages=self.messages)
 
     @cached_property
     def audit(self) -> AuditLog:

@@ -1,9 +1,10 @@
 """The notifier's use case: order-status events become emails sent through the order's aliases.
 
 Per batch, orders run concurrently (bounded) and each order's events strictly in order. Each
-email is rendered, sealed (`Outbound`), kept whole in the message store before it is sent (the
-console shows it, a bounce finds it), then sent and recorded by `RecordedSender`, the owner of
-"no duplicate email"; `CustomerSuppression` decides whether a customer is emailed at all. The
+email is rendered, sealed (`Outbound`), sent, and kept whole in the message store together with
+the outcome of its send, in one write, by `RecordedSender`, the owner of "no duplicate email"
+(the console shows the message, a bounce finds it); `CustomerSuppression` decides whether a
+customer is emailed at all. The
 outcome's timeline events go to Kafka; a record that cannot be processed is dead-lettered.
 For stores on the orderFlow expiry policy each status event moves the order's alias window.
 """
@@ -29,6 +30,7 @@ from worker.adapters.kafka import (
 )
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.kafka_client import PERMANENT_ERRORS
+from worker.adapters.messages import SealedMessage
 from worker.adapters.smtp import SmtpFailure
 from worker.adapters.smtp import is_transient as smtp_transient
 from worker.adapters.suppressions import Suppression
@@ -234,11 +236,11 @@ class Notifier:
         sent = SentMessage.of(outcome, customer_alias.expires_at)
         sealed = self._outbound.seal(prepared.raw, sent)
         prepared = replace(prepared, raw=sealed.raw)
-        # Kept before it is sent, under its outcome's event id: whatever the outcome (sent,
-        # refused, a kill before the ledger write) the console can show what was sent, and a
-        # bounce however quick finds the message it is about.
-        await self._mongo(
-            lambda: self._messages.keep(
+        # Sealed now, kept with the send's outcome under its outcome's event id: the email and
+        # its ledger record are one write. Sent or refused, the console shows what was sent and
+        # a bounce finds the message it is about; a kill before that write re-sends it.
+        kept = await self._mongo(
+            lambda: self._messages.seal(
                 event_id=prepared.outcome_event_id,
                 order_id=event.order_id,
                 store_id=event.store_id,
@@ -246,7 +248,7 @@ class Notifier:
                 sent=sent,
                 subject_id=outcome.subject_id,
             ),
-            "messages.keep",
+            "messages.seal",  # the subject's key may be read
         )
         try:
             delivery = await retry_transient(
@@ -254,6 +256,7 @@ class Notifier:
                     sealed.raw,
                     sender=sealed.return_path,
                     recipient=customer.address,
+                    kept=kept,
                     outcome=lambda: _outcome(prepared, seal, failure=None),
                 ),
                 name="smtp.send",
@@ -262,22 +265,24 @@ class Notifier:
             )
         except SmtpFailure as exc:
             metrics.EMAILS_FAILED.labels(kind="permanent").inc()
-            return await self._refused(prepared, exc.reply, customer.address, order)
+            return await self._refused(prepared, kept, exc.reply, customer.address, order)
         metrics.EMAILS_SENT.inc()
         return delivery
 
     async def _refused(
         self,
         prepared: notifications.PreparedNotification,
+        kept: SealedMessage,
         reply: str,
         customer_address: str,
         order: _OrderState,
     ) -> Delivery:
-        """The upstream refused for good: recorded with its reply, addresses removed; a refusal
-        that says the address does not exist suppresses it like a bounce would."""
+        """The upstream refused for good: the email kept with its reply, addresses removed; a
+        refusal that says the address does not exist suppresses it like a bounce would."""
         report = smtp_reply_report(reply, private_terms(customer_address))
         seal = order.seal or _unsealed
-        delivery = await self._record(prepared, seal, failure=report.diagnostic, delivery=report)
+        outcome = _outcome(prepared, seal, failure=report.diagnostic, delivery=report)
+        delivery = await self._sender.record_sent(outcome, kept)
         event = prepared.event
         started = await self._mongo(
             lambda: self._suppression.after_failure(

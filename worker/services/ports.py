@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from worker.adapters.alias_store import AliasRecord
 from worker.adapters.deliveries import Delivery
 from worker.adapters.kafka import Record
+from worker.adapters.messages import SealedMessage
 from worker.adapters.smtp import PreparedMessage
 from worker.adapters.suppressions import Suppression
 from worker.domain.aliases import AliasWindow, Party
@@ -60,6 +61,17 @@ class Messages(Protocol):
         subject_id: str | None = None,
     ) -> bool: ...
 
+    async def seal(
+        self,
+        *,
+        event_id: str,
+        order_id: str,
+        store_id: str,
+        raw: bytes,
+        sent: SentMessage | None = None,
+        subject_id: str | None = None,
+    ) -> SealedMessage: ...
+
     async def sent(self, event_id: str) -> SentMessage | None: ...
 
 
@@ -69,6 +81,8 @@ class Ledger(Protocol):
     async def find_many(self, event_ids: list[str]) -> dict[str, Delivery]: ...
 
     async def record(self, delivery: Delivery) -> Delivery: ...
+
+    async def record_sent(self, delivery: Delivery, message: SealedMessage) -> Delivery: ...
 
 
 class SuppressionRecords(Protocol):
