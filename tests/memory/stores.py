@@ -6,11 +6,11 @@ import hashlib
 import hmac
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from worker.adapters.alias_store import AliasRecord
+from worker.adapters.alias_store import AliasRecord, NewOrder
 from worker.adapters.deliveries import Delivery
 from worker.adapters.messages import SealedMessage
 from worker.adapters.suppressions import Scope, Suppression
@@ -56,6 +56,10 @@ class MemoryAliases:
 
     async def prefetch(self, order_ids: Iterable[str]) -> None:
         return None  # everything is in memory already
+
+    async def prepare_orders(self, orders: Mapping[str, NewOrder]) -> None:
+        for order_id, parties in orders.items():
+            await self.order_pair(order_id, parties.store_id, parties.customer, parties.store)
 
     async def follow_status(
         self, order_id: str, store_id: str, *, terminal: bool, at: datetime

@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -36,7 +37,7 @@ from pymongo.errors import DuplicateKeyError
 
 from worker.adapters.alias_sealing import AliasSealing, Keys
 from worker.adapters.alias_windows import AliasWindows
-from worker.adapters.dialect import Dialect, Document
+from worker.adapters.dialect import Dialect, Document, insert_each
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
 from worker.adapters.subject_keys import SubjectKeys
@@ -67,6 +68,15 @@ def order_key(order_id: str, role: ParticipantRole, sender_hash: str | None = No
     if sender_hash is not None:
         raise ValueError(f"a {role.value} alias is unique per order; it takes no sender hash")
     return f"{order_id}{KEY_SEPARATOR}{role.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """What an order's aliases are made of: its store and its two parties."""
+
+    store_id: str
+    customer: Party
+    store: Party
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +187,69 @@ class AliasStore:
                 wanted[record.order_id][record.role] = record
         for order_id, found in wanted.items():
             self._remember(order_id, found)
+
+    async def prepare_orders(self, orders: Mapping[str, NewOrder]) -> None:
+        """Remember these orders' aliases (`prefetch`) and create the pairs of the new ones
+        together: for a poll's new orders, one unordered insert per collection (subject keys,
+        aliases, claims) instead of two inserts per alias. The race rules are those of
+        `order_pair`, per document; an order the batch cannot settle (an address taken, a claim
+        another worker won) is left for `order_pair`, which reads the winner or tries again."""
+        await self.prefetch(orders)
+        if self._orders is None:
+            return
+        new = {o: parties for o, parties in orders.items() if not self._orders.get(o)}
+        if not new:
+            return
+        created = self._clock.now()
+        await self._sealing.prepare([p.customer.address for p in new.values()], created)
+        docs: list[Document] = []
+        for order_id, parties in new.items():
+            mask = (await self._stores.get(parties.store_id)).mask
+            plan = rules.choose_order_aliases(
+                mask, parties.customer.address, parties.store.address, self._domain
+            )
+            if plan.fell_back:
+                log.warning("soft_alias_fell_back_to_hard", order_id=order_id)
+            for role, party, address in (
+                (ParticipantRole.CUSTOMER, parties.customer, plan.customer_alias),
+                (ParticipantRole.STORE, parties.store, plan.store_alias),
+            ):
+                key = order_key(order_id, role)
+                docs.append(
+                    await self._document(
+                        address, key=key, order_id=order_id, store_id=parties.store_id,
+                        role=role, mask=plan.mask, token=plan.token, party=party,
+                        created=created,
+                    )
+                )  # fmt: skip
+        stored = await insert_each(self._aliases, docs)
+        # The customers' claims first: the order belongs to whoever wins its customer claim, and
+        # only the winner claims the store alias, so no order gets one worker's customer alias
+        # and another's store alias (with another soft token).
+        customer = ParticipantRole.CUSTOMER.value
+        claimed = await self._claim([d for d in docs if d["role"] == customer], stored)
+        won = {d["orderId"] for d in docs if d["orderKey"] in claimed}
+        stores = [d for d in docs if d["role"] != customer and d["orderId"] in won]
+        claimed |= await self._claim(stores, stored)
+        settled: dict[str, list[Document]] = defaultdict(list)
+        for doc in docs:
+            if doc["orderKey"] in claimed:
+                settled[doc["orderId"]].append(doc)
+            elif doc["_id"] in stored:  # its claim went to another worker: theirs stands
+                await self._aliases.delete_one({"_id": doc["_id"]})
+        for order_id, pair in settled.items():
+            records = await self._records(pair)
+            self._remember(order_id, {r.role: r for r in records})
+
+    async def _claim(self, docs: list[Document], stored: set[str]) -> set[str]:
+        """Claim the order keys of these alias documents (those stored) in one insert; the keys
+        this worker won."""
+        claims = [
+            {"_id": d["orderKey"], "alias": d["_id"], "orderId": d["orderId"]}
+            for d in docs
+            if d["_id"] in stored
+        ]
+        return await insert_each(self._keys, claims)
 
     async def _read_order(self, order_id: str) -> OrderAliases:
         """The order's customer and store aliases, read by `_id`s and then remembered."""
@@ -330,19 +403,10 @@ class AliasStore:
             if address in tried:  # a deterministic soft alias collided: only hard can differ
                 address = rules.new_hard_alias(self._domain)
             tried.add(address)
-            doc = {
-                "_id": address,
-                "orderKey": key,
-                "orderId": order_id,
-                "storeId": store_id,
-                "role": role.value,
-                "mask": mask.value,
-                "token": token,
-                "realHash": self._cipher.address_hash(party.address),
-                "createdAt": created,
-                "expiresAt": rules.expires_at(created, self._ttl_days),
-                **await self._sealing.sealed(party, address, role, created),
-            }
+            doc = await self._document(
+                address, key=key, order_id=order_id, store_id=store_id, role=role, mask=mask,
+                token=token, party=party, created=created,
+            )  # fmt: skip
             try:
                 await self._aliases.insert_one(doc)
             except DuplicateKeyError:
@@ -359,6 +423,33 @@ class AliasStore:
                 raise
             return (await self._windowed(await self._records([doc])))[0]
         raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
+
+    async def _document(
+        self,
+        address: str,
+        *,
+        key: str,
+        order_id: str,
+        store_id: str,
+        role: ParticipantRole,
+        mask: MaskType,
+        token: str | None,
+        party: Party,
+        created: datetime,
+    ) -> Document:
+        return {
+            "_id": address,
+            "orderKey": key,
+            "orderId": order_id,
+            "storeId": store_id,
+            "role": role.value,
+            "mask": mask.value,
+            "token": token,
+            "realHash": self._cipher.address_hash(party.address),
+            "createdAt": created,
+            "expiresAt": rules.expires_at(created, self._ttl_days),
+            **await self._sealing.sealed(party, address, role, created),
+        }
 
     def address_hash(self, address: str) -> str:
         """A keyed fingerprint of any address, safe to show where the address itself is not."""

@@ -22,7 +22,7 @@ from typing import TypeVar
 import structlog
 
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasRecord
+from worker.adapters.alias_store import AliasRecord, NewOrder
 from worker.adapters.deliveries import Delivery
 from worker.adapters.kafka import (
     PRODUCER_BROKEN,
@@ -121,7 +121,8 @@ class Notifier:
         if not by_order:
             return
         # The ledger, the suppressions and the aliases read for the whole poll (with `$in` where
-        # the server serves it from its index): a constant number of reads, not three per order.
+        # the server serves it from its index), and the new orders' aliases made together: a
+        # constant number of reads and writes, not three reads and six inserts per order.
         done, suppressions, _ = await asyncio.gather(
             self._sender.outcomes([e.event_id for items in by_order.values() for _, e in items]),
             self._mongo(
@@ -133,7 +134,10 @@ class Notifier:
                 ),
                 "suppressions.in_force",
             ),
-            self._mongo(lambda: self._aliases.prefetch(by_order), "aliases.prefetch"),
+            self._mongo(
+                lambda: self._aliases.prepare_orders(_new_orders(by_order)),
+                "aliases.prepare_orders",
+            ),
         )
         await asyncio.gather(
             *(
@@ -341,6 +345,22 @@ class Notifier:
             is_transient=mongo.is_transient,
             max_delay=self._max_delay,
         )
+
+
+def _new_orders(
+    by_order: Mapping[str, list[tuple[Record, OrderStatusChanged]]],
+) -> dict[str, NewOrder]:
+    """What each order's aliases would be made of, from its first event; an order whose
+    addresses are unusable is left out (its events are dead-lettered one by one)."""
+    orders = {}
+    for order_id, items in by_order.items():
+        event = items[0][1]
+        try:
+            customer, store = notification_parties(event)
+        except Unprocessable:
+            continue
+        orders[order_id] = NewOrder(event.store_id, customer, store)
+    return orders
 
 
 def _unsealed(event: TimelineEvent) -> TimelineEvent:

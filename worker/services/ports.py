@@ -10,12 +10,12 @@ return the same values.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from worker.adapters.alias_store import AliasRecord
+from worker.adapters.alias_store import AliasRecord, NewOrder
 from worker.adapters.deliveries import Delivery
 from worker.adapters.kafka import Record
 from worker.adapters.messages import SealedMessage
@@ -37,6 +37,8 @@ class Aliases(Protocol):
     ) -> tuple[AliasRecord, AliasRecord]: ...
 
     async def prefetch(self, order_ids: Iterable[str]) -> None: ...
+
+    async def prepare_orders(self, orders: Mapping[str, NewOrder]) -> None: ...
 
     async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord: ...
 
