@@ -110,3 +110,23 @@ async def test_a_message_is_kept_once_and_names_its_bounce_until_it_expires(
     assert await store.sent("no-such-event") is None
     clock.advance(timedelta(days=1, seconds=1))
     assert await store.sent(event.event_id) is None  # its bounce address has expired
+
+
+async def test_an_outcome_without_an_email_is_no_kept_message_and_earlier_outcomes_still_count(
+    db: mongo.Database, settings: Settings
+) -> None:
+    dialect = await detect_dialect(db)
+    store = MessageStore(
+        db, AddressCipher(settings.data_keys()), retention_days=30, clock=MovableClock(AT),
+        dialect=dialect,
+    )  # fmt: skip
+    suppressed = Delivery("e-s", "o-1", False, AT, [{"kind": "DELIVERY_FAILED"}])
+    assert await DeliveryLedger(db, dialect=dialect, messages=store).record(suppressed)
+    email = notification_event_id("e-s")
+    assert await store.describe([email]) == {} and await store.of_orders(["o-1"]) == []
+    assert await store.open(email, "o-1") is None
+    # A database an earlier version wrote: its outcomes are in `deliveries`.
+    earlier = {"_id": "e-old", "orderId": "o-2", "sent": True, "at": AT, "timeline": []}
+    await db["deliveries"].insert_one(earlier)
+    found = await DeliveryLedger(db, dialect=dialect, messages=store).find_many(["e-s", "e-old"])
+    assert found == {"e-s": suppressed, "e-old": Delivery("e-old", "o-2", True, AT, [])}

@@ -83,6 +83,11 @@ def _kept(doc: Document) -> KeptMessage:
     )
 
 
+def _listed(doc: Document, now: datetime) -> bool:
+    """A message kept, not yet expired: not the note of a notification that sent nothing."""
+    return doc["expiresAt"] > now and not doc.get("unsent")
+
+
 def _associated(event_id: str) -> str:
     # A namespace of its own, so that no sealed address can ever be opened as a message.
     return f"message:{event_id}"
@@ -194,6 +199,25 @@ class MessageStore:
             return await self._messages.find_one({"_id": event_id}, NO_BODY) or {"_id": event_id}
         return None
 
+    async def note_unsent(
+        self, *, event_id: str, order_id: str, outcome: Document
+    ) -> Document | None:
+        """The outcome of a notification that sent nothing (suppressed, erased) under the id
+        its email would have had: a document without a body, which no reader lists as a kept
+        message. None when written; the document already there otherwise."""
+        now = self._clock.now()
+        doc: Document = {
+            "_id": event_id, "orderId": order_id, "storeId": None, "keptAt": now,
+            "expiresAt": now + self._retention, "sizeBytes": 0, "keyId": None,
+            "subjectId": None, "blob": None, "blobFile": None, "message": None,
+            "bounceUntil": None, "unsent": True, "outcome": outcome,
+        }  # fmt: skip
+        try:
+            await self._messages.insert_one(doc)
+        except DuplicateKeyError:
+            return await self._messages.find_one({"_id": event_id}, NO_BODY) or {"_id": event_id}
+        return None
+
     async def outcomes(self, event_ids: Iterable[str]) -> dict[str, Document]:
         """The send outcomes recorded with these messages (`insert(outcome=...)`), by id."""
         docs = await self._dialect.find_each(self._messages, "_id", event_ids, OUTCOME_ONLY)
@@ -203,12 +227,12 @@ class MessageStore:
         """Which of these events' messages are kept (and not expired), without opening them."""
         now = self._clock.now()
         docs = await self._dialect.find_each(self._messages, "_id", event_ids, {"blob": 0})
-        return {doc["_id"]: _kept(doc) for doc in docs if doc["expiresAt"] > now}
+        return {doc["_id"]: _kept(doc) for doc in docs if _listed(doc, now)}
 
     async def open(self, event_id: str, order_id: str) -> bytes | None:
         """The raw message of this order's event, or None (never kept, expired, other order)."""
         doc = await self._messages.find_one({"_id": event_id})
-        if doc is None or doc["orderId"] != order_id or doc["expiresAt"] <= self._clock.now():
+        if doc is None or doc["orderId"] != order_id or not _listed(doc, self._clock.now()):
             return None
         if doc.get("blobFile") is not None:
             try:
@@ -247,7 +271,7 @@ class MessageStore:
         # What a bounce needs stays while the bounce address works; a send's outcome stays for
         # good, as the notifier's ledger record (a replayed event must find it).
         stays = {"$or": [{"bounceUntil": {"$gt": now}}, {"outcome": {"$ne": None}}]}
-        bounceable = {**past_retention, **stays, "bodyGone": {"$ne": True}}
+        bounceable = {**past_retention, **stays, "bodyGone": {"$ne": True}, "unsent": {"$ne": True}}
         bodies = [doc async for doc in self._messages.find(bounceable, {"blobFile": 1})]
         for doc in bodies:
             await self._messages.update_one(
@@ -311,7 +335,7 @@ class MessageStore:
         """The kept messages of these orders (a scan: for data-subject requests)."""
         docs = self._messages.find({"orderId": {"$in": list(order_ids)}}, {"blob": 0})
         now = self._clock.now()
-        return [_kept(doc) async for doc in docs if doc["expiresAt"] > now]
+        return [_kept(doc) async for doc in docs if _listed(doc, now)]
 
     async def delete_orders(self, order_ids: Iterable[str]) -> int:
         """Delete every kept message of these orders, bodies and bounce records alike."""
