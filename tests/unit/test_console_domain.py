@@ -170,3 +170,16 @@ def test_cursors_round_trip_and_refuse_what_they_did_not_make() -> None:
     for bad in ("garbage!", "e30", encode_cursor(T0, "x")[:-3]):
         with pytest.raises(BadCursor):
             decode_cursor(bad)
+
+
+def test_a_rejection_standing_for_more_refusals_says_how_many_everywhere() -> None:
+    from worker.services.timeline import format_table
+
+    rejected = timeline_event("o1", minutes=1, kind=TimelineKind.MESSAGE_REJECTED, event_id="r")
+    counted = rejected.model_copy(update={"folded_refusals": 12})
+    plain = timeline_event("o1", minutes=2, kind=TimelineKind.MESSAGE_REJECTED, event_id="s")
+    thread = conversation([counted, plain], "ct.example.com")
+    assert [m.folded_refusals for m in thread.messages] == [12, 0]
+    lines = format_table("o1", [counted, plain]).splitlines()
+    assert "(+12 more refused) Hello Jane" in lines[4]
+    assert "more refused" not in lines[5]
