@@ -122,14 +122,14 @@ class RelayTimeline:
         sender = parties.by_address(address)
         if not participant and sender is not None and sender.role is not ParticipantRole.EXTERNAL:
             sender = None
+        now = self._clock.now()  # one moment for the event's id and the budget's window
         event = relay_events.rejected(
             alias,
             sender,
             sender_key=self._aliases.address_hash(cause or address),
             reason=reason,
-            at=self._clock.now(),
+            at=now,
         )
-        now = self._clock.now()
         admission = self._rejections.admit(event, now=now)
         if admission.folded:
             # Counted on the last entry listed: that entry again (sealed already), with the count.
