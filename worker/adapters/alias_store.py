@@ -44,6 +44,7 @@ from worker.contracts.events import ParticipantRole
 from worker.core.crypto import AddressCipher
 from worker.domain import aliases as rules
 from worker.domain.aliases import AliasExpiry, AliasWindow, Clock, MaskType, Party
+from worker.domain.conversation import mask_of
 
 log = structlog.get_logger(__name__)
 MAX_COLLISIONS = 8
@@ -125,11 +126,17 @@ class AliasStore:
             self._by_address = TTLCache(2 * cache_size, CACHE_TTL_S)
 
     async def lookup(self, alias: str) -> AliasRecord | None:
-        """One indexed read by `_id`; expired aliases are returned too, the caller decides."""
+        """One indexed read by `_id`; expired aliases are returned too, the caller decides.
+
+        An address not found is looked for once more under its keyed hash, where an erased
+        customer's soft alias is kept (`erase_person`): that record says erased.
+        """
         address = alias.strip().lower()
         if self._by_address is not None and address in self._by_address:
             return self._by_address[address]
         doc = await self._aliases.find_one({"_id": address})
+        if doc is None and not rules.is_erased_alias_id(address):
+            doc = await self._aliases.find_one({"_id": self._erased_id(address)})
         if doc is None:
             return None
         [record] = await self._windowed(await self._records([doc]))
@@ -364,6 +371,15 @@ class AliasStore:
         """A keyed fingerprint of any address, safe to show where the address itself is not."""
         return self._cipher.address_hash(address)
 
+    def audit_name(self, alias: str) -> str:
+        """An alias as an audit entry names it: a hard alias as it is; anything else (a soft
+        alias is a readable address, and what was typed may be one) by its keyed hash, so an
+        erasure leaves no address in the audit log, whose entries are never rewritten."""
+        address = alias.strip().lower()
+        if mask_of(address, self._domain) is MaskType.HARD:
+            return address
+        return f"hash:{self._cipher.address_hash(address)}"
+
     async def reencrypt_all(self) -> tuple[int, int]:
         """Re-encrypt every alias's address under the current key; returns (seen, rewritten).
 
@@ -444,19 +460,50 @@ class AliasStore:
 
     async def erase_person(self, address: str) -> list[str]:
         """Remove the real address and name from each of the person's aliases; the aliases stay
-        (so mail to them is refused, not unknown) and the order ids are returned."""
+        (so mail to them is refused, not unknown) and the order ids are returned.
+
+        A soft customer alias is the person's address in readable form, so its document moves
+        to the alias's keyed hash (`lookup` still finds it there and says erased) and its
+        order's claim follows it; nothing keeps the soft address itself.
+        """
         address_hash = self._cipher.address_hash(address)
         orders = []
-        async for doc in self._aliases.find({"realHash": address_hash}, {"orderId": 1}):
-            await self._aliases.update_one(
-                {"_id": doc["_id"]},
-                {"$set": {
-                    "realEnc": None, "realSealed": None, "name": None,
-                    "erasedAt": self._clock.now(),
-                }},
-            )  # fmt: skip
+        docs = [doc async for doc in self._aliases.find({"realHash": address_hash})]
+        for doc in docs:
+            erased: Document = {
+                "realEnc": None, "realSealed": None, "name": None,
+                "erasedAt": doc.get("erasedAt") or self._clock.now(),
+            }  # fmt: skip
+            if _holds_its_party(doc):
+                await self._move_to_hash({**doc, **erased})
+            else:
+                await self._aliases.update_one({"_id": doc["_id"]}, {"$set": erased})
             orders.append(str(doc["orderId"]))
         if self._orders is not None and self._by_address is not None:
             self._orders.clear()
             self._by_address.clear()
         return sorted(set(orders))
+
+    async def _move_to_hash(self, doc: Document) -> None:
+        """The erased soft alias under its keyed hash: the new document first, then the claim,
+        then the old document, so a crash in between leaves the alias findable and a second
+        erasure finishes the move."""
+        old_id = str(doc["_id"])
+        new_id = self._erased_id(old_id)
+        with contextlib.suppress(DuplicateKeyError):
+            await self._aliases.insert_one({**doc, "_id": new_id})
+        await self._keys.update_one({"_id": doc["orderKey"]}, {"$set": {"alias": new_id}})
+        await self._aliases.delete_one({"_id": old_id})
+
+    def _erased_id(self, alias: str) -> str:
+        return rules.erased_alias_id(self._cipher.address_hash(alias))
+
+
+def _holds_its_party(doc: Document) -> bool:
+    """A soft customer alias not moved yet: it holds the customer's address. A store's soft
+    alias holds the store's (business data, it stays) and a hard alias nothing."""
+    return (
+        doc["mask"] == MaskType.SOFT.value
+        and doc["role"] == ParticipantRole.CUSTOMER.value
+        and not rules.is_erased_alias_id(str(doc["_id"]))
+    )
