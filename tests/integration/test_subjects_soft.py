@@ -14,10 +14,12 @@ recorded as erased; the console and `ct timeline` show `erased`.
 from __future__ import annotations
 
 import json
+import uuid
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import Capture
@@ -29,16 +31,19 @@ from tests.support.relay_client import rcpt_code
 from tests.support.scans import flatten, scan_mongo, scan_topic
 from tests.support.senders import SenderDomain, publish_all
 from tests.support.timelines import opened_timeline
+from tests.web.conftest import free_web_port
 from worker.adapters import mongo
 from worker.adapters.dialect import detect_dialect
 from worker.adapters.stores import StoreSettings
 from worker.apps.notifier import NotifierService
 from worker.apps.projector import ProjectorService
 from worker.apps.relay import RelayService
+from worker.apps.web import WebService, build_accounts
 from worker.contracts.events import OrderStatus, ParticipantRole, TimelineKind
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher, is_sealed
-from worker.domain.aliases import MaskType, erased_alias_id
+from worker.domain.accounts import Role
+from worker.domain.aliases import MaskType, SystemClock, erased_alias_id
 from worker.domain.personal import ERASED
 from worker.services.accounts import platform_operator
 from worker.services.timeline import get_timeline
@@ -146,6 +151,12 @@ async def test_a_soft_masked_customers_erasure_leaves_no_alias_that_spells_their
             "alias_keys": ["address", "domain as the alias spells it", "local part", "soft alias"],
             "aliases": ["address", "domain as the alias spells it", "local part", "soft alias"],
         }, before
+        before_api = await _api_conversation(settings, db, order)
+        soft_shown = {
+            (p["emailAlias"], p["aliasMaskType"]) for m in before_api["messages"]
+            for p in [m["from"], *m["to"]] if p["role"] == "CUSTOMER"
+        }  # fmt: skip
+        assert soft_shown == {(customer_alias, "soft")}, soft_shown
         exported = await _ct(settings, "subject", "export", "--email", person.email,
                              "--reason", "LGPD art. 18 request #3")  # fmt: skip
         document = json.loads(exported.stdout)
@@ -182,6 +193,14 @@ async def test_a_soft_masked_customers_erasure_leaves_no_alias_that_spells_their
     subjects = [m.subject for m in page.conversation.messages]
     assert subjects.count(ERASED) >= 4 and set(subjects) <= {ERASED, ""}, subjects
 
+    after = await _api_conversation(settings, db, order)
+    api_customers = {
+        p["emailAlias"] for m in after["messages"] for p in [m["from"], *m["to"]]
+        if p["role"] == "CUSTOMER"
+    }  # fmt: skip
+    assert api_customers == {ERASED}, api_customers
+    assert not [what for what, t in traces.items() if t.decode() in json.dumps(after)]
+
     scan = await _scan_everything(settings, db, traces, person)
     print("\nscan after erasure (soft aliases):\n" + json.dumps(scan, indent=2))
     assert [where for where, found in flatten(scan) if found] == []
@@ -213,6 +232,27 @@ async def _scan_everything(
         }
     finally:
         await db.client.drop_database(fresh.mongo_db)
+
+
+async def _api_conversation(settings: Settings, db: mongo.Database, order_id: str) -> Any:
+    """The order's conversation as `GET /api/orders/{id}/conversation` answers an admin."""
+    accounts = build_accounts(db, settings, SystemClock())
+    name = f"dpo-{uuid.uuid4().hex[:6]}"
+    await accounts.add_user(name, Role.ADMIN, f"pw-{uuid.uuid4().hex}", by=platform_operator("t"))
+    token, _ = await accounts.create_token(name, "tests", by=platform_operator("t"))
+    web = settings.model_copy(update={"web_port": free_web_port()})
+    service = WebService(web, AddressCipher(web.data_keys()))
+    # The client's address is read once the service listens (the `with` enters in order).
+    async with (
+        running(service),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as client,
+    ):
+        response = await client.get(
+            f"/api/orders/{order_id}/conversation",
+            headers={"Authorization": f"Bearer {token.value}"},
+        )
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 async def _count(
