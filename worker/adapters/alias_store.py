@@ -34,6 +34,7 @@ from bson import Binary
 from cachetools import TTLCache
 from pymongo.errors import DuplicateKeyError
 
+from worker.adapters.alias_erasure import AliasErasure
 from worker.adapters.alias_sealing import AliasSealing, Keys
 from worker.adapters.alias_windows import AliasWindows
 from worker.adapters.dialect import Dialect, Document
@@ -108,6 +109,7 @@ class AliasStore:
         self._sealing = AliasSealing(cipher, subject_keys)
         self._dialect = dialect
         self._windows = AliasWindows(db, dialect)
+        self._erasure = AliasErasure(db, cipher, clock)
         self._grace_days = grace_days
         self._aliases = db["aliases"]
         self._keys = db["alias_keys"]
@@ -135,8 +137,8 @@ class AliasStore:
         if self._by_address is not None and address in self._by_address:
             return self._by_address[address]
         doc = await self._aliases.find_one({"_id": address})
-        if doc is None and not rules.is_erased_alias_id(address):
-            doc = await self._aliases.find_one({"_id": self._erased_id(address)})
+        if doc is None:
+            doc = await self._erasure.find(address)
         if doc is None:
             return None
         [record] = await self._windowed(await self._records([doc]))
@@ -460,50 +462,10 @@ class AliasStore:
 
     async def erase_person(self, address: str) -> list[str]:
         """Remove the real address and name from each of the person's aliases; the aliases stay
-        (so mail to them is refused, not unknown) and the order ids are returned.
-
-        A soft customer alias is the person's address in readable form, so its document moves
-        to the alias's keyed hash (`lookup` still finds it there and says erased) and its
-        order's claim follows it; nothing keeps the soft address itself.
-        """
-        address_hash = self._cipher.address_hash(address)
-        orders = []
-        docs = [doc async for doc in self._aliases.find({"realHash": address_hash})]
-        for doc in docs:
-            erased: Document = {
-                "realEnc": None, "realSealed": None, "name": None,
-                "erasedAt": doc.get("erasedAt") or self._clock.now(),
-            }  # fmt: skip
-            if _holds_its_party(doc):
-                await self._move_to_hash({**doc, **erased})
-            else:
-                await self._aliases.update_one({"_id": doc["_id"]}, {"$set": erased})
-            orders.append(str(doc["orderId"]))
+        (so mail to them is refused, not unknown; a soft customer alias under its keyed hash,
+        adapters/alias_erasure.py) and the order ids are returned."""
+        orders = await self._erasure.erase(self._cipher.address_hash(address))
         if self._orders is not None and self._by_address is not None:
             self._orders.clear()
             self._by_address.clear()
-        return sorted(set(orders))
-
-    async def _move_to_hash(self, doc: Document) -> None:
-        """The erased soft alias under its keyed hash: the new document first, then the claim,
-        then the old document, so a crash in between leaves the alias findable and a second
-        erasure finishes the move."""
-        old_id = str(doc["_id"])
-        new_id = self._erased_id(old_id)
-        with contextlib.suppress(DuplicateKeyError):
-            await self._aliases.insert_one({**doc, "_id": new_id})
-        await self._keys.update_one({"_id": doc["orderKey"]}, {"$set": {"alias": new_id}})
-        await self._aliases.delete_one({"_id": old_id})
-
-    def _erased_id(self, alias: str) -> str:
-        return rules.erased_alias_id(self._cipher.address_hash(alias))
-
-
-def _holds_its_party(doc: Document) -> bool:
-    """A soft customer alias not moved yet: it holds the customer's address. A store's soft
-    alias holds the store's (business data, it stays) and a hard alias nothing."""
-    return (
-        doc["mask"] == MaskType.SOFT.value
-        and doc["role"] == ParticipantRole.CUSTOMER.value
-        and not rules.is_erased_alias_id(str(doc["_id"]))
-    )
+        return orders
