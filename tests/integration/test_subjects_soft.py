@@ -144,6 +144,12 @@ async def test_a_soft_masked_customers_erasure_leaves_no_alias_that_spells_their
             for p in (e.message.from_, e.message.to) if p.role is ParticipantRole.CUSTOMER
         ]  # fmt: skip
         assert len(customers) >= 4 and all(is_sealed(a) for a in customers)
+        # An operator's lookup is audited; the audit chain is never rewritten, so it names a
+        # soft alias by its keyed hash from the start.
+        resolved = await _ct(settings, "alias", "resolve", customer_alias, "--reason", "t-1")
+        assert order in resolved.stdout and "mask: soft" in resolved.stdout
+        [looked_up] = [a async for a in db["audit"].find({"action": "alias.resolve"})]
+        assert looked_up["alias"] == f"hash:{cipher.address_hash(customer_alias)}"
         traces = person.soft_traces(customer_alias)
         before = await scan_mongo(db, traces)
         # Only the alias store knows the alias before erasure; no name, subject or text anywhere.
