@@ -3,6 +3,7 @@
 python -m bench                      the shared stack (`make bench` starts it), 20k events
 python -m bench --private-stack      a Kafka + FerretDB of the bench's own, deleted after
 python -m bench --quick              small sizes, a smoke run
+python -m bench --only relay_hostile one step alone, to check it (no ceilings, no stages)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import ceilings, memory, pipelines, relay, report, scaling, stages
+from bench import ceilings, hostile, memory, pipelines, relay, report, scaling, stages
 from bench.env import BenchEnv, bench_env
 from bench.processes import REPO, BenchError
 from bench.steps import step
@@ -28,6 +29,8 @@ SAFE_BATCH = 100
 # Relay messages: every one scans the aliases collection three times on FerretDB 1.24.
 RELAY_MAX = 2_000
 STAGES = ("notifier", "latency", "projector", "relay", "scale-out", "backends", "memory")
+# Steps that `--only` runs alone (each also runs in the whole bench, in its stage).
+ALONE = ("relay_hostile",)
 # (stage, upstream, load generator): the target run first, loaded by Postfix's smtp-source (C,
 # so that the load does not take the relay's CPU), then the bench's own aiosmtplib client, then
 # the capture server as before.
@@ -48,14 +51,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--private-stack", action="store_true", help="start a stack of our own")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument(
+        "--out", type=Path, help="default bench/results.json (with --only, results-STEP.json)"
+    )
     parser.add_argument("--skip", action="append", choices=STAGES, default=[])
+    parser.add_argument("--only", choices=ALONE, help="run this one step and nothing else")
     parser.add_argument("--profile", action="store_true", help="py-spy the workers (20 s each)")
     parser.add_argument("--stage-timeout", type=float, help="seconds per stage (default 900)")
     parser.add_argument(
         "--rss-timeout", type=float, help="seconds for the RSS stage (default 2400)"
     )
     args = parser.parse_args(argv)
+    # A step run alone never overwrites the last whole run's results.
+    args.out = args.out or REPO / "bench" / (
+        f"results-{args.only}.json" if args.only else "results.json"
+    )
     args.events = args.events or (2_000 if args.quick else 20_000)
     args.rss_small = 2_000 if args.quick else 10_000
     args.rss_events = args.rss_events or (20_000 if args.quick else 200_000)
@@ -98,6 +108,9 @@ async def run(args: argparse.Namespace, env: BenchEnv, results: dict[str, Any]) 
             "upstreams": {u.name: u.port for u in env.upstreams.values()},
         }
     }
+    if args.only == "relay_hostile":
+        await _relay_hostile(results, env, timeout)
+        return
     mails = rendered_messages(settings.domain)
     results["cpu"] = await asyncio.to_thread(ceilings.cpu_paths, min(n, 5_000), settings.domain)
     results["pipelines"] = await asyncio.to_thread(
@@ -153,6 +166,7 @@ async def run(args: argparse.Namespace, env: BenchEnv, results: dict[str, Any]) 
                     authenticate=authenticate,
                 ),
             )
+        await _relay_hostile(results, env, timeout)
     if "backends" not in skip:
         await scaling.backends(results, env, n, limit_s=timeout)
     if "memory" not in skip:
@@ -178,6 +192,17 @@ async def run(args: argparse.Namespace, env: BenchEnv, results: dict[str, Any]) 
         else:
             results["meta"]["brokers_scale_out"] = env.brokers
             await scaling.scale_out(results, env, n, limit_s=timeout)
+
+
+async def _relay_hostile(results: dict[str, Any], env: BenchEnv, limit_s: float) -> None:
+    """A 1 MB hostile DSN and a message with hostile DKIM keys while another client is timed."""
+    await step(
+        env,
+        results,
+        "diagnostics",
+        "relay_hostile",
+        lambda: hostile.hostile(env, limit_s=min(limit_s, 300.0)),
+    )
 
 
 async def notifier_stages(results: dict[str, Any], args: argparse.Namespace, env: BenchEnv) -> None:
@@ -302,10 +327,11 @@ async def main_async(args: argparse.Namespace) -> int:
                     shutil.copy(raw, kept / raw.name)
     finally:
         if results:  # whatever was measured before a failure is kept
-            results["verdicts"] = report.verdicts(results)
+            if not args.only:  # the targets are the whole run's
+                results["verdicts"] = report.verdicts(results)
             report.write(results, args.out)
     print()
-    print(report.table(results))
+    print(report.diagnostics(results) if args.only else report.table(results))
     print(f"\nresults: {args.out}")
     return 0
 

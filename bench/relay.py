@@ -47,7 +47,7 @@ SOURCE_SESSIONS = 16  # two per smtp-source process
 Mail = tuple[str, str, bytes]
 
 
-def _mail(sender: str, to: str, k: int) -> bytes:
+def store_mail(sender: str, to: str, k: int) -> bytes:
     message = EmailMessage(policy=SMTP_POLICY)
     message["From"] = f"Shop Example <{sender}>"
     message["To"] = to
@@ -63,10 +63,10 @@ def sample_mails(domain: str, count: int = 2_000) -> list[Mail]:
         (f"orders@shop{k % STORE_DOMAINS}.example.com", f"{k + 1:032d}@{domain}")
         for k in range(count)
     ]
-    return [(store, alias, _mail(store, alias, k)) for k, (store, alias) in enumerate(pairs)]
+    return [(store, alias, store_mail(store, alias, k)) for k, (store, alias) in enumerate(pairs)]
 
 
-async def _aliases(env: BenchEnv, db_name: str, orders: int) -> list[tuple[str, str]]:
+async def order_aliases(env: BenchEnv, db_name: str, orders: int) -> list[tuple[str, str]]:
     """Each order's (store's real address, customer alias), created as the notifier would."""
     settings = env.names("relay").settings
     client = mongo.connect(settings, app_name="ct-bench")
@@ -123,7 +123,7 @@ async def _send_all(port: int, mails: list[Mail], pool: int) -> dict[str, int]:
     return replies
 
 
-def _store_domains() -> dict[str, SenderDomain]:
+def store_domains() -> dict[str, SenderDomain]:
     """The stores, each with its SPF (127.0.0.1), DKIM key and DMARC (p=reject) records."""
     return {
         f"shop{i}.example.com": SenderDomain(
@@ -151,14 +151,14 @@ async def relay(
     client, straight into the upstream. `authenticate` false runs it with sender authentication
     off (the messages are signed all the same)."""
     names = await env.create(env.names(stage, upstream))
-    orders = await _aliases(env, names.settings.mongo_db, max(1, m // MESSAGES_PER_ORDER))
-    domains = _store_domains()
+    orders = await order_aliases(env, names.settings.mongo_db, max(1, m // MESSAGES_PER_ORDER))
+    domains = store_domains()
 
     def signed(raw: bytes, sender: str) -> bytes:
         return domains[sender.rpartition("@")[2]].sign(raw)
 
     mails = [
-        (real_store, alias, signed(_mail(real_store, alias, k), real_store))
+        (real_store, alias, signed(store_mail(real_store, alias, k), real_store))
         for k, (real_store, alias) in zip(range(m), itertools.cycle(orders), strict=False)
     ]
     target = names.upstream

@@ -249,6 +249,11 @@ def _backends(results: Results) -> list[str]:
     return lines
 
 
+def diagnostics(results: Results) -> str:
+    """The diagnostics alone (a step run with `--only`): the machine's load and each result."""
+    return "\n".join(_diagnostics(results)).strip("\n")
+
+
 def _diagnostics(results: Results) -> list[str]:
     lines = [""]
     res = results.get("resources", {})
@@ -256,12 +261,25 @@ def _diagnostics(results: Results) -> list[str]:
         loads = ", ".join(f"{k} {v['load1_start']}->{v['load1_end']}" for k, v in res.items())
         lines.append(f"  machine load (1-min avg, {results['meta']['cpus']} CPUs): {loads}")
     for name, diag in results.get("diagnostics", {}).items():
-        lines.append(f"  diagnostic {name}: {diag}")
+        shown = _hostile(diag) if name == "relay_hostile" and "during" in diag else diag
+        lines.append(f"  diagnostic {name}: {shown}")
     for section in ("stages", "scale_out", "backends", "ceilings"):
         for stage, value in results.get(section, {}).items():
             if isinstance(value, dict) and value.get("error"):
                 lines.append(f"  {stage}: ERROR {value['error']}")
     return lines
+
+
+def _hostile(result: dict[str, Any]) -> str:
+    """The relay_hostile line (bench/hostile.py): the hostile messages' answers, the others'."""
+    dsn, dkim, during, idle = (result[k] for k in ("hostile_dsn", "hostile_dkim", "during", "idle"))
+    return (
+        f"1 MB hostile DSN {dsn['reply']} in {dsn['ms']:.0f} ms, {dkim['signatures']} hostile "
+        f"DKIM signatures {dkim['reply']} in {dkim['ms']:.0f} ms; meanwhile "
+        f"{during['sessions']} other session(s): greeting max {during['greeting_max_ms']:.0f} ms, "
+        f"message max {during['message_max_ms']:.0f} ms (idle: greeting "
+        f"{idle['greeting_max_ms']:.0f} ms, message {idle['message_max_ms']:.0f} ms)"
+    )
 
 
 def _verdict(met: bool | None) -> str:

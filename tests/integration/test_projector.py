@@ -311,3 +311,9 @@ async def test_an_order_past_its_size_budget_moves_old_entries_out_and_still_sho
     with_late = await read_timeline(db, order)
     assert with_late is not None and len(with_late) == 62
     assert [e.event_id for e in with_late].count(late.event_id) == 1
+    # Refusals folded into an entry that moved out are counted there; a smaller count, later.
+    for folded in (7, 3):
+        await repo.project({order: [late.model_copy(update={"folded_refusals": folded})]})
+    counted = await read_timeline(db, order)
+    assert counted is not None and len(counted) == 62
+    assert [e.folded_refusals for e in counted if e.event_id == late.event_id] == [7]

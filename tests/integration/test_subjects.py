@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-import bson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from tests.conftest import REPO, Capture
@@ -33,12 +31,12 @@ from tests.support.events import order_event, timeline_event
 from tests.support.kafka import topic_size
 from tests.support.polling import eventually
 from tests.support.relay_client import rcpt_code
+from tests.support.scans import flatten, scan_mongo, scan_topic
 from tests.support.timelines import opened_timeline
 from worker.adapters import mongo
 from worker.adapters.dead_letters import dead_letters
 from worker.adapters.dialect import Dialect, detect_dialect
 from worker.adapters.dlq import DeadLetterQueue
-from worker.adapters.kafka_client import client_options
 from worker.adapters.order_queries import OrderQueries
 from worker.apps.builder import Stores
 from worker.apps.notifier import NotifierService
@@ -130,40 +128,6 @@ async def _kinds(settings: Settings, db: mongo.Database, order_id: str) -> list[
     return [e.kind for e in await opened_timeline(settings, db, order_id) or []]
 
 
-async def _scan_mongo(db: mongo.Database, traces: dict[str, bytes]) -> dict[str, list[str]]:
-    """Per collection, which traces any of its documents holds (BSON strings are UTF-8)."""
-    found: dict[str, list[str]] = {}
-    for name in sorted(await db.list_collection_names()):
-        hits: set[str] = set()
-        async for doc in db[name].find({}):
-            encoded = bson.encode(doc)
-            hits |= {what for what, trace in traces.items() if trace in encoded}
-        found[name] = sorted(hits)
-    return found
-
-
-async def _scan_topic(settings: Settings, topic: str, traces: dict[str, bytes]) -> list[str]:
-    """Which traces any record of the topic holds, in its key, value or headers."""
-    size = await topic_size(settings, topic)
-    consumer: AIOKafkaConsumer[bytes, bytes] = AIOKafkaConsumer(
-        topic, **client_options(settings), auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    hits: set[str] = set()
-    seen = 0
-    try:
-        async with asyncio.timeout(60):
-            while seen < size:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for r in records:
-                        seen += 1
-                        blob = b"".join([r.key or b"", r.value or b"", *(v for _, v in r.headers)])
-                        hits |= {what for what, trace in traces.items() if trace in blob}
-    finally:
-        await consumer.stop()
-    return sorted(hits)
-
-
 def _texts(entries: Iterable[TimelineEvent]) -> str:
     return "\n".join(e.model_dump_json() for e in entries)
 
@@ -223,7 +187,7 @@ async def test_export_then_erasure_leaves_nothing_that_names_the_person(
         )
 
         # Even before erasure nothing in MongoDB holds the person in clear: it is all sealed.
-        before = await _scan_mongo(db, person.traces())
+        before = await scan_mongo(db, person.traces())
         assert [where for where, found in before.items() if found] == [], before
         erased = await _ct(settings, "subject", "erase", "--email", person.email,
                            "--reason", "GDPR art. 17 request #2")  # fmt: skip
@@ -269,20 +233,20 @@ async def test_export_then_erasure_leaves_nothing_that_names_the_person(
         replayed = await get_timeline(replayed_db, order_a) or []
         assert replayed and not [t for t in traces.values() if t.decode() in _texts(replayed)]
         scan = {
-            f"mongo {settings.mongo_db}": await _scan_mongo(db, traces),
-            f"mongo {fresh.mongo_db} (replayed)": await _scan_mongo(replayed_db, traces),
-            f"kafka {settings.topic_timeline}": await _scan_topic(
+            f"mongo {settings.mongo_db}": await scan_mongo(db, traces),
+            f"mongo {fresh.mongo_db} (replayed)": await scan_mongo(replayed_db, traces),
+            f"kafka {settings.topic_timeline}": await scan_topic(
                 settings, settings.topic_timeline, traces
             ),
-            f"kafka {settings.topic_dlq}": await _scan_topic(settings, settings.topic_dlq, traces),
+            f"kafka {settings.topic_dlq}": await scan_topic(settings, settings.topic_dlq, traces),
         }
     finally:
         await db.client.drop_database(fresh.mongo_db)
     print("\nscan after erasure:\n" + json.dumps(scan, indent=2))
-    oms = await _scan_topic(settings, settings.topic_order_status, traces)
+    oms = await scan_topic(settings, settings.topic_order_status, traces)
     print(f"(the OMS's own input topic, not ours to rewrite, holds: {oms})")
     assert oms == ["address", "first name", "last name"]  # the scan does see what is there
-    assert [where for where, found in _flatten(scan) if found] == []
+    assert [where for where, found in flatten(scan) if found] == []
 
     # The same address, a new order: a new subject, emailed and shown.
     emailed = len([m for m in capture.messages() if m["rcptTos"] == [person.email]])
@@ -311,16 +275,6 @@ async def _at_least(count: Awaitable[int], want: int) -> bool:
 
 def _later() -> datetime:
     return datetime.now(UTC)
-
-
-def _flatten(scan: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    rows: list[tuple[str, list[str]]] = []
-    for where, found in scan.items():
-        if isinstance(found, dict):
-            rows += [(f"{where}.{name}", hits) for name, hits in found.items()]
-        else:
-            rows.append((where, found))
-    return rows
 
 
 def _assert_export_is_complete(document: dict[str, Any], person: Person) -> None:

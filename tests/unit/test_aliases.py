@@ -13,8 +13,10 @@ from worker.domain.aliases import (
     MaskType,
     SystemClock,
     choose_order_aliases,
+    erased_alias_id,
     expires_at,
     is_alias_domain,
+    is_erased_alias_id,
     is_expired,
     new_hard_alias,
     new_reverse_alias,
@@ -181,3 +183,12 @@ def test_expiry_refuses_naive_datetimes() -> None:
 
 def test_system_clock_is_utc_aware() -> None:
     assert SystemClock().now().utcoffset() == timedelta(0)
+
+
+def test_an_erased_soft_alias_is_kept_under_its_hash_and_nothing_else() -> None:
+    kept = erased_alias_id("9f" * 32)
+    assert kept == "erased:" + "9f" * 32 and is_erased_alias_id(kept)
+    assert not is_erased_alias_id("jane@example.org-207700027841b.ct.example.com")
+    for wrong in ("", kept):  # nothing to hide behind, or hidden twice
+        with pytest.raises(ValueError, match="keyed hash"):
+            erased_alias_id(wrong)

@@ -144,3 +144,23 @@ def test_mongodbs_opcounters_are_read_under_the_commands_names_and_a_shared_stac
     assert "[shared stack" in report.table(_results(relay={"db_ops": ops}))
     with pytest.raises(ValueError, match="neither"):
         db_ops.counts({"ok": 1.0})
+
+
+def test_the_hostile_relay_diagnostic_reads_as_one_line_and_alone_with_only() -> None:
+    times = {"sessions": 4, "greeting_max_ms": 2.4, "message_max_ms": 57.6, "replies": [250]}
+    hostile = {
+        "hostile_dsn": {"bytes": 1049000, "reply": 250, "ms": 50.2},
+        "hostile_dkim": {"signatures": 3, "reply": 250, "ms": 64.0},
+        "during": times,
+        "idle": times | {"greeting_max_ms": 1.0, "message_max_ms": 11.0},
+    }
+    results = _results() | {"diagnostics": {"relay_hostile": hostile}, "resources": {}}
+    alone = report.diagnostics(results)
+    assert alone == (
+        "  diagnostic relay_hostile: 1 MB hostile DSN 250 in 50 ms, 3 hostile DKIM signatures "
+        "250 in 64 ms; meanwhile 4 other session(s): greeting max 2 ms, message max 58 ms "
+        "(idle: greeting 1 ms, message 11 ms)"
+    )
+    assert alone in report.table(results)
+    failed = _results() | {"diagnostics": {"relay_hostile": {"error": "BenchError: no relay"}}}
+    assert "relay_hostile: {'error': 'BenchError: no relay'}" in report.diagnostics(failed)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
 from tests.unit.test_relaying import CUSTOMER, DOMAIN, PARTIES, STORE, make_mail
+from worker.contracts.events import TimelineEvent
 from worker.domain.relay_events import forwarded
 from worker.domain.rewrite import Masker, rewrite_for_forward
 from worker.domain.routing import Route, decide_route
@@ -104,22 +106,57 @@ def _now() -> datetime:
     return datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def test_rejections_listed_per_order_and_hour_are_bounded_and_repeats_pass() -> None:
+def test_rejections_past_the_budget_are_counted_on_the_last_listed_entry() -> None:
     from datetime import timedelta
 
-    from worker.domain.relay_events import RejectionBudget, rejected
+    from worker.domain.relay_events import Admission, RejectionBudget, rejected
 
     budget = RejectionBudget(per_order=3)
     at = _now()
 
-    def refusal(sender: str, when: datetime = at) -> bool:
+    def refusal(sender: str, when: datetime = at) -> tuple[TimelineEvent, Admission]:
         event = rejected(CUSTOMER, None, sender_key=sender, reason="sender-not-authenticated",
                          at=when)  # fmt: skip
-        return budget.admit(event, now=when)
+        return event, budget.admit(event, now=when)
 
-    assert [refusal(f"guess-{i}") for i in range(6)] == [True, True, True, False, False, False]
-    assert refusal("guess-0")  # the same entry again adds nothing: let through
-    assert refusal("guess-9", at + timedelta(hours=1))  # a new window
+    listed = [refusal(f"guess-{i}") for i in range(3)]
+    assert all(a.event == e and not a.folded for e, a in listed)
+    last = listed[-1][0]
+    folded = [refusal(f"guess-{i}")[1] for i in range(3, 6)]
+    assert all(a.folded and a.event.event_id == last.event_id for a in folded)
+    assert [a.event.folded_refusals for a in folded] == [1, 2, 3]
+    assert folded[0].event.model_copy(update={"folded_refusals": None}) == last
+    again = refusal("guess-0")[1]  # the same listed entry again adds nothing: let through
+    assert not again.folded and again.event == listed[0][0]
+    assert refusal("guess-5")[1].event.folded_refusals == 3  # a folded one again counts once
+    fresh, admitted = refusal("guess-9", at + timedelta(hours=1))  # a new window
+    assert admitted == Admission(fresh, folded=False)
+
+
+def test_counts_are_folded_into_the_sealed_copy_of_the_last_entry() -> None:
+    from worker.domain.relay_events import RejectionBudget, rejected
+
+    budget = RejectionBudget(per_order=1)
+    at = _now()
+    listed = rejected(CUSTOMER, None, sender_key="a", reason="r", at=at)
+    budget.admit(listed, now=at)
+    sealed = listed.model_copy(update={"subject_id": "subject-1"})  # as the relay sealed it
+    budget.sealed(sealed, now=at)
+    folded = budget.admit(rejected(CUSTOMER, None, sender_key="b", reason="r", at=at), now=at)
+    assert folded.event == sealed.model_copy(update={"folded_refusals": 1})
+
+
+def test_folded_refusals_of_one_order_leave_other_orders_budgets_alone() -> None:
+    from worker.domain.relay_events import RejectionBudget, rejected
+
+    budget = RejectionBudget(per_order=1)
+    other = replace(CUSTOMER, order_id="o-2", address="c2f0@relay.example")
+    at = _now()
+    first = rejected(CUSTOMER, None, sender_key="a", reason="r", at=at)
+    assert not budget.admit(first, now=at).folded
+    assert budget.admit(rejected(CUSTOMER, None, sender_key="b", reason="r", at=at), now=at).folded
+    elsewhere = rejected(other, None, sender_key="b", reason="r", at=at)
+    assert not budget.admit(elsewhere, now=at).folded
 
 
 def test_a_participant_writing_to_its_own_alias_is_refused_so_masking_is_no_oracle() -> None:

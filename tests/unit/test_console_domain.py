@@ -170,3 +170,29 @@ def test_cursors_round_trip_and_refuse_what_they_did_not_make() -> None:
     for bad in ("garbage!", "e30", encode_cursor(T0, "x")[:-3]):
         with pytest.raises(BadCursor):
             decode_cursor(bad)
+
+
+def test_a_rejection_standing_for_more_refusals_says_how_many_everywhere() -> None:
+    from worker.services.timeline import format_table
+
+    rejected = timeline_event("o1", minutes=1, kind=TimelineKind.MESSAGE_REJECTED, event_id="r")
+    counted = rejected.model_copy(update={"folded_refusals": 12})
+    plain = timeline_event("o1", minutes=2, kind=TimelineKind.MESSAGE_REJECTED, event_id="s")
+    thread = conversation([counted, plain], "ct.example.com")
+    assert [m.folded_refusals for m in thread.messages] == [12, 0]
+    lines = format_table("o1", [counted, plain]).splitlines()
+    assert "(+12 more refused) Hello Jane" in lines[4]
+    assert "more refused" not in lines[5]
+
+
+def test_the_api_says_how_many_refusals_a_rejected_message_stands_for() -> None:
+    from worker.adapters.order_queries import OrderSummary
+    from worker.services.console import OrderPage
+    from worker.web.api import _message
+
+    rejected = timeline_event("o1", minutes=1, kind=TimelineKind.MESSAGE_REJECTED, event_id="r")
+    thread = conversation([rejected.model_copy(update={"folded_refusals": 4})], "ct.example.com")
+    order = OrderSummary("o1", "store-1", None, None, None, 1)
+    page = OrderPage(order, thread, kept={}, revealed={})
+    [item] = thread.messages
+    assert _message(item, page, {}).model_dump(mode="json")["foldedRefusals"] == 4

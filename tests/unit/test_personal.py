@@ -125,3 +125,71 @@ def test_a_sealed_event_is_read_by_a_consumer_on_the_previous_timeline_schema() 
         dict[str, Any], schemaless_reader(io.BytesIO(data[10:]), current.parsed, previous.parsed)
     )
     assert "subjectId" not in record and is_sealed(record["message"]["subject"])
+
+
+SOFT_CUSTOMER = "jane.roe@example.org-207700027841b.ct.example.com"
+SOFT_STORE = "orders@shop.example.com-207700027841b.ct.example.com"
+
+
+def _soft(kind: TimelineKind = TimelineKind.MESSAGE_FORWARDED) -> TimelineEvent:
+    """A reply of a soft-masked order's customer to its store: both aliases readable."""
+    event = timeline_event("o-soft", kind=kind)
+    assert event.message is not None
+    message = event.message.model_copy(
+        update={
+            "from_": event.message.to.model_copy(update={"alias": SOFT_CUSTOMER}),
+            "to": event.message.from_.model_copy(update={"alias": SOFT_STORE}),
+        }
+    )
+    return event.model_copy(update={"message": message})
+
+
+def test_a_soft_customer_alias_is_sealed_with_the_rest_and_the_stores_stays_clear() -> None:
+    event, key = _soft(), _key()
+    sealed = seal_event(event, key, alias=True)
+    wire = CODEC.encode(sealed)
+    for trace in (SOFT_CUSTOMER, "jane.roe", "example.org-207700027841b"):
+        assert trace.encode() not in wire, trace
+    assert sealed.message is not None
+    assert is_sealed(sealed.message.from_.alias) and sealed.message.to.alias == SOFT_STORE
+    assert is_sealed(sealed.message.from_.name)
+    assert SOFT_CUSTOMER not in personal_texts(sealed, alias=True)
+    assert all(is_sealed(t) for t in personal_texts(sealed, alias=True))
+    opened = open_event(CODEC.decode(wire, TimelineEvent), key)
+    assert opened == event.model_copy(update={"subject_id": "s-1"})
+    assert seal_event(sealed, key, alias=True) == sealed
+
+
+def test_without_alias_a_customer_alias_stays_clear_as_a_hard_one_does() -> None:
+    sealed = seal_event(_soft(), _key())
+    assert sealed.message is not None and sealed.message.from_.alias == SOFT_CUSTOMER
+
+
+def test_an_erased_soft_alias_reads_erased_and_a_refusals_causation_with_it() -> None:
+    event = _soft(TimelineKind.MESSAGE_REJECTED)
+    assert event.message is not None
+    refusal = event.model_copy(
+        update={
+            "causation_id": SOFT_CUSTOMER,
+            "message": event.message.model_copy(
+                update={"from_": event.message.to, "to": event.message.from_}
+            ),
+        }
+    )
+    key = _key()
+    sealed = seal_event(refusal, key, alias=True)
+    assert is_sealed(sealed.causation_id)
+    assert open_event(sealed, key) == refusal.model_copy(update={"subject_id": "s-1"})
+    erased = open_event(sealed, None)
+    assert erased.message is not None
+    assert (erased.causation_id, erased.message.to.alias) == (ERASED, ERASED)
+    assert erased.message.from_.alias == SOFT_STORE  # the store's alias is business data
+
+
+def test_an_event_recorded_after_erasure_holds_no_soft_alias() -> None:
+    redacted = redact_event(_soft(), alias=True)
+    wire = CODEC.encode(redacted)
+    assert b"jane.roe" not in wire and redacted.subject_id == ERASED_SUBJECT
+    assert redacted.message is not None and redacted.message.from_.alias == ERASED
+    assert personal_texts(redacted, alias=True) == [ERASED]
+    assert open_event(redacted, None) == redacted

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from tests.support.events import T0, timeline_event
-from worker.contracts.events import OrderStatus, TimelineKind
+from worker.contracts.events import OrderStatus, TimelineEvent, TimelineKind
 from worker.domain.projection import entry_of, merge
 
 
@@ -70,3 +70,42 @@ def test_existing_entries_are_kept_as_they_are() -> None:
     projection = merge([old], [timeline_event("o-1", minutes=1)])
     assert projection is not None
     assert projection.timeline[0] is old
+
+
+_LAST_LISTED = timeline_event(
+    "o-1", minutes=2, kind=TimelineKind.MESSAGE_REJECTED, event_id="rejected-5"
+)
+_FIRST = timeline_event("o-1", minutes=1, kind=TimelineKind.MESSAGE_REJECTED, event_id="first")
+
+
+def _rejected(folded: int | None) -> TimelineEvent:
+    """The relay's last listed refusal, again with its count so far (the same bytes)."""
+    return _LAST_LISTED.model_copy(update={"folded_refusals": folded})
+
+
+def test_a_folded_count_updates_its_entry_and_the_largest_count_stays() -> None:
+    listed = merge([], [_FIRST, _rejected(None)])
+    assert listed is not None
+    counted = merge(listed.timeline, [_rejected(3)])
+    assert counted is not None
+    assert len(counted.timeline) == 2
+    assert counted.timeline[-1]["foldedRefusals"] == 3
+    assert counted.timeline[0] is listed.timeline[0]
+    # An older count arriving late, a repeat, or the entry again without a count: nothing new.
+    for late in (_rejected(2), _rejected(3), _rejected(None)):
+        assert merge(counted.timeline, [late]) is None
+
+
+def test_folded_counts_give_the_same_document_whatever_their_order_and_batching() -> None:
+    events = [_FIRST, *(_rejected(n) for n in (None, 1, 2, 3, 4))]
+    reference = merge([], events)
+    assert reference is not None
+    assert reference.timeline[-1]["foldedRefusals"] == 4
+    for seed in range(5):
+        shuffled = events[:]
+        random.Random(seed).shuffle(shuffled)
+        half = merge([], shuffled[:3])
+        assert half is not None
+        rest = merge(half.timeline, shuffled[3:])
+        final = rest.fields() if rest is not None else half.fields()
+        assert final == reference.fields()

@@ -35,6 +35,7 @@ from bson import Binary
 from cachetools import TTLCache
 from pymongo.errors import DuplicateKeyError
 
+from worker.adapters.alias_erasure import AliasErasure
 from worker.adapters.alias_sealing import AliasSealing, Keys
 from worker.adapters.alias_windows import AliasWindows
 from worker.adapters.dialect import Dialect, Document, insert_each
@@ -45,6 +46,7 @@ from worker.contracts.events import ParticipantRole
 from worker.core.crypto import AddressCipher
 from worker.domain import aliases as rules
 from worker.domain.aliases import AliasExpiry, AliasWindow, Clock, MaskType, Party
+from worker.domain.conversation import mask_of
 
 log = structlog.get_logger(__name__)
 MAX_COLLISIONS = 8
@@ -117,6 +119,7 @@ class AliasStore:
         self._sealing = AliasSealing(cipher, subject_keys)
         self._dialect = dialect
         self._windows = AliasWindows(db, dialect)
+        self._erasure = AliasErasure(db, cipher, clock)
         self._grace_days = grace_days
         self._aliases = db["aliases"]
         self._keys = db["alias_keys"]
@@ -135,11 +138,17 @@ class AliasStore:
             self._by_address = TTLCache(2 * cache_size, CACHE_TTL_S)
 
     async def lookup(self, alias: str) -> AliasRecord | None:
-        """One indexed read by `_id`; expired aliases are returned too, the caller decides."""
+        """One indexed read by `_id`; expired aliases are returned too, the caller decides.
+
+        An address not found is looked for once more under its keyed hash, where an erased
+        customer's soft alias is kept (`erase_person`): that record says erased.
+        """
         address = alias.strip().lower()
         if self._by_address is not None and address in self._by_address:
             return self._by_address[address]
         doc = await self._aliases.find_one({"_id": address})
+        if doc is None:
+            doc = await self._erasure.find(address)
         if doc is None:
             return None
         [record] = await self._windowed(await self._records([doc]))
@@ -455,6 +464,15 @@ class AliasStore:
         """A keyed fingerprint of any address, safe to show where the address itself is not."""
         return self._cipher.address_hash(address)
 
+    def audit_name(self, alias: str) -> str:
+        """An alias as an audit entry names it: a hard alias as it is; anything else (a soft
+        alias is a readable address, and what was typed may be one) by its keyed hash, so an
+        erasure leaves no address in the audit log, whose entries are never rewritten."""
+        address = alias.strip().lower()
+        if mask_of(address, self._domain) is MaskType.HARD:
+            return address
+        return f"hash:{self._cipher.address_hash(address)}"
+
     async def reencrypt_all(self) -> tuple[int, int]:
         """Re-encrypt every alias's address under the current key; returns (seen, rewritten).
 
@@ -535,19 +553,10 @@ class AliasStore:
 
     async def erase_person(self, address: str) -> list[str]:
         """Remove the real address and name from each of the person's aliases; the aliases stay
-        (so mail to them is refused, not unknown) and the order ids are returned."""
-        address_hash = self._cipher.address_hash(address)
-        orders = []
-        async for doc in self._aliases.find({"realHash": address_hash}, {"orderId": 1}):
-            await self._aliases.update_one(
-                {"_id": doc["_id"]},
-                {"$set": {
-                    "realEnc": None, "realSealed": None, "name": None,
-                    "erasedAt": self._clock.now(),
-                }},
-            )  # fmt: skip
-            orders.append(str(doc["orderId"]))
+        (so mail to them is refused, not unknown; a soft customer alias under its keyed hash,
+        adapters/alias_erasure.py) and the order ids are returned."""
+        orders = await self._erasure.erase(self._cipher.address_hash(address))
         if self._orders is not None and self._by_address is not None:
             self._orders.clear()
             self._by_address.clear()
-        return sorted(set(orders))
+        return orders

@@ -164,6 +164,12 @@ class OrdersRepository:
         except BulkWriteError as exc:
             if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
+        # An entry kept there already still takes a larger count folded into it (as merge does).
+        for doc in moved:
+            if folded := doc["entry"].get("foldedRefusals"):
+                await self._overflow.update_one(
+                    {"_id": doc["_id"]}, {"$max": {"entry.foldedRefusals": folded}}
+                )
 
     async def _current(
         self, order_ids: Mapping[str, Any], *, trust_written: bool

@@ -168,3 +168,6 @@ class TimelineEvent(Contract):
     delivery: DeliveryReport | None = None
     # Whose key sealed the personal fields (worker/domain/personal.py); None: nothing sealed.
     subject_id: str | None = None
+    # MESSAGE_REJECTED only: the refusals folded into this entry past the listed few (see
+    # worker/domain/relay_events.RejectionBudget); None: none.
+    folded_refusals: int | None = Field(default=None, ge=0)

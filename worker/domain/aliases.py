@@ -198,6 +198,22 @@ def new_reverse_alias(mask: MaskType, sender_email: str, token: str | None, doma
     return new_hard_alias(domain)
 
 
+# The `_id` an erased soft alias is kept under: its keyed hash, which reveals nothing.
+ERASED_ALIAS_PREFIX: Final = "erased:"
+
+
+def erased_alias_id(alias_hash: str) -> str:
+    """Where an erased customer's soft alias is kept, so mail to it is still refused as erased:
+    under the keyed hash of the alias, found again by hashing a recipient the same way."""
+    if not alias_hash or ERASED_ALIAS_PREFIX in alias_hash:
+        raise ValueError("an erased alias is kept under the keyed hash of its address")
+    return ERASED_ALIAS_PREFIX + alias_hash
+
+
+def is_erased_alias_id(alias_id: str) -> bool:
+    return alias_id.startswith(ERASED_ALIAS_PREFIX)
+
+
 def is_alias_domain(address: str, domain: str) -> bool:
     """True for addresses in `domain` or its subdomains, where soft aliases live."""
     _, at, address_domain = address.strip().rpartition("@")

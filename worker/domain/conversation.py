@@ -80,6 +80,8 @@ class MessageItem:
     attachment_names: tuple[str, ...]
     size_bytes: int
     failure: str | None
+    # A MESSAGE_REJECTED that stands for this many more refusals (its order's hour), else 0.
+    folded_refusals: int = 0
 
     @property
     def failed(self) -> bool:
@@ -180,6 +182,7 @@ def conversation(entries: Sequence[TimelineEvent], domain: str) -> Conversation:
                 attachment_names=tuple(message.attachment_names),
                 size_bytes=message.size_bytes,
                 failure=message.reason,
+                folded_refusals=entry.folded_refusals or 0,
             )
         )
     thread: list[MessageItem | StatusItem] = [*messages, *changes]

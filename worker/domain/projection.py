@@ -45,28 +45,34 @@ class OrderProjection:
 
 
 def merge(existing: Sequence[Entry], incoming: Iterable[TimelineEvent]) -> OrderProjection | None:
-    """Add the events not yet on the timeline; None when nothing is new (a replay or duplicate).
+    """Add the events not yet on the timeline; None when nothing changes (a replay or duplicate).
 
-    Everything returned is a function of the set of entries, never of arrival order or of the
-    clock, so replaying a topic rebuilds byte-for-byte the same document.
+    An event already on the timeline changes nothing, except a larger `foldedRefusals` (the
+    relay's count of refusals folded into its last listed MESSAGE_REJECTED): the entry keeps the
+    largest count seen. Everything returned is a function of the set of events, never of arrival
+    order or of the clock, so replaying a topic rebuilds byte-for-byte the same document.
     """
-    seen = {e["eventId"] for e in existing}
-    added: list[Entry] = []
+    timeline = {e["eventId"]: e for e in existing}
+    changed = False
     for event in incoming:
-        if event.event_id not in seen:
-            seen.add(event.event_id)
-            added.append(entry_of(event))
-    if not added:
+        entry = timeline.get(event.event_id)
+        if entry is None:
+            timeline[event.event_id] = entry_of(event)
+            changed = True
+        elif (event.folded_refusals or 0) > (entry.get("foldedRefusals") or 0):
+            timeline[event.event_id] = {**entry, "foldedRefusals": event.folded_refusals}
+            changed = True
+    if not changed:
         return None
-    timeline = sorted([*existing, *added], key=_order)
+    entries = sorted(timeline.values(), key=_order)
     status_changes = [
-        e for e in timeline if e["kind"] == TimelineKind.STATUS_CHANGED and e["status"]
+        e for e in entries if e["kind"] == TimelineKind.STATUS_CHANGED and e["status"]
     ]
     latest = max(status_changes, key=_order) if status_changes else None
     return OrderProjection(
-        store_id=added[0]["storeId"],
-        timeline=timeline,
+        store_id=entries[0]["storeId"],
+        timeline=entries,
         status=latest["status"] if latest else None,
         status_at=latest["occurredAt"] if latest else None,
-        updated_at=timeline[-1]["occurredAt"],
+        updated_at=entries[-1]["occurredAt"],
     )

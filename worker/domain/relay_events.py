@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -30,14 +31,41 @@ REJECTION_WINDOW: Final = timedelta(hours=1)
 
 # MESSAGE_REJECTED entries listed per order per window (the relay process's count).
 REJECTIONS_LISTED_PER_ORDER: Final = 5
+# Folded refusals recently seen per order and window: a sender retrying the same refused message
+# is counted once, as a listed one is. Beyond this many distinct ones in the window each counts.
+_RECENT_FOLDED: Final = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the relay publishes for one refusal: `event` is the refusal itself when `folded`
+    is false, else the window's last listed entry carrying the count of refusals folded in."""
+
+    event: TimelineEvent
+    folded: bool
+
+
+@dataclass(slots=True)
+class _Window:
+    listed: set[str] = field(default_factory=set)
+    last: TimelineEvent | None = None
+    folded: int = 0
+    recent: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
 
 class RejectionBudget:
-    """At most `per_order` distinct MESSAGE_REJECTED per order per REJECTION_WINDOW.
+    """At most `per_order` distinct MESSAGE_REJECTED per order per REJECTION_WINDOW; the rest
+    are counted on the last one listed.
 
-    A repeat of an event already listed (same id: same cause in the same window) is always let
-    through, since it adds nothing. Memory is bounded: windows of orders seen least recently are
-    forgotten first. Pure: it is given the time.
+    A repeat of an event already listed (same id: same cause in the same window) is let through
+    as it is, since it adds nothing. A refusal past the budget is *folded*: `admit` answers the
+    window's last listed entry with `folded_refusals` set to the number folded so far (the same
+    event id, so the projector updates that entry instead of adding one). The count is absolute
+    and the projector keeps the largest it saw, so a lost or repeated update, or a replay of the
+    topic, leaves the same count. Several relay processes each keep their own budget: each
+    lists its few entries and counts on its own last one, so the timeline shows them all and the
+    counts add up. Memory is bounded: windows of orders seen least recently are forgotten first.
+    Pure: it is given the time.
     """
 
     def __init__(
@@ -45,21 +73,39 @@ class RejectionBudget:
     ) -> None:
         self._per_order = per_order
         self._max_orders = max_orders
-        self._listed: OrderedDict[tuple[str, int], set[str]] = OrderedDict()
+        self._windows: OrderedDict[tuple[str, int], _Window] = OrderedDict()
 
-    def admit(self, event: TimelineEvent, *, now: datetime) -> bool:
+    def admit(self, event: TimelineEvent, *, now: datetime) -> Admission:
         window = int(now.timestamp() // REJECTION_WINDOW.total_seconds())
         key = (event.order_id, window)
-        listed = self._listed.setdefault(key, set())
-        self._listed.move_to_end(key)
-        if len(self._listed) > self._max_orders:
-            self._listed.popitem(last=False)
-        if event.event_id in listed:
-            return True
-        if len(listed) >= self._per_order:
-            return False
-        listed.add(event.event_id)
-        return True
+        state = self._windows.get(key)
+        if state is None:
+            state = self._windows[key] = _Window()
+            if len(self._windows) > self._max_orders:
+                self._windows.popitem(last=False)
+        self._windows.move_to_end(key)
+        if event.event_id in state.listed:
+            return Admission(event, folded=False)
+        if len(state.listed) < self._per_order or state.last is None:
+            state.listed.add(event.event_id)
+            state.last = event
+            return Admission(event, folded=False)
+        if event.event_id in state.recent:
+            state.recent.move_to_end(event.event_id)
+        else:
+            state.folded += 1
+            state.recent[event.event_id] = None
+            if len(state.recent) > _RECENT_FOLDED:
+                state.recent.popitem(last=False)
+        last = state.last.model_copy(update={"folded_refusals": state.folded})
+        return Admission(last, folded=True)
+
+    def sealed(self, event: TimelineEvent, *, now: datetime) -> None:
+        """`event` is the listed one of the same id, sealed: counts are folded into this one."""
+        window = int(now.timestamp() // REJECTION_WINDOW.total_seconds())
+        state = self._windows.get((event.order_id, window))
+        if state is not None and state.last is not None and state.last.event_id == event.event_id:
+            state.last = event
 
 
 def message_key(raw: bytes, message_id: str | None, *, context: str = "") -> str:

@@ -18,7 +18,7 @@ async def resolve_alias(
         operator=operator,
         store=record.store_id if record else None,
         reason=reason,
-        alias=alias.strip().lower(),
+        alias=aliases.audit_name(alias),
         found=record is not None,
         orderId=record.order_id if record else None,
     )
@@ -42,7 +42,7 @@ async def unsuppress_alias(
         operator=operator,
         store=record.store_id if record else None,
         reason=reason,
-        alias=alias.strip().lower(),
+        alias=aliases.audit_name(alias),
         found=record is not None,
         orderId=record.order_id if record else None,
     )

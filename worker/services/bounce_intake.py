@@ -18,7 +18,8 @@ from typing import Final
 import structlog
 
 from worker.adapters import mongo
-from worker.contracts.events import TimelineEvent
+from worker.adapters.alias_store import AliasRecord
+from worker.contracts.events import ParticipantRole, TimelineEvent
 from worker.core import metrics
 from worker.core.offload import off_loop_if_large
 from worker.domain.abuse import OverLimit, RateKeys, RateLimit, SlidingWindowLimiter
@@ -106,7 +107,7 @@ class BounceIntake:
         if sent is None:  # expired between RCPT and DATA
             return UNKNOWN_ALIAS
         structlog.contextvars.bind_contextvars(order_id=sent.order_id)
-        recipient_alias = await self._aliases.lookup(sent.message.to.alias)
+        recipient_alias = await self._recipient(sent)
         real = recipient_alias.real_address if recipient_alias else ""
         sent_to = self._aliases.address_hash(real) if real else None
 
@@ -148,6 +149,17 @@ class BounceIntake:
             status=event.delivery.status if event.delivery else None,
         )
         return None
+
+    async def _recipient(self, sent: SentMessage) -> AliasRecord | None:
+        """The alias the message went to. The order's customer or store alias is found by its
+        order and role: on a soft-masked order the customer's alias is sealed in what was kept
+        (worker/domain/personal.py), so it cannot be looked up by address."""
+        to = sent.message.to
+        if to.role is ParticipantRole.EXTERNAL:
+            return await self._aliases.lookup(to.alias)
+        return next(
+            (r for r in await self._aliases.of_order(sent.order_id) if r.role is to.role), None
+        )
 
     async def _sent_message(self, recipient: str) -> SentMessage | None:
         ref = self._addresses.verify(recipient, self._clock.now())

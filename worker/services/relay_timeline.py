@@ -4,8 +4,9 @@ Every timeline event of the relay (a forward, a refusal, a bounce's report) pass
 `publish`: its personal fields are sealed under the customer's subject key first, then Kafka
 must acknowledge it within `KAFKA_TIMEOUT_S`, or the sender is answered 4xx (`Transient`). A
 producer that can never send again sets `broken`, which stops the relay. Refusals are listed on
-the order at most a few an hour (`RejectionBudget`); the rest are only counted, so senders that
-cycle through addresses cannot grow a timeline without bound.
+the order at most a few an hour (`RejectionBudget`); the rest are counted on the last one listed
+(it is published again with `folded_refusals`, which the projector merges into that entry), so
+senders that cycle through addresses cannot grow a timeline without bound.
 """
 
 from __future__ import annotations
@@ -121,18 +122,29 @@ class RelayTimeline:
         sender = parties.by_address(address)
         if not participant and sender is not None and sender.role is not ParticipantRole.EXTERNAL:
             sender = None
+        now = self._clock.now()  # one moment for the event's id and the budget's window
         event = relay_events.rejected(
             alias,
             sender,
             sender_key=self._aliases.address_hash(cause or address),
             reason=reason,
-            at=self._clock.now(),
+            at=now,
         )
-        if not self._rejections.admit(event, now=self._clock.now()):
+        admission = self._rejections.admit(event, now=now)
+        if admission.folded:
+            # Counted on the last entry listed: that entry again (sealed already), with the count.
             metrics.MESSAGES_REJECTED.labels(reason="not_listed").inc()
-            log.info("rejection_not_listed", order_id=alias.order_id)
-            return
+            log.info(
+                "rejection_folded",
+                order_id=alias.order_id,
+                into=admission.event.event_id,
+                folded=admission.event.folded_refusals,
+            )
         try:
+            event = await self.seal(admission.event)
+            if not admission.folded:
+                # A count folded into it later re-sends these very bytes, with no other lookup.
+                self._rejections.sealed(event, now=now)
             await self.publish(event)
         except Transient:
             log.warning("rejection_not_recorded", alias=alias.address)

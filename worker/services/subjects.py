@@ -22,6 +22,7 @@ from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.codec import DecodeError, ValueCodec
 from worker.contracts.events import OrderStatusChanged, ParticipantRole, TimelineEvent
 from worker.core.crypto import SubjectKey
+from worker.domain.aliases import MaskType
 from worker.domain.personal import ERASED_SUBJECT, open_event, redact_event, seal_event
 
 SUBJECT_HEADER: Final = "ct.sealed-subject"
@@ -50,15 +51,20 @@ class Subjects:
 
     async def sealer(self, order_id: str) -> Seal:
         """What seals this order's events, without another lookup: under its customer's key, or
-        to nothing personal once they were erased."""
-        key = await self.subject_of(order_id)
+        to nothing personal once they were erased. On a soft-masked order the customer's alias
+        holds their address, so it is sealed (or erased) with the rest."""
+        customer = await self._customer(order_id)
+        soft = customer.mask is MaskType.SOFT
+        key = await self._key_of(customer)
         if key is None:
-            return redact_event
-        return lambda event: seal_event(event, key)
+            return lambda event: redact_event(event, alias=soft)
+        return lambda event: seal_event(event, key, alias=soft)
 
     async def subject_of(self, order_id: str) -> SubjectKey | None:
         """The key of the order's customer; None once they were erased."""
-        customer = await self._customer(order_id)
+        return await self._key_of(await self._customer(order_id))
+
+    async def _key_of(self, customer: AliasRecord) -> SubjectKey | None:
         if customer.erased or not customer.real_address:
             return None
         return await self.keys.for_address(customer.real_address, since=customer.created_at)

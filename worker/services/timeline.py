@@ -59,7 +59,8 @@ def _row(entry: TimelineEvent) -> tuple[str, ...]:
 
 
 def _detail(entry: TimelineEvent) -> str:
-    """What went wrong for a failure (`hard bounce 5.1.1: unknown user`), else the first words."""
+    """What went wrong for a failure (`hard bounce 5.1.1: unknown user`), else the first words;
+    a MESSAGE_REJECTED that stands for more refusals says how many (`(+12 more refused) ...`)."""
     report, message = entry.delivery, entry.message
     if report is not None:
         what = " ".join(
@@ -71,7 +72,10 @@ def _detail(entry: TimelineEvent) -> str:
         return f"{what}: {report.diagnostic}" if report.diagnostic else what
     if message is None:
         return ""
-    return message.reason or message.first_words
+    detail = message.reason or message.first_words
+    if entry.folded_refusals:  # first: the column is cut at its width
+        return f"(+{entry.folded_refusals} more refused) {detail}"
+    return detail
 
 
 def format_table(order_id: str, entries: list[TimelineEvent]) -> str:

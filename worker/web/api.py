@@ -83,6 +83,7 @@ def _message(item: MessageItem, page: OrderPage, views: dict[str, MessageView]) 
         attachment_names=list(item.attachment_names),
         size_bytes=item.size_bytes,
         failure_reason=item.failure,
+        folded_refusals=item.folded_refusals,
         from_=_participant(item.sender, page.revealed),
         to=[_participant(item.recipient, page.revealed)],
     )

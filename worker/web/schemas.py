@@ -59,6 +59,11 @@ class MessageOut(Document):
     attachment_names: list[str]
     size_bytes: int
     failure_reason: str | None
+    folded_refusals: int = Field(
+        0,
+        description="a rejected message only: how many more refusals of this order in the same "
+        "hour it stands for (not listed one by one)",
+    )
     from_: ParticipantOut = Field(alias="from")
     to: list[ParticipantOut]
 
