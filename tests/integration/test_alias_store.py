@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import REPO
 from tests.support.clock import MovableClock
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasStore, NewOrder
+from worker.adapters.alias_store import AliasStore
+from worker.adapters.alias_writes import NewOrder
 from worker.adapters.dialect import Dialect
 from worker.adapters.stores import StoreSettings
 from worker.adapters.subject_keys import SubjectKeys

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from worker.adapters.alias_store import AliasRecord, NewOrder
+from worker.adapters.alias_store import AliasRecord
+from worker.adapters.alias_writes import NewOrder
 from worker.adapters.deliveries import Delivery
 from worker.adapters.messages import SealedMessage
 from worker.adapters.suppressions import Scope, Suppression

@@ -24,11 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
 import structlog
 from bson import Binary
@@ -38,7 +36,8 @@ from pymongo.errors import DuplicateKeyError
 from worker.adapters.alias_erasure import AliasErasure
 from worker.adapters.alias_sealing import AliasSealing, Keys
 from worker.adapters.alias_windows import AliasWindows
-from worker.adapters.dialect import Dialect, Document, insert_each
+from worker.adapters.alias_writes import AliasWriter, NewAlias, NewOrder, order_key
+from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
 from worker.adapters.subject_keys import SubjectKeys
@@ -49,36 +48,11 @@ from worker.domain.aliases import AliasExpiry, AliasWindow, Clock, MaskType, Par
 from worker.domain.conversation import mask_of
 
 log = structlog.get_logger(__name__)
-MAX_COLLISIONS = 8
 CACHE_TTL_S = 300.0
 # A store's switch to or from orderFlow reaches a caching notifier this late.
 POLICY_TTL_S = 30.0
 ROLES = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
 OrderAliases = dict[ParticipantRole, "AliasRecord"]
-# ASCII unit separator: refused inside order ids, so ("a", "b\x1fc") and ("a\x1fb", "c") differ.
-KEY_SEPARATOR: Final = "\x1f"
-
-
-def order_key(order_id: str, role: ParticipantRole, sender_hash: str | None = None) -> str:
-    """The `_id` of an alias's claim in `alias_keys`: one alias per order and role (and sender)."""
-    if KEY_SEPARATOR in order_id:
-        raise ValueError("an order id may not contain the key separator U+001F")
-    if role is ParticipantRole.EXTERNAL:
-        if not sender_hash:
-            raise ValueError("an EXTERNAL alias is keyed by its sender's hash")
-        return f"{order_id}{KEY_SEPARATOR}EXTERNAL{KEY_SEPARATOR}{sender_hash}"
-    if sender_hash is not None:
-        raise ValueError(f"a {role.value} alias is unique per order; it takes no sender hash")
-    return f"{order_id}{KEY_SEPARATOR}{role.value}"
-
-
-@dataclass(frozen=True, slots=True)
-class NewOrder:
-    """What an order's aliases are made of: its store and its two parties."""
-
-    store_id: str
-    customer: Party
-    store: Party
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +91,9 @@ class AliasStore:
     ) -> None:
         # With subject keys, a customer's real address and name are sealed under their own key.
         self._sealing = AliasSealing(cipher, subject_keys)
+        self._writer = AliasWriter(
+            db, cipher, self._sealing, domain=domain, ttl_days=ttl_days, clock=clock
+        )
         self._dialect = dialect
         self._windows = AliasWindows(db, dialect)
         self._erasure = AliasErasure(db, cipher, clock)
@@ -209,56 +186,10 @@ class AliasStore:
         new = {o: parties for o, parties in orders.items() if not self._orders.get(o)}
         if not new:
             return
-        created = self._clock.now()
-        await self._sealing.prepare([p.customer.address for p in new.values()], created)
-        docs: list[Document] = []
-        for order_id, parties in new.items():
-            mask = (await self._stores.get(parties.store_id)).mask
-            plan = rules.choose_order_aliases(
-                mask, parties.customer.address, parties.store.address, self._domain
-            )
-            if plan.fell_back:
-                log.warning("soft_alias_fell_back_to_hard", order_id=order_id)
-            for role, party, address in (
-                (ParticipantRole.CUSTOMER, parties.customer, plan.customer_alias),
-                (ParticipantRole.STORE, parties.store, plan.store_alias),
-            ):
-                key = order_key(order_id, role)
-                docs.append(
-                    await self._document(
-                        address, key=key, order_id=order_id, store_id=parties.store_id,
-                        role=role, mask=plan.mask, token=plan.token, party=party,
-                        created=created,
-                    )
-                )  # fmt: skip
-        stored = await insert_each(self._aliases, docs)
-        # The customers' claims first: the order belongs to whoever wins its customer claim, and
-        # only the winner claims the store alias, so no order gets one worker's customer alias
-        # and another's store alias (with another soft token).
-        customer = ParticipantRole.CUSTOMER.value
-        claimed = await self._claim([d for d in docs if d["role"] == customer], stored)
-        won = {d["orderId"] for d in docs if d["orderKey"] in claimed}
-        stores = [d for d in docs if d["role"] != customer and d["orderId"] in won]
-        claimed |= await self._claim(stores, stored)
-        settled: dict[str, list[Document]] = defaultdict(list)
-        for doc in docs:
-            if doc["orderKey"] in claimed:
-                settled[doc["orderId"]].append(doc)
-            elif doc["_id"] in stored:  # its claim went to another worker: theirs stands
-                await self._aliases.delete_one({"_id": doc["_id"]})
+        settled = await self._writer.insert_pairs(new)
         for order_id, pair in settled.items():
             records = await self._records(pair)
             self._remember(order_id, {r.role: r for r in records})
-
-    async def _claim(self, docs: list[Document], stored: set[str]) -> set[str]:
-        """Claim the order keys of these alias documents (those stored) in one insert; the keys
-        this worker won."""
-        claims = [
-            {"_id": d["orderKey"], "alias": d["_id"], "orderId": d["orderId"]}
-            for d in docs
-            if d["_id"] in stored
-        ]
-        return await insert_each(self._keys, claims)
 
     async def _read_order(self, order_id: str) -> OrderAliases:
         """The order's customer and store aliases, read by `_id`s and then remembered."""
@@ -334,7 +265,7 @@ class AliasStore:
         existing = await self._by_keys([key])
         if existing:
             return existing[0]
-        return await self._insert(
+        return await self._insert(NewAlias(
             lambda: rules.new_reverse_alias(
                 anchor.mask, sender.address, anchor.token, self._domain
             ),
@@ -345,7 +276,7 @@ class AliasStore:
             token=anchor.token,
             party=sender,
             key=key,
-        )
+        ))  # fmt: skip
 
     async def _anchor(self, order_id: str) -> AliasRecord:
         customer = ParticipantRole.CUSTOMER
@@ -362,7 +293,7 @@ class AliasStore:
         if plan.fell_back:
             log.warning("soft_alias_fell_back_to_hard", order_id=order_id, store_id=store_id)
         first = [plan.customer_alias]
-        return await self._insert(
+        return await self._insert(NewAlias(
             lambda: first.pop() if first else rules.new_hard_alias(self._domain),
             order_id=order_id,
             store_id=store_id,
@@ -371,7 +302,7 @@ class AliasStore:
             token=plan.token,
             party=customer,
             key=key,
-        )
+        ))  # fmt: skip
 
     async def _create_store_alias(self, anchor: AliasRecord, store: Party, key: str) -> AliasRecord:
         def candidate() -> str:
@@ -381,7 +312,7 @@ class AliasStore:
                     return soft
             return rules.new_hard_alias(self._domain)
 
-        return await self._insert(
+        return await self._insert(NewAlias(
             candidate,
             order_id=anchor.order_id,
             store_id=anchor.store_id,
@@ -390,75 +321,17 @@ class AliasStore:
             token=anchor.token,
             party=store,
             key=key,
-        )
+        ))  # fmt: skip
 
-    async def _insert(
-        self,
-        candidate: Callable[[], str],
-        *,
-        order_id: str,
-        store_id: str,
-        role: ParticipantRole,
-        mask: MaskType,
-        token: str | None,
-        party: Party,
-        key: str,
-    ) -> AliasRecord:
+    async def _insert(self, alias: NewAlias) -> AliasRecord:
         """Insert a new alias; a lost race returns the winner, an address collision retries."""
-        created = self._clock.now()
-        tried: set[str] = set()
-        for _ in range(MAX_COLLISIONS):
-            address = candidate()
-            if address in tried:  # a deterministic soft alias collided: only hard can differ
-                address = rules.new_hard_alias(self._domain)
-            tried.add(address)
-            doc = await self._document(
-                address, key=key, order_id=order_id, store_id=store_id, role=role, mask=mask,
-                token=token, party=party, created=created,
-            )  # fmt: skip
-            try:
-                await self._aliases.insert_one(doc)
-            except DuplicateKeyError:
-                log.info("alias_collision_retried", order_id=order_id, role=role.value)
-                continue
-            try:
-                await self._keys.insert_one({"_id": key, "alias": address, "orderId": order_id})
-            except DuplicateKeyError:
-                # Another worker claimed this order and role first: theirs is the alias.
-                await self._aliases.delete_one({"_id": address})
-                winner = await self._by_keys([key])
-                if winner:
-                    return winner[0]
-                raise
-            return (await self._windowed(await self._records([doc])))[0]
-        raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
-
-    async def _document(
-        self,
-        address: str,
-        *,
-        key: str,
-        order_id: str,
-        store_id: str,
-        role: ParticipantRole,
-        mask: MaskType,
-        token: str | None,
-        party: Party,
-        created: datetime,
-    ) -> Document:
-        return {
-            "_id": address,
-            "orderKey": key,
-            "orderId": order_id,
-            "storeId": store_id,
-            "role": role.value,
-            "mask": mask.value,
-            "token": token,
-            "realHash": self._cipher.address_hash(party.address),
-            "createdAt": created,
-            "expiresAt": rules.expires_at(created, self._ttl_days),
-            **await self._sealing.sealed(party, address, role, created),
-        }
+        doc = await self._writer.insert(alias)
+        if doc is None:  # another worker claimed this order and role first: theirs is the alias
+            winner = await self._by_keys([alias.key])
+            if not winner:
+                raise LookupError(f"the claim of {alias.order_id}'s alias vanished while read")
+            return winner[0]
+        return (await self._windowed(await self._records([doc])))[0]
 
     def address_hash(self, address: str) -> str:
         """A keyed fingerprint of any address, safe to show where the address itself is not."""

@@ -22,7 +22,8 @@ from typing import TypeVar
 import structlog
 
 from worker.adapters import mongo
-from worker.adapters.alias_store import AliasRecord, NewOrder
+from worker.adapters.alias_store import AliasRecord
+from worker.adapters.alias_writes import NewOrder
 from worker.adapters.deliveries import Delivery
 from worker.adapters.kafka import (
     PRODUCER_BROKEN,

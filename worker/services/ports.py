@@ -15,7 +15,8 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from worker.adapters.alias_store import AliasRecord, NewOrder
+from worker.adapters.alias_store import AliasRecord
+from worker.adapters.alias_writes import NewOrder
 from worker.adapters.deliveries import Delivery
 from worker.adapters.kafka import Record
 from worker.adapters.messages import SealedMessage
