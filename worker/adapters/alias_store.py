@@ -168,9 +168,13 @@ class AliasStore:
         if self._orders is None:
             return  # nothing would remember them
         wanted: dict[str, OrderAliases] = {o: {} for o in order_ids if o not in self._orders}
-        if wanted:
-            for record in await self._by_keys(order_key(o, r) for o in wanted for r in ROLES):
-                wanted[record.order_id][record.role] = record
+        customer, store = ROLES
+        # An order's store alias is made after its customer alias (its anchor), so only the
+        # orders that have one can have the other: a new order costs one read, not two.
+        for record in await self._by_keys(order_key(o, customer) for o in wanted):
+            wanted[record.order_id][record.role] = record
+        for record in await self._by_keys(order_key(o, store) for o, a in wanted.items() if a):
+            wanted[record.order_id][record.role] = record
         for order_id, found in wanted.items():
             self._remember(order_id, found)
 
@@ -183,6 +187,8 @@ class AliasStore:
         await self.prefetch(orders)
         if self._orders is None:
             return
+        for store_id in {o.store_id for o in orders.values()}:
+            await self._expiry_policy(store_id)  # once for the poll, not once per order
         new = {o: parties for o, parties in orders.items() if not self._orders.get(o)}
         if not new:
             return

@@ -131,11 +131,11 @@ class AliasWriter:
         An order left out (an address taken, a claim another worker won) is for `insert`."""
         created = self._clock.now()
         await self._sealing.prepare([o.customer.address for o in orders.values()], created)
+        masks = {s: (await self._stores.get(s)).mask for s in {o.store_id for o in orders.values()}}
         docs: list[Document] = []
         for order_id, new in orders.items():
-            mask = (await self._stores.get(new.store_id)).mask
             plan = rules.choose_order_aliases(
-                mask, new.customer.address, new.store.address, self._domain
+                masks[new.store_id], new.customer.address, new.store.address, self._domain
             )
             if plan.fell_back:
                 log.warning("soft_alias_fell_back_to_hard", order_id=order_id)

@@ -98,8 +98,7 @@ class SubjectKeys:
             if erased_at is not None and (since is None or since <= erased_at):
                 return None
             key = await self._create(address, address_hash, replacing=claim is not None)
-        if self._by_hash is not None:
-            self._by_hash[address_hash] = key
+        self._remember(address_hash, key)
         return key
 
     async def for_addresses(self, addresses: Iterable[str], since: datetime) -> None:
@@ -134,7 +133,7 @@ class SubjectKeys:
         )  # fmt: skip
         for address_hash, key in made.items():
             if address_hash in claimed:
-                self._by_hash[address_hash] = key
+                self._remember(address_hash, key)
             elif key.subject_id in stored:  # another worker claimed the address first
                 await self._subjects.delete_one({"_id": key.subject_id})
 
@@ -267,6 +266,11 @@ class SubjectKeys:
             return None
         data_key = unwrap_subject_key(self._cipher, bytes(doc["wrapped"]), doc["_id"])
         return SubjectKey(doc["_id"], data_key)
+
+    def _remember(self, address_hash: str, key: SubjectKey) -> None:
+        if self._by_hash is not None and self._by_id is not None:
+            self._by_hash[address_hash] = key
+            self._by_id[key.subject_id] = key
 
     def _forget(self, subject_id: str, address_hash: str) -> None:
         if self._by_id is not None:
