@@ -5,19 +5,17 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from functools import partial
 from typing import Any
 
 import pytest
-from pymongo import monitoring
 
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, produce, read_topic, running
+from tests.support.commands import counted
 from tests.support.dkim import mail_dkim
 from tests.support.dns import LoopbackDns
 from tests.support.events import order_event
@@ -287,30 +285,10 @@ def test_the_notifier_refuses_to_start_without_a_readable_dkim_key(
     assert result.stderr.count("\n") == 1 and named in result.stderr, result.stderr
 
 
-class _Commands(monitoring.CommandListener):
-    """The database commands a client sent, by (command, collection)."""
-
-    def __init__(self) -> None:
-        self.sent: Counter[tuple[str, str]] = Counter()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        collection = event.command.get(event.command_name)
-        self.sent[event.command_name, collection if isinstance(collection, str) else ""] += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 async def test_each_email_is_one_database_write_and_new_orders_are_made_a_poll_at_a_time(
     topics: Settings, with_capture: Settings, capture: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commands = _Commands()
-    monkeypatch.setattr(
-        mongo, "AsyncMongoClient", partial(mongo.AsyncMongoClient, event_listeners=[commands])
-    )
+    commands = counted(monkeypatch)
     orders = [f"o-writes-{k}" for k in range(20)]
     statuses = (OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING, OrderStatus.SHIPPED)
     events = [
@@ -322,7 +300,7 @@ async def test_each_email_is_one_database_write_and_new_orders_are_made_a_poll_a
     async with running(_notifier(with_capture)):
         await read_topic(with_capture, with_capture.topic_timeline, want=2 * len(events))
     assert len(capture.messages()) == len(events)
-    writes = {k: n for k, n in commands.sent.items() if k[0] in {"insert", "update", "delete"}}
+    writes = commands.writes()
     # The daily retention run, once at start: one sweep of the messages, one audit entry.
     for retention in (("update", "messages"), ("insert", "audit")):
         assert writes.pop(retention, 0) <= 1
@@ -337,5 +315,4 @@ async def test_each_email_is_one_database_write_and_new_orders_are_made_a_poll_a
     # Reads: per poll where `$in` is served from an index (MongoDB), per id on FerretDB, where
     # it costs about two per event (the ledger's, and per new order its claim, its customer's
     # subject and its suppressions), where it was more than three.
-    reads = sum(n for (command, _), n in commands.sent.items() if command == "find")
-    assert reads <= 2.5 * len(events), sorted(commands.sent.items())
+    assert commands.reads() <= 2.5 * len(events), sorted(commands.sent.items())

@@ -71,21 +71,22 @@ class DeliveryLedger:
     async def record(self, delivery: Delivery) -> Delivery:
         """Store an outcome without an email; if another worker stored one first, theirs stands
         and is returned."""
-        kept = await self._messages.note_unsent(
-            event_id=notification_event_id(delivery.event_id),
-            order_id=delivery.order_id,
-            outcome=_fields(delivery),
+        email = notification_event_id(delivery.event_id)
+        written = await self._messages.note_unsent(
+            event_id=email, order_id=delivery.order_id, outcome=_fields(delivery)
         )
-        return delivery if kept is None else await self._stood(delivery, kept)
+        return delivery if written else await self._stood(delivery, email)
 
     async def record_sent(self, delivery: Delivery, message: SealedMessage) -> Delivery:
         """Keep the email with the outcome of its send: one insert. When this event's email was
         kept already (a retry, another worker), the outcome stored first stands and is returned."""
-        kept = await self._messages.insert(message, outcome=_fields(delivery))
-        return delivery if kept is None else await self._stood(delivery, kept)
+        if await self._messages.insert(message, outcome=_fields(delivery)):
+            return delivery
+        return await self._stood(delivery, message.doc["_id"])
 
-    async def _stood(self, delivery: Delivery, kept: Document) -> Delivery:
+    async def _stood(self, delivery: Delivery, email: str) -> Delivery:
         """The outcome that stands when this event's document was there already."""
+        kept = await self._messages.kept(email) or {}
         if kept.get("outcome"):
             return _delivery(delivery.event_id, kept["outcome"])
         # The message was kept by an earlier version before its send; its outcome, if it has

@@ -138,7 +138,7 @@ class MessageStore:
             sent=sent,
             subject_id=subject_id,
         )
-        return await self.insert(sealed) is None
+        return await self.insert(sealed)
 
     async def seal(
         self,
@@ -173,19 +173,14 @@ class MessageStore:
         }
         return SealedMessage(doc, sealed)
 
-    async def insert(
-        self, message: SealedMessage, *, outcome: Document | None = None
-    ) -> Document | None:
-        """Write a sealed message (with the `outcome` of its send, if any) in one insert.
-
-        None when written; when a message was kept under this id already (a retry, a race),
-        nothing is written and that message's document (without its body) is returned.
-        """
+    async def insert(self, message: SealedMessage, *, outcome: Document | None = None) -> bool:
+        """Write a sealed message (with the `outcome` of its send, if any) in one insert; False
+        when a message was kept under this id already (a retry, a race): nothing is written."""
         doc = {**message.doc, "outcome": outcome}
         event_id = doc["_id"]
         if len(message.sealed) > self._inline_max:
-            if (kept := await self._messages.find_one({"_id": event_id}, NO_BODY)) is not None:
-                return kept  # a retry: no second upload
+            if await self._messages.find_one({"_id": event_id}, {"_id": 1}) is not None:
+                return False  # a retry: no second upload
             # The file first, then the document that points at it: a crash in between leaves an
             # orphan file, which carries its own expiry for the sweep, never a dangling pointer.
             doc["blobFile"] = await self._upload(message.sealed, event_id, doc["expiresAt"])
@@ -196,15 +191,17 @@ class MessageStore:
         except DuplicateKeyError:
             if doc["blobFile"] is not None:
                 await self._delete_file(doc["blobFile"])
-            return await self._messages.find_one({"_id": event_id}, NO_BODY) or {"_id": event_id}
-        return None
+            return False
+        return True
 
-    async def note_unsent(
-        self, *, event_id: str, order_id: str, outcome: Document
-    ) -> Document | None:
+    async def kept(self, event_id: str) -> Document | None:
+        """The document kept under this id, without its body."""
+        return await self._messages.find_one({"_id": event_id}, NO_BODY)
+
+    async def note_unsent(self, *, event_id: str, order_id: str, outcome: Document) -> bool:
         """The outcome of a notification that sent nothing (suppressed, erased) under the id
         its email would have had: a document without a body, which no reader lists as a kept
-        message. None when written; the document already there otherwise."""
+        message. False when a document was there already: nothing is written."""
         now = self._clock.now()
         doc: Document = {
             "_id": event_id, "orderId": order_id, "storeId": None, "keptAt": now,
@@ -215,8 +212,8 @@ class MessageStore:
         try:
             await self._messages.insert_one(doc)
         except DuplicateKeyError:
-            return await self._messages.find_one({"_id": event_id}, NO_BODY) or {"_id": event_id}
-        return None
+            return False
+        return True
 
     async def outcomes(self, event_ids: Iterable[str]) -> dict[str, Document]:
         """The send outcomes recorded with these messages (`insert(outcome=...)`), by id."""
