@@ -6,6 +6,7 @@ keeps the CPU seconds per event of every component: that is where the bound show
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from datetime import UTC, datetime
@@ -20,11 +21,15 @@ from bench.workload import encoded, lifecycle_events
 from worker.adapters import mongo
 from worker.adapters.deliveries import Delivery, DeliveryLedger
 from worker.adapters.dialect import detect_dialect
+from worker.adapters.messages import MessageStore
+from worker.core.crypto import AddressCipher
+from worker.domain.aliases import SystemClock
 
 REPLICAS = (1, 2, 3)
 # A multiple of every replica count: each replica gets the same share.
 PARTITIONS = 12
 LEDGER_WRITES = 2_000
+EMAIL_BYTES = 3_914  # the bench's average notification
 
 
 async def scale_out(results: dict[str, Any], env: BenchEnv, n: int, *, limit_s: float) -> None:
@@ -154,11 +159,21 @@ async def backends(results: dict[str, Any], env: BenchEnv, n: int, *, limit_s: f
 
 
 async def ledger_writes(names: Names) -> dict[str, Any]:
-    """The notifier's ledger insert, one at a time as the one-duplicate turn makes it: each
-    insert's latency bounds the notifier to 1 / (end-of-DATA latency + this) emails per second."""
+    """The notifier's one write per email (the email kept with its outcome), one at a time as
+    the one-duplicate turn makes it: each insert's latency bounds the notifier to
+    1 / (end-of-DATA latency + this) emails per second."""
     client = mongo.connect(names.settings, app_name="ct-bench")
     db = client[names.settings.mongo_db]
-    ledger = DeliveryLedger(db, dialect=await detect_dialect(db, names.settings.mongo_dialect))
+    dialect = await detect_dialect(db, names.settings.mongo_dialect)
+    messages = MessageStore(
+        db,
+        AddressCipher(names.settings.data_keys()),
+        retention_days=names.settings.message_retention_days,
+        clock=SystemClock(),
+        dialect=dialect,
+    )
+    ledger = DeliveryLedger(db, dialect=dialect, messages=messages)
+    email = os.urandom(EMAIL_BYTES // 2).hex().encode()
     timeline = [{"eventId": "x" * 36, "kind": "STATUS_CHANGED", "payload": "y" * 600}] * 2
     latencies: list[float] = []
     try:
@@ -167,8 +182,12 @@ async def ledger_writes(names: Names) -> dict[str, Any]:
         for k in range(LEDGER_WRITES):
             at = datetime.now(UTC)
             delivery = Delivery(f"{names.prefix}-{k:07d}", f"o-{k // 5}", True, at, timeline)
+            kept = await messages.seal(
+                event_id=f"m-{delivery.event_id}", order_id=delivery.order_id, store_id="s",
+                raw=email,
+            )  # fmt: skip
             before = time.perf_counter()
-            await ledger.record(delivery)
+            await ledger.record_sent(delivery, kept)
             latencies.append(time.perf_counter() - before)
         elapsed = time.perf_counter() - started
     finally:

@@ -15,8 +15,10 @@ from tests.conftest import REPO
 from tests.support.clock import MovableClock
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasStore
+from worker.adapters.alias_writes import NewOrder
 from worker.adapters.dialect import Dialect
 from worker.adapters.stores import StoreSettings
+from worker.adapters.subject_keys import SubjectKeys
 from worker.contracts.events import ParticipantRole
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
@@ -219,3 +221,68 @@ async def test_a_polls_orders_are_read_together_and_a_window_move_updates_what_i
     customer, store = await reader.order_pair("o-p1", "store-p", CUSTOMER, STORE)
     assert customer.expires_at == store.expires_at == window.expires_at
     assert customer.address == pairs["o-p1"][0].address
+
+
+async def test_a_polls_new_orders_are_made_together_and_racing_workers_agree_on_each_pair(
+    dialect: Dialect, settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    await StoreSettings(db).update("store-soft", mask=MaskType.SOFT)
+    orders = {
+        f"o-b{k}": NewOrder(
+            "store-soft" if k % 2 else "store-hard",
+            Party(f"buyer{k}@example.com", f"Buyer {k}"),
+            STORE,
+        )
+        for k in range(6)
+    }
+    known = await _store(db, dialect, settings).order_pair("o-b0", "store-hard", CUSTOMER, STORE)
+    first, second = (_store(db, dialect, settings, cache_size=100) for _ in range(2))
+    # Two workers given the same poll at once: every order gets one pair, theirs or ours.
+    await asyncio.gather(first.prepare_orders(orders), second.prepare_orders(orders))
+    assert await db["aliases"].count_documents({}) == 12
+    assert await db["alias_keys"].count_documents({}) == 12
+    for order_id, new in orders.items():
+        pair = await _store(db, dialect, settings).order_pair(
+            order_id, new.store_id, new.customer, new.store
+        )  # what the database holds
+        for worker in (first, second):
+            assert await worker.order_pair(order_id, new.store_id, new.customer, new.store) == pair
+        customer, store = pair
+        if order_id == "o-b0":
+            assert pair == known  # an order that had its aliases keeps them
+            continue
+        if new.store_id == "store-soft":
+            assert customer.address.startswith(f"{new.customer.address}-")
+            assert customer.token and customer.token == store.token  # one order, one token
+        else:
+            assert HARD.match(customer.address) and HARD.match(store.address)
+        assert customer.real_address == new.customer.address
+    assert await db["aliases"].count_documents({}) == 12  # order_pair made nothing more
+
+
+async def test_a_polls_new_customers_get_one_subject_key_each_even_when_workers_race(
+    dialect: Dialect, settings: Settings, db: mongo.Database
+) -> None:
+    await mongo.ensure_indexes(db)
+    cipher = AddressCipher(settings.data_keys())
+    buyers = [Party(f"buyer{k}@example.com", f"Buyer {k}") for k in range(5)]
+    orders = {f"o-s{k}": NewOrder("store-1", buyer, STORE) for k, buyer in enumerate(buyers)}
+
+    def worker() -> AliasStore:
+        keys = SubjectKeys(db, cipher, clock=MovableClock(), cache_size=100, dialect=dialect)
+        return AliasStore(
+            db, cipher, domain=settings.domain, ttl_days=settings.alias_ttl_days,
+            clock=MovableClock(), dialect=dialect, cache_size=100, subject_keys=keys,
+        )  # fmt: skip
+
+    first, second = worker(), worker()
+    await asyncio.gather(first.prepare_orders(orders), second.prepare_orders(orders))
+    assert await db["subject_ids"].count_documents({}) == 5
+    assert await db["subjects"].count_documents({}) == 5  # the losers' keys were removed
+    reader = worker()  # nothing cached: opens what the database holds
+    for order_id, new in orders.items():
+        customer, _ = await reader.order_pair(order_id, new.store_id, new.customer, new.store)
+        assert (customer.real_address, customer.name) == (new.customer.address, new.customer.name)
+    stored = await db["aliases"].find_one({"role": "CUSTOMER", "orderId": "o-s0"})
+    assert stored is not None and stored["subjectId"] and stored["realEnc"] is None

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, produce, read_topic, running
+from tests.support.commands import counted
 from tests.support.dkim import mail_dkim
 from tests.support.dns import LoopbackDns
 from tests.support.events import order_event
@@ -282,3 +283,36 @@ def test_the_notifier_refuses_to_start_without_a_readable_dkim_key(
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and named in result.stderr, result.stderr
+
+
+async def test_each_email_is_one_database_write_and_new_orders_are_made_a_poll_at_a_time(
+    topics: Settings, with_capture: Settings, capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands = counted(monkeypatch)
+    orders = [f"o-writes-{k}" for k in range(20)]
+    statuses = (OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING, OrderStatus.SHIPPED)
+    events = [
+        order_event(o, s, customer_email=f"buyer.{k}@example.org", tracking_code="TRK-1")
+        for s in statuses
+        for k, o in enumerate(orders)
+    ]
+    await _emit(with_capture, *events)
+    async with running(_notifier(with_capture)):
+        await read_topic(with_capture, with_capture.topic_timeline, want=2 * len(events))
+    assert len(capture.messages()) == len(events)
+    writes = commands.writes()
+    # The daily retention run, once at start: one sweep of the messages, one audit entry.
+    for retention in (("update", "messages"), ("insert", "audit")):
+        assert writes.pop(retention, 0) <= 1
+    # One write per email: the message kept with the outcome of its send.
+    assert writes.pop(("insert", "messages")) == len(events)
+    # The 20 new orders' subject keys, aliases and claims: a few unordered inserts per poll,
+    # where one order at a time made six (120 here).
+    assert set(writes) <= {
+        ("insert", c) for c in ("subjects", "subject_ids", "aliases", "alias_keys")
+    }
+    assert sum(writes.values()) <= 20, writes
+    # Reads: per poll where `$in` is served from an index (MongoDB), per id on FerretDB, where
+    # it costs about two per event (the ledger's, and per new order its claim, its customer's
+    # subject and its suppressions), where it was more than three.
+    assert commands.reads() <= 2.5 * len(events), sorted(commands.sent.items())

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import REPO, Capture
 from tests.helpers import CODEC, read_topic, running
 from tests.support.clock import MovableClock
+from tests.support.commands import Commands, counted
 from tests.support.dkim import mail_dkim
 from tests.support.dns import LoopbackDns
 from tests.support.kafka import topic_size
@@ -68,6 +69,7 @@ class Relay:
     port: int
     settings: Settings
     order: Order
+    commands: Commands  # what the relay asked of the database
 
     async def send(
         self, message: EmailMessage | bytes, *, sender: str, to: str, source: str = GENUINE
@@ -100,8 +102,13 @@ def _mail(
 
 
 @pytest.fixture
-async def relay(
-    topics: Settings, with_capture: Settings, db: mongo.Database, unique: Any, sender_dns: Any
+async def relay(  # noqa: PLR0917 - pytest passes fixtures by position
+    topics: Settings,
+    with_capture: Settings,
+    db: mongo.Database,
+    unique: Any,
+    sender_dns: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Relay]:
     # Every test sender shares 127.0.0.1: the per-IP session cap is a test of its own
     # (test_relay_bounded.py), not a limit on the 200 concurrent sessions below.
@@ -119,10 +126,12 @@ async def relay(
     customer, store = await aliases.order_pair(
         order_id, "store-1", Party(CUSTOMER, "Jane Roe"), Party(STORE, "Shop Example")
     )
+    commands = counted(monkeypatch)
     service = RelayService(settings, CODEC, AddressCipher(settings.data_keys()))
     async with running(service):
         assert service.port is not None
-        yield Relay(service.port, settings, Order(order_id, customer.address, store.address))
+        order = Order(order_id, customer.address, store.address)
+        yield Relay(service.port, settings, order, commands)
 
 
 def _forwarded(capture: Capture, subject: str) -> tuple[dict[str, Any], EmailMessage]:
@@ -297,7 +306,7 @@ async def test_upstream_unreachable_gives_451(
     service = RelayService(dead, CODEC, AddressCipher(dead.data_keys()))
     async with running(service):
         assert service.port is not None
-        other = Relay(service.port, dead, relay.order)
+        other = Relay(service.port, dead, relay.order, relay.commands)
         code, text = await other.send(
             _mail(STORE, relay.order.customer_alias, "x"),
             sender=STORE,
@@ -490,3 +499,21 @@ async def test_the_relay_logs_one_line_per_message_and_never_a_real_address(
         and "event_id" in relayed[0]
         and "duration_ms" in relayed[0]
     )
+
+
+async def test_a_known_orders_forward_is_one_database_write_and_no_read(
+    relay: Relay, capture: Capture
+) -> None:
+    order = relay.order
+    first = _mail(STORE, order.customer_alias, "Your order 0")
+    assert (await relay.send(first, sender=STORE, to=order.customer_alias))[0] == 250
+    before = dict(relay.commands.sent)
+    for k in range(1, 11):
+        mail = _mail(STORE, order.customer_alias, f"Your order {k}")
+        assert (await relay.send(mail, sender=STORE, to=order.customer_alias))[0] == 250
+    assert len(capture.messages()) == 11
+    after = {k: n - before.get(k, 0) for k, n in relay.commands.sent.items()}
+    sent = {k: n for k, n in after.items() if n}
+    # Each forward is kept once (its body and what a bounce needs); the order, its aliases and
+    # its store's settings were read for the first message and are remembered.
+    assert sent == {("insert", "messages"): 10}, sent

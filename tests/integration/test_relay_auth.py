@@ -65,7 +65,7 @@ async def _relay_with(relay: Relay, **settings: Any) -> AsyncIterator[Relay]:
     service = RelayService(changed, CODEC, AddressCipher(changed.data_keys()))
     async with running(service):
         assert service.port is not None
-        yield Relay(service.port, changed, relay.order)
+        yield Relay(service.port, changed, relay.order, relay.commands)
 
 
 async def _reverse_alias_of_the_carrier(relay: Relay, capture: Capture) -> str:

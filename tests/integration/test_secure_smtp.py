@@ -60,7 +60,10 @@ async def _sent(mailpit: Mailpit, order_id: str) -> list[dict[str, Any]]:
 
 
 async def _ledger(db: mongo.Database) -> dict[str, bool]:
-    return {doc["_id"]: doc["sent"] async for doc in db["deliveries"].find({})}
+    """Every outcome the ledger holds: an email's, kept with its message; the others'."""
+    emails = db["messages"].find({"outcome": {"$ne": None}}, {"outcome": 1})
+    found = {doc["_id"]: doc["outcome"]["sent"] async for doc in emails}
+    return found | {doc["_id"]: doc["sent"] async for doc in db["deliveries"].find({})}
 
 
 async def test_notifier_relay_and_projector_run_on_the_secure_stack(

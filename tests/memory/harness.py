@@ -46,7 +46,6 @@ class Ports:
     clock: MovableClock = field(default_factory=lambda: MovableClock(datetime.now(UTC)))
     producer: MemoryProducer = field(default_factory=MemoryProducer)
     upstream: MemoryUpstream = field(default_factory=MemoryUpstream)
-    ledger: MemoryLedger = field(default_factory=MemoryLedger)
     dead_letters: MemoryDeadLetters = field(default_factory=MemoryDeadLetters)
     records: MemorySuppressions = field(
         default_factory=lambda: MemorySuppressions(store_wide=False)
@@ -55,6 +54,7 @@ class Ports:
     def __post_init__(self) -> None:
         self.aliases = MemoryAliases(self.clock, domain=DOMAIN)
         self.messages = MemoryMessages(self.clock)
+        self.ledger = MemoryLedger(self.messages)
         self.suppression = CustomerSuppression(self.records, self.aliases, store_wide=False)
         self.outbound = Outbound(mail_keys())
 

@@ -6,15 +6,17 @@ import hashlib
 import hmac
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from worker.adapters.alias_store import AliasRecord
+from worker.adapters.alias_writes import NewOrder
 from worker.adapters.deliveries import Delivery
+from worker.adapters.messages import SealedMessage
 from worker.adapters.suppressions import Scope, Suppression
 from worker.contracts.events import ParticipantRole
-from worker.domain.aliases import AliasWindow, Clock, MaskType, Party
+from worker.domain.aliases import AliasWindow, Clock, MaskType, Party, SystemClock
 from worker.domain.bounces import SentMessage
 
 
@@ -55,6 +57,10 @@ class MemoryAliases:
 
     async def prefetch(self, order_ids: Iterable[str]) -> None:
         return None  # everything is in memory already
+
+    async def prepare_orders(self, orders: Mapping[str, NewOrder]) -> None:
+        for order_id, parties in orders.items():
+            await self.order_pair(order_id, parties.store_id, parties.customer, parties.store)
 
     async def follow_status(
         self, order_id: str, store_id: str, *, terminal: bool, at: datetime
@@ -106,11 +112,37 @@ class MemoryMessages:
         sent: SentMessage | None = None,
         subject_id: str | None = None,
     ) -> bool:
+        sealed = await self.seal(
+            event_id=event_id,
+            order_id=order_id,
+            store_id=store_id,
+            raw=raw,
+            sent=sent,
+            subject_id=subject_id,
+        )
+        return self.insert(sealed)
+
+    async def seal(
+        self,
+        *,
+        event_id: str,
+        order_id: str,
+        store_id: str,
+        raw: bytes,
+        sent: SentMessage | None = None,
+        subject_id: str | None = None,
+    ) -> SealedMessage:
         if self.failures:
             raise self.failures.popleft()
-        if event_id in self.kept:
+        doc = {"_id": event_id, "orderId": order_id, "sent": sent, "subjectId": subject_id}
+        return SealedMessage(doc, raw)  # kept as it is: MessageStore seals, memory keeps
+
+    def insert(self, message: SealedMessage) -> bool:
+        """Keep it once (MessageStore.insert); False when this id was kept already."""
+        doc = message.doc
+        if doc["_id"] in self.kept:
             return False
-        self.kept[event_id] = Kept(raw, order_id, sent, subject_id)
+        self.kept[doc["_id"]] = Kept(message.sealed, doc["orderId"], doc["sent"], doc["subjectId"])
         return True
 
     async def sent(self, event_id: str) -> SentMessage | None:
@@ -122,12 +154,24 @@ class MemoryMessages:
 
 @dataclass
 class MemoryLedger:
+    """Outcomes by event id; an email's is kept with its message, as DeliveryLedger keeps it."""
+
+    messages: MemoryMessages = field(default_factory=lambda: MemoryMessages(SystemClock()))
     outcomes: dict[str, Delivery] = field(default_factory=dict)
+    writes: int = 0  # what the database would be written: one per outcome
 
     async def find_many(self, event_ids: Sequence[str]) -> dict[str, Delivery]:
         return {e: self.outcomes[e] for e in event_ids if e in self.outcomes}
 
     async def record(self, delivery: Delivery) -> Delivery:
+        if delivery.event_id not in self.outcomes:
+            self.writes += 1
+        return self.outcomes.setdefault(delivery.event_id, delivery)
+
+    async def record_sent(self, delivery: Delivery, message: SealedMessage) -> Delivery:
+        if self.messages.insert(message):
+            self.writes += 1
+            self.outcomes[delivery.event_id] = delivery
         return self.outcomes.setdefault(delivery.event_id, delivery)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.adapters.alias_store import order_key
+from worker.adapters.alias_writes import order_key
 from worker.contracts.events import ParticipantRole
 
 

@@ -149,11 +149,12 @@ async def test_a_poll_reads_the_ledger_the_suppressions_and_the_aliases_once_for
     for owner, name in (
         (ports.ledger, "find_many"),
         (ports.records, "active_many"),
-        (ports.aliases, "prefetch"),
+        (ports.aliases, "prepare_orders"),
     ):
         counted(owner, name)
     statuses = (OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING, OrderStatus.SHIPPED)
     events = [order_event(f"o-poll-{k}", status) for k in range(20) for status in statuses]
     await notifier(ports).handle([record(e, offset=i) for i, e in enumerate(events)])
     assert len(ports.upstream.delivered) == 60  # every order's events, each sent
-    assert calls == {"find_many": 1, "active_many": 1, "prefetch": 1}  # not one per order
+    assert calls == {"find_many": 1, "active_many": 1, "prepare_orders": 1}  # not one per order
+    assert ports.ledger.writes == 60  # one per email: the message kept with its outcome

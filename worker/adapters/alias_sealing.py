@@ -36,6 +36,12 @@ class AliasSealing:
         self._cipher = cipher
         self._subject_keys = subject_keys
 
+    async def prepare(self, customers: list[str], created: datetime) -> None:
+        """Create these customers' subject keys together, ahead of `sealed` (which then finds
+        them cached): the batch of `AliasStore.prepare_orders`."""
+        if self._subject_keys is not None:
+            await self._subject_keys.for_addresses(customers, since=created)
+
     async def sealed(
         self, party: Party, alias: str, role: ParticipantRole, created: datetime
     ) -> Document:

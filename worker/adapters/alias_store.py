@@ -24,10 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
 import structlog
 from bson import Binary
@@ -37,6 +36,7 @@ from pymongo.errors import DuplicateKeyError
 from worker.adapters.alias_erasure import AliasErasure
 from worker.adapters.alias_sealing import AliasSealing, Keys
 from worker.adapters.alias_windows import AliasWindows
+from worker.adapters.alias_writes import AliasWriter, NewAlias, NewOrder, order_key
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 from worker.adapters.stores import StoreSettings
@@ -48,27 +48,11 @@ from worker.domain.aliases import AliasExpiry, AliasWindow, Clock, MaskType, Par
 from worker.domain.conversation import mask_of
 
 log = structlog.get_logger(__name__)
-MAX_COLLISIONS = 8
 CACHE_TTL_S = 300.0
 # A store's switch to or from orderFlow reaches a caching notifier this late.
 POLICY_TTL_S = 30.0
 ROLES = (ParticipantRole.CUSTOMER, ParticipantRole.STORE)
 OrderAliases = dict[ParticipantRole, "AliasRecord"]
-# ASCII unit separator: refused inside order ids, so ("a", "b\x1fc") and ("a\x1fb", "c") differ.
-KEY_SEPARATOR: Final = "\x1f"
-
-
-def order_key(order_id: str, role: ParticipantRole, sender_hash: str | None = None) -> str:
-    """The `_id` of an alias's claim in `alias_keys`: one alias per order and role (and sender)."""
-    if KEY_SEPARATOR in order_id:
-        raise ValueError("an order id may not contain the key separator U+001F")
-    if role is ParticipantRole.EXTERNAL:
-        if not sender_hash:
-            raise ValueError("an EXTERNAL alias is keyed by its sender's hash")
-        return f"{order_id}{KEY_SEPARATOR}EXTERNAL{KEY_SEPARATOR}{sender_hash}"
-    if sender_hash is not None:
-        raise ValueError(f"a {role.value} alias is unique per order; it takes no sender hash")
-    return f"{order_id}{KEY_SEPARATOR}{role.value}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +91,9 @@ class AliasStore:
     ) -> None:
         # With subject keys, a customer's real address and name are sealed under their own key.
         self._sealing = AliasSealing(cipher, subject_keys)
+        self._writer = AliasWriter(
+            db, cipher, self._sealing, domain=domain, ttl_days=ttl_days, clock=clock
+        )
         self._dialect = dialect
         self._windows = AliasWindows(db, dialect)
         self._erasure = AliasErasure(db, cipher, clock)
@@ -181,11 +168,34 @@ class AliasStore:
         if self._orders is None:
             return  # nothing would remember them
         wanted: dict[str, OrderAliases] = {o: {} for o in order_ids if o not in self._orders}
-        if wanted:
-            for record in await self._by_keys(order_key(o, r) for o in wanted for r in ROLES):
-                wanted[record.order_id][record.role] = record
+        customer, store = ROLES
+        # An order's store alias is made after its customer alias (its anchor), so only the
+        # orders that have one can have the other: a new order costs one read, not two.
+        for record in await self._by_keys(order_key(o, customer) for o in wanted):
+            wanted[record.order_id][record.role] = record
+        for record in await self._by_keys(order_key(o, store) for o, a in wanted.items() if a):
+            wanted[record.order_id][record.role] = record
         for order_id, found in wanted.items():
             self._remember(order_id, found)
+
+    async def prepare_orders(self, orders: Mapping[str, NewOrder]) -> None:
+        """Remember these orders' aliases (`prefetch`) and create the pairs of the new ones
+        together: for a poll's new orders, one unordered insert per collection (subject keys,
+        aliases, claims) instead of two inserts per alias. The race rules are those of
+        `order_pair`, per document; an order the batch cannot settle (an address taken, a claim
+        another worker won) is left for `order_pair`, which reads the winner or tries again."""
+        await self.prefetch(orders)
+        if self._orders is None:
+            return
+        for store_id in {o.store_id for o in orders.values()}:
+            await self._expiry_policy(store_id)  # once for the poll, not once per order
+        new = {o: parties for o, parties in orders.items() if not self._orders.get(o)}
+        if not new:
+            return
+        settled = await self._writer.insert_pairs(new)
+        for order_id, pair in settled.items():
+            records = await self._records(pair)
+            self._remember(order_id, {r.role: r for r in records})
 
     async def _read_order(self, order_id: str) -> OrderAliases:
         """The order's customer and store aliases, read by `_id`s and then remembered."""
@@ -261,7 +271,7 @@ class AliasStore:
         existing = await self._by_keys([key])
         if existing:
             return existing[0]
-        return await self._insert(
+        return await self._insert(NewAlias(
             lambda: rules.new_reverse_alias(
                 anchor.mask, sender.address, anchor.token, self._domain
             ),
@@ -272,7 +282,7 @@ class AliasStore:
             token=anchor.token,
             party=sender,
             key=key,
-        )
+        ))  # fmt: skip
 
     async def _anchor(self, order_id: str) -> AliasRecord:
         customer = ParticipantRole.CUSTOMER
@@ -289,7 +299,7 @@ class AliasStore:
         if plan.fell_back:
             log.warning("soft_alias_fell_back_to_hard", order_id=order_id, store_id=store_id)
         first = [plan.customer_alias]
-        return await self._insert(
+        return await self._insert(NewAlias(
             lambda: first.pop() if first else rules.new_hard_alias(self._domain),
             order_id=order_id,
             store_id=store_id,
@@ -298,7 +308,7 @@ class AliasStore:
             token=plan.token,
             party=customer,
             key=key,
-        )
+        ))  # fmt: skip
 
     async def _create_store_alias(self, anchor: AliasRecord, store: Party, key: str) -> AliasRecord:
         def candidate() -> str:
@@ -308,7 +318,7 @@ class AliasStore:
                     return soft
             return rules.new_hard_alias(self._domain)
 
-        return await self._insert(
+        return await self._insert(NewAlias(
             candidate,
             order_id=anchor.order_id,
             store_id=anchor.store_id,
@@ -317,57 +327,17 @@ class AliasStore:
             token=anchor.token,
             party=store,
             key=key,
-        )
+        ))  # fmt: skip
 
-    async def _insert(
-        self,
-        candidate: Callable[[], str],
-        *,
-        order_id: str,
-        store_id: str,
-        role: ParticipantRole,
-        mask: MaskType,
-        token: str | None,
-        party: Party,
-        key: str,
-    ) -> AliasRecord:
+    async def _insert(self, alias: NewAlias) -> AliasRecord:
         """Insert a new alias; a lost race returns the winner, an address collision retries."""
-        created = self._clock.now()
-        tried: set[str] = set()
-        for _ in range(MAX_COLLISIONS):
-            address = candidate()
-            if address in tried:  # a deterministic soft alias collided: only hard can differ
-                address = rules.new_hard_alias(self._domain)
-            tried.add(address)
-            doc = {
-                "_id": address,
-                "orderKey": key,
-                "orderId": order_id,
-                "storeId": store_id,
-                "role": role.value,
-                "mask": mask.value,
-                "token": token,
-                "realHash": self._cipher.address_hash(party.address),
-                "createdAt": created,
-                "expiresAt": rules.expires_at(created, self._ttl_days),
-                **await self._sealing.sealed(party, address, role, created),
-            }
-            try:
-                await self._aliases.insert_one(doc)
-            except DuplicateKeyError:
-                log.info("alias_collision_retried", order_id=order_id, role=role.value)
-                continue
-            try:
-                await self._keys.insert_one({"_id": key, "alias": address, "orderId": order_id})
-            except DuplicateKeyError:
-                # Another worker claimed this order and role first: theirs is the alias.
-                await self._aliases.delete_one({"_id": address})
-                winner = await self._by_keys([key])
-                if winner:
-                    return winner[0]
-                raise
-            return (await self._windowed(await self._records([doc])))[0]
-        raise RuntimeError(f"no free alias for order {order_id} after {MAX_COLLISIONS} tries")
+        doc = await self._writer.insert(alias)
+        if doc is None:  # another worker claimed this order and role first: theirs is the alias
+            winner = await self._by_keys([alias.key])
+            if not winner:
+                raise LookupError(f"the claim of {alias.order_id}'s alias vanished while read")
+            return winner[0]
+        return (await self._windowed(await self._records([doc])))[0]
 
     def address_hash(self, address: str) -> str:
         """A keyed fingerprint of any address, safe to show where the address itself is not."""

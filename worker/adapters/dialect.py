@@ -21,11 +21,13 @@ from typing import Any, Final, Literal
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 Document = dict[str, Any]
 
 DialectName = Literal["mongodb", "ferretdb"]
 READ_CONCURRENCY: Final = 32
+DUPLICATE_KEY: Final = 11000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +90,20 @@ async def detect_dialect(
     if override is not None:
         return DIALECTS[override]
     return dialect_of(await db.client.admin.command("buildInfo"))
+
+
+async def insert_each(collection: AsyncCollection[Document], docs: list[Document]) -> set[Any]:
+    """Insert these documents in one unordered command (the same on both servers); the `_id`s
+    that went in. A duplicate key refuses only its own document: the race rules of a one-at-a-
+    time insert hold per document, for the caller to apply to the refused ones."""
+    if not docs:
+        return set()
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        refused = {docs[e["index"]]["_id"] for e in errors}
+        return {d["_id"] for d in docs} - refused
+    return {d["_id"] for d in docs}

@@ -1,7 +1,10 @@
 """Whole messages as sent or forwarded (`messages`, GridFS bucket `message_blobs`).
 
-One document per message we send, written before it goes: the sealed raw MIME the console shows,
-and what a bounce of it needs (`SentMessage`: the order, the participants' aliases and roles).
+One document per message we send: the sealed raw MIME the console shows, and what a bounce of
+it needs (`SentMessage`: the order, the participants' aliases and roles). The relay keeps a
+forward before it goes; the notifier writes its email once the upstream has answered, together
+with the outcome of that send (`outcome`: the ledger record of adapters/deliveries.py), so that
+an email costs one database write.
 
 Each message is kept as its raw MIME, sealed with AES-256-GCM under the same keys as the
 addresses (AddressCipher: the current key seals, retired ones still open, `ct keys reencrypt`
@@ -10,7 +13,8 @@ passed off as another message. One document per timeline event, `_id` = the even
 message over `inline_max_bytes` goes to GridFS (a document holds at most 16 MiB, the relay takes
 up to 25). The body is deleted `retention_days` after it was kept, and reading a message past
 that answers as if it were gone, whether or not the sweep has run yet; what a bounce needs stays
-until its bounce address expires (`bounceUntil`, the alias validity), never longer.
+until its bounce address expires (`bounceUntil`, the alias validity), never longer; a send's
+outcome stays as long as the ledger needs it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ INLINE_MAX_BYTES = 1024 * 1024
 # read, so fewer chunk documents is what keeps a large message quick to open there.
 CHUNK_BYTES = 4 * 1024 * 1024
 BUCKET = "message_blobs"
+NO_BODY = {"blob": 0}
+OUTCOME_ONLY = {"outcome": 1}
 INDEXES = {"messages": [IndexModel([("expiresAt", ASCENDING)], name="by_expiry")]}
 
 
@@ -57,6 +63,14 @@ class KeptMessage:
     in_gridfs: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SealedMessage:
+    """A message sealed and its document built (`MessageStore.seal`), not yet written."""
+
+    doc: Document
+    sealed: bytes
+
+
 def _kept(doc: Document) -> KeptMessage:
     return KeptMessage(
         event_id=doc["_id"],
@@ -67,6 +81,11 @@ def _kept(doc: Document) -> KeptMessage:
         size_bytes=doc["sizeBytes"],
         in_gridfs=doc.get("blobFile") is not None,
     )
+
+
+def _listed(doc: Document, now: datetime) -> bool:
+    """A message kept, not yet expired: not the note of a notification that sent nothing."""
+    return doc["expiresAt"] > now and not doc.get("unsent")
 
 
 def _associated(event_id: str) -> str:
@@ -111,15 +130,39 @@ class MessageStore:
         `sent` is what a bounce of it will need; it is kept until `sent.expires_at`. With
         `subject_id` the body is sealed under that data subject's key.
         """
+        sealed = await self.seal(
+            event_id=event_id,
+            order_id=order_id,
+            store_id=store_id,
+            raw=raw,
+            sent=sent,
+            subject_id=subject_id,
+        )
+        return await self.insert(sealed)
+
+    async def seal(
+        self,
+        *,
+        event_id: str,
+        order_id: str,
+        store_id: str,
+        raw: bytes,
+        sent: SentMessage | None = None,
+        subject_id: str | None = None,
+    ) -> SealedMessage:
+        """The message sealed, its document built, nothing written: `insert` writes it.
+
+        The notifier seals before its send and inserts after the upstream's answer, so that the
+        kept message and its outcome are one write (adapters/deliveries.py).
+        """
         now = self._clock.now()
-        expires = now + self._retention
         sealed = await self._seal(raw, event_id, subject_id)
         doc: Document = {
             "_id": event_id,
             "orderId": order_id,
             "storeId": store_id,
             "keptAt": now,
-            "expiresAt": expires,
+            "expiresAt": now + self._retention,
             "sizeBytes": len(raw),
             "keyId": None if subject_id else self._cipher.current_key_id,
             "subjectId": subject_id,
@@ -128,14 +171,21 @@ class MessageStore:
             "message": sent.message.to_record() if sent else None,
             "bounceUntil": sent.expires_at if sent else None,
         }
-        if len(sealed) > self._inline_max:
+        return SealedMessage(doc, sealed)
+
+    async def insert(self, message: SealedMessage, *, outcome: Document | None = None) -> bool:
+        """Write a sealed message (with the `outcome` of its send, if any) in one insert; False
+        when a message was kept under this id already (a retry, a race): nothing is written."""
+        doc = {**message.doc, "outcome": outcome}
+        event_id = doc["_id"]
+        if len(message.sealed) > self._inline_max:
             if await self._messages.find_one({"_id": event_id}, {"_id": 1}) is not None:
                 return False  # a retry: no second upload
             # The file first, then the document that points at it: a crash in between leaves an
             # orphan file, which carries its own expiry for the sweep, never a dangling pointer.
-            doc["blobFile"] = await self._upload(sealed, event_id, expires)
+            doc["blobFile"] = await self._upload(message.sealed, event_id, doc["expiresAt"])
         else:
-            doc["blob"] = Binary(sealed)
+            doc["blob"] = Binary(message.sealed)
         try:
             await self._messages.insert_one(doc)
         except DuplicateKeyError:
@@ -144,16 +194,42 @@ class MessageStore:
             return False
         return True
 
+    async def kept(self, event_id: str) -> Document | None:
+        """The document kept under this id, without its body."""
+        return await self._messages.find_one({"_id": event_id}, NO_BODY)
+
+    async def note_unsent(self, *, event_id: str, order_id: str, outcome: Document) -> bool:
+        """The outcome of a notification that sent nothing (suppressed, erased) under the id
+        its email would have had: a document without a body, which no reader lists as a kept
+        message. False when a document was there already: nothing is written."""
+        now = self._clock.now()
+        doc: Document = {
+            "_id": event_id, "orderId": order_id, "storeId": None, "keptAt": now,
+            "expiresAt": now + self._retention, "sizeBytes": 0, "keyId": None,
+            "subjectId": None, "blob": None, "blobFile": None, "message": None,
+            "bounceUntil": None, "unsent": True, "outcome": outcome,
+        }  # fmt: skip
+        try:
+            await self._messages.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def outcomes(self, event_ids: Iterable[str]) -> dict[str, Document]:
+        """The send outcomes recorded with these messages (`insert(outcome=...)`), by id."""
+        docs = await self._dialect.find_each(self._messages, "_id", event_ids, OUTCOME_ONLY)
+        return {doc["_id"]: doc["outcome"] for doc in docs if doc.get("outcome")}
+
     async def describe(self, event_ids: Iterable[str]) -> dict[str, KeptMessage]:
         """Which of these events' messages are kept (and not expired), without opening them."""
         now = self._clock.now()
         docs = await self._dialect.find_each(self._messages, "_id", event_ids, {"blob": 0})
-        return {doc["_id"]: _kept(doc) for doc in docs if doc["expiresAt"] > now}
+        return {doc["_id"]: _kept(doc) for doc in docs if _listed(doc, now)}
 
     async def open(self, event_id: str, order_id: str) -> bytes | None:
         """The raw message of this order's event, or None (never kept, expired, other order)."""
         doc = await self._messages.find_one({"_id": event_id})
-        if doc is None or doc["orderId"] != order_id or doc["expiresAt"] <= self._clock.now():
+        if doc is None or doc["orderId"] != order_id or not _listed(doc, self._clock.now()):
             return None
         if doc.get("blobFile") is not None:
             try:
@@ -189,13 +265,22 @@ class MessageStore:
         """
         now = self._clock.now()
         past_retention = {"expiresAt": {"$lte": now}}
-        bounceable = {**past_retention, "bounceUntil": {"$gt": now}, "bodyGone": {"$ne": True}}
+        # What a bounce needs stays while the bounce address works; a send's outcome stays for
+        # good, as the notifier's ledger record (a replayed event must find it).
+        stays = {"$or": [{"bounceUntil": {"$gt": now}}, {"outcome": {"$ne": None}}]}
+        bounceable = {**past_retention, **stays, "bodyGone": {"$ne": True}, "unsent": {"$ne": True}}
         bodies = [doc async for doc in self._messages.find(bounceable, {"blobFile": 1})]
         for doc in bodies:
             await self._messages.update_one(
                 {"_id": doc["_id"]}, {"$set": {"blob": None, "blobFile": None, "bodyGone": True}}
             )
-        done = {**past_retention, "$or": [{"bounceUntil": None}, {"bounceUntil": {"$lte": now}}]}
+        bounce_gone = {**past_retention, "message": {"$ne": None}, "bounceUntil": {"$lte": now}}
+        await self._messages.update_many(bounce_gone, {"$set": {"message": None}})
+        done = {
+            **past_retention,
+            "outcome": None,
+            "$or": [{"bounceUntil": None}, {"bounceUntil": {"$lte": now}}],
+        }
         doomed = [doc async for doc in self._messages.find(done, {"blobFile": 1, "bodyGone": 1})]
         for doc in doomed:
             await self._messages.delete_one({"_id": doc["_id"]})
@@ -247,7 +332,7 @@ class MessageStore:
         """The kept messages of these orders (a scan: for data-subject requests)."""
         docs = self._messages.find({"orderId": {"$in": list(order_ids)}}, {"blob": 0})
         now = self._clock.now()
-        return [_kept(doc) async for doc in docs if doc["expiresAt"] > now]
+        return [_kept(doc) async for doc in docs if _listed(doc, now)]
 
     async def delete_orders(self, order_ids: Iterable[str]) -> int:
         """Delete every kept message of these orders, bodies and bounce records alike."""

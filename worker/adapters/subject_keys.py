@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -31,7 +32,7 @@ from bson import Binary
 from cachetools import TTLCache
 from pymongo.errors import DuplicateKeyError
 
-from worker.adapters.dialect import Document
+from worker.adapters.dialect import MONGODB, Dialect, Document, insert_each
 from worker.adapters.mongo import Database
 from worker.core.crypto import (
     AddressCipher,
@@ -56,8 +57,15 @@ class SubjectRecord:
 
 class SubjectKeys:
     def __init__(
-        self, db: Database, cipher: AddressCipher, *, clock: Clock, cache_size: int = 0
+        self,
+        db: Database,
+        cipher: AddressCipher,
+        *,
+        clock: Clock,
+        cache_size: int = 0,
+        dialect: Dialect = MONGODB,
     ) -> None:
+        self._dialect = dialect
         self._subjects = db["subjects"]
         self._ids = db["subject_ids"]
         self._cipher = cipher
@@ -90,9 +98,44 @@ class SubjectKeys:
             if erased_at is not None and (since is None or since <= erased_at):
                 return None
             key = await self._create(address, address_hash, replacing=claim is not None)
-        if self._by_hash is not None:
-            self._by_hash[address_hash] = key
+        self._remember(address_hash, key)
         return key
+
+    async def for_addresses(self, addresses: Iterable[str], since: datetime) -> None:
+        """Make sure these addresses' subjects exist, the new ones created together (a poll's
+        new customers): one read and two unordered inserts for them all, where `for_address`
+        costs a read and two inserts each. Only with a cache, which is where the keys go:
+        `for_address` then answers from it. An address it cannot settle at once (erased,
+        a claim without its subject, a race lost) is left to `for_address`, which can.
+        """
+        if self._by_hash is None:
+            return
+        wanted = {
+            self._cipher.address_hash(a): a
+            for a in map(_canonical, addresses)
+            if self._cipher.address_hash(a) not in self._by_hash
+        }
+        claims = await self._dialect.find_each(self._ids, "_id", wanted)
+        for claim in claims:
+            if claim.get("subjectId"):
+                key = await self.key(str(claim["subjectId"]))
+                if key is not None:
+                    self._by_hash[claim["_id"]] = key
+            del wanted[claim["_id"]]
+        data_keys = {h: (str(uuid.uuid4()), SubjectKey.new_key()) for h in wanted}
+        made = {h: SubjectKey(*k) for h, k in data_keys.items()}
+        subjects = [self._document(wanted[h], h, *k) for h, k in data_keys.items()]
+        stored = await insert_each(self._subjects, subjects)
+        claimed = await insert_each(
+            self._ids,
+            [{"_id": h, "subjectId": key.subject_id} for h, key in made.items()
+             if key.subject_id in stored],
+        )  # fmt: skip
+        for address_hash, key in made.items():
+            if address_hash in claimed:
+                self._remember(address_hash, key)
+            elif key.subject_id in stored:  # another worker claimed the address first
+                await self._subjects.delete_one({"_id": key.subject_id})
 
     async def current_id(self, address: str) -> str | None:
         """The address's current subject, without creating one."""
@@ -187,18 +230,9 @@ class SubjectKeys:
         return await self.key(str(claim["subjectId"]))
 
     async def _create(self, address: str, address_hash: str, *, replacing: bool) -> SubjectKey:
-        subject_id = str(uuid.uuid4())
-        data_key = SubjectKey.new_key()
+        subject_id, data_key = str(uuid.uuid4()), SubjectKey.new_key()
         key = SubjectKey(subject_id, data_key)
-        await self._subjects.insert_one({
-            "_id": subject_id,
-            "addressHash": address_hash,
-            "wrapped": Binary(wrap_subject_key(self._cipher, data_key, subject_id)),
-            "keyId": self._cipher.current_key_id,
-            "addressEnc": Binary(key.seal_bytes(address.encode("utf-8"), _ADDRESS)),
-            "createdAt": self._clock.now(),
-            "erasedAt": None,
-        })  # fmt: skip
+        await self._subjects.insert_one(self._document(address, address_hash, subject_id, data_key))
         if replacing:
             # The tombstone of an erased subject, or a claim whose subject is gone.
             await self._ids.delete_one({"_id": address_hash})
@@ -213,11 +247,30 @@ class SubjectKeys:
             return winner
         return key
 
+    def _document(
+        self, address: str, address_hash: str, subject_id: str, data_key: bytes
+    ) -> Document:
+        sealed_address = SubjectKey(subject_id, data_key).seal_bytes(address.encode(), _ADDRESS)
+        return {
+            "_id": subject_id,
+            "addressHash": address_hash,
+            "wrapped": Binary(wrap_subject_key(self._cipher, data_key, subject_id)),
+            "keyId": self._cipher.current_key_id,
+            "addressEnc": Binary(sealed_address),
+            "createdAt": self._clock.now(),
+            "erasedAt": None,
+        }
+
     def _unwrap(self, doc: Document) -> SubjectKey | None:
         if doc.get("erasedAt") is not None or doc.get("wrapped") is None:
             return None
         data_key = unwrap_subject_key(self._cipher, bytes(doc["wrapped"]), doc["_id"])
         return SubjectKey(doc["_id"], data_key)
+
+    def _remember(self, address_hash: str, key: SubjectKey) -> None:
+        if self._by_hash is not None and self._by_id is not None:
+            self._by_hash[address_hash] = key
+            self._by_id[key.subject_id] = key
 
     def _forget(self, subject_id: str, address_hash: str) -> None:
         if self._by_id is not None:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pymongo.errors import DuplicateKeyError
 
-from worker.adapters.alias_store import KEY_SEPARATOR
+from worker.adapters.alias_writes import KEY_SEPARATOR
 from worker.adapters.dialect import Dialect, Document
 from worker.adapters.mongo import Database
 

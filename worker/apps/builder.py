@@ -59,7 +59,9 @@ class Stores:
     @cached_property
     def subject_keys(self) -> SubjectKeys:
         size = self.settings.alias_cache_size if self.cache_aliases else 0
-        return SubjectKeys(self.db, self.cipher, clock=self.clock, cache_size=size)
+        return SubjectKeys(
+            self.db, self.cipher, clock=self.clock, cache_size=size, dialect=self.dialect
+        )
 
     @cached_property
     def subjects(self) -> Subjects:
@@ -79,7 +81,7 @@ class Stores:
 
     @cached_property
     def ledger(self) -> DeliveryLedger:
-        return DeliveryLedger(self.db, dialect=self.dialect)
+        return DeliveryLedger(self.db, dialect=self.dialect, messages=self.messages)
 
     @cached_property
     def audit(self) -> AuditLog:

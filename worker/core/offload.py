@@ -17,9 +17,21 @@ T = TypeVar("T")
 
 
 async def off_loop_if_large(
-    size: int, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    size: int,
+    work: Callable[P, T],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
 ) -> T:
     """`work(*args, **kwargs)`, in a thread when `size` (bytes of input) is over the threshold."""
-    if size > INLINE_MAX_BYTES:
+    return await off_loop_over(INLINE_MAX_BYTES, size, work, *args, **kwargs)
+
+
+async def off_loop_over(
+    inline_max: int, size: int, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """`work(*args, **kwargs)`, in a thread when `size` is over `inline_max` (work that costs
+    more per byte than a parse has a lower threshold of its own)."""
+    if size > inline_max:
         return await asyncio.to_thread(work, *args, **kwargs)
     return work(*args, **kwargs)

@@ -1,9 +1,10 @@
 """The notifier's use case: order-status events become emails sent through the order's aliases.
 
 Per batch, orders run concurrently (bounded) and each order's events strictly in order. Each
-email is rendered, sealed (`Outbound`), kept whole in the message store before it is sent (the
-console shows it, a bounce finds it), then sent and recorded by `RecordedSender`, the owner of
-"no duplicate email"; `CustomerSuppression` decides whether a customer is emailed at all. The
+email is rendered, sealed (`Outbound`), sent, and kept whole in the message store together with
+the outcome of its send, in one write, by `RecordedSender`, the owner of "no duplicate email"
+(the console shows the message, a bounce finds it); `CustomerSuppression` decides whether a
+customer is emailed at all. The
 outcome's timeline events go to Kafka; a record that cannot be processed is dead-lettered.
 For stores on the orderFlow expiry policy each status event moves the order's alias window.
 """
@@ -22,6 +23,7 @@ import structlog
 
 from worker.adapters import mongo
 from worker.adapters.alias_store import AliasRecord
+from worker.adapters.alias_writes import NewOrder
 from worker.adapters.deliveries import Delivery
 from worker.adapters.kafka import (
     PRODUCER_BROKEN,
@@ -29,6 +31,7 @@ from worker.adapters.kafka import (
 )
 from worker.adapters.kafka import is_transient as kafka_transient
 from worker.adapters.kafka_client import PERMANENT_ERRORS
+from worker.adapters.messages import SealedMessage
 from worker.adapters.smtp import SmtpFailure
 from worker.adapters.smtp import is_transient as smtp_transient
 from worker.adapters.suppressions import Suppression
@@ -119,7 +122,8 @@ class Notifier:
         if not by_order:
             return
         # The ledger, the suppressions and the aliases read for the whole poll (with `$in` where
-        # the server serves it from its index): a constant number of reads, not three per order.
+        # the server serves it from its index), and the new orders' aliases made together: a
+        # constant number of reads and writes, not three reads and six inserts per order.
         done, suppressions, _ = await asyncio.gather(
             self._sender.outcomes([e.event_id for items in by_order.values() for _, e in items]),
             self._mongo(
@@ -131,7 +135,10 @@ class Notifier:
                 ),
                 "suppressions.in_force",
             ),
-            self._mongo(lambda: self._aliases.prefetch(by_order), "aliases.prefetch"),
+            self._mongo(
+                lambda: self._aliases.prepare_orders(_new_orders(by_order)),
+                "aliases.prepare_orders",
+            ),
         )
         await asyncio.gather(
             *(
@@ -234,11 +241,11 @@ class Notifier:
         sent = SentMessage.of(outcome, customer_alias.expires_at)
         sealed = self._outbound.seal(prepared.raw, sent)
         prepared = replace(prepared, raw=sealed.raw)
-        # Kept before it is sent, under its outcome's event id: whatever the outcome (sent,
-        # refused, a kill before the ledger write) the console can show what was sent, and a
-        # bounce however quick finds the message it is about.
-        await self._mongo(
-            lambda: self._messages.keep(
+        # Sealed now, kept with the send's outcome under its outcome's event id: the email and
+        # its ledger record are one write. Sent or refused, the console shows what was sent and
+        # a bounce finds the message it is about; a kill before that write re-sends it.
+        kept = await self._mongo(
+            lambda: self._messages.seal(
                 event_id=prepared.outcome_event_id,
                 order_id=event.order_id,
                 store_id=event.store_id,
@@ -246,7 +253,7 @@ class Notifier:
                 sent=sent,
                 subject_id=outcome.subject_id,
             ),
-            "messages.keep",
+            "messages.seal",  # the subject's key may be read
         )
         try:
             delivery = await retry_transient(
@@ -254,6 +261,7 @@ class Notifier:
                     sealed.raw,
                     sender=sealed.return_path,
                     recipient=customer.address,
+                    kept=kept,
                     outcome=lambda: _outcome(prepared, seal, failure=None),
                 ),
                 name="smtp.send",
@@ -262,22 +270,24 @@ class Notifier:
             )
         except SmtpFailure as exc:
             metrics.EMAILS_FAILED.labels(kind="permanent").inc()
-            return await self._refused(prepared, exc.reply, customer.address, order)
+            return await self._refused(prepared, kept, exc.reply, customer.address, order)
         metrics.EMAILS_SENT.inc()
         return delivery
 
     async def _refused(
         self,
         prepared: notifications.PreparedNotification,
+        kept: SealedMessage,
         reply: str,
         customer_address: str,
         order: _OrderState,
     ) -> Delivery:
-        """The upstream refused for good: recorded with its reply, addresses removed; a refusal
-        that says the address does not exist suppresses it like a bounce would."""
+        """The upstream refused for good: the email kept with its reply, addresses removed; a
+        refusal that says the address does not exist suppresses it like a bounce would."""
         report = smtp_reply_report(reply, private_terms(customer_address))
         seal = order.seal or _unsealed
-        delivery = await self._record(prepared, seal, failure=report.diagnostic, delivery=report)
+        outcome = _outcome(prepared, seal, failure=report.diagnostic, delivery=report)
+        delivery = await self._sender.record_sent(outcome, kept)
         event = prepared.event
         started = await self._mongo(
             lambda: self._suppression.after_failure(
@@ -336,6 +346,22 @@ class Notifier:
             is_transient=mongo.is_transient,
             max_delay=self._max_delay,
         )
+
+
+def _new_orders(
+    by_order: Mapping[str, list[tuple[Record, OrderStatusChanged]]],
+) -> dict[str, NewOrder]:
+    """What each order's aliases would be made of, from its first event; an order whose
+    addresses are unusable is left out (its events are dead-lettered one by one)."""
+    orders = {}
+    for order_id, items in by_order.items():
+        event = items[0][1]
+        try:
+            customer, store = notification_parties(event)
+        except Unprocessable:
+            continue
+        orders[order_id] = NewOrder(event.store_id, customer, store)
+    return orders
 
 
 def _unsealed(event: TimelineEvent) -> TimelineEvent:

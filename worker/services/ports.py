@@ -10,14 +10,16 @@ return the same values.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
 from worker.adapters.alias_store import AliasRecord
+from worker.adapters.alias_writes import NewOrder
 from worker.adapters.deliveries import Delivery
 from worker.adapters.kafka import Record
+from worker.adapters.messages import SealedMessage
 from worker.adapters.smtp import PreparedMessage
 from worker.adapters.suppressions import Suppression
 from worker.domain.aliases import AliasWindow, Party
@@ -36,6 +38,8 @@ class Aliases(Protocol):
     ) -> tuple[AliasRecord, AliasRecord]: ...
 
     async def prefetch(self, order_ids: Iterable[str]) -> None: ...
+
+    async def prepare_orders(self, orders: Mapping[str, NewOrder]) -> None: ...
 
     async def reverse_alias(self, order_id: str, sender: Party) -> AliasRecord: ...
 
@@ -60,6 +64,17 @@ class Messages(Protocol):
         subject_id: str | None = None,
     ) -> bool: ...
 
+    async def seal(
+        self,
+        *,
+        event_id: str,
+        order_id: str,
+        store_id: str,
+        raw: bytes,
+        sent: SentMessage | None = None,
+        subject_id: str | None = None,
+    ) -> SealedMessage: ...
+
     async def sent(self, event_id: str) -> SentMessage | None: ...
 
 
@@ -69,6 +84,8 @@ class Ledger(Protocol):
     async def find_many(self, event_ids: list[str]) -> dict[str, Delivery]: ...
 
     async def record(self, delivery: Delivery) -> Delivery: ...
+
+    async def record_sent(self, delivery: Delivery, message: SealedMessage) -> Delivery: ...
 
 
 class SuppressionRecords(Protocol):

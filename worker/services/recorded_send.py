@@ -6,7 +6,8 @@ The whole story, in the order it happens to an event:
    event is worked on. An event with an outcome (sent, refused, suppressed) is not sent again:
    its recorded timeline events are republished exactly as they were (a redelivery after a
    rebalance, a restart that lost its offsets, a replay, the same event twice in a batch).
-2. `send` hands the message to the upstream and records its acceptance within one *turn*: at
+2. `send` hands the message to the upstream and records its acceptance within one *turn*: the
+   record is the email's one database write, the kept message with its outcome. At
    most `max_unrecorded` (CT_NOTIFIER_MAX_UNRECORDED, default 1) emails of a process are between
    the end of their DATA (where the upstream accepts) and the end of their ledger write. A kill
    at any moment can therefore re-send at most that many emails once restarted: the bound of
@@ -15,8 +16,9 @@ The whole story, in the order it happens to an event:
    max_unrecorded / (end-of-DATA latency + ledger-write latency) emails per second.
 3. A graceful stop whose grace ran out cancels the batch: a send in its turn still records what
    the upstream may be accepting before the cancellation goes on, so only a kill re-sends.
-4. A refusal raises SmtpFailure unrecorded; the caller records it (`record`) with its report,
-   as it records a suppressed notification, so that a redelivery does not try again.
+4. A refusal raises SmtpFailure unrecorded; the caller records it with its report (the email
+   kept with it, `record_sent`), as it records a suppressed notification (`record`), so that a
+   redelivery does not try again.
 5. `record` keeps the first outcome: two workers racing on one event (a rebalance) both get the
    one that was stored first, and publish the same timeline events (their ids are derived).
 """
@@ -30,6 +32,7 @@ from typing import TypeVar
 
 from worker.adapters import mongo
 from worker.adapters.deliveries import Delivery
+from worker.adapters.messages import SealedMessage
 from worker.adapters.smtp import PreparedMessage
 from worker.core.retry import retry_transient
 from worker.services.ports import Ledger, Upstream
@@ -59,12 +62,26 @@ class RecordedSender:
         """Record an outcome; when another worker recorded this event first, theirs is returned."""
         return await self._retried(lambda: self._ledger.record(outcome), "record")
 
+    async def record_sent(self, outcome: Delivery, kept: SealedMessage) -> Delivery:
+        """Keep the email with its outcome (one write); the outcome stored first stands."""
+        return await self._retried(lambda: self._ledger.record_sent(outcome, kept), "record_sent")
+
     async def send_recorded(
-        self, message: bytes, *, sender: str, recipient: str, outcome: Callable[[], Delivery]
+        self,
+        message: bytes,
+        *,
+        sender: str,
+        recipient: str,
+        kept: SealedMessage,
+        outcome: Callable[[], Delivery],
     ) -> Delivery:
-        """Send, then record `outcome()` (built once accepted: its time is the acceptance's)."""
+        """Send, then keep `kept` with `outcome()` (built once accepted: its time is the
+        acceptance's) in one write."""
         return await self.send(
-            message, sender=sender, recipient=recipient, record=lambda: self.record(outcome())
+            message,
+            sender=sender,
+            recipient=recipient,
+            record=lambda: self.record_sent(outcome(), kept),
         )
 
     async def send(
