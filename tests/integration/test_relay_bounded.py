@@ -18,6 +18,7 @@ from tests.integration.test_relay_auth import _relay_with
 from tests.support.dns import LoopbackDns
 from tests.support.hostile import (
     SessionTimes,
+    dsn,
     hostile_dkim_message,
     hostile_dsn,
     hostile_key_names,
@@ -59,8 +60,8 @@ async def test_a_second_session_is_answered_while_a_hostile_dsn_and_dkim_key_are
     dkim = send_timed(
         relay.port, dkim_message, sender=f"sales@{hostile_domain}", to=customer_alias, source=FORGER
     )
-    dsn = send_report_timed(relay.port, verp, hostile_dsn(verp, CUSTOMER), FORGER)
-    [(dsn_reply, dsn_s), (dkim_reply, dkim_s)], busy = await served_during([dsn, dkim], session)
+    hostile = send_report_timed(relay.port, verp, hostile_dsn(verp, CUSTOMER), FORGER)
+    [(dsn_reply, dsn_s), (dkim_reply, dkim_s)], busy = await served_during([hostile, dkim], session)
     print(
         f"\nidle: greeting {max(t.greeting_s for t in idle) * 1000:.0f} ms, message "
         f"{max(t.message_s for t in idle) * 1000:.0f} ms | during the hostile DSN "
@@ -109,19 +110,6 @@ async def test_sessions_beyond_the_caps_get_421_and_others_are_served(relay: Rel
         assert (refused.code, refused.message) == (421, TOO_MANY_SESSIONS[4:])
 
 
-def _dsn(to: str, final_recipient: str, status: str = "5.1.1") -> bytes:
-    return (
-        f"From: MAILER-DAEMON@mx.example.org\r\nTo: {to}\r\nSubject: Undelivered\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
-        "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
-        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.example.org\r\n\r\n"
-        f"Final-Recipient: rfc822; {final_recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
-        f"Diagnostic-Code: smtp; 550 {status} no such user\r\n--b--\r\n"
-    ).encode()
-
-
 async def _report(relay: Relay, verp: str, raw: bytes) -> tuple[int, str]:
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, start_tls=False)
     await client.connect(source_address=(FORGER, 0))
@@ -146,15 +134,15 @@ async def test_forged_reports_suppress_nobody_and_a_flood_of_them_is_limited(
     [entry] = capture.messages()
     verp = entry["mailFrom"]
     # Whoever saw the return path forges a hard bounce naming some other address.
-    assert await _report(relay, verp, _dsn(verp, "someone@example.org")) == (
+    assert await _report(relay, verp, dsn(verp, "someone@example.org")) == (
         250, "2.0.0 Report received",
     )  # fmt: skip
     assert await db["suppressions"].count_documents({}) == 0
     # The same report again, reworded: the same entry (once per return path and status).
-    again = _dsn(verp, "someone@example.org").replace(b"no such user", b"gone")
+    again = dsn(verp, "someone@example.org").replace(b"no such user", b"gone")
     assert (await _report(relay, verp, again))[0] == 250
     # The genuine one names the address the forward went to: now it suppresses.
-    assert (await _report(relay, verp, _dsn(verp, CUSTOMER)))[0] == 250
+    assert (await _report(relay, verp, dsn(verp, CUSTOMER)))[0] == 250
     assert await db["suppressions"].count_documents({}) == 1
-    replies = [(await _report(relay, verp, _dsn(verp, CUSTOMER, "4.2.2")))[0] for _ in range(3)]
+    replies = [(await _report(relay, verp, dsn(verp, CUSTOMER, "4.2.2")))[0] for _ in range(3)]
     assert replies == [250, 250, 451]  # five reports per return path an hour

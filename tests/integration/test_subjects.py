@@ -31,7 +31,7 @@ from tests.support.events import order_event, timeline_event
 from tests.support.kafka import topic_size
 from tests.support.polling import eventually
 from tests.support.relay_client import rcpt_code
-from tests.support.scans import flatten, scan_mongo, scan_topic
+from tests.support.scans import flatten, scan_everything, scan_mongo, scan_topic
 from tests.support.timelines import opened_timeline
 from worker.adapters import mongo
 from worker.adapters.dead_letters import dead_letters
@@ -232,14 +232,7 @@ async def test_export_then_erasure_leaves_nothing_that_names_the_person(
             )
         replayed = await get_timeline(replayed_db, order_a) or []
         assert replayed and not [t for t in traces.values() if t.decode() in _texts(replayed)]
-        scan = {
-            f"mongo {settings.mongo_db}": await scan_mongo(db, traces),
-            f"mongo {fresh.mongo_db} (replayed)": await scan_mongo(replayed_db, traces),
-            f"kafka {settings.topic_timeline}": await scan_topic(
-                settings, settings.topic_timeline, traces
-            ),
-            f"kafka {settings.topic_dlq}": await scan_topic(settings, settings.topic_dlq, traces),
-        }
+        scan = await scan_everything(settings, db, replayed_db, traces)
     finally:
         await db.client.drop_database(fresh.mongo_db)
     print("\nscan after erasure:\n" + json.dumps(scan, indent=2))

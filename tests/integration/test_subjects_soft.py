@@ -28,7 +28,7 @@ from tests.integration.test_subjects import Person, _bounce, _console, _ct, _emi
 from tests.support.dns import LoopbackDns
 from tests.support.polling import eventually
 from tests.support.relay_client import rcpt_code
-from tests.support.scans import flatten, scan_mongo, scan_topic
+from tests.support.scans import flatten, scan_everything, scan_mongo, scan_topic
 from tests.support.senders import SenderDomain, publish_all
 from tests.support.timelines import opened_timeline
 from tests.web.conftest import free_web_port
@@ -228,14 +228,7 @@ async def _scan_everything(
             await eventually(
                 lambda: _entries_at_least(replayed_db, person.orders[0], 6), what="the replay"
             )
-        return {
-            f"mongo {settings.mongo_db}": await scan_mongo(db, traces),
-            f"mongo {fresh.mongo_db} (replayed)": await scan_mongo(replayed_db, traces),
-            f"kafka {settings.topic_timeline}": await scan_topic(
-                settings, settings.topic_timeline, traces
-            ),
-            f"kafka {settings.topic_dlq}": await scan_topic(settings, settings.topic_dlq, traces),
-        }
+        return await scan_everything(settings, db, replayed_db, traces)
     finally:
         await db.client.drop_database(fresh.mongo_db)
 

@@ -64,6 +64,12 @@ def hostile_dkim_message(domain: str, to: str) -> bytes:
 def hostile_dsn(to: str, final_recipient: str) -> bytes:
     """A bounce to `to` whose Diagnostic-Code is 1 MB of address characters, folded legally."""
     folded = "\r\n ".join("a" * 900 for _ in range(MB // 900))
+    return dsn(to, final_recipient, diagnostic=folded)
+
+
+def dsn(to: str, final_recipient: str, status: str = "5.1.1", diagnostic: str = "") -> bytes:
+    """A bounce to `to` about `final_recipient`: `550 <status> no such user` unless told."""
+    diagnostic = diagnostic or f"{status} no such user"
     return (
         f"From: MAILER-DAEMON@mx.example.org\r\nTo: {to}\r\nSubject: Undelivered\r\n"
         "MIME-Version: 1.0\r\n"
@@ -71,8 +77,8 @@ def hostile_dsn(to: str, final_recipient: str) -> bytes:
         "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
         "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
         "Reporting-MTA: dns; mx.example.org\r\n\r\n"
-        f"Final-Recipient: rfc822; {final_recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-        f"Diagnostic-Code: smtp; 550 {folded}\r\n--b--\r\n"
+        f"Final-Recipient: rfc822; {final_recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; 550 {diagnostic}\r\n--b--\r\n"
     ).encode()
 
 

@@ -53,6 +53,21 @@ async def scan_topic(settings: Settings, topic: str, traces: dict[str, bytes]) -
     return sorted(hits)
 
 
+async def scan_everything(
+    settings: Settings, db: mongo.Database, replayed: mongo.Database, traces: dict[str, bytes]
+) -> dict[str, Any]:
+    """The scan after an erasure: every collection of the database and of the one `replayed`
+    from the timeline topic, and our timeline and dead-letter topics."""
+    return {
+        f"mongo {db.name}": await scan_mongo(db, traces),
+        f"mongo {replayed.name} (replayed)": await scan_mongo(replayed, traces),
+        f"kafka {settings.topic_timeline}": await scan_topic(
+            settings, settings.topic_timeline, traces
+        ),
+        f"kafka {settings.topic_dlq}": await scan_topic(settings, settings.topic_dlq, traces),
+    }
+
+
 def flatten(scan: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """`{place: hits}` or `{database: {collection: hits}}` as rows of (where, hits)."""
     rows: list[tuple[str, list[str]]] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.hostile import dsn
 from worker.contracts.events import (
     ConversationMessage,
     Direction,
@@ -188,17 +189,15 @@ def test_a_complaint_is_its_own_kind_with_the_feedback_type() -> None:
 def test_a_report_names_the_recipient_only_when_its_final_recipient_is_the_address_sent_to() -> (
     None
 ):
-    from tests.integration.test_relay_bounded import _dsn
-
     sent_to = "jane.roe@example.org"
 
     def is_recipient(address: str) -> bool:
         return address == sent_to
 
     genuine = read_report(
-        _dsn("b@x.test", f"<{sent_to.upper()}>".lower()), is_recipient=is_recipient
+        dsn("b@x.test", f"<{sent_to.upper()}>".lower()), is_recipient=is_recipient
     )
-    forged = read_report(_dsn("b@x.test", "other@example.org"), is_recipient=is_recipient)
+    forged = read_report(dsn("b@x.test", "other@example.org"), is_recipient=is_recipient)
     assert isinstance(genuine, Bounce) and genuine.names_recipient
     assert isinstance(forged, Bounce) and not forged.names_recipient
     assert forged.failure_type is FailureType.HARD_BOUNCE  # recorded, but suppresses nobody

@@ -158,3 +158,18 @@ async def test_a_poll_reads_the_ledger_the_suppressions_and_the_aliases_once_for
     assert len(ports.upstream.delivered) == 60  # every order's events, each sent
     assert calls == {"find_many": 1, "active_many": 1, "prepare_orders": 1}  # not one per order
     assert ports.ledger.writes == 60  # one per email: the message kept with its outcome
+
+
+async def test_a_poll_whose_batch_of_new_orders_fails_still_emails_each_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ports = Ports()
+
+    async def broken(orders: Any) -> None:
+        raise RuntimeError("the batch insert failed")
+
+    monkeypatch.setattr(ports.aliases, "prepare_orders", broken)
+    events = [order_event(f"o-batch-{k}") for k in range(3)]
+    await notifier(ports).handle([record(e, offset=i) for i, e in enumerate(events)])
+    assert len(ports.upstream.delivered) == 3  # each order made its aliases on its own
+    assert ports.dead_letters.published == []

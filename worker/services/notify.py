@@ -4,8 +4,8 @@ Per batch, orders run concurrently (bounded) and each order's events strictly in
 email is rendered, sealed (`Outbound`), sent, and kept whole in the message store together with
 the outcome of its send, in one write, by `RecordedSender`, the owner of "no duplicate email"
 (the console shows the message, a bounce finds it); `CustomerSuppression` decides whether a
-customer is emailed at all. The
-outcome's timeline events go to Kafka; a record that cannot be processed is dead-lettered.
+customer is emailed at all. The outcome's timeline events go to Kafka; a record that cannot be
+processed is dead-lettered.
 For stores on the orderFlow expiry policy each status event moves the order's alias window.
 """
 
@@ -135,10 +135,7 @@ class Notifier:
                 ),
                 "suppressions.in_force",
             ),
-            self._mongo(
-                lambda: self._aliases.prepare_orders(_new_orders(by_order)),
-                "aliases.prepare_orders",
-            ),
+            self._prepare_orders(by_order),
         )
         await asyncio.gather(
             *(
@@ -146,6 +143,21 @@ class Notifier:
                 for order_id, items in by_order.items()
             )
         )
+
+    async def _prepare_orders(
+        self, by_order: Mapping[str, list[tuple[Record, OrderStatusChanged]]]
+    ) -> None:
+        """The poll's new orders' aliases, made together. Only a shortcut: should it fail, each
+        order's first email makes its own (`order_pair`), and its failure is that event's."""
+        try:
+            await self._mongo(
+                lambda: self._aliases.prepare_orders(_new_orders(by_order)),
+                "aliases.prepare_orders",
+            )
+        except NOT_THIS_EVENTS_FAULT:
+            raise
+        except Exception:
+            log.exception("orders_not_prepared")
 
     async def _run_order(
         self,
