@@ -4,6 +4,7 @@ python -m bench                      the shared stack (`make bench` starts it), 
 python -m bench --private-stack      a Kafka + FerretDB of the bench's own, deleted after
 python -m bench --quick              small sizes, a smoke run
 python -m bench --only relay_hostile one step alone, to check it (no ceilings, no stages)
+python -m bench --private-stack --only ledger   the ledger write alone, on each backend
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ SAFE_BATCH = 100
 RELAY_MAX = 2_000
 STAGES = ("notifier", "latency", "projector", "relay", "scale-out", "backends", "memory")
 # Steps that `--only` runs alone (each also runs in the whole bench, in its stage).
-ALONE = ("relay_hostile",)
+ALONE = ("relay_hostile", "ledger")
 # (stage, upstream, load generator): the target run first, loaded by Postfix's smtp-source (C,
 # so that the load does not take the relay's CPU), then the bench's own aiosmtplib client, then
 # the capture server as before.
@@ -108,8 +109,8 @@ async def run(args: argparse.Namespace, env: BenchEnv, results: dict[str, Any]) 
             "upstreams": {u.name: u.port for u in env.upstreams.values()},
         }
     }
-    if args.only == "relay_hostile":
-        await _relay_hostile(results, env, timeout)
+    if args.only:
+        await _alone(args.only, results, env, timeout)
         return
     mails = rendered_messages(settings.domain)
     results["cpu"] = await asyncio.to_thread(ceilings.cpu_paths, min(n, 5_000), settings.domain)
@@ -192,6 +193,15 @@ async def run(args: argparse.Namespace, env: BenchEnv, results: dict[str, Any]) 
         else:
             results["meta"]["brokers_scale_out"] = env.brokers
             await scaling.scale_out(results, env, n, limit_s=timeout)
+
+
+async def _alone(step_name: str, results: dict[str, Any], env: BenchEnv, limit_s: float) -> None:
+    """One of the steps of ALONE, and nothing else."""
+    if step_name == "relay_hostile":
+        await _relay_hostile(results, env, limit_s)
+    elif step_name == "ledger":
+        for backend in env.mongo_backends:
+            await scaling.ledger(results, env, backend)
 
 
 async def _relay_hostile(results: dict[str, Any], env: BenchEnv, limit_s: float) -> None:

@@ -125,8 +125,7 @@ async def backends(results: dict[str, Any], env: BenchEnv, n: int, *, limit_s: f
         results["backends"] = {"skipped": "one database backend (the private stack has two)"}
         return
     for backend in env.mongo_backends:
-        names = await env.create(env.names(f"be_{backend}", mongo_backend=backend))
-        await step(env, results, "backends", f"ledger_{backend}", partial(ledger_writes, names))
+        names = await ledger(results, env, backend)
         notifier = f"notifier_{backend}"
         run = partial(stages.notifier, env, n, limit_s=limit_s, profile=False, stage=notifier)
         await step(env, results, "backends", notifier, partial(run, names=names))
@@ -158,6 +157,13 @@ async def backends(results: dict[str, Any], env: BenchEnv, n: int, *, limit_s: f
         )
 
 
+async def ledger(results: dict[str, Any], env: BenchEnv, backend: str) -> Names:
+    """The `ledger_<backend>` step: the notifier's one write per email on that backend."""
+    names = await env.create(env.names(f"be_{backend}", mongo_backend=backend))
+    await step(env, results, "backends", f"ledger_{backend}", partial(ledger_writes, names))
+    return names
+
+
 async def ledger_writes(names: Names) -> dict[str, Any]:
     """The notifier's one write per email (the email kept with its outcome), one at a time as
     the one-duplicate turn makes it: each insert's latency bounds the notifier to
@@ -167,7 +173,7 @@ async def ledger_writes(names: Names) -> dict[str, Any]:
     dialect = await detect_dialect(db, names.settings.mongo_dialect)
     messages = MessageStore(
         db,
-        AddressCipher(names.settings.data_keys()),
+        AddressCipher([os.urandom(32)]),  # the bench's own: what it seals is never read
         retention_days=names.settings.message_retention_days,
         clock=SystemClock(),
         dialect=dialect,
