@@ -23,7 +23,7 @@ from tests.support.net import free_port
 from tests.support.postfix import LoopbackPostfix
 from tests.support.smtp import FaultyCapture
 from worker.adapters import mongo
-from worker.adapters.dialect import Dialect, detect_dialect
+from worker.adapters.dialect import Dialect
 from worker.adapters.kafka import ensure_topics
 from worker.adapters.smtp_server import bound_port, start_smtp_server
 from worker.apps import checks
@@ -228,8 +228,8 @@ def db(settings: Settings, mongo_client: AsyncMongoClient[dict[str, Any]]) -> mo
 
 @pytest.fixture
 async def dialect(db: mongo.Database) -> Dialect:
-    """The test database's dialect, as the workers detect it at start."""
-    return await detect_dialect(db)
+    """The test database's dialect, as the workers detect it at start (after the indexes)."""
+    return await mongo.prepare(db)
 
 
 @dataclass

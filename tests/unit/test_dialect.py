@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from worker.adapters.dialect import FERRETDB, MONGODB, dialect_of
+from worker.adapters.dialect import FERRETDB, FERRETDB_ID_LISTS, MONGODB, dialect_of
 from worker.core.config import ConfigError, load_settings
 
 
@@ -16,6 +18,8 @@ def test_ferretdb_names_itself_in_build_info_and_mongodb_does_not() -> None:
 def test_what_each_dialect_can_do() -> None:
     assert (MONGODB.in_pushdown, MONGODB.guarded_updates) == (True, True)
     assert (FERRETDB.in_pushdown, FERRETDB.guarded_updates) == (False, False)
+    # The local stack's build: lists of _ids within its pushdown bound, nothing else assumed.
+    assert dataclasses.replace(FERRETDB, in_pushdown=True, ids_per_query=1000) == FERRETDB_ID_LISTS
     # FerretDB v1 wedges on a command with 100 or more matched updates.
     assert FERRETDB.writes_per_command < 100
 

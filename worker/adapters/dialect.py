@@ -15,6 +15,7 @@ on the server keeps a move from FerretDB to MongoDB a plain dump and restore.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -33,10 +34,14 @@ DUPLICATE_KEY: Final = 11000
 @dataclass(frozen=True, slots=True)
 class Dialect:
     name: DialectName
-    # `{field: {"$in": [...]}}` served by an index. FerretDB v1 on SQLite pushes only equality
-    # filters down to SQLite (about 1 ms at 30,000 documents) and evaluates `$in` by scanning the
-    # collection (about 700 ms there, growing with it).
+    # `{_id: {"$in": [...]}}` served by the _id index. Stock FerretDB v1 on SQLite pushes only
+    # `{_id: value}` down to SQLite (about 1 ms at 30,000 documents) and evaluates `$in` by
+    # scanning the collection (about 700 ms there, growing with it). The local stack's build
+    # pushes lists of up to 1,000 _ids down too (deploy/local/ferretdb-sqlite-id-index.patch):
+    # `detect_dialect` asks the server's `explain` which of the two it is talking to.
     in_pushdown: bool
+    # The most _ids one `$in` carries; a longer list is split.
+    ids_per_query: int
     # Updates conditional on fields besides `_id` are atomic and indexed. FerretDB v1 pushes a
     # filter down only when it is exactly {_id: value}, and evaluates the rest as a non-atomic
     # read-modify-write: a guard scans the collection there and guards nothing.
@@ -55,26 +60,42 @@ class Dialect:
         projection: Mapping[str, Any] | None = None,
     ) -> list[Document]:
         """The documents whose `field` equals one of `values`, in whichever form is fast here:
-        one `$in` query, or one equality read per value, concurrently."""
+        one `$in` query per `ids_per_query` values, or one equality read per value, concurrently.
+        Every caller looks up by `_id`, the one field whose `$in` FerretDB can push down."""
         wanted = list(dict.fromkeys(values))
         if not wanted:
             return []
         if self.in_pushdown:
-            return await collection.find({field: {"$in": wanted}}, projection).to_list()
+            found: list[Document] = []
+            for start in range(0, len(wanted), self.ids_per_query):
+                chunk = wanted[start : start + self.ids_per_query]
+                query = {field: {"$in": chunk}}
+                # All in the first batch: no getMore round trip past the default 101 documents.
+                cursor = collection.find(query, projection, batch_size=len(chunk))
+                found += await cursor.to_list()
+            return found
         slots = asyncio.Semaphore(READ_CONCURRENCY)
 
         async def one(value: Any) -> list[Document]:
             async with slots:
                 return await collection.find({field: value}, projection).to_list()
 
-        found = await asyncio.gather(*(one(v) for v in wanted))
-        return [doc for docs in found for doc in docs]
+        each = await asyncio.gather(*(one(v) for v in wanted))
+        return [doc for docs in each for doc in docs]
 
 
-MONGODB: Final = Dialect("mongodb", in_pushdown=True, guarded_updates=True, writes_per_command=500)
-FERRETDB: Final = Dialect(
-    "ferretdb", in_pushdown=False, guarded_updates=False, writes_per_command=50
+MONGODB: Final = Dialect(
+    "mongodb", in_pushdown=True, ids_per_query=10_000, guarded_updates=True, writes_per_command=500
 )
+# Stock FerretDB v1, and what CT_MONGO_DIALECT=ferretdb chooses: nothing assumed of the build.
+FERRETDB: Final = Dialect(
+    "ferretdb", in_pushdown=False, ids_per_query=1, guarded_updates=False, writes_per_command=50
+)
+# A build whose `explain` says it pushes `{_id: {$in: [...]}}` down (the local stack's).
+FERRETDB_ID_LISTS: Final = dataclasses.replace(FERRETDB, in_pushdown=True, ids_per_query=1_000)
+# Made at start-up by mongo.ensure_indexes: FerretDB explains a query on a collection that does
+# not exist yet as pushing nothing down, so on a fresh database the probe picks FERRETDB.
+PROBE_COLLECTION: Final = "aliases"
 DIALECTS: Final[dict[str, Dialect]] = {d.name: d for d in (MONGODB, FERRETDB)}
 
 
@@ -89,7 +110,15 @@ async def detect_dialect(
     """The override when one is set, else what the server says it is."""
     if override is not None:
         return DIALECTS[override]
-    return dialect_of(await db.client.admin.command("buildInfo"))
+    dialect = dialect_of(await db.client.admin.command("buildInfo"))
+    if dialect is FERRETDB and await _pushes_down_id_lists(db):
+        return FERRETDB_ID_LISTS
+    return dialect
+
+
+async def _pushes_down_id_lists(db: AsyncDatabase[Document]) -> bool:
+    query = {"find": PROBE_COLLECTION, "filter": {"_id": {"$in": ["probe-1", "probe-2"]}}}
+    return (await db.command("explain", query)).get("filterPushdown") is True
 
 
 async def insert_each(collection: AsyncCollection[Document], docs: list[Document]) -> set[Any]:
