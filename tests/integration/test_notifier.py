@@ -312,7 +312,7 @@ async def test_each_email_is_one_database_write_and_new_orders_are_made_a_poll_a
         ("insert", c) for c in ("subjects", "subject_ids", "aliases", "alias_keys")
     }
     assert sum(writes.values()) <= 20, writes
-    # Reads: per poll where `$in` is served from an index (MongoDB), per id on FerretDB, where
-    # it costs about two per event (the ledger's, and per new order its claim, its customer's
-    # subject and its suppressions), where it was more than three.
-    assert commands.reads() <= 2.5 * len(events), sorted(commands.sent.items())
+    # Reads: a few per poll (the ledger's, the suppressions', the aliases', the subjects' and
+    # the stores', each for the whole poll), on MongoDB and on the local stack's FerretDB, which
+    # serves a list of _ids from the index (dialect.py). One read per id was two per event here.
+    assert commands.reads() <= 0.5 * len(events), sorted(commands.sent.items())

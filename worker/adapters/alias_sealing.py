@@ -64,12 +64,10 @@ class AliasSealing:
 
     async def keys(self, docs: Iterable[Document]) -> Keys:
         """The subject keys these documents need (cached by SubjectKeys): None when erased."""
-        found: Keys = {}
-        for subject_id in {d["subjectId"] for d in docs if d.get("subjectId")}:
-            found[subject_id] = (
-                await self._subject_keys.key(subject_id) if self._subject_keys else None
-            )
-        return found
+        subject_ids = {str(d["subjectId"]) for d in docs if d.get("subjectId")}
+        if self._subject_keys is None:
+            return dict.fromkeys(subject_ids)
+        return await self._subject_keys.keys(subject_ids)
 
     def opened(self, doc: Document, keys: Keys) -> OpenedParty:
         erased = doc.get("erasedAt") is not None

@@ -70,6 +70,8 @@ class AliasRecord:
     expires_at: datetime
     # The person behind it asked to be erased: no real address, no name, mail refused.
     erased: bool = False
+    # The data subject whose key seals a customer's address (None: under the deployment key).
+    subject_id: str | None = None
 
     def expired(self, now: datetime) -> bool:
         return rules.is_expired(self.expires_at, now)
@@ -165,9 +167,15 @@ class AliasStore:
     async def prefetch(self, order_ids: Iterable[str]) -> None:
         """Remember these orders' customer and store aliases, read together (a poll's orders):
         one read per collection where `$in` is fast, instead of a round per order."""
+        await self._orders_read_together(order_ids)
+
+    async def _orders_read_together(self, order_ids: Iterable[str]) -> dict[str, OrderAliases]:
+        """`prefetch`, returning every order asked, cached or read (empty: none yet)."""
         if self._orders is None:
-            return  # nothing would remember them
-        wanted: dict[str, OrderAliases] = {o: {} for o in order_ids if o not in self._orders}
+            return {}  # nothing would remember them
+        asked = list(order_ids)
+        known = {o: a for o in asked if (a := self._orders.get(o)) is not None}
+        wanted: dict[str, OrderAliases] = {o: {} for o in asked if o not in known}
         customer, store = ROLES
         # An order's store alias is made after its customer alias (its anchor), so only the
         # orders that have one can have the other: a new order costs one read, not two.
@@ -177,6 +185,7 @@ class AliasStore:
             wanted[record.order_id][record.role] = record
         for order_id, found in wanted.items():
             self._remember(order_id, found)
+        return known | wanted
 
     async def prepare_orders(self, orders: Mapping[str, NewOrder]) -> None:
         """Remember these orders' aliases (`prefetch`) and create the pairs of the new ones
@@ -184,12 +193,12 @@ class AliasStore:
         aliases, claims) instead of two inserts per alias. The race rules are those of
         `order_pair`, per document; an order the batch cannot settle (an address taken, a claim
         another worker won) is left for `order_pair`, which reads the winner or tries again."""
-        await self.prefetch(orders)
         if self._orders is None:
             return
+        found = await self._orders_read_together(orders)
         for store_id in {o.store_id for o in orders.values()}:
             await self._expiry_policy(store_id)  # once for the poll, not once per order
-        new = {o: parties for o, parties in orders.items() if not self._orders.get(o)}
+        new = {o: parties for o, parties in orders.items() if not found.get(o)}
         if not new:
             return
         settled = await self._writer.insert_pairs(new)
@@ -413,6 +422,7 @@ class AliasStore:
             created_at=doc["createdAt"],
             expires_at=doc["expiresAt"],
             erased=party.erased,
+            subject_id=doc.get("subjectId"),
         )
 
     async def of_person(self, address: str) -> list[AliasRecord]:

@@ -116,11 +116,11 @@ class SubjectKeys:
             if self._cipher.address_hash(a) not in self._by_hash
         }
         claims = await self._dialect.find_each(self._ids, "_id", wanted)
+        keys = await self.keys(str(c["subjectId"]) for c in claims if c.get("subjectId"))
         for claim in claims:
-            if claim.get("subjectId"):
-                key = await self.key(str(claim["subjectId"]))
-                if key is not None:
-                    self._by_hash[claim["_id"]] = key
+            key = keys.get(str(claim.get("subjectId")))
+            if key is not None:
+                self._by_hash[claim["_id"]] = key
             del wanted[claim["_id"]]
         data_keys = {h: (str(uuid.uuid4()), SubjectKey.new_key()) for h in wanted}
         made = {h: SubjectKey(*k) for h, k in data_keys.items()}
@@ -144,13 +144,25 @@ class SubjectKeys:
 
     async def key(self, subject_id: str) -> SubjectKey | None:
         """The subject's key; None when it was erased (or never existed here)."""
-        if self._by_id is not None and subject_id in self._by_id:
-            return self._by_id[subject_id]
-        doc = await self._subjects.find_one({"_id": subject_id})
-        key = self._unwrap(doc) if doc else None
-        if self._by_id is not None:
-            self._by_id[subject_id] = key
-        return key
+        return (await self.keys([subject_id]))[subject_id]
+
+    async def keys(self, subject_ids: Iterable[str]) -> dict[str, SubjectKey | None]:
+        """These subjects' keys (None: erased, or never here), the ones not cached read
+        together: a poll's orders opened with a read, not a read per customer."""
+        found: dict[str, SubjectKey | None] = {}
+        missing = []
+        for subject_id in dict.fromkeys(subject_ids):
+            if self._by_id is not None and subject_id in self._by_id:
+                found[subject_id] = self._by_id[subject_id]
+            else:
+                missing.append(subject_id)
+        read = await self._dialect.find_each(self._subjects, "_id", missing)
+        opened = {doc["_id"]: self._unwrap(doc) for doc in read}
+        for subject_id in missing:
+            found[subject_id] = opened.get(subject_id)
+            if self._by_id is not None:
+                self._by_id[subject_id] = found[subject_id]
+        return found
 
     async def of_address(self, address: str) -> list[SubjectRecord]:
         """Every subject this address has been (erased ones too), oldest first."""

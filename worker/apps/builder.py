@@ -45,8 +45,8 @@ class Stores:
         s = self.settings
         return AliasStore(
             self.db, self.cipher, domain=s.domain, ttl_days=s.alias_ttl_days, clock=self.clock,
-            dialect=self.dialect, cache_size=s.alias_cache_size if self.cache_aliases else 0,
-            grace_days=s.alias_grace_days, subject_keys=self.subject_keys,
+            dialect=self.dialect, cache_size=self._cache_size, grace_days=s.alias_grace_days,
+            subject_keys=self.subject_keys,
         )  # fmt: skip
 
     @cached_property
@@ -58,10 +58,18 @@ class Stores:
 
     @cached_property
     def subject_keys(self) -> SubjectKeys:
-        size = self.settings.alias_cache_size if self.cache_aliases else 0
-        return SubjectKeys(
-            self.db, self.cipher, clock=self.clock, cache_size=size, dialect=self.dialect
-        )
+        size, dialect = self._cache_size, self.dialect
+        return SubjectKeys(self.db, self.cipher, clock=self.clock, cache_size=size, dialect=dialect)
+
+    @property
+    def _cache_size(self) -> int:
+        """Orders (and their customers' keys) a worker remembers: at least two polls' worth,
+        because a poll's orders are read together before its events run, and a cache smaller
+        than the poll would forget the first ones before their events ask."""
+        s = self.settings
+        if not self.cache_aliases or not s.alias_cache_size:
+            return 0
+        return max(s.alias_cache_size, 2 * s.batch_max_records)
 
     @cached_property
     def subjects(self) -> Subjects:

@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     alias_ttl_days: int = Field(default=60, ge=1, le=3650)
     # Stores with aliasExpiry=orderFlow: aliases work this long after DELIVERED or CANCELED.
     alias_grace_days: int = Field(default=7, ge=1, le=365)
-    # Orders whose aliases a worker keeps in memory (0: read MongoDB every time); see AliasStore.
+    # Orders whose aliases a worker keeps in memory (0: read MongoDB every time), at least two
+    # polls' worth (apps/builder.py); see AliasStore.
     alias_cache_size: int = Field(default=2048, ge=0, le=1_000_000)
     encryption_key: SecretStr | None = None
     encryption_old_keys: SecretStr | None = None

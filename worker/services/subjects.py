@@ -67,15 +67,15 @@ class Subjects:
     async def _key_of(self, customer: AliasRecord) -> SubjectKey | None:
         if customer.erased or not customer.real_address:
             return None
+        if customer.subject_id:  # the key that sealed the alias, read with it (cached)
+            return await self.keys.key(customer.subject_id)
         return await self.keys.for_address(customer.real_address, since=customer.created_at)
 
     async def open(self, events: list[TimelineEvent]) -> list[TimelineEvent]:
         """The events as written; an erased subject's fields read `erased`."""
-        keys: dict[str, SubjectKey | None] = {}
-        for subject_id in {e.subject_id for e in events if e.subject_id}:
-            keys[subject_id] = (
-                None if subject_id == ERASED_SUBJECT else await self.keys.key(subject_id)
-            )
+        keys = await self.keys.keys(
+            {e.subject_id for e in events if e.subject_id and e.subject_id != ERASED_SUBJECT}
+        )
         return [open_event(e, keys.get(e.subject_id or "")) for e in events]
 
     async def _customer(self, order_id: str) -> AliasRecord:
