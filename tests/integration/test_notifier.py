@@ -316,3 +316,28 @@ async def test_each_email_is_one_database_write_and_new_orders_are_made_a_poll_a
     # the stores', each for the whole poll), on MongoDB and on the local stack's FerretDB, which
     # serves a list of _ids from the index (dialect.py). One read per id was two per event here.
     assert commands.reads() <= 0.5 * len(events), sorted(commands.sent.items())
+
+
+async def test_a_poll_of_orders_the_cache_forgot_is_read_in_a_few_queries(
+    topics: Settings, with_capture: Settings, capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Orders come back after the cache dropped them (production: hours between an order's
+    events). Each poll reads its orders' aliases, windows and customers' keys together, so
+    reads stay a few per poll; read order by order, they were about nine per event."""
+    settings = with_capture.model_copy(update={"alias_cache_size": 1, "batch_max_records": 10})
+    orders = [f"o-cold-{k}" for k in range(40)]  # 40 orders, a cache of 20 (two polls' worth)
+    statuses = (OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING, OrderStatus.SHIPPED)
+    events = [
+        order_event(o, s, customer_email=f"cold.{k}@example.org", tracking_code="TRK-1")
+        for s in statuses
+        for k, o in enumerate(orders)
+    ]
+    await _emit(settings, *events)
+    commands = counted(monkeypatch)
+    async with running(_notifier(settings)):
+        await read_topic(settings, settings.topic_timeline, want=2 * len(events))
+    assert len(capture.messages()) == len(events)
+    polls = len(events) / settings.batch_max_records
+    # Per poll: the ledger, the suppressions, two rounds of claims and aliases with their
+    # windows, the customers' keys and the stores'; some polls are split by partition.
+    assert commands.reads() <= 12 * polls, sorted(commands.sent.items())
