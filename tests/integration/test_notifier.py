@@ -56,6 +56,16 @@ async def _emit(settings: Settings, *events: OrderStatusChanged) -> None:
     )
 
 
+def _waves(tag: str, *, orders: int) -> list[OrderStatusChanged]:
+    """Three statuses of each order, a wave of every order's status at a time (as the bench)."""
+    statuses = (OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING, OrderStatus.SHIPPED)
+    return [
+        order_event(f"o-{tag}-{k}", s, customer_email=f"{tag}.{k}@example.org", tracking_code="T-1")
+        for s in statuses
+        for k in range(orders)
+    ]
+
+
 def _parse(raw: bytes) -> EmailMessage:
     return message_from_bytes(raw, policy=default_policy)
 
@@ -289,13 +299,7 @@ async def test_each_email_is_one_database_write_and_new_orders_are_made_a_poll_a
     topics: Settings, with_capture: Settings, capture: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commands = counted(monkeypatch)
-    orders = [f"o-writes-{k}" for k in range(20)]
-    statuses = (OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING, OrderStatus.SHIPPED)
-    events = [
-        order_event(o, s, customer_email=f"buyer.{k}@example.org", tracking_code="TRK-1")
-        for s in statuses
-        for k, o in enumerate(orders)
-    ]
+    events = _waves("writes", orders=20)
     await _emit(with_capture, *events)
     async with running(_notifier(with_capture)):
         await read_topic(with_capture, with_capture.topic_timeline, want=2 * len(events))
@@ -325,13 +329,7 @@ async def test_a_poll_of_orders_the_cache_forgot_is_read_in_a_few_queries(
     events). Each poll reads its orders' aliases, windows and customers' keys together, so
     reads stay a few per poll; read order by order, they were about nine per event."""
     settings = with_capture.model_copy(update={"alias_cache_size": 1, "batch_max_records": 10})
-    orders = [f"o-cold-{k}" for k in range(40)]  # 40 orders, a cache of 20 (two polls' worth)
-    statuses = (OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING, OrderStatus.SHIPPED)
-    events = [
-        order_event(o, s, customer_email=f"cold.{k}@example.org", tracking_code="TRK-1")
-        for s in statuses
-        for k, o in enumerate(orders)
-    ]
+    events = _waves("cold", orders=40)  # 40 orders, a cache of 20 (two polls' worth)
     await _emit(settings, *events)
     commands = counted(monkeypatch)
     async with running(_notifier(settings)):
