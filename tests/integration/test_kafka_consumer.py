@@ -1,14 +1,19 @@
-"""The workers' Kafka consumer against the real broker: how a backlog is shared out."""
+"""The workers' Kafka consumer against the real broker: how a backlog is shared out, and
+polls handled side by side but committed in order."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from worker.adapters.kafka import make_consumer
+from tests.support.kafka import committed
+from tests.support.polling import eventually
+from worker.adapters.batch_consumer import consume
+from worker.adapters.kafka import Record, make_consumer
 from worker.adapters.kafka_client import client_options
 from worker.core.config import Settings
 
@@ -52,3 +57,84 @@ async def test_a_backlog_is_worked_through_every_partition_in_turn(topics: Setti
     # Worked one partition at a time, the first 1,500 records would all be partition 0's.
     assert sorted(first) == list(range(partitions)), first
     assert min(first.values()) >= RECORDS_PER_PARTITION // (2 * partitions), first
+
+
+class _Polls:
+    """A handler whose first poll waits for `release`; `fail_after_first` makes the next fail."""
+
+    def __init__(self, *, fail_after_first: bool = False) -> None:
+        self.release = asyncio.Event()
+        self.handled: list[list[int]] = []  # each poll's partitions, as it was handed over
+        self.returned = 0
+        self._fail = fail_after_first
+
+    async def __call__(self, records: Sequence[Record]) -> None:
+        self.handled.append(sorted({r.partition for r in records}))
+        if len(self.handled) == 1:
+            await self.release.wait()
+        elif self._fail:
+            raise RuntimeError("the second poll's handler failed")
+        self.returned += 1
+
+
+async def _one_record(settings: Settings, partition: int) -> None:
+    producer: AIOKafkaProducer[bytes, bytes] = AIOKafkaProducer(**client_options(settings))
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic_order_status, RECORD, partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def _two_polls(settings: Settings, polls: _Polls) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A consumer with two polls in flight, its first poll (partition 0) waiting, its second
+    (partition 1) handed over meanwhile."""
+    stopping = asyncio.Event()
+    loop = consume(
+        settings, settings.topic_order_status, settings.group_notifier, polls,
+        name="test", in_flight=2,
+    )  # fmt: skip
+    running = asyncio.create_task(loop.run(stopping))
+    await _one_record(settings, 0)
+    await eventually(lambda: len(polls.handled) == 1, what="the first poll")
+    await _one_record(settings, 1)
+    await eventually(lambda: len(polls.handled) == 2, what="the second poll, the first waiting")
+    return running, stopping
+
+
+@pytest.mark.stack
+async def test_the_next_poll_is_handled_while_one_waits_and_committed_after_it(
+    topics: Settings,
+) -> None:
+    settings, polls = topics, _Polls()
+    running, stopping = await _two_polls(settings, polls)
+    try:
+        assert polls.handled == [[0], [1]]
+        await eventually(lambda: polls.returned == 1, what="the second poll's end")
+        await asyncio.sleep(0.3)  # many busy polls of the loop: time to commit, were it allowed
+        assert await committed(settings, settings.topic_order_status, settings.group_notifier) == 0
+        polls.release.set()
+        await eventually(lambda: _committed_is(settings, 2), what="both polls committed, in order")
+    finally:
+        stopping.set()
+        await running
+
+
+@pytest.mark.stack
+async def test_a_failed_poll_is_raised_after_the_earlier_one_is_committed(
+    topics: Settings,
+) -> None:
+    settings, polls = topics, _Polls(fail_after_first=True)
+    running, _ = await _two_polls(settings, polls)
+    await asyncio.sleep(0.3)
+    assert not running.done()  # the failure waits for the poll before it
+    polls.release.set()
+    with pytest.raises(RuntimeError, match="second poll"):
+        await asyncio.wait_for(running, 30)
+    # The first poll's record is committed, the failed poll's is left for redelivery.
+    assert await committed(settings, settings.topic_order_status, settings.group_notifier) == 1
+
+
+async def _committed_is(settings: Settings, expected: int) -> bool:
+    got = await committed(settings, settings.topic_order_status, settings.group_notifier)
+    return got == expected

@@ -1,4 +1,5 @@
-"""Kafka through aiokafka: clients, topics, dead letters and the batch-consume loop."""
+"""Kafka through aiokafka: clients, topics, producers and consumers (the batch loop that uses
+them is adapters/batch_consumer.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeAlias
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     InvalidProducerEpoch,
-    KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     TopicAlreadyExistsError,
@@ -24,7 +23,6 @@ from aiokafka.errors import (
 )
 
 from worker.adapters.kafka_client import (
-    PERMANENT_ERRORS,
     Consumer,
     Producer,
     admin_client,
@@ -32,7 +30,6 @@ from worker.adapters.kafka_client import (
     principal,
     rejection,
 )
-from worker.core import metrics
 from worker.core.config import Rejected, Settings
 
 log = structlog.get_logger(__name__)
@@ -193,158 +190,3 @@ async def _until_described(admin: AIOKafkaAdminClient, topics: list[str]) -> Non
         topics = [t for t in topics if t not in ready]
         if topics:
             await asyncio.sleep(0.2)
-
-
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, loop: BatchConsumer) -> None:
-        self._loop = loop
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Waits for the batch in flight (the lock is never held around getmany), then commits it,
-        # so the next owner of these partitions starts after the work that is already done.
-        async with self._loop.lock:
-            await self._loop.commit_pending()
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info(
-            "partitions_assigned",
-            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
-        )
-        if self._loop.on_assigned is not None:
-            self._loop.on_assigned()
-
-
-class BatchConsumer:
-    """getmany -> handler (makes its effects durable) -> commit, with a bounded drain on stop."""
-
-    def __init__(
-        self,
-        consumer: AIOKafkaConsumer[bytes, bytes],
-        topic: str,
-        handler: BatchHandler,
-        *,
-        name: str,
-        max_records: int,
-        grace_s: float,
-        settings: Settings,
-        group: str,
-        on_assigned: Callable[[], None] | None = None,
-    ) -> None:
-        self._consumer = consumer
-        # Called on every new assignment, before any record of it is handled: what a handler
-        # knows of its partitions' state from before may be another owner's since.
-        self.on_assigned = on_assigned
-        self._settings = settings
-        self._group = group
-        self._topic = topic
-        self._handler = handler
-        self._name = name
-        self._max_records = max_records
-        self._grace_s = grace_s
-        # Offsets whose work is durable but not committed yet.
-        self._pending: dict[TopicPartition, int] = {}
-        self.lock = asyncio.Lock()
-        self.ready = False
-
-    async def commit_pending(self) -> None:
-        if not self._pending:
-            return
-        offsets, self._pending = self._pending, {}
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:
-            # Not fatal: the records are redelivered and every handler is idempotent.
-            log.warning("commit_failed", consumer=self._name, error=repr(exc))
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        try:
-            await require_topics(self._settings, [self._topic])
-            await self._consumer.start()
-            self._consumer.subscribe([self._topic], listener=_CommitOnRevoke(self))
-            self.ready = True
-            while not stopping.is_set():
-                batches = await self._fetch()
-                if not batches:
-                    continue
-                async with self.lock:
-                    records = [r for part in batches.values() for r in part]
-                    if not await self._handle(records, stopping):
-                        break  # grace ran out mid-batch: leave it uncommitted for redelivery
-                    for tp, part in batches.items():
-                        self._pending[tp] = part[-1].offset + 1
-                    await self.commit_pending()
-                self._observe_lag(batches)
-        finally:
-            self.ready = False
-            async with self.lock:
-                await self.commit_pending()
-            await self._consumer.stop()
-
-    async def _fetch(self) -> dict[TopicPartition, list[Record]]:
-        try:
-            batches: dict[TopicPartition, list[Record]] = await self._consumer.getmany(
-                timeout_ms=500, max_records=self._max_records
-            )
-        except PERMANENT_ERRORS as exc:
-            # A group ACL missing, say: nothing was fetched, so nothing is committed.
-            self.ready = False
-            using = f"consumer group {self._group} on topic {self._topic}"
-            raise (rejection(exc, self._settings, user_of=using) or exc) from None
-        return batches
-
-    async def _handle(self, records: Sequence[Record], stopping: asyncio.Event) -> bool:
-        """Run the handler; once stop is asked, give it at most the grace period to finish."""
-        started = time.perf_counter()
-        work = asyncio.ensure_future(self._handler(records))
-        stop_wait = asyncio.ensure_future(stopping.wait())
-        try:
-            done, _ = await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            if work not in done:
-                await asyncio.wait({work}, timeout=self._grace_s)
-            if not work.done():
-                work.cancel()
-                # What the handler finishes on cancellation (the notifier records an email the
-                # upstream is accepting: one round trip and one write) needs its clients, which
-                # close once this returns.
-                await asyncio.wait({work}, timeout=min(self._grace_s, CANCELLED_WORK_WAIT_S))
-                log.warning(
-                    "batch_abandoned_at_shutdown", consumer=self._name, records=len(records)
-                )
-                return False
-            work.result()
-            metrics.BATCH_SECONDS.labels(consumer=self._name).observe(time.perf_counter() - started)
-            return True
-        finally:
-            stop_wait.cancel()
-
-    def _observe_lag(self, batches: dict[TopicPartition, list[Record]]) -> None:
-        for tp in batches:
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                position = batches[tp][-1].offset + 1
-                metrics.CONSUMER_LAG.labels(consumer=self._name, partition=str(tp.partition)).set(
-                    max(highwater - position, 0)
-                )
-
-
-def consume(
-    settings: Settings,
-    topic: str,
-    group: str,
-    handler: BatchHandler,
-    *,
-    name: str,
-    on_assigned: Callable[[], None] | None = None,
-) -> BatchConsumer:
-    """A batch consumer of `topic` in consumer group `group`, set up from the settings."""
-    return BatchConsumer(
-        make_consumer(settings, topic, group),
-        topic,
-        handler,
-        name=name,
-        max_records=settings.batch_max_records,
-        grace_s=settings.shutdown_grace_s,
-        settings=settings,
-        group=group,
-        on_assigned=on_assigned,
-    )

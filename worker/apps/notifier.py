@@ -9,13 +9,9 @@ import contextlib
 import structlog
 
 from worker.adapters import mongo
+from worker.adapters.batch_consumer import BatchConsumer, consume
 from worker.adapters.dead_letters import DeadLetters
-from worker.adapters.kafka import (
-    BatchConsumer,
-    consume,
-    make_producer,
-    require_topics,
-)
+from worker.adapters.kafka import make_producer, require_topics
 from worker.adapters.smtp import SmtpPool
 from worker.apps.builder import Stores
 from worker.contracts.codec import ValueCodec

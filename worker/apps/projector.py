@@ -7,8 +7,9 @@ import asyncio
 import structlog
 
 from worker.adapters import mongo
+from worker.adapters.batch_consumer import BatchConsumer, consume
 from worker.adapters.dead_letters import DeadLetters
-from worker.adapters.kafka import BatchConsumer, consume, make_producer, require_topics
+from worker.adapters.kafka import make_producer, require_topics
 from worker.adapters.orders import OrdersRepository
 from worker.contracts.codec import ValueCodec
 from worker.core.config import Settings
