@@ -71,6 +71,8 @@ class MemoryUpstream:
     replies: deque[str] = field(default_factory=deque)
     delivered: list[Delivered] = field(default_factory=list)
     attempts: int = 0
+    # A recipient's sends wait here before their DATA (a slow connection, say) until it is set.
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def refuse(self, *replies: str) -> None:
         self.replies.extend(replies)
@@ -85,6 +87,8 @@ class MemoryUpstream:
         async def end_of_data() -> str:
             return self._answer(message, sender, [recipient])
 
+        if (gate := self.held.get(recipient)) is not None:
+            await gate.wait()
         yield PreparedMessage(end_of_data)
 
     def _answer(self, message: bytes, sender: str, recipients: list[str]) -> str:

@@ -6,6 +6,7 @@ real Kafka, FerretDB and SMTP servers.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -129,6 +130,43 @@ async def test_an_orders_events_are_emailed_in_their_order_while_orders_run_side
     emailed = [status_of[d.raw] for d in ports.upstream.delivered]
     for order_id in ("o-a", "o-b"):
         assert [s for o, s in emailed if o == order_id] == statuses
+
+
+async def test_overlapping_polls_email_an_order_in_its_order_and_a_redelivered_event_once() -> None:
+    """The consumer hands the notifier its next poll while the previous one still runs: an
+    order in both waits for the earlier run, and an event in both is found in what it did."""
+    ports = Ports()
+    slow = ports.upstream.held["slow@example.org"] = asyncio.Event()
+    handler = notifier(ports)
+    paid = order_event("o-slow", OrderStatus.PAYMENT_APPROVED, customer_email="slow@example.org")
+    handling = order_event("o-slow", OrderStatus.HANDLING, customer_email="slow@example.org")
+    other = order_event("o-other", customer_email="other@example.org")
+    earlier = asyncio.create_task(handler.handle([record(paid)]))
+    await _settled()
+    # The same event again (a producer retry), the order's next one, and another order's.
+    later = asyncio.create_task(
+        handler.handle(
+            [record(paid, offset=1), record(handling, offset=2), record(other, offset=3)]
+        )
+    )
+    await _settled()
+    assert [d.recipients for d in ports.upstream.delivered] == [["other@example.org"]]
+    assert not later.done()  # its o-slow events wait for the earlier poll's
+    slow.set()
+    await asyncio.gather(earlier, later)
+    sent = {ports.messages.kept[notification_event_id(e.event_id)].raw: e.status
+            for e in (paid, handling)}  # fmt: skip
+    slow_mail = [sent[d.raw] for d in ports.upstream.delivered if d.raw in sent]
+    assert slow_mail == [OrderStatus.PAYMENT_APPROVED, OrderStatus.HANDLING]
+    assert ports.upstream.attempts == 3  # the redelivered event was not offered again
+    kinds = [e.kind for e in ports.timeline() if e.order_id == "o-slow"]
+    assert kinds.count(TimelineKind.NOTIFICATION_SENT) == 3  # republished for the duplicate
+
+
+async def _settled() -> None:
+    """Let every task run until all of them wait on something that has not happened."""
+    for _ in range(50):
+        await asyncio.sleep(0)
 
 
 async def test_a_poll_reads_the_ledger_the_suppressions_and_the_aliases_once_for_all_its_orders(

@@ -26,6 +26,11 @@ from worker.services.retention import run_daily
 from worker.services.subjects import DeadLetterSeal
 
 log = structlog.get_logger(__name__)
+# The next poll is handled while the previous one's last emails and its commit finish: an event
+# waits for the emails ahead of it, not for a whole batch to end. Two are enough to keep the
+# pipeline full; more would only hold more uncommitted work (redelivered after a kill, and
+# found in the ledger) and more memory.
+POLLS_IN_FLIGHT = 2
 
 
 class NotifierService(Service):
@@ -101,6 +106,7 @@ class NotifierService(Service):
                 settings.group_notifier,
                 notifier.handle,
                 name=COMPONENT,
+                in_flight=POLLS_IN_FLIGHT,
             )
             await self._consumer.run(stopping)
         finally:

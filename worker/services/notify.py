@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -104,9 +104,35 @@ class Notifier:
         self._timeline_topic = timeline_topic
         self._domain = domain
         self._slots = asyncio.Semaphore(concurrency)
+        # Each order's run in the latest poll that holds it, while it runs.
+        self._runs: dict[str, _OrderRun] = {}
+        self._admission = asyncio.Lock()
         self._max_delay = max_delay
 
     async def handle(self, records: Sequence[Record]) -> None:
+        """One poll. Polls may overlap (the consumer runs the next while this one ends): an
+        order in both runs its events here after the earlier poll's, with what that one knew."""
+        async with self._admission:  # runs are chained in poll order, whatever decoding awaits
+            by_order = await self._decoded(records)
+            runs = {order_id: self._chain(order_id) for order_id in by_order}
+        if not by_order:
+            return
+        try:
+            done, suppressions = await self._read_poll(by_order, runs)
+        except BaseException as exc:
+            for run in runs.values():
+                run.end(exc)
+            raise
+        await asyncio.gather(
+            *(
+                self._run_order(runs[order_id], items, done, suppressions[order_id])
+                for order_id, items in by_order.items()
+            )
+        )
+
+    async def _decoded(
+        self, records: Sequence[Record]
+    ) -> dict[str, list[tuple[Record, OrderStatusChanged]]]:
         by_order: dict[str, list[tuple[Record, OrderStatusChanged]]] = defaultdict(list)
         seen: set[str] = set()
         for record in records:
@@ -119,11 +145,31 @@ class Notifier:
             if event.event_id not in seen:
                 seen.add(event.event_id)
                 by_order[event.order_id].append((record, event))
-        if not by_order:
-            return
-        # The ledger, the suppressions and the aliases read for the whole poll (with `$in` where
-        # the server serves it from its index), and the new orders' aliases made together: a
-        # constant number of reads and writes, not three reads and six inserts per order.
+        return by_order
+
+    def _chain(self, order_id: str) -> _OrderRun:
+        """This poll's run of the order, after the earlier poll's run if that one is running."""
+        earlier = self._runs.get(order_id)
+        state = earlier.state if earlier is not None else _OrderState(pair=None, suppression=None)
+        run = _OrderRun(state, asyncio.get_running_loop().create_future(), earlier)
+        self._runs[order_id] = run
+        run.finished.add_done_callback(lambda _: self._unchain(order_id, run))
+        return run
+
+    def _unchain(self, order_id: str, run: _OrderRun) -> None:
+        if self._runs.get(order_id) is run:
+            del self._runs[order_id]
+
+    async def _read_poll(
+        self,
+        by_order: Mapping[str, list[tuple[Record, OrderStatusChanged]]],
+        runs: Mapping[str, _OrderRun],
+    ) -> tuple[Mapping[str, Delivery], Mapping[str, Suppression | None]]:
+        """The ledger, the suppressions and the aliases read for the whole poll (with `$in`
+        where the server serves it from its index), and the new orders' aliases made together:
+        a constant number of reads and writes, not three reads and six inserts per order. An
+        order still running in an earlier poll made its aliases there."""
+        new = {o: items for o, items in by_order.items() if runs[o].earlier is None}
         done, suppressions, _ = await asyncio.gather(
             self._sender.outcomes([e.event_id for items in by_order.values() for _, e in items]),
             self._mongo(
@@ -135,14 +181,9 @@ class Notifier:
                 ),
                 "suppressions.in_force",
             ),
-            self._prepare_orders(by_order),
+            self._prepare_orders(new),
         )
-        await asyncio.gather(
-            *(
-                self._run_order(items, done, suppressions[order_id])
-                for order_id, items in by_order.items()
-            )
-        )
+        return done, suppressions
 
     async def _prepare_orders(
         self, by_order: Mapping[str, list[tuple[Record, OrderStatusChanged]]]
@@ -161,14 +202,28 @@ class Notifier:
 
     async def _run_order(
         self,
+        run: _OrderRun,
         items: list[tuple[Record, OrderStatusChanged]],
         done: Mapping[str, Delivery],
         suppression: Suppression | None,
     ) -> None:
-        order = _OrderState(pair=None, suppression=suppression)
-        for record, event in items:
-            async with self._slots:
-                await self._process(record, event, done.get(event.event_id), order)
+        order = run.state
+        try:
+            if run.earlier is not None:
+                # Its failure is this run's too: a later event is never sent before an earlier.
+                await asyncio.shield(run.earlier.finished)
+                run.earlier = None
+            order.suppression = order.suppression or suppression
+            for record, event in items:
+                # The ledger was read before an earlier poll's run of this order recorded its
+                # outcomes: a redelivered event sent there is found in what that run kept.
+                recorded = done.get(event.event_id) or order.delivered.get(event.event_id)
+                async with self._slots:
+                    await self._process(record, event, recorded, order)
+        except BaseException as exc:
+            run.end(exc)
+            raise
+        run.end(None)
 
     async def _process(
         self,
@@ -196,6 +251,7 @@ class Notifier:
                 suppressed = order.suppression is not None
                 delivery = await self._deliver(event, order)
                 outcome = "suppressed" if suppressed else "sent" if delivery.sent else "failed"
+            order.delivered[event.event_id] = delivery
             await self._publish([TimelineEvent.model_validate(r) for r in delivery.timeline])
         except Unprocessable as exc:
             outcome = "dead_lettered"
@@ -403,8 +459,29 @@ def _outcome(
 
 @dataclass
 class _OrderState:
-    """What an order's events share within a batch."""
+    """What an order's events share within a batch, and with the next poll's while it runs."""
 
     pair: AliasPair | None
     suppression: Suppression | None
     seal: Seal | None = None
+    delivered: dict[str, Delivery] = field(default_factory=dict)
+
+
+@dataclass
+class _OrderRun:
+    """One poll's events of one order; `earlier` is the run they wait for."""
+
+    state: _OrderState
+    finished: asyncio.Future[None]
+    earlier: _OrderRun | None
+
+    def end(self, error: BaseException | None) -> None:
+        if self.finished.done():
+            return
+        if error is None:
+            self.finished.set_result(None)
+        elif isinstance(error, asyncio.CancelledError):
+            self.finished.cancel()
+        else:
+            self.finished.set_exception(error)
+            self.finished.exception()  # retrieved: whoever waits on it raises it again
