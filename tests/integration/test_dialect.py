@@ -60,3 +60,22 @@ async def test_each_dialect_finds_the_same_documents_in_the_rounds_it_promises(
     rounds = -(-distinct // chosen.ids_per_query) if chosen.in_pushdown else distinct
     assert commands.sent["find", "things"] == rounds
     assert shape != "short_lists" or rounds == 2
+
+
+async def test_a_list_whose_every_id_is_found_needs_no_get_more(
+    settings: Settings, db: mongo.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first batch exactly as long as the list leaves the cursor open: one more round trip
+    (getMore) only to learn that nothing follows, on every poll of the notifier."""
+    await db["things"].insert_many([{"_id": f"t-{k}"} for k in range(300)])
+    workers = await mongo.prepare(db)
+    commands = counted(monkeypatch)
+    client = mongo.connect(settings, app_name="ct-tests-dialect")
+    try:
+        found = await workers.find_each(
+            client[settings.mongo_db]["things"], "_id", [f"t-{k}" for k in range(300)]
+        )
+    finally:
+        await client.close()
+    assert len(found) == 300
+    assert commands.of("getMore") == {}

@@ -70,8 +70,9 @@ class Dialect:
             for start in range(0, len(wanted), self.ids_per_query):
                 chunk = wanted[start : start + self.ids_per_query]
                 query = {field: {"$in": chunk}}
-                # All in the first batch: no getMore round trip past the default 101 documents.
-                cursor = collection.find(query, projection, batch_size=len(chunk))
+                # All in the first batch, and one place more: a batch filled exactly leaves
+                # the cursor open, and a getMore would go only to learn that nothing follows.
+                cursor = collection.find(query, projection, batch_size=len(chunk) + 1)
                 found += await cursor.to_list()
             return found
         slots = asyncio.Semaphore(READ_CONCURRENCY)
