@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -123,11 +123,11 @@ class Notifier:
             for run in runs.values():
                 run.end(exc)
             raise
-        await asyncio.gather(
-            *(
+        await _all_or_none(
+            [
                 self._run_order(runs[order_id], items, done, suppressions[order_id])
                 for order_id, items in by_order.items()
-            )
+            ]
         )
 
     async def _decoded(
@@ -414,6 +414,23 @@ class Notifier:
             is_transient=mongo.is_transient,
             max_delay=self._max_delay,
         )
+
+
+async def _all_or_none(runs: list[Coroutine[Any, Any, None]]) -> None:
+    """Run them side by side; on the first error, cancel the others and wait for them, then
+    raise it. Not gather, whose other runs go on sending after it raised, while the worker
+    closes its clients: an email accepted then could not be recorded and would be re-sent.
+    Not a TaskGroup either: its ExceptionGroup would hide the error the worker exits on."""
+    tasks = [asyncio.ensure_future(run) for run in runs]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # a cancelled send still records what its upstream accepted
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
 
 def _new_orders(
