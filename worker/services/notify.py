@@ -119,16 +119,18 @@ class Notifier:
             return
         try:
             done, suppressions = await self._read_poll(by_order, runs)
+            await _all_or_none(
+                [
+                    self._run_order(runs[order_id], items, done, suppressions[order_id])
+                    for order_id, items in by_order.items()
+                ]
+            )
         except BaseException as exc:
+            # Every run not ended yet (one cancelled before it started, say) ends with this
+            # error, so that the next poll's run of its order does not wait for it forever.
             for run in runs.values():
                 run.end(exc)
             raise
-        await _all_or_none(
-            [
-                self._run_order(runs[order_id], items, done, suppressions[order_id])
-                for order_id, items in by_order.items()
-            ]
-        )
 
     async def _decoded(
         self, records: Sequence[Record]
