@@ -15,12 +15,20 @@ from tests.helpers import settings_env
 from tests.support.clock import MovableClock
 from worker.adapters import mongo
 from worker.adapters.dialect import Dialect
+from worker.adapters.schedules import Schedules
 from worker.apps.builder import Stores
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
 from worker.domain.aliases import Party
 from worker.domain.scope import PLATFORM
-from worker.services.retention import ACTION
+from worker.services.retention import (
+    ACTION,
+    EVERY,
+    JOB,
+    RETRY_AFTER,
+    RetentionRun,
+    run_if_due,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -80,3 +88,66 @@ async def test_ct_retention_run_keeps_subjects_when_no_retention_is_set(
     assert "0 kept message(s) past 60 days deleted" in done.stdout
     assert "kept until erased (CT_SUBJECT_RETENTION_DAYS is not set)" in done.stdout
     assert await db["audit"].count_documents({"action": ACTION}) == 1
+
+
+async def test_a_jobs_run_is_claimed_by_one_of_the_processes_that_try_and_only_when_due(
+    db: mongo.Database,
+) -> None:
+    schedules, at = Schedules(db), datetime(2026, 1, 1, tzinfo=UTC)
+    assert await schedules.due_at("job") is None  # never ran: due
+
+    # Three replicas at once, on a job that never ran: one wins.
+    tries = [schedules.claim("job", now=at, every=timedelta(days=1)) for _ in range(3)]
+    assert sorted(await asyncio.gather(*tries)) == [False, False, True]
+    assert await schedules.due_at("job") == at + timedelta(days=1)
+    # Not due: nobody runs it, not a restarted process either.
+    assert not await schedules.claim("job", now=at + timedelta(hours=23), every=timedelta(days=1))
+    # Due again: three at once, one wins.
+    later = at + timedelta(days=1)
+    tries = [schedules.claim("job", now=later, every=timedelta(days=1)) for _ in range(3)]
+    assert sorted(await asyncio.gather(*tries)) == [False, False, True]
+    await schedules.defer("job", until=later + timedelta(hours=1))
+    assert await schedules.claim("job", now=later + timedelta(hours=1), every=timedelta(days=1))
+    assert await schedules.due_at("other") is None  # each job its own
+
+
+async def test_notifiers_run_retention_once_a_day_for_the_deployment_whatever_they_restart(
+    settings: Settings, db: mongo.Database, dialect: Dialect
+) -> None:
+    """Each notifier checks `run_if_due` (at its start, then hourly): two replicas and a
+    restart of one make one run a day, and the day after, one more."""
+    clock = MovableClock(datetime.now(UTC).replace(microsecond=0))  # as stored: ms
+    stores = Stores(db, dialect, settings, AddressCipher(settings.data_keys()), clock)
+
+    async def replicas_check(count: int) -> int:
+        checks = [
+            run_if_due(stores.retention, stores.schedules, clock=clock, operator="tests")
+            for _ in range(count)
+        ]
+        return sum(done is not None for done in await asyncio.gather(*checks))
+
+    assert await replicas_check(2) == 1
+    clock.advance(timedelta(hours=1))
+    assert await replicas_check(1) == 0  # a restart, an hour later
+    clock.advance(EVERY)
+    assert await replicas_check(2) == 1
+    assert await db["audit"].count_documents({"action": ACTION}) == 2
+    assert await stores.schedules.due_at(JOB) == clock.now() + EVERY
+
+
+async def test_a_failed_retention_run_is_tried_again_within_the_hour_not_the_next_day(
+    settings: Settings, db: mongo.Database, dialect: Dialect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = MovableClock(datetime.now(UTC).replace(microsecond=0))  # as stored: ms
+    stores = Stores(db, dialect, settings, AddressCipher(settings.data_keys()), clock)
+
+    async def broken(*, operator: str) -> RetentionRun:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(stores.retention, "run", broken)
+    with pytest.raises(RuntimeError):
+        await run_if_due(stores.retention, stores.schedules, clock=clock, operator="tests")
+    assert await stores.schedules.due_at(JOB) == clock.now() + RETRY_AFTER
+    monkeypatch.undo()
+    clock.advance(RETRY_AFTER)
+    assert await run_if_due(stores.retention, stores.schedules, clock=clock, operator="tests")

@@ -15,6 +15,7 @@ from worker.adapters.deliveries import DeliveryLedger
 from worker.adapters.dialect import Dialect
 from worker.adapters.messages import MessageStore
 from worker.adapters.mongo import Database
+from worker.adapters.schedules import Schedules
 from worker.adapters.stores import StoreSettings
 from worker.adapters.subject_keys import SubjectKeys
 from worker.adapters.suppressions import Suppressions
@@ -106,6 +107,10 @@ class Stores:
             db=self.db, subjects=self.subjects, aliases=self.aliases, messages=self.messages,
             suppression=self.suppression, audit=self.audit, clock=self.clock,
         )  # fmt: skip
+
+    @cached_property
+    def schedules(self) -> Schedules:
+        return Schedules(self.db)
 
     @cached_property
     def retention(self) -> Retention:

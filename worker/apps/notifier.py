@@ -22,7 +22,7 @@ from worker.domain.templates import TemplateRenderer
 from worker.services.notify import COMPONENT, Notifier
 from worker.services.outbound import MailKeys, Outbound
 from worker.services.recorded_send import RecordedSender
-from worker.services.retention import run_daily
+from worker.services.retention import run_when_due
 from worker.services.subjects import DeadLetterSeal
 
 log = structlog.get_logger(__name__)
@@ -63,9 +63,12 @@ class NotifierService(Service):
             db = client[settings.mongo_db]
             dialect = await mongo.prepare(db, settings.mongo_dialect)
             stores = Stores(db, dialect, settings, self._cipher)
-            # Daily in every notifier: each step of a run is idempotent, so replicas may overlap.
+            # Daily for the deployment: the notifier that claims the day's run does it.
             retention = asyncio.create_task(
-                run_daily(stores.retention, operator=COMPONENT), name="retention"
+                run_when_due(
+                    stores.retention, stores.schedules, clock=stores.clock, operator=COMPONENT
+                ),
+                name="retention",
             )
             await producer.start()
             # Refused settings stop the worker now, before it takes a single event.

@@ -1,4 +1,5 @@
-"""Retention: what is kept expires, one audited run at a time (`ct retention run`, and daily).
+"""Retention: what is kept expires, one audited run at a time (`ct retention run`, and daily:
+once a day for the whole deployment, whichever notifier claims it, see `run_when_due`).
 
 A run deletes kept messages past CT_MESSAGE_RETENTION_DAYS (what a bounce still needs stays until
 its bounce address expires, see MessageStore.purge_expired) and, when CT_SUBJECT_RETENTION_DAYS
@@ -19,12 +20,18 @@ import structlog
 from worker.adapters.alias_store import AliasStore
 from worker.adapters.audit import AuditLog
 from worker.adapters.messages import MessageStore
+from worker.adapters.schedules import Schedules
 from worker.adapters.subject_keys import SubjectKeys
 from worker.domain.aliases import Clock
 
 log = structlog.get_logger(__name__)
 ACTION: Final = "retention.run"
-DAILY_S: Final = 24 * 3600.0
+JOB: Final = "retention"
+EVERY: Final = timedelta(days=1)
+# A failed run is tried again this much later, not a day later.
+RETRY_AFTER: Final = timedelta(hours=1)
+# How often a notifier looks whether the day's run is due: it runs within this of its time.
+CHECK_S: Final = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +80,37 @@ class Retention:
         return done
 
 
-async def run_daily(retention: Retention, *, operator: str) -> None:
-    """A run now and then every day, until cancelled; a failed run is logged and retried then."""
+async def run_when_due(
+    retention: Retention,
+    schedules: Schedules,
+    *,
+    clock: Clock,
+    operator: str,
+    check_s: float = CHECK_S,
+) -> None:
+    """Until cancelled, every `check_s`: the deployment's daily run, if it is due and this
+    process claims it (so one replica runs it, and a restart does not run it again). A failure
+    is logged and the run tried again RETRY_AFTER later."""
     while True:
         try:
-            await retention.run(operator=operator)
+            await run_if_due(retention, schedules, clock=clock, operator=operator)
         except Exception:
             log.exception("retention_failed")
-        await asyncio.sleep(DAILY_S)
+        await asyncio.sleep(check_s)
+
+
+async def run_if_due(
+    retention: Retention, schedules: Schedules, *, clock: Clock, operator: str
+) -> RetentionRun | None:
+    """The deployment's run if it is due and this caller claims it; None: not this time."""
+    due = await schedules.due_at(JOB)
+    # A read first: a check that finds the run not due writes nothing.
+    if due is not None and due > clock.now():
+        return None
+    if not await schedules.claim(JOB, now=clock.now(), every=EVERY):
+        return None
+    try:
+        return await retention.run(operator=operator)
+    except Exception:
+        await schedules.defer(JOB, until=clock.now() + RETRY_AFTER)
+        raise
