@@ -307,7 +307,8 @@ async def test_each_email_is_one_database_write_and_new_orders_are_made_a_poll_a
     writes = commands.writes()
     # The deployment's daily retention run, due at the first start: its claim, one sweep of
     # the messages, one audit entry.
-    for retention in (("update", "schedules"), ("update", "messages"), ("insert", "audit")):
+    claim = (("insert", "schedule_claims"), ("update", "schedules"))
+    for retention in (*claim, ("update", "messages"), ("insert", "audit")):
         assert writes.pop(retention, 0) <= 1
     # One write per email: the message kept with the outcome of its send.
     assert writes.pop(("insert", "messages")) == len(events)

@@ -103,10 +103,6 @@ async def run_if_due(
     retention: Retention, schedules: Schedules, *, clock: Clock, operator: str
 ) -> RetentionRun | None:
     """The deployment's run if it is due and this caller claims it; None: not this time."""
-    due = await schedules.due_at(JOB)
-    # A read first: a check that finds the run not due writes nothing.
-    if due is not None and due > clock.now():
-        return None
     if not await schedules.claim(JOB, now=clock.now(), every=EVERY):
         return None
     try:
