@@ -305,9 +305,9 @@ async def test_each_email_is_one_database_write_and_new_orders_are_made_a_poll_a
         await read_topic(with_capture, with_capture.topic_timeline, want=2 * len(events))
     assert len(capture.messages()) == len(events)
     writes = commands.writes()
-    # The deployment's daily retention run, due at the first start: its claim, one sweep of
-    # the messages, one audit entry.
-    claim = (("insert", "schedule_claims"), ("update", "schedules"))
+    # The deployment's daily retention run, due at the first start: its claim (with the purge
+    # of claims past CLAIMS_KEPT), one sweep of the messages, one audit entry.
+    claim = (("insert", "schedule_claims"), ("update", "schedules"), ("delete", "schedule_claims"))
     for retention in (*claim, ("update", "messages"), ("insert", "audit")):
         assert writes.pop(retention, 0) <= 1
     # One write per email: the message kept with the outcome of its send.

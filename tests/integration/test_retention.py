@@ -15,7 +15,7 @@ from tests.helpers import settings_env
 from tests.support.clock import MovableClock
 from worker.adapters import mongo
 from worker.adapters.dialect import Dialect
-from worker.adapters.schedules import Schedules
+from worker.adapters.schedules import CLAIMS_KEPT, Schedules
 from worker.apps.builder import Stores
 from worker.core.config import Settings
 from worker.core.crypto import AddressCipher
@@ -109,6 +109,23 @@ async def test_a_jobs_run_is_claimed_by_one_of_the_processes_that_try_and_only_w
     await schedules.defer("job", until=later + timedelta(hours=1))
     assert await schedules.claim("job", now=later + timedelta(hours=1), every=timedelta(days=1))
     assert await schedules.due_at("other") is None  # each job its own
+
+
+async def test_a_jobs_old_claims_are_deleted_by_its_later_runs_and_no_other_jobs(
+    db: mongo.Database,
+) -> None:
+    schedules, at, day = Schedules(db), datetime(2026, 1, 1, tzinfo=UTC), timedelta(days=1)
+    assert await schedules.claim("other", now=at, every=day)
+    for n in range(10):
+        assert await schedules.claim("job", now=at + n * day, every=day)
+    # The last run deleted its job's claims older than CLAIMS_KEPT (a week): the first two.
+    runs, last = [at + n * day for n in range(10)], at + 9 * day
+    kept = await db["schedule_claims"].find({"job": "job"}).to_list()
+    assert sorted(c["claimedAt"] for c in kept) == [r for r in runs if r >= last - CLAIMS_KEPT]
+    assert len(kept) == 8
+    assert await db["schedule_claims"].count_documents({"job": "other"}) == 1
+    # What a deleted claim named is behind the due time: it cannot be claimed again.
+    assert not await schedules.claim("job", now=at + 9 * day, every=day)
 
 
 async def test_notifiers_run_retention_once_a_day_for_the_deployment_whatever_they_restart(

@@ -6,6 +6,8 @@ that try at once one wins, and a restart runs nothing the deployment ran already
 ran once at every notifier's start before: on FerretDB, which serves a query without `_id` by
 scanning the collection, that was three scans of the kept messages per start, competing with the
 first emails.)
+A claim is kept CLAIMS_KEPT, far longer than any process takes between reading a due time and
+claiming it, then deleted by the next claim of its job, so the collection stays a few documents.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from datetime import datetime, timedelta
 from pymongo.errors import DuplicateKeyError
 
 from worker.adapters.mongo import Database
+
+CLAIMS_KEPT = timedelta(days=7)
 
 
 class Schedules:
@@ -37,12 +41,14 @@ class Schedules:
         if due is not None and due > now:
             return False
         try:
-            await self._claims.insert_one({"_id": f"{job}@{due.isoformat() if due else 'first'}"})
+            claimed = f"{job}@{due.isoformat() if due else 'first'}"
+            await self._claims.insert_one({"_id": claimed, "job": job, "claimedAt": now})
         except DuplicateKeyError:
             return False  # another process claimed this due time
         await self._schedules.update_one(
             {"_id": job}, {"$set": {"dueAt": now + every, "claimedAt": now}}, upsert=True
         )
+        await self._claims.delete_many({"job": job, "claimedAt": {"$lt": now - CLAIMS_KEPT}})
         return True
 
     async def defer(self, job: str, *, until: datetime) -> None:
