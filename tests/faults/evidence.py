@@ -27,6 +27,8 @@ from worker.domain.notifications import derived_event_id, status_changed
 
 # Every status that has an email; a 10-event order walks through them and wraps around.
 STATUSES = [s for s in OrderStatus if s != OrderStatus.UNKNOWN]
+# A stop or a rebalance whose grace ran out abandons the batches in flight (batch_consumer.py).
+ABANDONED = frozenset({"batch_abandoned_at_shutdown", "batch_abandoned_at_rebalance"})
 EMAIL_LIKE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9.\-]+")
 
 
@@ -256,7 +258,7 @@ def attribute_duplicates(
     """
     scans = [read_logs([run.log]) for run in runs]
     logged = [{line["event_id"] for line in processed_lines(scan)} for scan in scans]
-    # A stop whose grace ran out abandons its batch: an email in its turn may be left unrecorded.
+    # An abandoned batch: an email in its turn may be left unrecorded (ABANDONED).
     cut = [run.abrupt or _abandoned(scan) for run, scan in zip(runs, scans, strict=True)]
     per_run = [0] * len(runs)
     unexplained: list[str] = []
@@ -279,7 +281,7 @@ def attribute_duplicates(
 
 
 def _abandoned(scan: LogScan) -> bool:
-    return any(line.get("event") == "batch_abandoned_at_shutdown" for line in scan.lines)
+    return any(line.get("event") in ABANDONED for line in scan.lines)
 
 
 def out_of_order(events: Sequence[OrderStatusChanged], sink: SinkTail, domain: str) -> list[str]:

@@ -138,3 +138,64 @@ async def test_a_failed_poll_is_raised_after_the_earlier_one_is_committed(
 async def _committed_is(settings: Settings, expected: int) -> bool:
     got = await committed(settings, settings.topic_order_status, settings.group_notifier)
     return got == expected
+
+
+class _Member:
+    """A handler that records each poll; `stuck`: its first poll never ends unless cancelled."""
+
+    def __init__(self, *, stuck: bool) -> None:
+        self.stuck = stuck
+        self.handled: list[list[tuple[int, int]]] = []  # each poll's (partition, offset)s
+        self.finished: list[tuple[int, int]] = []
+        self.cancelled = 0
+        self.assignments = 0
+
+    async def __call__(self, records: Sequence[Record]) -> None:
+        self.handled.append([(r.partition, r.offset) for r in records])
+        if self.stuck and len(self.handled) == 1:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        self.finished += self.handled[-1]
+
+    def assigned(self) -> None:
+        self.assignments += 1
+
+
+@pytest.mark.stack
+async def test_a_rebalance_gives_a_batch_in_flight_the_grace_period_and_hands_its_records_on(
+    topics: Settings,
+) -> None:
+    """A member whose batch outlasts a rebalance must stop it and rejoin before the group gives
+    its partitions away: left sending, it and their next owner send the same emails. Waiting
+    for the batch without a bound got the member evicted (after the rebalance timeout) while
+    its batch went on."""
+    settings = topics.model_copy(update={"shutdown_grace_s": 1.0})
+    topic, group = settings.topic_order_status, settings.group_notifier
+    first, second = _Member(stuck=True), _Member(stuck=False)
+    stopping = asyncio.Event()
+    members = [
+        consume(settings, topic, group, h, name=f"member-{n}", on_assigned=h.assigned)
+        for n, h in enumerate((first, second))
+    ]
+    running = [asyncio.create_task(members[0].run(stopping))]
+    try:
+        await _one_record(settings, 0)
+        await eventually(lambda: len(first.handled) == 1, what="the first member's stuck poll")
+        running.append(asyncio.create_task(members[1].run(stopping)))
+        # The grace period (1 s) after the revocation, then the record is handled again, by
+        # whichever member owns partition 0 now, and committed; well inside the 30 s after
+        # which the group would have evicted the first member.
+        await eventually(
+            lambda: (0, 0) in first.finished + second.finished, timeout=20, what="redelivery"
+        )
+        assert first.cancelled == 1
+        await eventually(lambda: _committed_is(settings, 1), what="the record committed")
+        # Both are still members: each got a share in the rebalance.
+        assert first.assignments >= 2 and second.assignments >= 1
+        assert not any(task.done() for task in running)
+    finally:
+        stopping.set()
+        await asyncio.gather(*running)

@@ -23,7 +23,11 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from worker.adapters.kafka import is_transient
+from worker.adapters.kafka import (
+    CANCELLED_WORK_WAIT_S,
+    is_transient,
+    rebalance_timeout_ms,
+)
 from worker.adapters.kafka_client import bootstrap_hosts, client_options, rejection
 from worker.adapters.smtp_client import connection_options, misconfiguration
 from worker.core.config import ConfigError, Settings, load_settings, redact_uri
@@ -153,6 +157,18 @@ def test_outages_and_timeouts_are_retried(error: BaseException) -> None:
 )  # fmt: skip
 def test_credentials_acls_missing_topics_and_bugs_are_not_retried(error: BaseException) -> None:
     assert not is_transient(error)
+
+
+@pytest.mark.parametrize("grace_s", [0.0, 2.0, 15.0, 120.0])
+def test_the_group_waits_in_a_rebalance_longer_than_a_member_takes_to_give_its_batches_up(
+    grace_s: float,
+) -> None:
+    """A member gives its batches the grace, then their cancellation up to 5 s (batch_consumer.py);
+    evicted before it rejoins, it would send beside the partitions' next owner."""
+    settings = load_settings(shutdown_grace_s=grace_s)
+    wind_down_s = grace_s + min(grace_s, CANCELLED_WORK_WAIT_S)
+    # And 10 s more at least for the commit of what finished and the rejoin itself.
+    assert rebalance_timeout_ms(settings) >= 1000 * (wind_down_s + 10)
 
 
 def test_a_permanent_error_names_what_to_fix() -> None:

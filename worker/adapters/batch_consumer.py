@@ -6,12 +6,17 @@ batch's commit. Offsets are committed in poll order, each batch's once it and ev
 before it are done, so a commit never covers work that is not durable. Two batches in flight
 may hold events of one order: a handler given more than one batch at a time keeps each order's
 events in order itself (the notifier chains an order's runs, services/notify.py).
+
+A rebalance is a stop for the batches in flight: each gets the grace period, then is abandoned,
+what finished is committed, and the member rejoins within the group's rebalance timeout. The
+next owner of a partition starts from its commit, and this member sends nothing beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,9 +45,17 @@ IDLE_POLL_MS = 500
 BUSY_POLL_MS = 20
 
 
+class _Ended(enum.Enum):
+    HANDLED = "handled"
+    # The grace ran out at a stop: it and every batch after it are redelivered.
+    AT_SHUTDOWN = "batch_abandoned_at_shutdown"
+    # The grace ran out in a rebalance: it and the batches after it are the next owner's.
+    AT_REBALANCE = "batch_abandoned_at_rebalance"
+
+
 @dataclass
 class _Batch:
-    work: asyncio.Task[bool]  # True: handled; False: abandoned at shutdown
+    work: asyncio.Task[_Ended]
     offsets: dict[TopicPartition, int]  # the next offset of each partition once it is done
 
 
@@ -51,12 +64,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self._loop = loop
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Waits for the batches in flight (the lock is never held around getmany), then commits
-        # them, so the next owner of these partitions starts after the work that is done.
-        # A handler's error is not raised here, in aiokafka's rebalance: the loop raises it.
-        async with self._loop.lock:
-            with contextlib.suppress(Exception):
-                await self._loop.settle(everything=True)
+        await self._loop.give_up_partitions()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info(
@@ -101,6 +109,13 @@ class BatchConsumer:
         self._running: deque[_Batch] = deque()
         # Set once a batch was abandoned at shutdown: nothing after it may be committed.
         self._abandoned = False
+        # Set once a batch was abandoned in a rebalance: nothing after it is committed until
+        # the revocation (`give_up_partitions`) has dropped what is left.
+        self._revoked = False
+        # Set when the partitions are revoked: the batches in flight end within the grace period.
+        self._revoking = asyncio.Event()
+        # One more at each revocation: a poll fetched before it holds the old assignment's records.
+        self._generation = 0
         self.lock = asyncio.Lock()
         self.ready = False
 
@@ -118,10 +133,14 @@ class BatchConsumer:
                 if self._abandoned:
                     break
                 batches = await self._fetch(BUSY_POLL_MS if self._running else IDLE_POLL_MS)
+                fetched_in = self._generation  # no await since getmany returned
                 if not batches:
                     continue
                 async with self.lock:
-                    self._start(batches, stopping)
+                    # A poll from before a revocation: its partitions start again from their
+                    # committed offsets, behind any batch the revocation abandoned.
+                    if fetched_in == self._generation:
+                        self._start(batches, stopping)
             async with self.lock:  # a stop: each batch finishes within the grace period
                 await self.settle(everything=True)
         finally:
@@ -141,24 +160,51 @@ class BatchConsumer:
         if not batches:
             return
         records = [r for part in batches.values() for r in part]
-        work = asyncio.ensure_future(self._handle(records, stopping))
+        work = asyncio.ensure_future(self._handle(records, stopping, self._revoking))
         offsets = {tp: part[-1].offset + 1 for tp, part in batches.items()}
         self._running.append(_Batch(work, offsets))
         self._observe_lag(batches)
+
+    async def give_up_partitions(self) -> None:
+        """The partitions are being revoked: the batches in flight get the grace period, as at a
+        stop, then are abandoned; what finished is committed, so that their next owner starts
+        after it. The group waits for this member no longer than its rebalance timeout (kafka.py)
+        and then gives the partitions away while these batches would still be sending: waiting
+        for them without a bound made two notifiers send the same emails (the cluster fault
+        test, a rebalance under load). A handler's error is not raised here, in aiokafka's
+        rebalance: the loop raises it."""
+        self._generation += 1
+        # Set before taking the lock: the loop may hold it while it waits for the oldest batch.
+        self._revoking.set()
+        async with self.lock:
+            try:
+                await self.settle(everything=True)
+            except Exception:  # noqa: BLE001 - left at the head of the queue, for the loop
+                return
+            finally:
+                self._revoking = asyncio.Event()
+            if self._revoked:  # and those behind it: each ends within the grace period too
+                if self._running:
+                    await asyncio.wait([batch.work for batch in self._running])
+                self._running.clear()
+                self._revoked = False  # the records are the next owner's, from the commit
 
     async def settle(self, *, oldest: bool = False, everything: bool = False) -> None:
         """Commit the batches finished in order from the oldest; `oldest` first waits for the
         oldest, `everything` for all. A handler's error is raised here, in poll order."""
         done: dict[TopicPartition, int] = {}
         try:
-            while self._running and not self._abandoned:
+            while self._running and not (self._abandoned or self._revoked):
                 head = self._running[0]
                 if not head.work.done() and not (everything or (oldest and not done)):
                     break
-                handled = await asyncio.shield(head.work)
+                ended = await asyncio.shield(head.work)
                 self._running.popleft()
-                if not handled:
-                    self._abandoned = True  # grace ran out: it and all after it are redelivered
+                if ended is _Ended.AT_SHUTDOWN:
+                    self._abandoned = True
+                    break
+                if ended is _Ended.AT_REBALANCE:
+                    self._revoked = True
                     break
                 done |= head.offsets
         finally:
@@ -193,14 +239,18 @@ class BatchConsumer:
             raise (rejection(exc, self._settings, user_of=using) or exc) from None
         return batches
 
-    async def _handle(self, records: list[Record], stopping: asyncio.Event) -> bool:
-        """Run the handler; once stop is asked, give it at most the grace period to finish."""
+    async def _handle(
+        self, records: list[Record], stopping: asyncio.Event, revoking: asyncio.Event
+    ) -> _Ended:
+        """Run the handler; once a stop or a revocation (of the assignment it was fetched in)
+        is asked, give it at most the grace period to finish."""
         started = time.perf_counter()
         work = asyncio.ensure_future(self._handler(records))
         stop_wait = asyncio.ensure_future(stopping.wait())
+        revoke_wait = asyncio.ensure_future(revoking.wait())
         try:
-            done, _ = await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            if work not in done:
+            await asyncio.wait({work, stop_wait, revoke_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
                 await asyncio.wait({work}, timeout=self._grace_s)
             if not work.done():
                 work.cancel()
@@ -208,15 +258,15 @@ class BatchConsumer:
                 # upstream is accepting: one round trip and one write) needs its clients, which
                 # close once this returns.
                 await asyncio.wait({work}, timeout=min(self._grace_s, CANCELLED_WORK_WAIT_S))
-                log.warning(
-                    "batch_abandoned_at_shutdown", consumer=self._name, records=len(records)
-                )
-                return False
+                ended = _Ended.AT_SHUTDOWN if stopping.is_set() else _Ended.AT_REBALANCE
+                log.warning(ended.value, consumer=self._name, records=len(records))
+                return ended
             work.result()
             metrics.BATCH_SECONDS.labels(consumer=self._name).observe(time.perf_counter() - started)
-            return True
+            return _Ended.HANDLED
         finally:
             stop_wait.cancel()
+            revoke_wait.cancel()
             if not work.done():  # this batch itself was cancelled: so is its handler
                 work.cancel()
 

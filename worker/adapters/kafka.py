@@ -117,6 +117,19 @@ def make_producer(
 PARTITION_FETCH_BYTES = 64 * 1024
 
 
+# What a revocation takes beyond its batches' grace and cancellation: their commit, the rejoin.
+REJOIN_MARGIN_S = 15.0
+
+
+def rebalance_timeout_ms(settings: Settings) -> int:
+    """How long the group waits for a member to rejoin in a rebalance, after which it gives the
+    member's partitions to others: longer than the member takes to end the batches in flight
+    (batch_consumer.py, `give_up_partitions`), which would otherwise go on sending beside the
+    partitions' next owner. aiokafka's default, the session timeout, is no such bound."""
+    wind_down_s = settings.shutdown_grace_s + min(settings.shutdown_grace_s, CANCELLED_WORK_WAIT_S)
+    return round(1000 * (wind_down_s + REJOIN_MARGIN_S))
+
+
 def make_consumer(settings: Settings, topic: str, group: str) -> AIOKafkaConsumer[bytes, bytes]:
     consumer: AIOKafkaConsumer[bytes, bytes] = Consumer(
         settings,
@@ -128,6 +141,7 @@ def make_consumer(settings: Settings, topic: str, group: str) -> AIOKafkaConsume
         max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
         # A batch may wait on SMTP retries; stay in the group meanwhile.
         max_poll_interval_ms=600_000,
+        rebalance_timeout_ms=rebalance_timeout_ms(settings),
         # Partitions added to a topic (see docs/operations.md, scaling) are picked up this soon.
         metadata_max_age_ms=30_000,
         session_timeout_ms=30_000,
